@@ -1,0 +1,32 @@
+"""The argument shape every job shares: --conf, --date, --set key=value."""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+from pathlib import Path
+
+from core.config import Config, load_config
+
+DEFAULT_CONF = Path(__file__).resolve().parent.parent / "conf" / "local.yaml"
+
+
+def iso_date(value: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date YYYY-MM-DD: {value!r}") from None
+
+
+def job_parser(description: str, *, needs_date: bool = True) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--conf", default=str(DEFAULT_CONF), help="YAML config (default conf/local.yaml)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set train.num_proc=2 (repeatable)")
+    if needs_date:
+        parser.add_argument("--date", type=iso_date, required=True, help="the run date YYYY-MM-DD")
+    return parser
+
+
+def parse_job_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> tuple[argparse.Namespace, Config]:
+    args = parser.parse_args(argv)
+    return args, load_config(args.conf, args.overrides)

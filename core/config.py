@@ -1,0 +1,384 @@
+"""Typed, frozen configuration: YAML in, validated dataclasses out, once, at the edge.
+
+`load_config(path, overrides=["train.num_proc=2", ...])` is the only entry point.
+Unknown keys and bad values raise `ConfigError` naming the key and the valid choices.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration key or value is wrong; the message names it."""
+
+
+@dataclass(frozen=True)
+class Paths:
+    raw: str
+    warehouse: str
+    models: str
+    staging: str = ""
+    petastorm_cache: str = ""
+
+    def validate(self) -> None:
+        for name in ("raw", "warehouse", "models"):
+            value = getattr(self, name)
+            if not value.strip():
+                raise ConfigError(f"paths.{name} is required and must not be empty")
+            if "\x00" in value or "\n" in value:
+                raise ConfigError(f"paths.{name} contains a control character: {value!r}")
+
+    @property
+    def staging_root(self) -> str:
+        return self.staging or f"{self.warehouse.rstrip('/')}/_staging"
+
+    @property
+    def petastorm_root(self) -> str:
+        return self.petastorm_cache or f"{self.models.rstrip('/')}/_petastorm_cache"
+
+
+@dataclass(frozen=True)
+class SparkConf:
+    master: str = "local[*]"
+    app_name: str = "mvke-profiles"
+    shuffle_partitions: int = 4
+    driver_memory: str = "4g"
+    executor_memory: str = "2g"
+    arrow_batch_size: int = 8192
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GenerateConf:
+    seed: int = 7
+    users: int = 2000
+    items: int = 300
+    tags: int = 60
+    categories: int = 8
+    facets: int = 6
+    days: int = 10
+    start_date: dt.date = dt.date(2026, 11, 1)
+    impressions_per_user_day: float = 3.0
+    active_share: float = 0.6
+    zipf_exponent: float = 1.1
+    interest_sharpness: float = 3.0
+    noise: float = 0.05
+    partitions: int = 4
+
+    def validate(self) -> None:
+        for name in ("users", "items", "tags", "categories", "facets", "days", "partitions"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"generate.{name} must be >= 1, got {getattr(self, name)}")
+        if self.tags < self.facets:
+            raise ConfigError(f"generate.tags ({self.tags}) must be >= generate.facets ({self.facets})")
+        if not 0 < self.active_share <= 1:
+            raise ConfigError(f"generate.active_share must be in (0, 1], got {self.active_share}")
+        if not 0 <= self.noise < 1:
+            raise ConfigError(f"generate.noise must be in [0, 1), got {self.noise}")
+
+
+NegativeSampling = Literal["none", "uniform", "log_uniform"]
+
+
+@dataclass(frozen=True)
+class FeaturesConf:
+    window_days: int = 30
+    decay_half_life_days: float = 7.0
+    max_multi_len: int = 16
+    activity_buckets: tuple[float, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+    rate_buckets: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
+    numeric_buckets: tuple[float, ...] = (0, 1, 2, 5, 10, 20, 50, 100, 1000)
+    categorical_attributes: tuple[str, ...] = ()
+    numeric_attributes: tuple[str, ...] = ()
+    max_bad_fraction: float = 0.05
+    negatives: NegativeSampling = "none"
+    negatives_per_user_day: int = 0
+    seed: int = 11
+
+    def validate(self) -> None:
+        if self.window_days < 1:
+            raise ConfigError(f"features.window_days must be >= 1, got {self.window_days}")
+        if not 0 <= self.max_bad_fraction <= 1:
+            raise ConfigError(f"features.max_bad_fraction must be in [0, 1], got {self.max_bad_fraction}")
+        for name in ("activity_buckets", "rate_buckets", "numeric_buckets"):
+            edges = getattr(self, name)
+            if list(edges) != sorted(set(edges)):
+                raise ConfigError(f"features.{name} must be strictly increasing, got {list(edges)}")
+        if self.negatives != "none" and self.negatives_per_user_day < 1:
+            raise ConfigError("features.negatives_per_user_day must be >= 1 when features.negatives is set")
+
+
+ModelName = Literal["mvke", "two_tower", "hard_sharing", "mmoe", "mind"]
+OutputKind = Literal["dot", "cosine"]
+CvrMode = Literal["clicked", "esmm"]
+
+
+@dataclass(frozen=True)
+class ModelConf:
+    name: ModelName = "mvke"
+    embedding_dim: int = 16
+    hidden_dim: int = 32
+    num_experts: int = 5
+    objectives: tuple[str, ...] = ("ctr", "cvr")
+    expert_sets: dict[str, tuple[int, ...]] = field(
+        default_factory=lambda: {"ctr": (0, 1, 2), "cvr": (1, 2, 3, 4)}
+    )
+    output: OutputKind = "dot"
+    temperature: float = 0.1
+    projected_gate: bool = False
+    hard_gate: bool = False
+    cvr_mode: CvrMode = "clicked"
+    loss_weights: dict[str, float] = field(default_factory=lambda: {"ctr": 1.0, "cvr": 1.0})
+    diversity_weight: float = 0.0
+    two_tower_objective: str = "ctr"
+    mind_interests: int = 4
+    mind_routing_iters: int = 3
+    mind_power: float = 1.0
+    sequence_field: str = "clicked_tags"
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.embedding_dim < 1 or self.hidden_dim < 1 or self.num_experts < 1:
+            raise ConfigError("model.embedding_dim, model.hidden_dim and model.num_experts must be >= 1")
+        if set(self.expert_sets) != set(self.objectives):
+            raise ConfigError(
+                f"model.expert_sets keys {sorted(self.expert_sets)} must equal model.objectives {list(self.objectives)}"
+            )
+        for objective, experts in self.expert_sets.items():
+            bad = [k for k in experts if not 0 <= k < self.num_experts]
+            if bad or not experts:
+                raise ConfigError(
+                    f"model.expert_sets.{objective} = {list(experts)}: experts must be a non-empty subset of "
+                    f"0..{self.num_experts - 1}"
+                )
+        if set(self.loss_weights) - set(self.objectives):
+            raise ConfigError(f"model.loss_weights keys must be among {list(self.objectives)}")
+        if self.two_tower_objective not in self.objectives:
+            raise ConfigError(
+                f"model.two_tower_objective={self.two_tower_objective!r}; valid: {list(self.objectives)}"
+            )
+        if self.temperature <= 0:
+            raise ConfigError(f"model.temperature must be > 0, got {self.temperature}")
+        if self.mind_interests < 1 or self.mind_routing_iters < 1:
+            raise ConfigError("model.mind_interests and model.mind_routing_iters must be >= 1")
+        if self.mind_power < 0:
+            raise ConfigError(f"model.mind_power must be >= 0, got {self.mind_power}")
+        if self.diversity_weight < 0:
+            raise ConfigError(f"model.diversity_weight must be >= 0, got {self.diversity_weight}")
+        negative = {k: w for k, w in self.loss_weights.items() if w < 0}
+        if negative:
+            raise ConfigError(f"model.loss_weights must be >= 0, got {negative}")
+        if not self.sequence_field.strip():
+            raise ConfigError("model.sequence_field must name a multi-valued feature field")
+
+
+ValidationSplit = Literal["last_day", "user_split"]
+
+
+@dataclass(frozen=True)
+class PublishRules:
+    min_auc: float = 0.55
+    max_auc_drop: float = 0.02
+
+
+@dataclass(frozen=True)
+class TrainConf:
+    num_proc: int = 2
+    window_days: int = 7
+    epochs: int = 3
+    batch_size: int = 512
+    learning_rate: float = 0.01
+    validation: ValidationSplit = "last_day"
+    validation_user_share: float = 0.1
+    build_missing: bool = True
+    publish_if: PublishRules = field(default_factory=PublishRules)
+
+    def validate(self) -> None:
+        if self.num_proc < 1 or self.epochs < 1 or self.batch_size < 1:
+            raise ConfigError("train.num_proc, train.epochs and train.batch_size must be >= 1")
+        if self.window_days < 2 and self.validation == "last_day":
+            raise ConfigError("train.window_days must be >= 2 with train.validation=last_day")
+
+
+@dataclass(frozen=True)
+class ScoreConf:
+    top_n: int = 10
+    top_n_per_objective: dict[str, int] = field(default_factory=dict)
+    model_version: str = "latest"
+    min_score: float = 0.0
+    exclude_tags: tuple[str, ...] = ()
+    combined: bool = True
+    write_user_vectors: bool = False
+    block_size: int = 4096
+
+    def validate(self) -> None:
+        if self.top_n < 1 or any(n < 1 for n in self.top_n_per_objective.values()):
+            raise ConfigError("score.top_n and score.top_n_per_objective values must be >= 1")
+        if self.block_size < 1:
+            raise ConfigError(f"score.block_size must be >= 1, got {self.block_size}")
+
+
+@dataclass(frozen=True)
+class Gates:
+    min_profile_share: float = 0.95
+    min_tag_coverage: float = 0.3
+    max_score_shift: float = 0.2
+    min_stability: float = 0.3
+    min_auc: float = 0.55
+
+
+@dataclass(frozen=True)
+class NightlyConf:
+    train_every: int = 1
+    gates: Gates = field(default_factory=Gates)
+
+
+@dataclass(frozen=True)
+class Config:
+    paths: Paths
+    spark: SparkConf = field(default_factory=SparkConf)
+    generate: GenerateConf = field(default_factory=GenerateConf)
+    features: FeaturesConf = field(default_factory=FeaturesConf)
+    model: ModelConf = field(default_factory=ModelConf)
+    train: TrainConf = field(default_factory=TrainConf)
+    score: ScoreConf = field(default_factory=ScoreConf)
+    nightly: NightlyConf = field(default_factory=NightlyConf)
+
+    def validate(self) -> None:
+        for section in dataclasses.fields(self):
+            check = getattr(getattr(self, section.name), "validate", None)
+            if check is not None:
+                check()
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(dataclasses.asdict(self))
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read a YAML file, apply `key.sub=value` overrides, and return a validated Config."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping, got {type(raw).__name__}")
+    for item in overrides:
+        _apply_override(raw, item)
+    return config_from_dict(raw)
+
+
+def config_from_dict(raw: dict[str, Any]) -> Config:
+    if "paths" not in raw:
+        raise ConfigError("paths is required (with paths.raw, paths.warehouse, paths.models)")
+    config = _build(Config, raw, "")
+    config.validate()
+    return config
+
+
+def replace(config: Config, **sections: Any) -> Config:
+    """A copy of `config` with whole sections or `section__key` values replaced, re-validated."""
+    raw = config.to_dict()
+    for key, value in sections.items():
+        section, _, name = key.partition("__")
+        if name:
+            raw[section][name] = value
+        else:
+            raw[section] = value
+    return config_from_dict(raw)
+
+
+def _apply_override(raw: dict[str, Any], item: str) -> None:
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"--set expects key=value, got {item!r}")
+    node = raw
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {key}: {part} is not a section")
+    node[parts[-1]] = yaml.safe_load(value) if value != "" else ""
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        where = prefix.rstrip(".") or "the top level"
+        raise ConfigError(
+            f"unknown key {prefix}{unknown[0]} in {where}; valid keys: {', '.join(sorted(known))}"
+        )
+    values = {}
+    for name, value in raw.items():
+        values[name] = _convert(hints[name], value, f"{prefix}{name}")
+    try:
+        return cls(**values)
+    except TypeError as exc:
+        missing = [n for n, f in known.items() if n not in raw and f.default is dataclasses.MISSING
+                   and f.default_factory is dataclasses.MISSING]
+        raise ConfigError(f"missing required key(s): {', '.join(prefix + m for m in missing)}") from exc
+
+
+def _convert(hint: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, key + ".")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key}={value!r} is not valid; valid values: {', '.join(map(str, args))}")
+        return value
+    if origin in (types.UnionType, typing.Union):
+        raise ConfigError(f"{key}: union types are not supported in config")
+    if origin is tuple:
+        items = value if isinstance(value, (list, tuple)) else [value]
+        return tuple(_convert(args[0], v, f"{key}[{i}]") for i, v in enumerate(items))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} must be a mapping, got {value!r}")
+        return {str(k): _convert(args[1], v, f"{key}.{k}") for k, v in value.items()}
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}={value!r} must be true or false")
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}={value!r} must be an integer")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}={value!r} must be a number")
+        return float(value)
+    if hint is str:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{key}={value!r} must be a string")
+        return "" if value is None else str(value)
+    if hint is dt.date:
+        if isinstance(value, dt.date):
+            return value
+        try:
+            return dt.date.fromisoformat(str(value))
+        except ValueError:
+            raise ConfigError(f"{key}={value!r} must be a date YYYY-MM-DD") from None
+    raise ConfigError(f"{key}: unsupported config type {hint!r}")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return value

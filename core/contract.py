@@ -1,0 +1,132 @@
+"""The raw-data contract: what the behaviour logs must look like, checked before any work.
+
+Each raw table lives at `paths.raw/<table>` as a Delta table (detected by its
+`_delta_log` folder) or a folder of Parquet files. A missing table or column, or a
+column of the wrong type, raises `ContractError` naming the table, the column, and
+the expected and found types, before anything is written. Extra columns are ignored
+(for `users` they are attributes, by definition).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import types as T
+from pyspark.errors import AnalysisException
+
+from core import delta
+from core.config import Paths
+from core.tables import Raw, raw_uri
+
+
+class ContractError(ValueError):
+    """Raw input that breaks the contract; the message names table, column and types."""
+
+
+EVENT_TYPES = ("impression", "click", "conversion")
+
+SCHEMAS: dict[Raw, T.StructType] = {
+    Raw.EVENTS: T.StructType([
+        T.StructField("user_id", T.StringType()),
+        T.StructField("item_id", T.StringType()),
+        T.StructField("event_type", T.StringType()),
+        T.StructField("event_time", T.TimestampType()),
+    ]),
+    Raw.ITEMS: T.StructType([
+        T.StructField("item_id", T.StringType()),
+        T.StructField("tag_ids", T.ArrayType(T.StringType())),
+    ]),
+    Raw.TAGS: T.StructType([
+        T.StructField("tag_id", T.StringType()),
+        T.StructField("tag_name", T.StringType()),
+        T.StructField("category", T.StringType()),
+    ]),
+    Raw.USERS: T.StructType([
+        T.StructField("user_id", T.StringType()),
+    ]),
+}
+
+NUMERIC_TYPES = (T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType, T.DoubleType, T.DecimalType)
+
+
+@dataclass(frozen=True)
+class UserAttributes:
+    """The users table's attribute columns, by kind (declared in the conf or discovered)."""
+
+    categorical: tuple[str, ...]
+    numeric: tuple[str, ...]
+
+
+def read_raw(spark: SparkSession, paths: Paths, table: Raw) -> DataFrame:
+    """The raw table, checked against the contract, with the contract's columns first."""
+    uri = raw_uri(paths, table)
+    df = _load(spark, uri, table)
+    check_schema(df.schema, table)
+    expected = SCHEMAS[table].fieldNames()
+    extra = [c for c in df.columns if c not in expected] if table is Raw.USERS else []
+    return df.select(*expected, *extra)
+
+
+def check_schema(found: T.StructType, table: Raw) -> None:
+    by_name = {f.name: f.dataType for f in found.fields}
+    for field in SCHEMAS[table].fields:
+        if field.name not in by_name:
+            raise ContractError(
+                f"raw table {table.value}: column {field.name} is missing "
+                f"(expected {field.dataType.simpleString()}; found columns: {', '.join(found.fieldNames())})"
+            )
+        actual = by_name[field.name]
+        if not _same_type(field.dataType, actual):
+            raise ContractError(
+                f"raw table {table.value}: column {field.name} has type {actual.simpleString()}, "
+                f"expected {field.dataType.simpleString()}"
+            )
+
+
+def user_attributes(users: DataFrame, categorical: tuple[str, ...] = (), numeric: tuple[str, ...] = ()) -> UserAttributes:
+    """Attribute columns of the users table: those the conf declares, plus discovered ones.
+
+    Discovered string (or boolean) columns are categorical, numeric columns are numeric;
+    other types are a ContractError naming the column.
+    """
+    types = {f.name: f.dataType for f in users.schema.fields if f.name != "user_id"}
+    for name in (*categorical, *numeric):
+        if name not in types:
+            raise ContractError(f"raw table users: declared attribute {name} is missing "
+                                f"(found columns: {', '.join(users.columns)})")
+    for name in numeric:
+        if not isinstance(types[name], NUMERIC_TYPES):
+            raise ContractError(f"raw table users: numeric attribute {name} has type "
+                                f"{types[name].simpleString()}, expected a number")
+    found_cat, found_num = list(categorical), list(numeric)
+    for name, dtype in types.items():
+        if name in categorical or name in numeric:
+            continue
+        if isinstance(dtype, (T.StringType, T.BooleanType)):
+            found_cat.append(name)
+        elif isinstance(dtype, NUMERIC_TYPES):
+            found_num.append(name)
+        else:
+            raise ContractError(f"raw table users: attribute {name} has type {dtype.simpleString()}; "
+                                f"attributes must be strings, booleans or numbers")
+    return UserAttributes(categorical=tuple(found_cat), numeric=tuple(found_num))
+
+
+def _load(spark: SparkSession, uri: str, table: Raw) -> DataFrame:
+    if delta.table_exists(uri):
+        return delta.read_table(spark, uri)
+    if not os.path.isdir(uri):
+        raise ContractError(f"raw table {table.value} not found at {uri} (expected a Delta table or a Parquet folder)")
+    try:
+        return spark.read.parquet(uri)
+    except AnalysisException as exc:
+        raise ContractError(f"raw table {table.value} at {uri} cannot be read as Parquet: {exc}") from exc
+
+
+def _same_type(expected: T.DataType, actual: T.DataType) -> bool:
+    if isinstance(expected, T.TimestampType):
+        return isinstance(actual, (T.TimestampType, T.TimestampNTZType))
+    if isinstance(expected, T.ArrayType):
+        return isinstance(actual, T.ArrayType) and _same_type(expected.elementType, actual.elementType)
+    return type(expected) is type(actual)

@@ -1,0 +1,314 @@
+"""Delta tables through delta-rs, written by Spark executors and committed by the driver.
+
+The one module that touches Delta (Delta's Spark jars cannot be fetched on these machines).
+
+Writing: each Spark task streams its rows into Parquet files under the table folder
+(`<table>/<col>=<value>/part-<uuid>.parquet` when partitioned) and yields one small row
+per file. The driver gathers only those rows, turns them into add actions and commits
+them in ONE Delta transaction. Until that commit no reader sees any of the new files,
+so a failure at any point before it leaves the table exactly as it was; the orphan
+files are removed later by `vacuum`.
+
+Reading: `read_table` hands Spark exactly the live files of a version, never the
+folder (a folder holds removed files too).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Iterable, Iterator, Literal, Sequence
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from deltalake import DeltaTable, Schema
+from deltalake.exceptions import TableNotFoundError
+from deltalake.transaction import AddAction, CommitProperties, create_table_with_add_actions
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import types as T
+from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
+
+WriteMode = Literal["append", "overwrite"]
+
+_FILE_ROW = T.StructType(
+    [
+        T.StructField("path", T.StringType(), False),
+        T.StructField("size", T.LongType(), False),
+        T.StructField("partition_values", T.MapType(T.StringType(), T.StringType(), True), False),
+        T.StructField("num_records", T.LongType(), False),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class WrittenFiles:
+    """What a distributed write produced, before any commit."""
+
+    adds: list[AddAction]
+    num_records: int
+
+
+def table_exists(uri: str) -> bool:
+    return DeltaTable.is_deltatable(uri)
+
+
+def table_version(uri: str) -> int | None:
+    """The table's current version, or None if there is no table."""
+    return DeltaTable(uri).version() if table_exists(uri) else None
+
+
+def open_table(uri: str, version: int | None = None) -> DeltaTable:
+    if not table_exists(uri):
+        raise FileNotFoundError(f"no Delta table at {uri}")
+    try:
+        return DeltaTable(uri, version=version)
+    except Exception as exc:  # delta-rs raises a generic error for a missing version
+        if version is None:
+            raise
+        raise ValueError(f"{uri} has no version {version} (latest is {DeltaTable(uri).version()})") from exc
+
+
+def write_table(
+    df: DataFrame,
+    uri: str,
+    *,
+    mode: WriteMode,
+    partition_by: Sequence[str] = (),
+    replace_partitions: Sequence[str] | None = None,
+    commit_info: dict[str, str] | None = None,
+) -> int:
+    """Write `df` to the Delta table at `uri` in one atomic commit; return the new version.
+
+    mode="append" adds rows. mode="overwrite" replaces the whole table, or, when
+    `replace_partitions` lists values of the single partition column, only those
+    partitions (rows of `df` outside them are an error). Creates the table if needed.
+    """
+    _check_write_args(df, uri, mode, partition_by, replace_partitions)
+    arrow_schema = spark_to_arrow_schema(df.schema)
+    written = write_files(df, uri, partition_by=partition_by)
+    if replace_partitions is not None:
+        column = partition_by[0]
+        stray = {a.partition_values[column] for a in written.adds} - {str(v) for v in replace_partitions}
+        if stray:
+            raise ValueError(
+                f"{uri}: rows for {column} in {sorted(stray)} are outside the partitions being replaced "
+                f"{sorted(map(str, replace_partitions))}"
+            )
+    return commit(uri, written.adds, arrow_schema, mode=mode, partition_by=partition_by,
+                  replace_partitions=replace_partitions, commit_info=commit_info)
+
+
+def write_files(df: DataFrame, uri: str, *, partition_by: Sequence[str] = ()) -> WrittenFiles:
+    """Executors write `df` as Parquet files under `uri`; nothing is committed.
+
+    Only one small row per file comes back to the driver.
+    """
+    root = uri.rstrip("/")
+    arrow_schema = spark_to_arrow_schema(df.schema)
+    data_schema = pa.schema([f for f in arrow_schema if f.name not in partition_by])
+    partition_cols = list(partition_by)
+
+    def write_task(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        writers: dict[tuple, tuple[pq.ParquetWriter, str, dict[str, str | None]]] = {}
+        counts: dict[tuple, int] = {}
+        try:
+            for batch in batches:
+                if batch.num_rows == 0:
+                    continue
+                table = pa.Table.from_batches([batch])
+                for key, part in _split_by_partition(table, partition_cols):
+                    if key not in writers:
+                        values = dict(zip(partition_cols, key))
+                        rel = "/".join(f"{c}={_partition_dir_value(v)}" for c, v in values.items())
+                        rel = f"{rel}/part-{uuid.uuid4().hex}.parquet" if rel else f"part-{uuid.uuid4().hex}.parquet"
+                        os.makedirs(os.path.dirname(f"{root}/{rel}"), exist_ok=True)
+                        writers[key] = (pq.ParquetWriter(f"{root}/{rel}", data_schema), rel, values)
+                        counts[key] = 0
+                    writers[key][0].write_table(part.select(data_schema.names).cast(data_schema))
+                    counts[key] += part.num_rows
+        finally:
+            for writer, _, _ in writers.values():
+                writer.close()
+        if not writers:
+            return
+        yield pa.RecordBatch.from_pylist(
+            [
+                {
+                    "path": rel,
+                    "size": os.path.getsize(f"{root}/{rel}"),
+                    "partition_values": list(values.items()),
+                    "num_records": counts[key],
+                }
+                for key, (_, rel, values) in writers.items()
+            ],
+            schema=to_arrow_schema(_FILE_ROW),
+        )
+
+    os.makedirs(root, exist_ok=True)
+    rows = df.mapInArrow(write_task, _FILE_ROW).collect()
+    now_ms = int(time.time() * 1000)
+    adds = [
+        AddAction(
+            path=row.path,
+            size=row.size,
+            partition_values=dict(row.partition_values),
+            modification_time=now_ms,
+            data_change=True,
+            stats=json.dumps({"numRecords": row.num_records}),
+        )
+        for row in rows
+    ]
+    return WrittenFiles(adds=adds, num_records=sum(r.num_records for r in rows))
+
+
+def commit(
+    uri: str,
+    adds: list[AddAction],
+    arrow_schema: pa.Schema,
+    *,
+    mode: WriteMode,
+    partition_by: Sequence[str] = (),
+    replace_partitions: Sequence[str] | None = None,
+    commit_info: dict[str, str] | None = None,
+) -> int:
+    """Commit files already written under `uri` as one Delta transaction; return the version.
+
+    Concurrent writers are serialised by Delta's optimistic concurrency: a commit that
+    conflicts with one made since this table was loaded fails and changes nothing.
+    """
+    schema = Schema.from_arrow(arrow_schema)
+    properties = CommitProperties(custom_metadata=dict(commit_info or {}))
+    if not table_exists(uri):
+        create_table_with_add_actions(
+            uri, schema, adds, mode="error", partition_by=list(partition_by) or None,
+            commit_properties=properties,
+        )
+        return DeltaTable(uri).version()
+    table = DeltaTable(uri)
+    existing = table.metadata().partition_columns
+    if list(existing) != list(partition_by):
+        raise ValueError(f"{uri} is partitioned by {existing}, not {list(partition_by)}")
+    filters = None
+    if replace_partitions is not None:
+        filters = [(partition_by[0], "in", [str(v) for v in replace_partitions])]
+    table.create_write_transaction(
+        adds, mode=mode, schema=schema, partition_by=list(partition_by) or None,
+        partition_filters=filters, commit_properties=properties,
+    )
+    return DeltaTable(uri).version()
+
+
+def read_table(spark: SparkSession, uri: str, version: int | None = None) -> DataFrame:
+    """Exactly the live rows of `uri` at `version` (latest by default), as a Spark DataFrame."""
+    table = open_table(uri, version)
+    schema = arrow_to_spark_schema(table.schema().to_arrow())
+    files = table.file_uris()
+    if not files:
+        return spark.createDataFrame([], schema)
+    return spark.read.schema(schema).option("basePath", uri).parquet(*files).select(schema.fieldNames())
+
+
+def read_arrow(uri: str, version: int | None = None, columns: Sequence[str] | None = None) -> pa.Table:
+    """Read a (small) table on the driver with pyarrow; partitioned tables included.
+
+    For metadata-sized tables (vocabularies, model lists, run logs), never for data tables.
+    """
+    import pyarrow.dataset as ds
+
+    table = open_table(uri, version)
+    schema = pa.schema(table.schema().to_arrow())
+    partition_cols = table.metadata().partition_columns
+    files = table.file_uris()
+    if not files:
+        empty = schema.empty_table()
+        return empty.select(list(columns)) if columns else empty
+    partitioning = ds.partitioning(pa.schema([schema.field(c) for c in partition_cols]), flavor="hive") \
+        if partition_cols else None
+    dataset = ds.dataset(files, format="parquet", partitioning=partitioning,
+                         partition_base_dir=uri.rstrip("/"), schema=schema)
+    return dataset.to_table(columns=list(columns) if columns else None)
+
+
+def partition_values(uri: str, column: str = "dt") -> list[str]:
+    """The distinct live values of a partition column, from the Delta log alone."""
+    if not table_exists(uri):
+        return []
+    return sorted({p[column] for p in DeltaTable(uri).partitions()})
+
+
+def history(uri: str) -> list[dict]:
+    return DeltaTable(uri).history() if table_exists(uri) else []
+
+
+def restore(uri: str, version: int) -> int:
+    """Make `version` the current state again (a new commit; history is kept)."""
+    table = open_table(uri)
+    table.restore(version)
+    return DeltaTable(uri).version()
+
+
+def vacuum(uri: str, retention_hours: int = 168, dry_run: bool = False) -> list[str]:
+    """Delete files no live version needs that are older than the retention window.
+
+    Also removes orphans left by a writer that died before its commit.
+    """
+    if retention_hours < 0:
+        raise ValueError("retention_hours must be >= 0")
+    return open_table(uri).vacuum(
+        retention_hours=retention_hours, dry_run=dry_run, enforce_retention_duration=False, full=True
+    )
+
+
+def spark_to_arrow_schema(schema: T.StructType) -> pa.Schema:
+    return to_arrow_schema(schema, timestamp_utc=True)
+
+
+def arrow_to_spark_schema(schema: pa.Schema) -> T.StructType:
+    return from_arrow_schema(pa.schema(schema))
+
+
+def _check_write_args(
+    df: DataFrame, uri: str, mode: str, partition_by: Sequence[str], replace_partitions: Sequence[str] | None
+) -> None:
+    if mode not in ("append", "overwrite"):
+        raise ValueError(f"mode must be 'append' or 'overwrite', got {mode!r}")
+    if not uri or uri != uri.strip():
+        raise ValueError(f"table uri must be a non-empty path without surrounding spaces, got {uri!r}")
+    missing = [c for c in partition_by if c not in df.columns]
+    if missing:
+        raise ValueError(f"partition columns {missing} are not in the DataFrame columns {df.columns}")
+    if replace_partitions is not None:
+        if mode != "overwrite":
+            raise ValueError("replace_partitions needs mode='overwrite'")
+        if len(partition_by) != 1:
+            raise ValueError("replace_partitions needs exactly one partition column")
+        if not replace_partitions:
+            raise ValueError("replace_partitions must name at least one partition value")
+
+
+def _split_by_partition(table: pa.Table, columns: list[str]) -> Iterable[tuple[tuple, pa.Table]]:
+    if not columns:
+        yield (), table
+        return
+    for combo in table.select(columns).group_by(columns).aggregate([]).to_pylist():
+        mask = None
+        for c in columns:
+            m = pc.is_null(table[c]) if combo[c] is None else pc.fill_null(pc.equal(table[c], combo[c]), False)
+            mask = m if mask is None else pc.and_(mask, m)
+        yield tuple(_partition_value(combo[c]) for c in columns), table.filter(mask)
+
+
+def _partition_value(value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return str(value)
+
+
+def _partition_dir_value(value: str | None) -> str:
+    return "__HIVE_DEFAULT_PARTITION__" if value is None else value

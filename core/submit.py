@@ -1,0 +1,88 @@
+"""`spark-submit.sh <job> [--conf F] [--date D] [--set k=v ...] [--master M] [-- spark-submit options]`.
+
+Dispatches to `jobs/<job>.py:main` through Spark's own `spark-submit`. The master is
+`local[*]` unless `--master` or `$SPARK_MASTER` names a cluster; then the project's
+code is zipped and shipped to the executors with `--py-files`, as on any cluster.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import zipfile
+from pathlib import Path
+
+from core.spark import prepare_environment
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("core", "features", "jobs", "mvke")
+JOBS_DIR = ROOT / "jobs"
+
+
+def available_jobs() -> list[str]:
+    return sorted(p.stem for p in JOBS_DIR.glob("*.py") if not p.stem.startswith("_"))
+
+
+def split_argv(argv: list[str]) -> tuple[str, list[str], str | None, list[str]]:
+    """(job, job arguments, master or None, extra spark-submit options)."""
+    if not argv or argv[0] in ("-h", "--help"):
+        raise SystemExit(f"usage: spark-submit.sh <job> [--conf FILE] [--date YYYY-MM-DD] [--set key=value ...] "
+                         f"[--master URL] [-- spark-submit options]\njobs: {', '.join(available_jobs())}")
+    job, rest = argv[0], argv[1:]
+    if job not in available_jobs():
+        raise SystemExit(f"unknown job {job!r}; available jobs: {', '.join(available_jobs())}")
+    extra: list[str] = []
+    if "--" in rest:
+        cut = rest.index("--")
+        rest, extra = rest[:cut], rest[cut + 1:]
+    master = os.environ.get("SPARK_MASTER") or None
+    job_args: list[str] = []
+    i = 0
+    while i < len(rest):
+        if rest[i] == "--master":
+            if i + 1 >= len(rest):
+                raise SystemExit("--master needs a URL")
+            master = rest[i + 1]
+            i += 2
+        elif rest[i].startswith("--master="):
+            master = rest[i].split("=", 1)[1]
+            i += 1
+        else:
+            job_args.append(rest[i])
+            i += 1
+    return job, job_args, master, extra
+
+
+def code_archive(target: Path) -> Path:
+    """Zip the project's packages for executors that do not share this checkout."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".tmp")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
+        for package in PACKAGES:
+            for path in sorted((ROOT / package).rglob("*.py")):
+                archive.write(path, path.relative_to(ROOT).as_posix())
+    tmp.replace(target)
+    return target
+
+
+def submit_command(job: str, job_args: list[str], master: str | None, extra: list[str]) -> list[str]:
+    spark_submit = shutil.which("spark-submit", path=str(Path(sys.executable).parent)) or "spark-submit"
+    command = [spark_submit, "--master", master or "local[*]",
+               "--conf", f"spark.pyspark.python={os.environ['PYSPARK_PYTHON']}",
+               "--conf", f"spark.pyspark.driver.python={os.environ['PYSPARK_DRIVER_PYTHON']}",
+               "--conf", "spark.driver.extraJavaOptions=-Dlog4j2.level=warn"]
+    if master and not master.startswith("local"):
+        command += ["--py-files", str(code_archive(ROOT / "build" / "mvke_code.zip"))]
+    return [*command, *extra, str(ROOT / "core" / "run_job.py"), job, *job_args]
+
+
+def main(argv: list[str] | None = None) -> None:
+    prepare_environment()
+    job, job_args, master, extra = split_argv(list(sys.argv[1:] if argv is None else argv))
+    command = submit_command(job, job_args, master, extra)
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    os.execv(command[0], command)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""Building blocks shared by every model family: field embeddings and MLPs.
+
+Shape legend: B batch, F fields, L multi-field length, K experts, D input size,
+H hidden size, E embedding size.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from mvke.fields import PAD_ID, FieldSpec, weights_key
+
+
+class FieldEmbedding(nn.Module):
+    """Embeds every user field to size E: one lookup (single) or a weighted mean of lookups (multi).
+
+    Id 0 (missing/padding) maps to the zero vector. A multi-valued row whose weights are all
+    zero ("no values") gives the zero vector, without NaN.
+    """
+
+    def __init__(self, fields: Sequence[FieldSpec], embedding_dim: int) -> None:
+        super().__init__()
+        self.fields = tuple(fields)
+        self.embedding_dim = embedding_dim
+        self.tables = nn.ModuleDict(
+            {f.name: nn.Embedding(f.vocab_size, embedding_dim, padding_idx=PAD_ID) for f in self.fields}
+        )
+        for table in self.tables.values():
+            nn.init.normal_(table.weight, std=0.1)
+            with torch.no_grad():
+                table.weight[PAD_ID].zero_()
+
+    @property
+    def num_fields(self) -> int:
+        return len(self.fields)
+
+    def forward(self, batch: Mapping[str, Tensor]) -> Tensor:
+        """batch -> F_u.
+
+        Shapes: B batch, F fields, L multi-field length, E embedding.
+        Returns F_u [B, F, E] in the order of `fields`.
+        """
+        columns = [self.embed_field(f, batch) for f in self.fields]  # F x [B, E]
+        return torch.stack(columns, dim=1)  # [B, F, E]
+
+    def embed_field(self, spec: FieldSpec, batch: Mapping[str, Tensor]) -> Tensor:
+        table = self.tables[spec.name]
+        if spec.kind == "single":
+            return table(batch[spec.name])  # [B, E]
+        return weighted_mean(table(batch[spec.name]), batch[weights_key(spec.name)])  # [B, E]
+
+
+def weighted_mean(values: Tensor, weights: Tensor) -> Tensor:
+    """Weighted mean over dim 1: values [B, L, E], weights [B, L] -> [B, E]; all-zero rows give 0."""
+    weights = weights.to(values.dtype)
+    total = weights.sum(dim=1, keepdim=True)  # [B, 1]
+    safe_total = torch.where(total > 0, total, torch.ones_like(total))  # [B, 1]
+    summed = torch.einsum("bl,ble->be", weights, values)  # [B, E]
+    return summed / safe_total  # [B, E]
+
+
+def mlp(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
+    """Linear -> ReLU -> Linear."""
+    return nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, out_dim))
+
+
+class ParallelMLP(nn.Module):
+    """K independent two-layer MLPs (Linear -> ReLU -> Linear) evaluated in one batched einsum.
+
+    Expert k maps its own input x[:, k] of size D to an output of size E with its own weights.
+    """
+
+    def __init__(self, num: int, in_dim: int, hidden_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.w1 = nn.Parameter(torch.empty(num, in_dim, hidden_dim))
+        self.b1 = nn.Parameter(torch.zeros(num, hidden_dim))
+        self.w2 = nn.Parameter(torch.empty(num, hidden_dim, out_dim))
+        self.b2 = nn.Parameter(torch.zeros(num, out_dim))
+        for weight, fan_in in ((self.w1, in_dim), (self.w2, hidden_dim)):
+            nn.init.uniform_(weight, -1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x [B, K, D] -> [B, K, E] (K experts, D input size, H hidden, E output size)."""
+        hidden = torch.relu(torch.einsum("bkd,kdh->bkh", x, self.w1) + self.b1)  # [B, K, H]
+        return torch.einsum("bkh,khe->bke", hidden, self.w2) + self.b2  # [B, K, E]

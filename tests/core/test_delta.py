@@ -1,0 +1,128 @@
+import datetime as dt
+import os
+
+import duckdb
+import pandas as pd
+import pytest
+from deltalake import DeltaTable
+from pyspark.sql import Row
+from pyspark.testing import assertDataFrameEqual
+
+from core import delta
+
+D1, D2 = dt.date(2026, 11, 1), dt.date(2026, 11, 2)
+
+
+def _rows(spark, rows):
+    return spark.createDataFrame(rows, "dt date, user_id string, score double, tags array<int>")
+
+
+def test_create_then_read_back_every_row(spark, tmp_path):
+    uri = str(tmp_path / "t")
+    df = _rows(spark, [(D1, "a", 1.0, [1, 2]), (D1, "b", 2.0, []), (D2, "c", 3.0, None)])
+    version = delta.write_table(df, uri, mode="overwrite", partition_by=["dt"])
+    assert version == 0
+    assertDataFrameEqual(delta.read_table(spark, uri), df)
+    assert delta.partition_values(uri) == ["2026-11-01", "2026-11-02"]
+
+
+def test_replacing_a_partition_is_idempotent_and_keeps_the_others(spark, tmp_path):
+    uri = str(tmp_path / "t")
+    delta.write_table(_rows(spark, [(D1, "a", 1.0, [1]), (D2, "b", 2.0, [2])]), uri,
+                      mode="overwrite", partition_by=["dt"])
+    new_d1 = _rows(spark, [(D1, "x", 9.0, [9]), (D1, "y", 8.0, [8])])
+    for _ in range(2):
+        delta.write_table(new_d1, uri, mode="overwrite", partition_by=["dt"], replace_partitions=[D1.isoformat()])
+    expected = _rows(spark, [(D1, "x", 9.0, [9]), (D1, "y", 8.0, [8]), (D2, "b", 2.0, [2])])
+    assertDataFrameEqual(delta.read_table(spark, uri), expected)
+    assert delta.table_version(uri) == 2
+
+
+def test_rows_outside_the_replaced_partition_are_refused_and_nothing_changes(spark, tmp_path):
+    uri = str(tmp_path / "t")
+    original = _rows(spark, [(D1, "a", 1.0, [1])])
+    delta.write_table(original, uri, mode="overwrite", partition_by=["dt"])
+    with pytest.raises(ValueError, match="outside the partitions being replaced"):
+        delta.write_table(_rows(spark, [(D2, "b", 2.0, [2])]), uri, mode="overwrite",
+                          partition_by=["dt"], replace_partitions=[D1.isoformat()])
+    assert delta.table_version(uri) == 0
+    assertDataFrameEqual(delta.read_table(spark, uri), original)
+
+
+def test_a_failure_before_the_commit_leaves_the_table_as_it_was(spark, tmp_path):
+    uri = str(tmp_path / "t")
+    original = _rows(spark, [(D1, "a", 1.0, [1])])
+    delta.write_table(original, uri, mode="overwrite", partition_by=["dt"])
+    # Executors write their files, then the driver dies before committing.
+    written = delta.write_files(_rows(spark, [(D1, "z", 5.0, [5])]), uri, partition_by=["dt"])
+    assert written.num_records == 1 and all(os.path.exists(f"{uri}/{a.path}") for a in written.adds)
+    assert delta.table_version(uri) == 0
+    assertDataFrameEqual(delta.read_table(spark, uri), original)
+    # vacuum removes the orphans, and only them
+    removed = delta.vacuum(uri, retention_hours=0)
+    assert sorted(os.path.relpath(p, uri) if os.path.isabs(p) else p for p in removed) == \
+        sorted(a.path for a in written.adds)
+    assertDataFrameEqual(delta.read_table(spark, uri), original)
+
+
+def test_failing_task_writes_nothing_visible(spark, tmp_path):
+    uri = str(tmp_path / "t")
+    original = _rows(spark, [(D1, "a", 1.0, [1])])
+    delta.write_table(original, uri, mode="overwrite", partition_by=["dt"])
+
+    bad = spark.createDataFrame([(D1, "q", 1.0, [1])], "dt date, user_id string, score double, tags array<int>")
+    from pyspark.sql import functions as F
+    exploding = bad.withColumn("score", F.when(F.col("user_id") == "q", F.raise_error("boom")).otherwise(F.col("score")))
+    with pytest.raises(Exception, match="boom"):
+        delta.write_table(exploding, uri, mode="append", partition_by=["dt"])
+    assert delta.table_version(uri) == 0
+    assertDataFrameEqual(delta.read_table(spark, uri), original)
+
+
+def test_old_versions_stay_readable(spark, tmp_path):
+    uri = str(tmp_path / "t")
+    first = _rows(spark, [(D1, "a", 1.0, [1])])
+    delta.write_table(first, uri, mode="overwrite", partition_by=["dt"])
+    delta.write_table(_rows(spark, [(D1, "b", 2.0, [2])]), uri, mode="overwrite", partition_by=["dt"],
+                      replace_partitions=[D1.isoformat()])
+    assertDataFrameEqual(delta.read_table(spark, uri, version=0), first)
+    with pytest.raises(ValueError, match="no version 7"):
+        delta.read_table(spark, uri, version=7)
+    assert [h["operation"] for h in delta.history(uri)][:2] == ["WRITE", "CREATE TABLE"] or len(delta.history(uri)) == 2
+
+
+def test_append_and_unpartitioned_tables(spark, tmp_path):
+    uri = str(tmp_path / "u")
+    a = spark.createDataFrame([("a", 1)], "k string, v long")
+    b = spark.createDataFrame([("b", 2)], "k string, v long")
+    delta.write_table(a, uri, mode="append")
+    delta.write_table(b, uri, mode="append")
+    assertDataFrameEqual(delta.read_table(spark, uri), a.union(b))
+    assert sorted(delta.read_arrow(uri).to_pylist(), key=lambda r: r["k"]) == [{"k": "a", "v": 1}, {"k": "b", "v": 2}]
+
+
+def test_a_table_written_here_reads_the_same_in_duckdb_and_pandas(spark, tmp_path):
+    uri = str(tmp_path / "t")
+    rows = [(D1, "a", 1.0, [1, 2]), (D2, "b", 2.5, [3])]
+    delta.write_table(_rows(spark, rows), uri, mode="overwrite", partition_by=["dt"])
+    files = DeltaTable(uri).file_uris()
+    got = duckdb.sql(
+        f"select dt::date as dt, user_id, score, tags from read_parquet({files!r}, hive_partitioning=true) order by user_id"
+    ).fetchall()
+    assert got == [(D1, "a", 1.0, [1, 2]), (D2, "b", 2.5, [3])]
+    frame = delta.read_arrow(uri).to_pandas().sort_values("user_id").reset_index(drop=True)
+    expected = pd.DataFrame({"user_id": ["a", "b"], "score": [1.0, 2.5]})
+    pd.testing.assert_frame_equal(frame[["user_id", "score"]], expected)
+    assert [list(t) for t in frame["tags"]] == [[1, 2], [3]]
+    assert list(frame["dt"]) == [D1, D2]
+
+
+def test_bad_arguments_are_refused_early(spark, tmp_path):
+    df = _rows(spark, [(D1, "a", 1.0, [1])])
+    with pytest.raises(ValueError, match="mode must be"):
+        delta.write_table(df, str(tmp_path / "t"), mode="upsert")
+    with pytest.raises(ValueError, match="partition columns"):
+        delta.write_table(df, str(tmp_path / "t"), mode="append", partition_by=["day"])
+    with pytest.raises(ValueError, match="needs mode='overwrite'"):
+        delta.write_table(df, str(tmp_path / "t"), mode="append", partition_by=["dt"], replace_partitions=["x"])
+    assert not os.path.exists(tmp_path / "t" / "_delta_log")
