@@ -165,6 +165,39 @@ def write_files(df: DataFrame, uri: str, *, partition_by: Sequence[str] = ()) ->
     return WrittenFiles(adds=adds, num_records=sum(r.num_records for r in rows))
 
 
+def write_arrow(
+    table: pa.Table,
+    uri: str,
+    *,
+    mode: WriteMode,
+    partition_by: Sequence[str] = (),
+    replace_partitions: Sequence[str] | None = None,
+    commit_info: dict[str, str] | None = None,
+) -> int:
+    """Write a small, driver-side Arrow table (a registry, a run log) in one commit.
+
+    Files are written with this project's pyarrow, so every reader here can read them
+    (delta-rs's own writer emits Arrow view types that pyarrow 14 cannot read).
+    """
+    root = uri.rstrip("/")
+    partition_cols = list(partition_by)
+    data_schema = pa.schema([f for f in table.schema if f.name not in partition_cols])
+    adds = []
+    now_ms = int(time.time() * 1000)
+    for key, part in _split_by_partition(table, partition_cols):
+        values = dict(zip(partition_cols, key))
+        rel = "/".join(f"{c}={_partition_dir_value(v)}" for c, v in values.items())
+        rel = f"{rel}/part-{uuid.uuid4().hex}.parquet" if rel else f"part-{uuid.uuid4().hex}.parquet"
+        os.makedirs(os.path.dirname(f"{root}/{rel}"), exist_ok=True)
+        pq.write_table(part.select(data_schema.names), f"{root}/{rel}")
+        adds.append(AddAction(path=rel, size=os.path.getsize(f"{root}/{rel}"), partition_values=values,
+                              modification_time=now_ms, data_change=True,
+                              stats=json.dumps({"numRecords": part.num_rows})))
+    os.makedirs(root, exist_ok=True)
+    return commit(uri, adds, table.schema, mode=mode, partition_by=partition_by,
+                  replace_partitions=replace_partitions, commit_info=commit_info)
+
+
 def commit(
     uri: str,
     adds: list[AddAction],

@@ -1,0 +1,117 @@
+"""The `models` Delta table: which model versions exist and which are published.
+
+A model version is a folder `paths.models/<model_version>/` (written by the training
+job) plus one row here. Scoring uses the latest *published* version unless told
+otherwise; an unknown version is an error that lists the available ones.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from enum import Enum
+
+import pyarrow as pa
+
+from core import delta
+from core.config import Paths
+from core.tables import Warehouse, warehouse_uri
+
+
+class ModelStatus(str, Enum):
+    CANDIDATE = "candidate"
+    PUBLISHED = "published"
+    REJECTED = "rejected"
+
+
+SCHEMA = pa.schema([
+    pa.field("model_version", pa.string()),
+    pa.field("trained_for", pa.date32()),
+    pa.field("status", pa.string()),
+    pa.field("created_at", pa.timestamp("us", tz="UTC")),
+    pa.field("metrics", pa.string()),
+    pa.field("path", pa.string()),
+])
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    model_version: str
+    trained_for: dt.date
+    status: ModelStatus
+    created_at: dt.datetime
+    metrics: dict
+    path: str
+
+
+class UnknownModelError(ValueError):
+    """A model version that the registry does not list."""
+
+
+def models_uri(paths: Paths) -> str:
+    return warehouse_uri(paths, Warehouse.MODELS)
+
+
+def model_dir(paths: Paths, model_version: str) -> str:
+    return f"{paths.models.rstrip('/')}/{model_version}"
+
+
+def list_models(paths: Paths) -> list[ModelRecord]:
+    """Every registered version, oldest first."""
+    uri = models_uri(paths)
+    if not delta.table_exists(uri):
+        return []
+    rows = delta.read_arrow(uri).to_pylist()
+    records = [
+        ModelRecord(
+            model_version=r["model_version"], trained_for=r["trained_for"], status=ModelStatus(r["status"]),
+            created_at=r["created_at"], metrics=json.loads(r["metrics"] or "{}"), path=r["path"],
+        )
+        for r in rows
+    ]
+    return sorted(records, key=lambda r: (r.created_at, r.model_version))
+
+
+def register(paths: Paths, record: ModelRecord) -> None:
+    """Add a version, or replace the row of an existing one (one atomic commit).
+
+    The registry is small: it is rewritten whole, and Delta's optimistic concurrency
+    refuses a commit that raced another writer.
+    """
+    rows = [r for r in list_models(paths) if r.model_version != record.model_version] + [record]
+    table = pa.Table.from_pylist([{
+        "model_version": r.model_version, "trained_for": r.trained_for, "status": r.status.value,
+        "created_at": r.created_at, "metrics": json.dumps(r.metrics, sort_keys=True), "path": r.path,
+    } for r in rows], schema=SCHEMA)
+    delta.write_arrow(table, models_uri(paths), mode="overwrite",
+                      commit_info={"job": "register", "model_version": record.model_version})
+
+
+def set_status(paths: Paths, model_version: str, status: ModelStatus) -> None:
+    record = get_model(paths, model_version)
+    register(paths, ModelRecord(**{**record.__dict__, "status": status}))
+
+
+def get_model(paths: Paths, model_version: str) -> ModelRecord:
+    records = list_models(paths)
+    for record in records:
+        if record.model_version == model_version:
+            return record
+    available = ", ".join(f"{r.model_version} ({r.status.value})" for r in records) or "none"
+    raise UnknownModelError(f"unknown model version {model_version!r}; available: {available}")
+
+
+def latest_published(paths: Paths) -> ModelRecord | None:
+    published = [r for r in list_models(paths) if r.status is ModelStatus.PUBLISHED]
+    return published[-1] if published else None
+
+
+def resolve(paths: Paths, model_version: str = "latest") -> ModelRecord:
+    """`latest` means the latest published version; anything else must be registered."""
+    if model_version != "latest":
+        return get_model(paths, model_version)
+    record = latest_published(paths)
+    if record is None:
+        available = ", ".join(f"{r.model_version} ({r.status.value})" for r in list_models(paths)) or "none"
+        raise UnknownModelError(f"no published model to score with; available: {available}")
+    return record

@@ -1,0 +1,31 @@
+import datetime as dt
+
+import pytest
+
+from core import registry
+from core.config import Paths
+from core.registry import ModelRecord, ModelStatus
+
+T0 = dt.datetime(2026, 11, 1, 3, 0, tzinfo=dt.timezone.utc)
+
+
+def _record(version, status, minutes):
+    return ModelRecord(version, dt.date(2026, 11, 1), status, T0 + dt.timedelta(minutes=minutes),
+                       {"auc": {"ctr": 0.7}}, f"/m/{version}")
+
+
+def test_latest_published_and_status_changes(tmp_path):
+    paths = Paths(raw=str(tmp_path / "r"), warehouse=str(tmp_path / "w"), models=str(tmp_path / "m"))
+    assert registry.list_models(paths) == []
+    with pytest.raises(registry.UnknownModelError, match="available: none"):
+        registry.resolve(paths)
+    registry.register(paths, _record("v1", ModelStatus.PUBLISHED, 0))
+    registry.register(paths, _record("v2", ModelStatus.CANDIDATE, 1))
+    assert registry.resolve(paths).model_version == "v1"
+    registry.set_status(paths, "v2", ModelStatus.PUBLISHED)
+    assert registry.resolve(paths).model_version == "v2"
+    assert [(r.model_version, r.status) for r in registry.list_models(paths)] == [
+        ("v1", ModelStatus.PUBLISHED), ("v2", ModelStatus.PUBLISHED)]
+    assert registry.get_model(paths, "v1") == _record("v1", ModelStatus.PUBLISHED, 0)
+    with pytest.raises(registry.UnknownModelError, match=r"'v9'; available: v1 \(published\), v2 \(published\)"):
+        registry.resolve(paths, "v9")
