@@ -58,6 +58,8 @@ class SparkConf:
 
 @dataclass(frozen=True)
 class GenerateConf:
+    """Sizes and knobs of the synthetic behaviour logs (see docs/synthetic.md)."""
+
     seed: int = 7
     users: int = 2000
     items: int = 300
@@ -69,35 +71,77 @@ class GenerateConf:
     impressions_per_user_day: float = 3.0
     active_share: float = 0.6
     zipf_exponent: float = 1.1
-    interest_sharpness: float = 3.0
+    interest_sharpness: float = 4.0
     noise: float = 0.05
     partitions: int = 4
+    interest_concentration: float = 0.3
+    targeting_share: float = 0.5
+    base_ctr: float = 0.02
+    base_cvr: float = 0.06
+    bad_row_share: float = 0.0
+    block_users: int = 1000
 
     def validate(self) -> None:
-        for name in ("users", "items", "tags", "categories", "facets", "days", "partitions"):
+        for name in ("users", "items", "tags", "categories", "facets", "days", "partitions", "block_users"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"generate.{name} must be >= 1, got {getattr(self, name)}")
         if self.tags < self.facets:
             raise ConfigError(f"generate.tags ({self.tags}) must be >= generate.facets ({self.facets})")
+        if self.items < self.tags:
+            raise ConfigError(f"generate.items ({self.items}) must be >= generate.tags ({self.tags})")
         if not 0 < self.active_share <= 1:
             raise ConfigError(f"generate.active_share must be in (0, 1], got {self.active_share}")
         if not 0 <= self.noise < 1:
             raise ConfigError(f"generate.noise must be in [0, 1), got {self.noise}")
+        for name in ("impressions_per_user_day", "interest_concentration"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"generate.{name} must be > 0, got {getattr(self, name)}")
+        for name in ("zipf_exponent", "interest_sharpness"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"generate.{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("base_ctr", "base_cvr"):
+            if not 0 < getattr(self, name) < 1:
+                raise ConfigError(f"generate.{name} must be in (0, 1), got {getattr(self, name)}")
+        if not 0 <= self.targeting_share <= 1:
+            raise ConfigError(f"generate.targeting_share must be in [0, 1], got {self.targeting_share}")
+        if not 0 <= self.bad_row_share < 1:
+            raise ConfigError(f"generate.bad_row_share must be in [0, 1), got {self.bad_row_share}")
+
+    @property
+    def end_date(self) -> dt.date:
+        """The first day after the generated range [start_date, end_date)."""
+        return self.start_date + dt.timedelta(days=self.days)
 
 
 NegativeSampling = Literal["none", "uniform", "log_uniform"]
+BehaviourField = Literal[
+    "clicked_tags", "converted_tags", "clicked_categories",
+    "impressions", "clicks", "conversions", "active_days", "click_rate",
+]
+BEHAVIOUR_FIELDS: tuple[BehaviourField, ...] = typing.get_args(BehaviourField)
 
 
 @dataclass(frozen=True)
 class FeaturesConf:
+    """The feature job (docs/features.md): window, encodings, field list, bad-row gate, sampling.
+
+    Attributes of the users table not named in categorical_attributes / numeric_attributes
+    are discovered (strings and booleans categorical, numbers numeric) unless listed in
+    ignore_attributes. Numeric attributes use numeric_buckets unless attribute_buckets
+    gives their own edges. behaviour_fields picks the event-derived fields, in any order.
+    """
+
     window_days: int = 30
     decay_half_life_days: float = 7.0
     max_multi_len: int = 16
     activity_buckets: tuple[float, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256)
     rate_buckets: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
     numeric_buckets: tuple[float, ...] = (0, 1, 2, 5, 10, 20, 50, 100, 1000)
+    attribute_buckets: dict[str, tuple[float, ...]] = field(default_factory=dict)
     categorical_attributes: tuple[str, ...] = ()
     numeric_attributes: tuple[str, ...] = ()
+    ignore_attributes: tuple[str, ...] = ()
+    behaviour_fields: tuple[BehaviourField, ...] = BEHAVIOUR_FIELDS
     max_bad_fraction: float = 0.05
     negatives: NegativeSampling = "none"
     negatives_per_user_day: int = 0
@@ -106,12 +150,32 @@ class FeaturesConf:
     def validate(self) -> None:
         if self.window_days < 1:
             raise ConfigError(f"features.window_days must be >= 1, got {self.window_days}")
+        if self.decay_half_life_days <= 0:
+            raise ConfigError(f"features.decay_half_life_days must be > 0, got {self.decay_half_life_days}")
+        if self.max_multi_len < 1:
+            raise ConfigError(f"features.max_multi_len must be >= 1, got {self.max_multi_len}")
         if not 0 <= self.max_bad_fraction <= 1:
             raise ConfigError(f"features.max_bad_fraction must be in [0, 1], got {self.max_bad_fraction}")
-        for name in ("activity_buckets", "rate_buckets", "numeric_buckets"):
-            edges = getattr(self, name)
-            if list(edges) != sorted(set(edges)):
-                raise ConfigError(f"features.{name} must be strictly increasing, got {list(edges)}")
+        edge_lists = {name: getattr(self, name) for name in ("activity_buckets", "rate_buckets", "numeric_buckets")}
+        edge_lists.update({f"attribute_buckets.{k}": v for k, v in self.attribute_buckets.items()})
+        for name, edges in edge_lists.items():
+            if not edges or list(edges) != sorted(set(edges)):
+                raise ConfigError(f"features.{name} must be non-empty and strictly increasing, got {list(edges)}")
+        named = {"categorical_attributes": self.categorical_attributes,
+                 "numeric_attributes": self.numeric_attributes, "ignore_attributes": self.ignore_attributes}
+        seen: dict[str, str] = {}
+        for key, names in named.items():
+            for name in names:
+                if name in seen:
+                    raise ConfigError(f"features: attribute {name!r} is in both {seen[name]} and {key}")
+                seen[name] = key
+        stray = sorted(set(self.attribute_buckets) & (set(self.categorical_attributes) | set(self.ignore_attributes)))
+        if stray:
+            raise ConfigError(f"features.attribute_buckets names non-numeric attributes {stray}")
+        if len(set(self.behaviour_fields)) != len(self.behaviour_fields):
+            raise ConfigError(f"features.behaviour_fields has duplicates: {list(self.behaviour_fields)}")
+        if self.negatives_per_user_day < 0:
+            raise ConfigError(f"features.negatives_per_user_day must be >= 0, got {self.negatives_per_user_day}")
         if self.negatives != "none" and self.negatives_per_user_day < 1:
             raise ConfigError("features.negatives_per_user_day must be >= 1 when features.negatives is set")
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 from pyspark.errors import AnalysisException
@@ -115,13 +117,35 @@ def user_attributes(users: DataFrame, categorical: tuple[str, ...] = (), numeric
 
 def _load(spark: SparkSession, uri: str, table: Raw) -> DataFrame:
     if delta.table_exists(uri):
+        _check_parquet_footers(delta.open_table(uri).file_uris(), table)
         return delta.read_table(spark, uri)
     if not os.path.isdir(uri):
         raise ContractError(f"raw table {table.value} not found at {uri} (expected a Delta table or a Parquet folder)")
+    files = _data_files(uri)
+    if not files:
+        raise ContractError(f"raw table {table.value} at {uri} holds no Parquet files")
+    _check_parquet_footers(files, table)
     try:
         return spark.read.parquet(uri)
     except AnalysisException as exc:
         raise ContractError(f"raw table {table.value} at {uri} cannot be read as Parquet: {exc}") from exc
+
+
+def _data_files(root: str) -> list[str]:
+    found = []
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(("_", ".")))
+        found += [os.path.join(folder, n) for n in sorted(names) if not n.startswith(("_", "."))]
+    return found
+
+
+def _check_parquet_footers(files: list[str], table: Raw) -> None:
+    """Read every file's footer (cheap: metadata only) so a corrupted file is named up front."""
+    for path in files:
+        try:
+            pq.read_metadata(path.removeprefix("file://"))
+        except (OSError, pa.ArrowException) as exc:
+            raise ContractError(f"raw table {table.value}: file {path} cannot be read as Parquet ({exc})") from exc
 
 
 def _same_type(expected: T.DataType, actual: T.DataType) -> bool:

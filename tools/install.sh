@@ -2,6 +2,8 @@
 # Builds .venv with the pinned stack, from nothing. Idempotent: a stamp keyed on the
 # pinned requirements and this script makes a re-run with nothing changed take seconds.
 #
+# `install.sh --check` only tells whether an install is needed (exit 1) or not (exit 0).
+#
 # Slow parts are cached outside the clone (a missing cache only costs time):
 #   pip's own cache, and the patched horovod wheel in $MVKE_CACHE/wheels.
 set -euo pipefail
@@ -22,6 +24,10 @@ say() { printf '[install] %s\n' "$*"; }
 if [ -f "$stamp" ]; then
   say "up to date ($venv, stamp $stamp_key)"
   exit 0
+fi
+if [ "${1:-}" = "--check" ]; then
+  say "install needed: no stamp $stamp_key in $venv (requirements, setup.py or this script changed)"
+  exit 1
 fi
 
 start=$(date +%s)

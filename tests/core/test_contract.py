@@ -1,0 +1,77 @@
+import datetime as dt
+
+import pytest
+from pyspark.testing import assertDataFrameEqual
+
+from core import delta
+from core.config import Paths
+from core.contract import ContractError, read_raw, user_attributes
+from core.tables import Raw
+
+TS = dt.datetime(2026, 11, 1, 10, 0)
+EVENTS = "user_id string, item_id string, event_type string, event_time timestamp"
+
+
+@pytest.fixture
+def paths(tmp_path):
+    return Paths(raw=str(tmp_path / "raw"), warehouse=str(tmp_path / "w"), models=str(tmp_path / "m"))
+
+
+def test_reads_a_parquet_folder_and_a_delta_table_alike(spark, paths):
+    events = spark.createDataFrame([("u1", "i1", "click", TS)], EVENTS)
+    events.write.parquet(f"{paths.raw}/events")
+    assertDataFrameEqual(read_raw(spark, paths, Raw.EVENTS), events)
+    items = spark.createDataFrame([("i1", ["t1", "t2"])], "item_id string, tag_ids array<string>")
+    delta.write_table(items, f"{paths.raw}/items", mode="overwrite")
+    assertDataFrameEqual(read_raw(spark, paths, Raw.ITEMS), items)
+
+
+def test_extra_columns_are_dropped_and_contract_columns_come_first(spark, paths):
+    spark.createDataFrame([("x", "u1", "i1", "click", TS)], f"source string, {EVENTS}") \
+        .write.parquet(f"{paths.raw}/events")
+    assert read_raw(spark, paths, Raw.EVENTS).columns == ["user_id", "item_id", "event_type", "event_time"]
+
+
+def test_missing_table(spark, paths):
+    with pytest.raises(ContractError, match=r"raw table tags not found at .*/raw/tags"):
+        read_raw(spark, paths, Raw.TAGS)
+
+
+def test_missing_column_names_table_column_and_type(spark, paths):
+    spark.createDataFrame([("u1", "i1", TS)], "user_id string, item_id string, event_time timestamp") \
+        .write.parquet(f"{paths.raw}/events")
+    with pytest.raises(ContractError, match=r"raw table events: column event_type is missing \(expected string"):
+        read_raw(spark, paths, Raw.EVENTS)
+
+
+def test_wrong_type_names_expected_and_found(spark, paths):
+    spark.createDataFrame([("u1", "i1", "click", "2026-11-01")], "user_id string, item_id string, "
+                          "event_type string, event_time string").write.parquet(f"{paths.raw}/events")
+    with pytest.raises(ContractError, match=r"raw table events: column event_time has type string, expected timestamp"):
+        read_raw(spark, paths, Raw.EVENTS)
+    spark.createDataFrame([("i1", [1])], "item_id string, tag_ids array<int>").write.parquet(f"{paths.raw}/items")
+    with pytest.raises(ContractError, match=r"column tag_ids has type array<int>, expected array<string>"):
+        read_raw(spark, paths, Raw.ITEMS)
+
+
+def test_corrupted_parquet_file_is_named(spark, paths, tmp_path):
+    folder = tmp_path / "raw" / "tags"
+    folder.mkdir(parents=True)
+    (folder / "part-0.parquet").write_bytes(b"not a parquet file at all")
+    with pytest.raises(ContractError, match=r"raw table tags: file .*tags/part-0.parquet cannot be read as Parquet"):
+        read_raw(spark, paths, Raw.TAGS)
+
+
+def test_user_attributes_are_declared_or_discovered(spark):
+    users = spark.createDataFrame([("u1", "paris", 3.5, 4, True)],
+                                  "user_id string, city string, income double, tenure int, premium boolean")
+    assert user_attributes(users) == user_attributes(users, ("city",), ("income",))
+    found = user_attributes(users)
+    assert found.categorical == ("city", "premium") and found.numeric == ("income", "tenure")
+    with pytest.raises(ContractError, match="declared attribute age is missing"):
+        user_attributes(users, categorical=("age",))
+    with pytest.raises(ContractError, match="numeric attribute city has type string"):
+        user_attributes(users, numeric=("city",))
+    odd = spark.createDataFrame([("u1", [1])], "user_id string, codes array<int>")
+    with pytest.raises(ContractError, match="attribute codes has type array<int>"):
+        user_attributes(odd)
