@@ -27,6 +27,7 @@ class Paths:
     models: str
     staging: str = ""
     petastorm_cache: str = ""
+    reports: str = ""
 
     def validate(self) -> None:
         for name in ("raw", "warehouse", "models"):
@@ -39,6 +40,10 @@ class Paths:
     @property
     def staging_root(self) -> str:
         return self.staging or f"{self.warehouse.rstrip('/')}/_staging"
+
+    @property
+    def reports_root(self) -> str:
+        return self.reports or f"{self.warehouse.rstrip('/')}/_reports"
 
     @property
     def petastorm_root(self) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 from core.spark import prepare_environment
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("core", "features", "jobs", "mvke", "scoring", "synthetic", "training")
+PACKAGES = ("analyst", "core", "features", "jobs", "mvke", "nightly", "scoring", "synthetic", "training")
 JOBS_DIR = ROOT / "jobs"
 
 
