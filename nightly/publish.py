@@ -1,0 +1,101 @@
+"""Publishing candidate profiles, the `profiles_latest` table, and rollback.
+
+The scoring job writes a candidate partition to staging. Publishing copies it into the
+warehouse `user_tag_profiles` as one atomic partition replace, then rewrites
+`profiles_latest` (the newest published date only). Each publish commit carries
+`job=publish, dt=<date>` in the Delta log, which is what rollback reads.
+"""
+from __future__ import annotations
+
+import datetime as dt
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from core import delta
+from core.config import Paths
+from core.tables import Warehouse, staging_uri, warehouse_uri
+
+
+def profiles_uri(paths: Paths) -> str:
+    return warehouse_uri(paths, Warehouse.USER_TAG_PROFILES)
+
+
+def candidate_uri(paths: Paths) -> str:
+    return staging_uri(paths, Warehouse.USER_TAG_PROFILES)
+
+
+def published_dates(paths: Paths) -> list[dt.date]:
+    return [dt.date.fromisoformat(v) for v in delta.partition_values(profiles_uri(paths))]
+
+
+def previous_published(paths: Paths, date: dt.date) -> dt.date | None:
+    earlier = [d for d in published_dates(paths) if d < date]
+    return earlier[-1] if earlier else None
+
+
+def read_profiles(spark: SparkSession, uri: str, date: dt.date, version: int | None = None) -> DataFrame:
+    return delta.read_table(spark, uri, version).where(F.col("dt") == F.lit(date))
+
+
+def publish(spark: SparkSession, paths: Paths, date: dt.date, run_id: str) -> int:
+    """Copy the candidate partition of `date` from staging into the warehouse; return the version."""
+    candidate = read_profiles(spark, candidate_uri(paths), date)
+    version = delta.write_table(
+        candidate, profiles_uri(paths), mode="overwrite", partition_by=["dt"],
+        replace_partitions=[date.isoformat()], commit_info={"job": "publish", "dt": date.isoformat(), "run_id": run_id},
+    )
+    refresh_latest(spark, paths)
+    return version
+
+
+def refresh_latest(spark: SparkSession, paths: Paths) -> None:
+    """`profiles_latest` holds exactly the newest published date of `user_tag_profiles`."""
+    dates = published_dates(paths)
+    uri = profiles_uri(paths)
+    latest = read_profiles(spark, uri, dates[-1]) if dates else delta.read_table(spark, uri).limit(0)
+    delta.write_table(latest, warehouse_uri(paths, Warehouse.PROFILES_LATEST), mode="overwrite",
+                      commit_info={"job": "refresh_latest", "dt": dates[-1].isoformat() if dates else ""})
+
+
+def rollback_date(spark: SparkSession, paths: Paths, date: dt.date) -> str:
+    """Undo the most recent publish of `date` that is not already undone.
+
+    The partition is restored to what it was just before that publish (or removed, if
+    that publish created it), as a new commit: history is kept, and it can be undone too.
+    """
+    uri = profiles_uri(paths)
+    publishes, undone = [], set()
+    for entry in delta.history(uri):
+        if entry.get("dt") != date.isoformat():
+            continue
+        if entry.get("job") == "publish":
+            publishes.append(entry["version"])
+        elif entry.get("job") == "rollback":
+            undone.add(int(entry["undoes"]))
+    pending = sorted(v for v in publishes if v not in undone)
+    if not pending:
+        raise ValueError(f"nothing to roll back for {date}: no publish of that date in {uri}'s history "
+                         f"(published dates: {', '.join(map(str, published_dates(paths))) or 'none'})")
+    target = pending[-1]
+    if target == 0:  # that publish created the table: before it, there was nothing
+        before = delta.read_table(spark, uri).limit(0)
+    else:
+        before = read_profiles(spark, uri, date, version=target - 1)
+    delta.write_table(before, uri, mode="overwrite", partition_by=["dt"], replace_partitions=[date.isoformat()],
+                      commit_info={"job": "rollback", "dt": date.isoformat(), "undoes": str(target)})
+    refresh_latest(spark, paths)
+    return f"rolled back {date}: restored the partition as of version {target - 1} (undoing version {target})"
+
+
+def rollback_to_version(spark: SparkSession, paths: Paths, version: int) -> str:
+    """Restore the whole `user_tag_profiles` table to `version` (a new commit)."""
+    uri = profiles_uri(paths)
+    current = delta.table_version(uri)
+    if current is None:
+        raise ValueError(f"no published profiles at {uri}")
+    if not 0 <= version < current:
+        raise ValueError(f"--to-version must be between 0 and {current - 1} (current version {current})")
+    delta.restore(uri, version)
+    refresh_latest(spark, paths)
+    return f"restored {uri} to version {version} (was {current})"

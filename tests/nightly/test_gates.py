@@ -1,0 +1,47 @@
+import datetime as dt
+
+import pytest
+
+from core.config import Gates
+from nightly import gates
+
+D = dt.date(2026, 11, 10)
+SCHEMA = "user_id string, objective string, rank int, tag_id string, score double"
+
+
+def test_profile_share_tag_coverage_and_stability_equal_hand_computation(spark):
+    today = spark.createDataFrame([
+        ("u1", "ctr", 1, "a", 0.9), ("u1", "ctr", 2, "b", 0.8),
+        ("u2", "ctr", 1, "a", 0.7), ("u2", "ctr", 2, "c", 0.6),
+    ], SCHEMA)
+    before = spark.createDataFrame([
+        ("u1", "ctr", 1, "a", 0.9), ("u1", "ctr", 2, "c", 0.5),   # jaccard {a,b} vs {a,c} = 1/3
+        ("u2", "ctr", 1, "a", 0.7), ("u2", "ctr", 2, "c", 0.6),   # identical = 1
+        ("u3", "ctr", 1, "d", 0.1),                              # not scored today: ignored
+    ], SCHEMA)
+    users = spark.createDataFrame([("u1",), ("u2",), ("u3",), ("u4",)], "user_id string")
+    tags = spark.createDataFrame([(t,) for t in "abcde"], "tag_id string")
+    assert gates.profile_share(today, users) == pytest.approx(2 / 4)
+    assert gates.tag_coverage(today, tags) == pytest.approx(3 / 5)
+    assert gates.top_n_stability(today, before) == pytest.approx((1 / 3 + 1) / 2)
+
+
+def test_score_shift_is_the_largest_quantile_move():
+    today = {"ctr": [0.1, 0.2, 0.3, 0.4, 0.5], "cvr": [0.0] * 5}
+    before = {"ctr": [0.1, 0.2, 0.35, 0.4, 0.5], "cvr": [0.0, 0.0, 0.0, 0.0, 0.25], "old": [9.0] * 5}
+    assert gates.score_shift(today, before) == pytest.approx(0.25)
+
+
+def test_failed_gates_say_which_and_by_how_much():
+    results = gates.evaluate(Gates(min_profile_share=0.95, min_auc=0.6), share=0.80, coverage=0.5, shift=None,
+                             stability=None, model_auc={"ctr": 0.7, "cvr": 0.55})
+    assert [(r.name, r.passed) for r in results] == [
+        ("profile_share", False), ("tag_coverage", True), ("score_shift", True),
+        ("top_n_stability", True), ("model_auc_ctr", True), ("model_auc_cvr", False)]
+    with pytest.raises(gates.QualityGateError) as failure:
+        gates.check(results)
+    text = str(failure.value)
+    assert "profile_share: 0.8000 (must be >= 0.95) FAILED by 0.1500" in text
+    assert "model_auc_cvr: 0.5500 (must be >= 0.6) FAILED by 0.0500" in text
+    assert "tag_coverage" not in text
+    assert "skipped (no previously published date" in results[2].describe()
