@@ -1,0 +1,135 @@
+"""One night, end to end: features -> train (when due) -> score -> gates -> publish -> report.
+
+Every stage appends a row to `runs`. Nothing reaches the published tables before the
+gates pass: scoring writes to staging, and publishing is one atomic partition replace.
+A crash anywhere leaves the published tables as they were; a rerun redoes the night.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import uuid
+from dataclasses import dataclass, field
+
+from pyspark.sql import SparkSession
+
+from core import delta, registry
+from core.config import Config
+from core.tables import Warehouse, warehouse_uri
+from nightly import gates, plan, publish
+from nightly.lock import exclusive
+from nightly.runlog import stage
+
+STAGES = ("features", "train", "score", "gates", "publish", "report")
+FAULT_ENV = "MVKE_FAULT_CRASH_AFTER"  # test-only: raise after the named stage
+
+
+class InjectedCrash(RuntimeError):
+    """Raised after a stage named in $MVKE_FAULT_CRASH_AFTER, to test reruns."""
+
+
+@dataclass
+class NightResult:
+    run_id: str
+    date: dt.date
+    model_version: str = ""
+    trained: bool = False
+    gate_results: list[gates.GateResult] = field(default_factory=list)
+    report_path: str = ""
+
+
+def new_run_id(date: dt.date) -> str:
+    return f"{date.isoformat()}-{uuid.uuid4().hex[:8]}"
+
+
+def run_night(spark: SparkSession, config: Config, date: dt.date, *, run_id: str | None = None) -> NightResult:
+    from jobs import features as features_job
+    from jobs import score as score_job
+    from jobs import train as train_job
+    from nightly import report
+
+    paths = config.paths
+    result = NightResult(run_id=run_id or new_run_id(date), date=date)
+    with exclusive(paths, f"nightly-{date.isoformat()}", result.run_id):
+        training = plan.training_due(config, date)
+
+        with stage(paths, result.run_id, "features", date) as out:
+            dates = plan.feature_dates(config, date, training=training)
+            out.metrics = {"dates": [d.isoformat() for d in dates], "summary": features_job.run(
+                spark, config, dates, run_id=result.run_id)}
+        _maybe_crash("features")
+
+        with stage(paths, result.run_id, "train", date) as out:
+            if training:
+                trained = train_job.run(spark, config, date)
+                out.metrics = _plain(trained)
+                result.trained = True
+            model = registry.resolve(paths, config.score.model_version)
+            result.model_version = model.model_version
+            out.message = f"{'trained' if training else 'reused'}; scoring with {model.model_version}"
+        _maybe_crash("train")
+
+        with stage(paths, result.run_id, "score", date) as out:
+            scored = score_job.run(spark, config, date, output_uri=publish.candidate_uri(paths), run_id=result.run_id)
+            out.metrics = _plain(scored)
+        _maybe_crash("score")
+
+        with stage(paths, result.run_id, "gates", date) as out:
+            result.gate_results = measure_gates(spark, config, date, model)
+            out.metrics = {r.name: r.value for r in result.gate_results}
+            out.message = "; ".join(r.describe() for r in result.gate_results if not r.passed)
+            gates.check(result.gate_results)
+        _maybe_crash("gates")
+
+        with stage(paths, result.run_id, "publish", date) as out:
+            out.rows_out = None
+            out.metrics = {"version": publish.publish(spark, paths, date, result.run_id)}
+        _maybe_crash("publish")
+
+        with stage(paths, result.run_id, "report", date) as out:
+            result.report_path = report.write_report(spark, config, date, result)
+            out.message = result.report_path
+    return result
+
+
+def measure_gates(spark: SparkSession, config: Config, date: dt.date,
+                  model: registry.ModelRecord) -> list[gates.GateResult]:
+    paths = config.paths
+    candidate = publish.read_profiles(spark, publish.candidate_uri(paths), date).cache()
+    day = lambda table: delta.read_table(spark, warehouse_uri(paths, table)).where(f"dt = DATE'{date}'")  # noqa: E731
+    previous_date = publish.previous_published(paths, date)
+    shift = stability = None
+    if previous_date is not None:
+        previous = publish.read_profiles(spark, publish.profiles_uri(paths), previous_date)
+        shift = gates.score_shift(gates.score_quantiles(candidate), gates.score_quantiles(previous))
+        stability = gates.top_n_stability(candidate, previous)
+    results = gates.evaluate(
+        config.nightly.gates,
+        share=gates.profile_share(candidate, day(Warehouse.USER_FEATURES)),
+        coverage=gates.tag_coverage(candidate, day(Warehouse.TAGS)),
+        shift=shift, stability=stability, model_auc=model_auc(model),
+    )
+    candidate.unpersist()
+    return results
+
+
+def model_auc(model: registry.ModelRecord) -> dict[str, float]:
+    """The validation AUC per objective recorded with the model."""
+    return {objective: float(value) for objective, value in model.metrics.get("auc", {}).items()}
+
+
+def _maybe_crash(stage_name: str) -> None:
+    if os.environ.get(FAULT_ENV) == stage_name:
+        raise InjectedCrash(f"injected crash after stage {stage_name} ({FAULT_ENV})")
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (int, float, str, bool)) or value is None:
+        return value
+    if hasattr(value, "__dataclass_fields__"):
+        return _plain(value.__dict__)
+    return str(value)
