@@ -33,6 +33,7 @@ from pyspark.sql import types as T
 from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
 
 WriteMode = Literal["append", "overwrite"]
+FAULT_EXIT_BEFORE_COMMIT = "MVKE_FAULT_EXIT_BEFORE_COMMIT"  # test-only: exit code to die with before a commit
 
 _FILE_ROW = T.StructType(
     [
@@ -213,6 +214,9 @@ def commit(
     Concurrent writers are serialised by Delta's optimistic concurrency: a commit that
     conflicts with one made since this table was loaded fails and changes nothing.
     """
+    if os.environ.get(FAULT_EXIT_BEFORE_COMMIT):
+        # Test-only: die like a killed driver, after the data files exist, before the commit.
+        os._exit(int(os.environ[FAULT_EXIT_BEFORE_COMMIT]))
     schema = Schema.from_arrow(arrow_schema)
     properties = CommitProperties(custom_metadata=dict(commit_info or {}))
     if not table_exists(uri):
