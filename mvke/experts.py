@@ -43,9 +43,9 @@ class VirtualKernelExperts(nn.Module):
         fields F_u [B, F, E] -> x(u) [B, K, E].
         """
         batch, num_fields, dim = fields.shape
-        attn = self.attention(fields)  # [B, F, K]
+        attn = self.attention(fields).permute(2, 0, 1)  # [K, B, F]
         values = self.w_v(fields)  # [B, F, E]
-        weighted = attn.unsqueeze(-1) * values.unsqueeze(2)  # [B, F, K, E]
-        hidden = self.norm(weighted + fields.unsqueeze(2))  # [B, F, K, E]
-        per_kernel = hidden.permute(0, 2, 1, 3).reshape(batch, -1, num_fields * dim)  # [B, K, F*E]
-        return self.experts(per_kernel)  # [B, K, E]
+        weighted = attn.unsqueeze(-1) * values.unsqueeze(0)  # [K, B, F, E]
+        hidden = self.norm(weighted + fields.unsqueeze(0))  # [K, B, F, E]
+        per_kernel = hidden.reshape(-1, batch, num_fields * dim)  # [K, B, F*E], concat over fields
+        return self.experts(per_kernel).transpose(0, 1).contiguous()  # [B, K, E]

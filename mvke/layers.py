@@ -70,7 +70,7 @@ def mlp(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
 class ParallelMLP(nn.Module):
     """K independent two-layer MLPs (Linear -> ReLU -> Linear) evaluated in one batched einsum.
 
-    Expert k maps its own input x[:, k] of size D to an output of size E with its own weights.
+    Expert k maps its own input x[k] of size D to an output of size E with its own weights.
     """
 
     def __init__(self, num: int, in_dim: int, hidden_dim: int, out_dim: int) -> None:
@@ -83,6 +83,10 @@ class ParallelMLP(nn.Module):
             nn.init.uniform_(weight, -1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in))
 
     def forward(self, x: Tensor) -> Tensor:
-        """x [B, K, D] -> [B, K, E] (K experts, D input size, H hidden, E output size)."""
-        hidden = torch.relu(torch.einsum("bkd,kdh->bkh", x, self.w1) + self.b1)  # [B, K, H]
-        return torch.einsum("bkh,khe->bke", hidden, self.w2) + self.b2  # [B, K, E]
+        """Expert-major input, so each layer is one batched matmul without copies.
+
+        Shapes: K experts, B batch, D input size, H hidden, E output size.
+        x [K, B, D] -> [K, B, E].
+        """
+        hidden = torch.relu(torch.baddbmm(self.b1.unsqueeze(1), x, self.w1))  # [K, B, H]
+        return torch.baddbmm(self.b2.unsqueeze(1), hidden, self.w2)  # [K, B, E]

@@ -120,7 +120,8 @@ class MMoEModel(ProfileModel):
 
     def expert_outputs(self, flat: Tensor) -> Tensor:
         """flat F_u [B, F*E] -> every expert's output [B, K, E]."""
-        return self.experts(flat.unsqueeze(1).expand(-1, self.num_experts, -1))  # [B, K, E]
+        shared_input = flat.unsqueeze(0).expand(self.num_experts, -1, -1)  # [K, B, F*E]
+        return self.experts(shared_input).transpose(0, 1)  # [B, K, E]
 
     def user_vectors(self, batch: Mapping[str, Tensor]) -> Tensor:
         """batch -> gated mixture per objective [B, n_objectives, E]."""

@@ -64,10 +64,18 @@ def cosine_logit(dot: Tensor, user_sq_norm: Tensor, tag_sq_norm: Tensor, tempera
 
 
 def _used(user_vecs: Tensor, side: TagSide, user_mask: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """The objective's user vectors [B, S, E] and, for label-aware attention, their mask [B, S].
+
+    Without an explicit `user_mask`, label-aware attention treats all-zero user vectors as
+    masked (MIND writes its unused interests as zeros), so stored user vectors suffice.
+    """
     experts = side.experts.to(user_vecs.device)
     vecs = user_vecs.index_select(1, experts)  # [B, S, E]
-    mask = None if user_mask is None else user_mask.index_select(1, experts)  # [B, S]
-    return vecs, mask
+    if user_mask is not None:
+        return vecs, user_mask.index_select(1, experts)  # [B, S]
+    if side.combine == "label_aware":
+        return vecs, (vecs != 0).any(dim=-1)  # [B, S]
+    return vecs, None
 
 
 def _label_aware_weights(scores: Tensor, mask: Tensor | None, power: float) -> Tensor:
@@ -84,7 +92,8 @@ def score_block(user_vecs: Tensor, side: TagSide, *, output: Output = "dot", tem
 
     Shapes: B users, T tags, K user vectors, S used by the objective, E embedding.
     user_vecs [B, K, E], side (gate [T, S], emb [T, E]), user_mask [B, K] bool or None
-    -> logits [B, T]. `temperature` only applies to output="cosine".
+    -> logits [B, T]. `temperature` only applies to output="cosine". For label-aware sides
+    (MIND) a missing `user_mask` means "all-zero user vectors are unused".
     """
     vecs, mask = _used(user_vecs, side, user_mask)  # [B, S, E], [B, S]
     batch, num_used, dim = vecs.shape
