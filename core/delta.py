@@ -32,6 +32,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
 
+from core import faults
+
 WriteMode = Literal["append", "overwrite"]
 FAULT_EXIT_BEFORE_COMMIT = "MVKE_FAULT_EXIT_BEFORE_COMMIT"  # test-only: exit code to die with before a commit
 
@@ -114,6 +116,7 @@ def write_files(df: DataFrame, uri: str, *, partition_by: Sequence[str] = ()) ->
     partition_cols = list(partition_by)
 
     def write_task(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        faults.maybe_kill_executor()
         writers: dict[tuple, tuple[pq.ParquetWriter, str, dict[str, str | None]]] = {}
         counts: dict[tuple, int] = {}
         try:
