@@ -36,8 +36,9 @@ def check_paths(config) -> list[str]:
         path = getattr(config.paths, name)
         if "://" in path and not path.startswith("file://"):
             continue  # remote storage: checked by the first job that writes
-        local = path.removeprefix("file://")
-        parent = local if os.path.isdir(local) else os.path.dirname(os.path.abspath(local))
+        parent = os.path.abspath(path.removeprefix("file://"))
+        while not os.path.exists(parent):  # the nearest existing folder is where it will be created
+            parent = os.path.dirname(parent)
         if not os.access(parent, os.W_OK):
             problems.append(f"paths.{name}={path}: {parent} is not writable")
     return problems

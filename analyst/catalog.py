@@ -1,0 +1,137 @@
+"""Every warehouse Delta table as a read-only view, in Spark and in DuckDB, under its own name
+(and each staged candidate table as `staging_<table>`).
+
+Both engines read exactly the live files of each table's current version (the Delta log
+lists them), never the folder, which also holds files that later versions removed:
+
+- Spark: a temp view over `core.delta.read_table`; a view over a DataFrame cannot write.
+- DuckDB: each table is a `pyarrow.dataset` over its live files (hive partitioning, `dt`
+  typed DATE), registered into an in-memory connection. Then the connection's external
+  access is switched off and its configuration locked: no COPY TO, EXPORT, ATTACH, INSTALL,
+  LOAD or file reads/writes of any kind. (DuckDB 1.1 has no allow-list of directories, so
+  `read_parquet` views would be blocked as well; the registered Arrow datasets keep working.)
+
+The views are a snapshot: the versions current when they were registered.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Sequence
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+
+from core import delta
+from core.config import Paths
+from core.tables import Warehouse, staging_uri, warehouse_uri
+
+if TYPE_CHECKING:
+    import duckdb
+    from pyspark.sql import SparkSession
+
+PROFILES = Warehouse.USER_TAG_PROFILES
+STAGING_PREFIX = "staging_"
+
+
+class UnpublishedDateError(ValueError):
+    """A date with no published profiles; the message lists the published dates."""
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    name: str
+    uri: str
+    version: int
+    partition_columns: tuple[str, ...]
+
+
+def warehouse_tables(paths: Paths) -> list[TableInfo]:
+    """The warehouse tables that exist, in `Warehouse` order, then the staged candidates.
+
+    A table under the staging root (a candidate the nightly gates held back) is named
+    `staging_<table>`, e.g. `staging_user_tag_profiles`.
+    """
+    tables = []
+    for prefix, uri_of in (("", warehouse_uri), (STAGING_PREFIX, staging_uri)):
+        for table in Warehouse:
+            uri = _local_absolute(uri_of(paths, table))
+            if delta.table_exists(uri):
+                handle = delta.open_table(uri)
+                tables.append(TableInfo(prefix + table.value, uri, handle.version(),
+                                        tuple(handle.metadata().partition_columns)))
+    return tables
+
+
+def published_dates(paths: Paths) -> list[dt.date]:
+    """The dates of `user_tag_profiles`, oldest first (empty if there is no such table)."""
+    uri = warehouse_uri(paths, PROFILES)
+    return [dt.date.fromisoformat(v) for v in delta.partition_values(uri)]
+
+
+def resolve_published_date(date: dt.date | None, published: Sequence[dt.date]) -> dt.date:
+    """`date` if profiles were published for it, the latest published date if None; else an error."""
+    if not published:
+        raise UnpublishedDateError("no published profiles yet: user_tag_profiles is missing or empty")
+    if date is None:
+        return max(published)
+    if date not in published:
+        shown = ", ".join(d.isoformat() for d in sorted(published)[-14:])
+        more = f" (the last 14 of {len(published)})" if len(published) > 14 else ""
+        raise UnpublishedDateError(f"no published profiles for {date.isoformat()}; published dates{more}: {shown}")
+    return date
+
+
+def arrow_dataset(uri: str, version: int | None = None) -> ds.Dataset:
+    """The live files of a Delta table version as a lazy pyarrow dataset (filters skip whole partitions)."""
+    uri = _local_absolute(uri)
+    table = delta.open_table(uri, version)
+    schema = pa.schema(table.schema().to_arrow())
+    files = table.file_uris()
+    if not files:
+        return ds.dataset(schema.empty_table())
+    columns = table.metadata().partition_columns
+    partitioning = ds.partitioning(pa.schema([schema.field(c) for c in columns]), flavor="hive") \
+        if columns else None
+    return ds.dataset(files, schema=schema, format="parquet", partitioning=partitioning,
+                      partition_base_dir=uri.rstrip("/"))
+
+
+def register_spark_views(spark: "SparkSession", paths: Paths,
+                         tables: Sequence[TableInfo] | None = None) -> list[TableInfo]:
+    """A temp view per table (default: every existing one), named like the table; returns the tables."""
+    tables = list(warehouse_tables(paths) if tables is None else tables)
+    for info in tables:
+        delta.read_table(spark, info.uri, info.version).createOrReplaceTempView(info.name)
+    return tables
+
+
+def duckdb_connection(paths: Paths, *, lock: bool = True,
+                      tables: Sequence[TableInfo] | None = None) -> "duckdb.DuckDBPyConnection":
+    """An in-memory DuckDB connection with a view per existing warehouse table.
+
+    With `lock` (the default, and always in the `sql` and `audience` jobs) the connection
+    cannot read or write any file, install or load extensions, attach databases, or change
+    these settings back. `lock=False` is for notebooks that also want to read their own files.
+    `tables` (default: `warehouse_tables(paths)`) pins the table versions to register.
+    """
+    import duckdb
+
+    connection = duckdb.connect(":memory:")
+    try:
+        connection.execute("SET TimeZone = 'UTC'")
+        for info in warehouse_tables(paths) if tables is None else tables:
+            connection.register(info.name, arrow_dataset(info.uri, info.version))
+        if lock:
+            connection.execute("SET enable_external_access = false")
+            connection.execute("SET lock_configuration = true")
+    except Exception:
+        connection.close()
+        raise
+    return connection
+
+
+def _local_absolute(uri: str) -> str:
+    """A relative local path made absolute (pyarrow and delta-rs then agree on file paths)."""
+    return uri if "://" in uri else os.path.abspath(uri)

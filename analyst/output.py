@@ -1,0 +1,76 @@
+"""Show a result as a text table, or write it to CSV/Parquet atomically (temporary file, then rename)."""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import uuid
+from pathlib import Path
+from typing import Literal
+
+import pyarrow as pa
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
+
+OutputFormat = Literal["csv", "parquet"]
+_FORMATS: dict[str, OutputFormat] = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+
+
+def output_format(path: str | Path) -> OutputFormat:
+    """The format a path's extension names: .csv, or .parquet / .pq."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in _FORMATS:
+        raise ValueError(f"output {str(path)!r} must end with .csv or .parquet")
+    return _FORMATS[suffix]
+
+
+def write_atomically(table: pa.Table, path: str | Path) -> Path:
+    """Write `table` to `path` (CSV or Parquet by extension): readers see the old file or the whole new one.
+
+    The file is written beside its target under a hidden temporary name and renamed over it
+    only once complete; on any failure the temporary file is removed and `path` is untouched.
+    """
+    target = Path(path)
+    fmt = output_format(target)
+    if target.is_dir():
+        raise ValueError(f"output {str(target)!r} is a directory")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex}")
+    try:
+        if fmt == "csv":
+            pcsv.write_csv(table, tmp)
+        else:
+            pq.write_table(table, tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return target
+
+
+def format_table(table: pa.Table, max_rows: int = 100) -> str:
+    """An aligned text table of the first `max_rows` rows, then the row count."""
+    names = table.column_names
+    shown = table.slice(0, max_rows).to_pylist()
+    cells = [[_cell(row[name]) for name in names] for row in shown]
+    numeric = [pa.types.is_integer(f.type) or pa.types.is_floating(f.type) or pa.types.is_decimal(f.type)
+               for f in table.schema]
+    widths = [max([len(n), *(len(r[i]) for r in cells)]) for i, n in enumerate(names)]
+
+    def line(values: list[str]) -> str:
+        return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)).rstrip()
+
+    lines = [line(names), line(["-" * w for w in widths]), *(line(r) for r in cells)]
+    more = table.num_rows - len(shown)
+    count = f"({table.num_rows} row{'s' if table.num_rows != 1 else ''}"
+    lines.append(f"{count}; {more} more not shown, use --output or --max-rows)" if more > 0 else f"{count})")
+    return "\n".join(lines)
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, (dt.date, dt.datetime)):
+        return value.isoformat()
+    return str(value)

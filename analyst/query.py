@@ -1,0 +1,162 @@
+"""Run a read-only SQL query over the warehouse tables, on DuckDB (no Spark) or on Spark.
+
+    python -m analyst.query [--conf F] [--set k=v ...] [--date D]
+        (--query "SELECT ..." | --name NAME [--param NAME=VALUE ...] | --list)
+        [--engine duckdb|spark] [--output out.csv|out.parquet] [--max-rows N] [--show-sql]
+
+`spark-submit.sh sql` takes the same arguments (its default engine is spark). The result
+is printed as a table, or written to CSV/Parquet. See docs/analyst.md.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from typing import Sequence
+
+from analyst.catalog import published_dates, warehouse_tables
+from analyst.engine import ENGINES, EngineName, open_engine
+from analyst.output import format_table, output_format, write_atomically
+from analyst.params import ParamError, ParamSpec, Value
+from analyst.queries import DATE_PARAM, bind, describe_params, list_queries, load_query, parse_assignments, render
+from analyst.sqltext import Dialect, check_read_only, placeholders, words
+from core.cli import iso_date, job_parser, parse_job_args
+from core.config import Config, Paths
+from core.tables import Warehouse
+
+
+@dataclass(frozen=True)
+class PreparedQuery:
+    """SQL ready for one engine: parameters bound and rendered, read-only checked."""
+
+    label: str
+    sql: str
+    values: dict[str, Value]
+
+
+def build_parser(prog: str, default_engine: EngineName) -> argparse.ArgumentParser:
+    parser = job_parser("Run one read-only SQL query over the warehouse tables and print or save the result.",
+                        needs_date=False)
+    parser.prog = prog
+    parser.add_argument("--date", type=iso_date, default=None,
+                        help="the :date of the query: a published date (default: the latest)")
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--query", help='the SQL: one SELECT or WITH query; may use :date')
+    what.add_argument("--name", help="a named query of conf/queries (see --list)")
+    what.add_argument("--list", action="store_true", help="list the named queries and their parameters")
+    parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                        help="a parameter of the named query (repeatable)")
+    parser.add_argument("--engine", choices=ENGINES, default=default_engine,
+                        help=f"duckdb: no Spark at all; spark: a Spark session (default {default_engine})")
+    parser.add_argument("--output", help="write the result to this .csv or .parquet file instead of printing it")
+    parser.add_argument("--max-rows", type=int, default=100, help="rows to print (default 100)")
+    parser.add_argument("--show-sql", action="store_true", help="print the SQL that runs (to stderr)")
+    return parser
+
+
+def prepare(paths: Paths, dialect: Dialect, *, query: str | None = None, name: str | None = None,
+            params: Sequence[str] = (), date: str | None = None) -> PreparedQuery:
+    """Bind and render an ad-hoc `query` or the named query `name`; refuse anything but one SELECT/WITH."""
+    given = parse_assignments(params)
+    if name is not None:
+        named = load_query(name)
+        specs: Sequence[ParamSpec] = named.params
+        template, label = named.sql, name
+        if date is not None:
+            if named.param("date") is None:
+                raise ParamError(f"{name} has no date parameter; its parameters: {describe_params(specs)}")
+            if "date" in given:
+                raise ParamError("give the date once: --date or --param date=..., not both")
+            given["date"] = date
+        _check_tables_exist(paths, name, template)
+    else:
+        if query is None:
+            raise ParamError("give --query or --name")
+        if given:
+            raise ParamError("--param goes with --name; write the values into --query (only :date is filled in)")
+        template, label = query, "query"
+        specs = [DATE_PARAM] if "date" in placeholders(query, dialect) else []
+        if date is not None:
+            if not specs:
+                raise ParamError("--date needs a :date placeholder in --query, e.g. WHERE dt = :date")
+            given["date"] = date
+    needs_dates = any(s.type == "published_date" for s in specs)
+    values = bind(label, specs, given, published_dates(paths) if needs_dates else [])
+    sql = render(template, specs, values, dialect)
+    check_read_only(sql, dialect)
+    return PreparedQuery(label, sql, values)
+
+
+def main(argv: list[str] | None = None, *, default_engine: EngineName = "duckdb",
+         prog: str = "python -m analyst.query") -> int:
+    args, config = parse_job_args(build_parser(prog, default_engine), argv)
+    if args.list:
+        print(describe_queries())
+        return 0
+    try:
+        if args.output:
+            output_format(args.output)
+        prepared = prepare(config.paths, args.engine, query=args.query, name=args.name, params=args.param,
+                           date=args.date.isoformat() if args.date else None)
+    except ValueError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    settings = ", ".join(f"{k}={'NULL' if v is None else v}" for k, v in prepared.values.items())
+    print(f"-- {prepared.label} on {args.engine}" + (f": {settings}" if settings else ""), file=sys.stderr)
+    if args.show_sql:
+        print(prepared.sql, file=sys.stderr)
+    return _run(config, args.engine, prepared, args.output, args.max_rows, prog)
+
+
+def describe_queries() -> str:
+    lines = []
+    for name in list_queries():
+        query = load_query(name)
+        lines.append(f"{name}: {query.description}")
+        for spec in query.params:
+            default = "required" if spec.required else f"default {spec.default}"
+            lines.append(f"    --param {spec.name}=...  {spec.type}, {default}. {spec.help}".rstrip())
+    return "\n".join(lines)
+
+
+def _run(config: Config, engine_name: EngineName, prepared: PreparedQuery, output: str | None,
+         max_rows: int, prog: str) -> int:
+    try:
+        with open_engine(engine_name, config) as engine:
+            result = engine.run(prepared.sql)
+    except Exception as exc:  # the engine's own message: a SQL error, a missing table or column
+        if not _is_engine_error(exc):
+            raise
+        print(f"{prog}: error: {str(exc).strip()}", file=sys.stderr)
+        return 1
+    if output:
+        path = write_atomically(result, output)
+        print(f"wrote {result.num_rows} rows to {path}")
+    else:
+        print(format_table(result, max_rows))
+    return 0
+
+
+def _is_engine_error(exc: Exception) -> bool:
+    import duckdb
+
+    if isinstance(exc, (duckdb.Error, ValueError)):
+        return True
+    try:
+        from pyspark.errors import PySparkException
+    except ImportError:  # pragma: no cover - pyspark is always installed here
+        return False
+    return isinstance(exc, PySparkException)
+
+
+def _check_tables_exist(paths: Paths, name: str, sql: str) -> None:
+    needed = sorted(words(sql, "duckdb") & {t.value for t in Warehouse})
+    present = {t.name for t in warehouse_tables(paths)}
+    missing = [t for t in needed if t not in present]
+    if missing:
+        raise ParamError(f"{name} reads {', '.join(missing)}, which the warehouse {paths.warehouse} does not "
+                         f"have yet (present: {', '.join(sorted(present)) or 'none'})")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

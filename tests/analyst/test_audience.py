@@ -1,0 +1,125 @@
+"""Audience exports: content against a hand computation, atomic writes, clear errors."""
+from __future__ import annotations
+
+import datetime as dt
+
+import pyarrow as pa
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
+import pytest
+
+from analyst import audience as audience_module
+from analyst import output as output_module
+from analyst.audience import AudienceSpec, UnknownTagError, export_audience
+from analyst.catalog import UnpublishedDateError, published_dates
+
+CSV_TYPES = {"user_id": pa.string(), "tag_id": pa.string(), "rank": pa.int32(), "score": pa.float64(),
+             "matched_tags": pa.int64()}
+
+
+def expect_audience(data, day, objective, tags, max_rank=None, min_score=None):
+    """(rows of the export, users per tag), computed from the inline rows."""
+    qualified = [(u, t, r, s) for d, u, o, r, t, s, _ in data.rows
+                 if d == day and o == objective and t in tags
+                 and (max_rank is None or r <= max_rank) and (min_score is None or s >= min_score)]
+    by_user: dict[str, list] = {}
+    for u, t, r, s in qualified:
+        by_user.setdefault(u, []).append((r, -s, t, s))
+    rows = []
+    for user in sorted(by_user):
+        r, _, t, s = min(by_user[user])
+        rows.append({"user_id": user, "tag_id": t, "rank": r, "score": s, "matched_tags": len(by_user[user])})
+    per_tag = {t: len({u for u, x, _, _ in qualified if x == t}) for t in tags}
+    return rows, per_tag
+
+
+def test_csv_export_on_duckdb(duck, warehouse, data, tmp_path):
+    spec = AudienceSpec(tags=("t1", "t4", "t6"), max_rank=3)
+    summary = export_audience(duck, spec, tmp_path / "out" / "audience.csv", published_dates(warehouse))
+    rows, per_tag = expect_audience(data, data.D2, "ctr", spec.tags, max_rank=3)
+    assert summary.date == data.D2 and summary.users == len(rows) and summary.per_tag == per_tag
+    assert per_tag["t6"] == 0 and any(r["matched_tags"] == 2 for r in rows)
+    assert any(r["user_id"] == data.odd_user for r in rows)
+    written = pcsv.read_csv(summary.output, convert_options=pcsv.ConvertOptions(column_types=CSV_TYPES))
+    assert written.to_pylist() == rows
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["audience.csv"]
+
+
+def test_parquet_export_on_spark_with_a_score_threshold_and_a_date(spark_engine, warehouse, data, tmp_path):
+    spec = AudienceSpec(tags=("t1", "t3"), objective="ctr", date=data.D1, min_score=0.3)
+    summary = export_audience(spark_engine, spec, tmp_path / "audience.parquet", published_dates(warehouse))
+    rows, per_tag = expect_audience(data, data.D1, "ctr", spec.tags, min_score=0.3)
+    assert len(rows) >= 3 and summary.per_tag == per_tag and summary.users == len(rows)
+    assert pq.read_table(summary.output).to_pylist() == rows
+
+
+def test_the_same_audience_on_both_engines(duck, spark_engine, warehouse, data, tmp_path):
+    spec = AudienceSpec(tags=("t2", "t4"), objective="cvr", max_rank=3, min_score=0.05)
+    published = published_dates(warehouse)
+    on_duck = export_audience(duck, spec, tmp_path / "d.parquet", published)
+    on_spark = export_audience(spark_engine, spec, tmp_path / "s.parquet", published)
+    expected, per_tag = expect_audience(data, data.D2, "cvr", spec.tags, 3, 0.05)
+    assert pq.read_table(on_duck.output).to_pylist() == pq.read_table(on_spark.output).to_pylist() == expected
+    assert on_duck.per_tag == on_spark.per_tag == per_tag
+
+
+def test_a_date_without_profiles_lists_the_published_dates(duck, warehouse, tmp_path):
+    spec = AudienceSpec(tags=("t1",), date=dt.date(2026, 11, 3))
+    with pytest.raises(UnpublishedDateError,
+                       match="no published profiles for 2026-11-03; published dates: 2026-11-01, 2026-11-02"):
+        export_audience(duck, spec, tmp_path / "a.csv", published_dates(warehouse))
+    with pytest.raises(UnpublishedDateError, match="no published profiles yet"):
+        export_audience(duck, AudienceSpec(tags=("t1",)), tmp_path / "a.csv", [])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unknown_tags_and_objectives_are_named(duck, warehouse, tmp_path):
+    published = published_dates(warehouse)
+    with pytest.raises(UnknownTagError, match=r"unknown tag\(s\) on 2026-11-02: t11 \(close: t1\); zz"):
+        export_audience(duck, AudienceSpec(tags=("t1", "t11", "zz")), tmp_path / "a.csv", published)
+    with pytest.raises(ValueError, match="objective 'ctr_x_cvr' has no profiles on 2026-11-02; objectives: ctr, cvr"):
+        export_audience(duck, AudienceSpec(tags=("t1",), objective="ctr_x_cvr"), tmp_path / "a.csv", published)
+    with pytest.raises(ValueError, match="max_rank must be >= 1"):
+        export_audience(duck, AudienceSpec(tags=("t1",), max_rank=0), tmp_path / "a.csv", published)
+    with pytest.raises(ValueError, match="must end with .csv or .parquet"):
+        export_audience(duck, AudienceSpec(tags=("t1",)), tmp_path / "a.json", published)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name,writer", [("audience.parquet", "pq.write_table"), ("audience.csv", "pcsv.write_csv")])
+def test_a_failed_write_leaves_no_partial_file_and_keeps_the_old_one(duck, warehouse, tmp_path, monkeypatch,
+                                                                      name, writer):
+    target = tmp_path / name
+    target.write_bytes(b"the previous audience")
+    module_name, function = writer.split(".")
+
+    def write_half_then_fail(table, where, *args, **kwargs):
+        with open(where, "wb") as handle:
+            handle.write(b"PAR1 half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(getattr(output_module, module_name), function, write_half_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        export_audience(duck, AudienceSpec(tags=("t1",)), target, published_dates(warehouse))
+    assert [p.name for p in tmp_path.iterdir()] == [name]
+    assert target.read_bytes() == b"the previous audience"
+
+
+def test_the_cli_prints_sizes_per_tag_without_spark(warehouse, data, tmp_path, monkeypatch, capsys):
+    def no_spark(*args, **kwargs):
+        raise AssertionError("the duckdb engine must not build a SparkSession")
+
+    monkeypatch.setattr("core.spark.spark_session", no_spark)
+    overrides = [f"--set=paths.{k}={getattr(warehouse, k)}" for k in ("raw", "warehouse", "models")]
+    out = tmp_path / "a.csv"
+    code = audience_module.main([*overrides, "--tags", "t3,t1", "--max-rank", "2", "--output", str(out),
+                                 "--engine", "duckdb"])
+    rows, per_tag = expect_audience(data, data.D2, "ctr", ("t3", "t1"), max_rank=2)
+    assert code == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"audience of 2026-11-02 (objective ctr, rank <= 2): {len(rows)} users -> {out}"
+    assert [line.split() for line in lines[2:]] == [[t, str(n)] for t, n in per_tag.items()]
+    code = audience_module.main([*overrides, "--tags", "t1", "--date", "2026-10-01", "--output", str(out),
+                                 "--engine", "duckdb"])
+    assert code == 2
+    assert "no published profiles for 2026-10-01" in capsys.readouterr().err

@@ -1,0 +1,107 @@
+"""The commands analysts type: `spark-submit.sh sql`, `python -m analyst.query`, their errors and outputs."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.csv as pcsv
+import pytest
+
+from jobs import sql as sql_job
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _overrides(paths) -> list[str]:
+    return [f"--set=paths.{k}={getattr(paths, k)}" for k in ("raw", "warehouse", "models")]
+
+
+def _holders(data, tag, day, max_rank, objective="ctr"):
+    return len({u for d, u, o, r, t, _, _ in data.rows if d == day and o == objective and t == tag and r <= max_rank})
+
+
+def _expected_change_line(data, tag, max_rank):
+    now, before = _holders(data, tag, data.D2, max_rank), _holders(data, tag, data.D1, max_rank)
+    assert now != before  # the case must show a change
+    return [tag, "ctr", str(max_rank), "2026-11-02", str(now), "2026-11-01", str(before), str(now - before)]
+
+
+def _table_rows(stdout: str) -> list[list[str]]:
+    """The rows of the printed table (spark-submit also sends the driver's stderr and logs to stdout)."""
+    lines = stdout.strip().splitlines()
+    rule = next(i for i, line in enumerate(lines) if line and set(line.replace(" ", "")) == {"-"})
+    end = next(i for i in range(rule, len(lines)) if lines[i].startswith("("))
+    return [line.split() for line in lines[rule + 1:end]]
+
+
+@pytest.fixture
+def no_spark(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the duckdb engine must not build a SparkSession")
+
+    monkeypatch.setattr("core.spark.spark_session", refuse)
+
+
+def test_sql_job_on_duckdb_prints_the_change_without_spark(warehouse, data, no_spark, capsys):
+    code = sql_job.main([*_overrides(warehouse), "--engine", "duckdb", "--name", "tag_audience_change",
+                         "--param", "tag=t1", "--param", "max_rank=2"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert _table_rows(captured.out) == [_expected_change_line(data, "t1", 2)]
+    assert captured.out.strip().endswith("(1 row)")
+    assert "tag_audience_change on duckdb: tag=t1, date=2026-11-02, previous_date=2026-11-01" in captured.err
+
+
+def test_sql_job_writes_csv_and_parquet(warehouse, data, no_spark, tmp_path, capsys):
+    out = tmp_path / "counts.csv"
+    code = sql_job.main([*_overrides(warehouse), "--engine", "duckdb", "--date", "2026-11-01",
+                         "--query", "SELECT dt, COUNT(*) AS n FROM user_tag_profiles WHERE dt = :date GROUP BY dt",
+                         "--output", str(out)])
+    assert code == 0
+    assert f"wrote 1 rows to {out}" in capsys.readouterr().out
+    assert pcsv.read_csv(out).to_pylist() == [{"dt": data.D1, "n": sum(1 for r in data.rows if r[0] == data.D1)}]
+
+
+@pytest.mark.parametrize("args,code,message", [
+    (["--query", "DROP TABLE user_tag_profiles"], 2, "refused: a DROP statement"),
+    (["--query", "SELECT 1; DELETE FROM tags"], 2, "refused: multiple statements"),
+    (["--name", "tag_audience_change"], 2, "missing parameter(s) tag"),
+    (["--name", "tag_audience", "--param", "tag=t1", "--date", "2026-12-24"], 2,
+     "no published profiles for 2026-12-24"),
+    (["--query", "SELECT 1", "--output", "x.json"], 2, "must end with .csv or .parquet"),
+    (["--query", "SELECT no_such_column FROM tags"], 1, "no_such_column"),
+])
+def test_errors_exit_non_zero_with_a_message(warehouse, no_spark, capsys, args, code, message):
+    assert sql_job.main([*_overrides(warehouse), "--engine", "duckdb", *args]) == code
+    assert message in capsys.readouterr().err
+
+
+def test_list_shows_every_named_query(capsys):
+    assert sql_job.main(["--list"]) == 0
+    out = capsys.readouterr().out
+    for name in ("user_top_tags", "tag_audience", "tag_audience_change", "tag_cooccurrence", "profile_changes"):
+        assert f"\n{name}: " in f"\n{out}"
+
+
+def _run(command: list[str]) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_python_m_analyst_query_runs_without_spark(warehouse, data):
+    result = _run([sys.executable, "-m", "analyst.query", *_overrides(warehouse), "--name", "tag_audience_change",
+                   "--param", "tag=t3", "--param", "max_rank=2"])
+    assert result.returncode == 0, result.stderr
+    assert _table_rows(result.stdout) == [_expected_change_line(data, "t3", 2)]
+    assert "on duckdb" in result.stderr
+
+
+@pytest.mark.integration
+def test_spark_submit_sql_prints_the_change(warehouse, data):
+    result = _run([str(ROOT / "spark-submit.sh"), "sql", *_overrides(warehouse), "--name", "tag_audience_change",
+                   "--param", "tag=t1", "--param", "max_rank=2", "--master", "local[1]"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert _table_rows(result.stdout) == [_expected_change_line(data, "t1", 2)]
+    assert "tag_audience_change on spark" in result.stdout + result.stderr

@@ -1,0 +1,154 @@
+"""Each named query, on DuckDB and on Spark, against a hand computation over the inline rows."""
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from analyst.queries import list_queries, load_query
+from analyst.query import prepare
+
+NAMES = ["profile_changes", "tag_audience", "tag_audience_change", "tag_cooccurrence", "user_top_tags"]
+
+
+# ---- hand computations, in plain Python, over the rows of conftest.py -------------------------
+
+def _profile(data, day, objective):
+    """{(user, tag): (rank, score)} of one date and objective."""
+    return {(u, t): (r, s) for d, u, o, r, t, s, _ in data.rows if d == day and o == objective}
+
+
+def _top(data, day, objective, max_rank):
+    return {(u, t) for (u, t), (r, _) in _profile(data, day, objective).items() if r <= max_rank}
+
+
+def expect_user_top_tags(data, user, day, objective):
+    rows = [row for row in data.rows if row[0] == day and row[1] == user and objective in ("all", row[2])]
+    rows.sort(key=lambda row: (row[2], row[3], row[4]))
+    return [{"dt": d, "user_id": u, "objective": o, "rank": r, "tag_id": t, "tag_name": data.tags[t][0],
+             "category": data.tags[t][1], "score": s, "model_version": v} for d, u, o, r, t, s, v in rows]
+
+
+def expect_tag_audience(data, day, objective, tag=None, max_rank=None, min_score=None):
+    tags = {row[4] for row in data.rows if row[0] == day} if tag is None else {tag}
+    users = {t: set() for t in tags}
+    for (u, t), (r, s) in _profile(data, day, objective).items():
+        if t in users and (max_rank is None or r <= max_rank) and (min_score is None or s >= min_score):
+            users[t].add(u)
+    rows = [{"dt": day, "objective": objective, "tag_id": t, "users": len(us)} for t, us in users.items()]
+    return sorted(rows, key=lambda row: (-row["users"], row["tag_id"]))
+
+
+def expect_tag_audience_change(data, tag, day, previous, max_rank, objective):
+    def count(d):
+        return len({u for u, t in _top(data, d, objective, max_rank) if t == tag})
+
+    users = count(day)
+    before = None if previous is None else count(previous)
+    return [{"tag_id": tag, "objective": objective, "max_rank": max_rank, "dt": day, "users": users,
+             "previous_dt": previous, "previous_users": before,
+             "difference": None if before is None else users - before}]
+
+
+def expect_tag_cooccurrence(data, day, objective, max_rank, tag=None, min_users=1, limit=100):
+    held: dict[str, set[str]] = {}
+    for u, t in _top(data, day, objective, max_rank):
+        held.setdefault(u, set()).add(t)
+    per_tag: dict[str, int] = {}
+    pairs: dict[tuple[str, str], int] = {}
+    for tags in held.values():
+        for t in tags:
+            per_tag[t] = per_tag.get(t, 0) + 1
+        for a, b in itertools.combinations(sorted(tags), 2):
+            if tag is None or tag in (a, b):
+                pairs[a, b] = pairs.get((a, b), 0) + 1
+    rows = [{"tag_a": a, "tag_b": b, "users_both": n, "users_a": per_tag[a], "users_b": per_tag[b],
+             "jaccard": n / (per_tag[a] + per_tag[b] - n)}
+            for (a, b), n in pairs.items() if n >= min_users]
+    return sorted(rows, key=lambda row: (-row["users_both"], row["tag_a"], row["tag_b"]))[:limit]
+
+
+def expect_profile_changes(data, day, previous, objective, max_rank):
+    now = _top(data, day, objective, max_rank)
+    before = set() if previous is None else _top(data, previous, objective, max_rank)
+    rows = []
+    for t in sorted({t for _, t in now | before}):
+        n = {u for u, x in now if x == t}
+        b = {u for u, x in before if x == t}
+        rows.append({"dt": day, "previous_dt": previous, "tag_id": t, "users_previous": len(b), "users": len(n),
+                     "gained": len(n - b), "lost": len(b - n), "difference": len(n) - len(b)})
+    return sorted(rows, key=lambda row: (-(row["gained"] + row["lost"]), row["tag_id"]))
+
+
+# ---- cases: (query, --param values, expectation); the first case of each query also runs on Spark --
+
+CASES = {
+    "user_top_tags/latest_all_objectives": (
+        "user_top_tags", ["user=u2"], lambda d: expect_user_top_tags(d, "u2", d.D2, "all")),
+    "user_top_tags/d1_ctr": (
+        "user_top_tags", ["user=u1", "date=2026-11-01", "objective=ctr"],
+        lambda d: expect_user_top_tags(d, "u1", d.D1, "ctr")),
+    "user_top_tags/quoted_user": (
+        "user_top_tags", ["user=o'b\\r"], lambda d: expect_user_top_tags(d, d.odd_user, d.D2, "all")),
+    "tag_audience/every_tag_top2": (
+        "tag_audience", ["max_rank=2"], lambda d: expect_tag_audience(d, d.D2, "ctr", max_rank=2)),
+    "tag_audience/one_tag_min_score": (
+        "tag_audience", ["tag=t1", "min_score=0.5"], lambda d: expect_tag_audience(d, d.D2, "ctr", "t1", None, 0.5)),
+    "tag_audience/rank_and_score_cvr_d1": (
+        "tag_audience", ["date=2026-11-01", "objective=cvr", "max_rank=2", "min_score=0.45"],
+        lambda d: expect_tag_audience(d, d.D1, "cvr", None, 2, 0.45)),
+    "tag_audience/tag_nobody_holds": (
+        "tag_audience", ["tag=t6"], lambda d: expect_tag_audience(d, d.D2, "ctr", "t6")),
+    "tag_audience_change/t1_top2": (
+        "tag_audience_change", ["tag=t1", "max_rank=2"],
+        lambda d: expect_tag_audience_change(d, "t1", d.D2, d.D1, 2, "ctr")),
+    "tag_audience_change/first_date": (
+        "tag_audience_change", ["tag=t3", "date=2026-11-01"],
+        lambda d: expect_tag_audience_change(d, "t3", d.D1, None, 5, "ctr")),
+    "tag_audience_change/cvr": (
+        "tag_audience_change", ["tag=t1", "objective=cvr", "max_rank=1"],
+        lambda d: expect_tag_audience_change(d, "t1", d.D2, d.D1, 1, "cvr")),
+    "tag_cooccurrence/top3": (
+        "tag_cooccurrence", ["max_rank=3"], lambda d: expect_tag_cooccurrence(d, d.D2, "ctr", 3)),
+    "tag_cooccurrence/with_t1_min2_limit2": (
+        "tag_cooccurrence", ["tag=t1", "min_users=2", "limit=2", "max_rank=5"],
+        lambda d: expect_tag_cooccurrence(d, d.D2, "ctr", 5, "t1", 2, 2)),
+    "profile_changes/top2": (
+        "profile_changes", ["max_rank=2"], lambda d: expect_profile_changes(d, d.D2, d.D1, "ctr", 2)),
+    "profile_changes/cvr_top3": (
+        "profile_changes", ["objective=cvr", "max_rank=3"], lambda d: expect_profile_changes(d, d.D2, d.D1, "cvr", 3)),
+    "profile_changes/first_date": (
+        "profile_changes", ["date=2026-11-01"], lambda d: expect_profile_changes(d, d.D1, None, "ctr", 5)),
+}
+SPARK_CASES = [next(case for case, (name, _, _) in CASES.items() if name == query) for query in NAMES]
+
+
+def test_every_query_file_parses_and_is_covered():
+    assert list_queries() == NAMES
+    for name in NAMES:
+        query = load_query(name)
+        assert query.description and query.params
+    assert {name for name, _, _ in CASES.values()} == set(NAMES)
+
+
+def test_the_expectations_are_not_trivial(data):
+    # Guards against cases that would pass with any query returning nothing or zeros.
+    for case, (_, _, expect) in CASES.items():
+        rows = expect(data)
+        assert rows, case
+    assert expect_tag_audience_change(data, "t1", data.D2, data.D1, 2, "ctr")[0]["difference"] != 0
+    assert any(r["gained"] and r["lost"] for r in expect_profile_changes(data, data.D2, data.D1, "ctr", 2))
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_named_query_on_duckdb(case, duck, warehouse, data):
+    name, params, expect = CASES[case]
+    prepared = prepare(warehouse, "duckdb", name=name, params=params)
+    assert duck.run(prepared.sql).to_pylist() == expect(data)
+
+
+@pytest.mark.parametrize("case", SPARK_CASES)
+def test_named_query_on_spark(case, spark_engine, warehouse, data):
+    name, params, expect = CASES[case]
+    prepared = prepare(warehouse, "spark", name=name, params=params)
+    assert spark_engine.run(prepared.sql).to_pylist() == expect(data)

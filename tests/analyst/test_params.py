@@ -1,0 +1,104 @@
+"""Typed parameters: clear errors for unknown, missing and ill-typed values; strings cannot inject SQL."""
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from analyst.catalog import UnpublishedDateError
+from analyst.params import ParamError, ParamSpec, parse_value, render_literal
+from analyst.queries import parse_query
+from analyst.query import prepare
+
+NASTY = ["t1' OR '1'='1", "t1\\' OR 1=1 --", "\\", "''", "a\\\\'b", "$$ DROP $$", "é ✓ \"q\" `b`",
+         "x'; DROP TABLE tags; --"]
+
+
+@pytest.mark.parametrize("params,message", [
+    (["tag=t1", "colour=red"],
+     r"unknown parameter\(s\) colour for tag_audience_change; its parameters: tag \(string\)"),
+    ([], r"missing parameter\(s\) tag for tag_audience_change"),
+    (["tag=t1", "max_rank=five"], r"max_rank='five' must be an integer"),
+    (["tag=t1", "max_rank=2.5"], r"max_rank='2.5' must be an integer"),
+    (["tag=t1", "date=yesterday"], r"date='yesterday' must be a date YYYY-MM-DD"),
+    (["tag=t1", "tag=t2"], r"parameter tag is given twice"),
+    (["tag"], r"--param needs NAME=VALUE, got 'tag'"),
+    (["tag=a\nb"], r"tag contains control characters \(U\+000A\)"),
+])
+def test_parameter_errors_name_the_parameter(warehouse, params, message):
+    with pytest.raises(ParamError, match=message):
+        prepare(warehouse, "duckdb", name="tag_audience_change", params=params)
+
+
+@pytest.mark.parametrize("params,date", [(["tag=t1", "date=2026-10-31"], "2026-10-31"),
+                                         (["tag=t1", "previous_date=2026-11-05"], "2026-11-05")])
+def test_a_date_without_published_profiles_lists_the_published_ones(warehouse, params, date):
+    with pytest.raises(UnpublishedDateError,
+                       match=f"no published profiles for {date}; published dates: 2026-11-01, 2026-11-02"):
+        prepare(warehouse, "duckdb", name="tag_audience_change", params=params)
+
+
+def test_float_and_date_values_are_parsed_not_pasted(warehouse):
+    with pytest.raises(ParamError, match="must be a finite number"):
+        prepare(warehouse, "duckdb", name="tag_audience", params=["min_score=nan"])
+    with pytest.raises(ParamError, match="must be a finite number"):
+        prepare(warehouse, "duckdb", name="tag_audience", params=["min_score=0.1 OR 1=1"])
+    prepared = prepare(warehouse, "spark", name="tag_audience", params=["min_score=1e-3", "date=2026-11-01"])
+    assert "CAST(0.001 AS DOUBLE)" in prepared.sql and "DATE '2026-11-01'" in prepared.sql
+    assert prepared.values["min_score"] == 0.001 and prepared.values["max_rank"] is None
+    assert "CAST(NULL AS BIGINT)" in prepared.sql
+
+
+def test_ad_hoc_queries_take_only_the_date(warehouse):
+    with pytest.raises(ParamError, match="--param goes with --name"):
+        prepare(warehouse, "duckdb", query="SELECT 1", params=["tag=t1"])
+    with pytest.raises(ParamError, match="--date needs a :date placeholder"):
+        prepare(warehouse, "duckdb", query="SELECT 1", date="2026-11-01")
+    with pytest.raises(ParamError, match="uses :tag, which is not a parameter; valid: date"):
+        prepare(warehouse, "duckdb", query="SELECT * FROM tags WHERE dt = :date AND tag_id = :tag")
+    latest = prepare(warehouse, "duckdb", query="SELECT * FROM user_tag_profiles WHERE dt = :date")
+    assert latest.values == {"date": dt.date(2026, 11, 2)}
+    assert latest.sql == "SELECT * FROM user_tag_profiles WHERE dt = DATE '2026-11-02'"
+
+
+def test_date_given_twice_or_to_a_query_without_date(warehouse):
+    with pytest.raises(ParamError, match="give the date once"):
+        prepare(warehouse, "duckdb", name="tag_audience", params=["date=2026-11-01"], date="2026-11-02")
+    with pytest.raises(ParamError, match="no named query 'nope'; available: profile_changes, tag_audience"):
+        prepare(warehouse, "duckdb", name="nope")
+
+
+def test_query_headers_are_checked_against_their_placeholders():
+    with pytest.raises(ParamError, match=r"placeholders \['tag'\] do not match the declared parameters \[\]"):
+        parse_query("q", "-- no params\nSELECT :tag")
+    with pytest.raises(ParamError, match="has type 'text'"):
+        parse_query("q", "-- :tag text\nSELECT :tag")
+    with pytest.raises(ParamError, match=r"max_rank='x' must be an integer"):
+        parse_query("q", "-- :max_rank int = x\nSELECT :max_rank")
+    query = parse_query("q", "-- Something.\n-- :n int = 3  how many\nSELECT :n, ':n', x::INT")
+    assert query.params == (ParamSpec("n", "int", "3", "how many"),) and query.description == "Something."
+
+
+@pytest.mark.parametrize("value", NASTY)
+def test_string_literals_read_back_as_exactly_the_value(value):
+    spec = ParamSpec("s", "string")
+    assert parse_value(spec, value) == value
+    for dialect in ("spark", "duckdb"):
+        literal = render_literal(value, "string", dialect)
+        assert literal.startswith("'") and literal.endswith("'")
+
+
+def test_quoted_strings_round_trip_on_both_engines(duck, spark_engine):
+    for engine in (duck, spark_engine):
+        columns = ", ".join(f"{render_literal(v, 'string', engine.dialect)} AS s{i}" for i, v in enumerate(NASTY))
+        assert engine.run(f"SELECT {columns}").to_pylist() == [{f"s{i}": v for i, v in enumerate(NASTY)}]
+
+
+@pytest.mark.parametrize("tag", NASTY[:2])
+def test_a_quoted_tag_cannot_widen_the_query(tag, duck, spark_engine, warehouse):
+    # Were the quote to escape, "OR 1=1" would count every user who holds any tag.
+    for engine in (duck, spark_engine):
+        prepared = prepare(warehouse, engine.dialect, name="tag_audience_change", params=[f"tag={tag}"])
+        assert engine.run(prepared.sql).to_pylist() == [{
+            "tag_id": tag, "objective": "ctr", "max_rank": 5, "dt": dt.date(2026, 11, 2), "users": 0,
+            "previous_dt": dt.date(2026, 11, 1), "previous_users": 0, "difference": 0}]
