@@ -1,0 +1,139 @@
+"""Bad raw rows: flagged with one reason each, counted, never silently dropped.
+
+Every row of the raw tables gets `reason` = null (clean) or one `Reason`. Event reasons
+are checked in this order and the first that applies wins, so per-reason counts add up
+to the bad rows: null_id, null_event_time, unknown_event_type, future, unknown_item,
+duplicate (the extra copies of an otherwise clean event; one copy stays clean).
+Dimension tables (users, items, tags) have null_id and duplicate (same key, the row
+with the smallest JSON record stays), and items referring to a tag missing from the
+tags table give one unknown_tag row per (item, tag).
+"""
+from __future__ import annotations
+
+import datetime as dt
+from enum import StrEnum
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+from core.contract import EVENT_TYPES
+
+EVENT_COLUMNS = ("user_id", "item_id", "event_type", "event_time")
+
+
+class Reason(StrEnum):
+    NULL_ID = "null_id"
+    NULL_EVENT_TIME = "null_event_time"
+    UNKNOWN_EVENT_TYPE = "unknown_event_type"
+    FUTURE = "future"
+    UNKNOWN_ITEM = "unknown_item"
+    DUPLICATE = "duplicate"
+    UNKNOWN_TAG = "unknown_tag"
+
+
+def blank(column: str | Column) -> Column:
+    """Null, or only whitespace (the value read as a string)."""
+    value = (F.col(column) if isinstance(column, str) else column).cast("string")
+    return value.isNull() | (F.trim(value) == "")
+
+
+def record_json(columns: list[str] | tuple[str, ...]) -> Column:
+    """The row as a JSON string (null values kept as nulls)."""
+    return F.to_json(F.struct(*columns), {"ignoreNullFields": "false"})
+
+
+def classify_events(events: DataFrame, *, items: DataFrame, horizon: dt.date) -> DataFrame:
+    """One row per distinct (event, reason) with `copies`, the number of identical raw rows.
+
+    `items` are the clean items (item_id); `horizon` is the first day that cannot have
+    happened yet (the day after the run's last date): events on or after it are future.
+    `always` marks rows read by every run date (no event_time, or future); the others
+    belong to the windows containing `day`.
+    """
+    known_items = items.select("item_id", F.lit(True).alias("known_item")).distinct()
+    typed = events.select(
+        "user_id", "item_id", "event_type", F.col("event_time").cast("timestamp").alias("event_time")
+    ).withColumn("day", F.to_date("event_time"))
+    flagged = typed.join(F.broadcast(known_items), on="item_id", how="left").withColumn(
+        "reason",
+        F.when(blank("user_id") | blank("item_id"), F.lit(Reason.NULL_ID.value))
+        .when(F.col("event_time").isNull(), F.lit(Reason.NULL_EVENT_TIME.value))
+        .when(F.coalesce(~F.col("event_type").isin(*EVENT_TYPES), F.lit(True)), F.lit(Reason.UNKNOWN_EVENT_TYPE.value))
+        .when(F.col("day") >= F.lit(horizon), F.lit(Reason.FUTURE.value))
+        .when(F.col("known_item").isNull(), F.lit(Reason.UNKNOWN_ITEM.value)),
+    )
+    return (
+        flagged.groupBy(*EVENT_COLUMNS, "day", "reason")
+        .agg(F.count(F.lit(1)).alias("copies"))
+        .select(
+            *EVENT_COLUMNS, "day", "reason", "copies",
+            (F.col("event_time").isNull() | (F.col("day") >= F.lit(horizon))).alias("always"),
+        )
+    )
+
+
+def clean_events(classified: DataFrame) -> DataFrame:
+    """The clean events, each once: user_id, item_id, event_type, event_time, day."""
+    return classified.where(F.col("reason").isNull()).select(*EVENT_COLUMNS, "day")
+
+
+def bad_events(classified: DataFrame) -> DataFrame:
+    """One row per bad raw event: reason, record (JSON), day, always."""
+    extra = F.when(F.col("reason").isNull(), F.col("copies") - 1).otherwise(F.col("copies"))
+    return (
+        classified.where(F.col("reason").isNotNull() | (F.col("copies") > 1))
+        .select(
+            F.coalesce(F.col("reason"), F.lit(Reason.DUPLICATE.value)).alias("reason"),
+            record_json(EVENT_COLUMNS).alias("record"),
+            "day", "always",
+            F.explode(F.array_repeat(F.lit(1), extra.cast("int"))).alias("_copy"),
+        )
+        .select("reason", "record", "day", "always")
+    )
+
+
+def event_counts(classified: DataFrame) -> DataFrame:
+    """Raw event rows by (day, always, reason); reason null = clean (duplicates split out)."""
+    duplicates = classified.where(F.col("reason").isNull() & (F.col("copies") > 1)).select(
+        "day", "always", F.lit(Reason.DUPLICATE.value).alias("reason"), (F.col("copies") - 1).alias("rows")
+    )
+    firsts = classified.select(
+        "day", "always", "reason",
+        F.when(F.col("reason").isNull(), F.lit(1)).otherwise(F.col("copies")).cast("long").alias("rows"),
+    )
+    return (
+        firsts.unionByName(duplicates)
+        .groupBy("day", "always", "reason")
+        .agg(F.sum("rows").alias("rows"))
+        .select("day", "always", "reason", "rows")
+    )
+
+
+def flag_dimension_rows(df: DataFrame, *, key: str) -> DataFrame:
+    """`df` with `reason` (null_id, duplicate or null) and `record` (the row as JSON).
+
+    Of several rows with the same key, the one with the smallest JSON record is kept, so
+    the choice does not depend on file order.
+    """
+    record = record_json(df.columns)
+    first = Window.partitionBy(key).orderBy("record")
+    return (
+        df.withColumn("record", record)
+        .withColumn("_rank", F.when(blank(key), F.lit(None)).otherwise(F.row_number().over(first)))
+        .withColumn(
+            "reason",
+            F.when(blank(key), F.lit(Reason.NULL_ID.value)).when(F.col("_rank") > 1, F.lit(Reason.DUPLICATE.value)),
+        )
+        .select(*df.columns, "reason", "record")
+    )
+
+
+def unknown_item_tags(items: DataFrame, *, tags: DataFrame) -> DataFrame:
+    """(item_id, tag_id) references to tags missing from the clean `tags`: reason, record."""
+    known = tags.select("tag_id", F.lit(True).alias("known_tag"))
+    refs = items.select("item_id", F.explode(F.array_distinct("tag_ids")).alias("tag_id"))
+    return (
+        refs.join(known, on="tag_id", how="left")
+        .where(F.col("known_tag").isNull())
+        .select(F.lit(Reason.UNKNOWN_TAG.value).alias("reason"), record_json(["item_id", "tag_id"]).alias("record"))
+    )

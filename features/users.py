@@ -1,0 +1,86 @@
+"""The `user_features` snapshot: one row per known user and run date, every field an id.
+
+A user is known on D if the users table lists them or they have a clean event in D's
+window. Attributes come from the users table (missing -> 0); behaviour fields from the
+window's events: a user without events has counts 0 (in their bucket), a missing click
+rate (0) and empty lists.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Sequence
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from features.behaviour import ACTIVITY_COUNTS, ENTRY_TYPE, bucket_id, top_values
+from features.schema import WEIGHTS_SUFFIX, FieldDef
+from features.vocabulary import PAD_ID, encode
+from features.windows import explode_to_dates
+
+
+def attribute_ids(users: DataFrame, *, fields: Sequence[FieldDef], vocabulary: DataFrame) -> DataFrame:
+    """(user_id, one int column per attribute field): vocabulary ids or bucket ids."""
+    out = users
+    for f in fields:
+        if f.encoding == "vocab":
+            out = encode(out, vocabulary=vocabulary, field=f.vocabulary, column=f.name, output=f.name)
+        else:
+            out = out.withColumn(f.name, bucket_id(F.col(f.name), f.edges))
+    return out.select("user_id", *[f.name for f in fields])
+
+
+def user_snapshots(
+    attributes: DataFrame,
+    *,
+    activity: DataFrame,
+    entries: DataFrame,
+    dates: Sequence[dt.date],
+    window_days: int,
+    fields: Sequence[FieldDef],
+    max_len: int,
+) -> DataFrame:
+    """The user_features rows: dt, user_id, then the fields in order.
+
+    `attributes`: user_id + one id column per attribute field (the users table);
+    `activity`: daily counts (`daily_activity`); `entries`: (dt, user_id, entry) per list
+    value (`window_entries`). The three become rows of one union, reduced by a single
+    aggregation per (dt, user_id): users of the users table appear on every date, the
+    others on the dates whose window holds one of their events.
+    """
+    attribute_names = [f.name for f in fields if f.source.startswith("users.")]
+    counts = ("impressions", "clicks", "conversions")
+    every_date = F.explode(F.array(*[F.lit(d) for d in sorted(dates)])).alias("dt")
+
+    def row(df: DataFrame, first: list[Column], **given: Column) -> DataFrame:
+        nulls = {**{a: F.lit(None).cast("int") for a in attribute_names},
+                 **{c: F.lit(None).cast("long") for c in (*counts, "active")},
+                 "entry": F.lit(None).cast(ENTRY_TYPE)}
+        return df.select(*first, *[given.get(name, null).alias(name) for name, null in nulls.items()])
+
+    union = (
+        row(attributes, [every_date, F.col("user_id")], **{a: F.col(a) for a in attribute_names})
+        .unionByName(row(
+            explode_to_dates(activity, dates=dates, window_days=window_days), [F.col("dt"), F.col("user_id")],
+            active=F.lit(1).cast("long"), **{c: F.col(c) for c in counts},
+        ))
+        .unionByName(row(entries, [F.col("dt"), F.col("user_id")], entry=F.col("entry")))
+    )
+    reduced = union.groupBy("dt", "user_id").agg(
+        *[F.max(a).alias(a) for a in attribute_names],
+        *[F.coalesce(F.sum(c), F.lit(0)).alias(c) for c in counts],
+        F.coalesce(F.sum("active"), F.lit(0)).alias("active_days"),
+        F.collect_list("entry").alias("entries"),
+    )
+    activity_values = {name: F.col(name) for name in ACTIVITY_COUNTS}
+    activity_values["click_rate"] = F.try_divide(F.col("clicks").cast("double"), F.col("impressions"))
+    columns = []
+    for f in fields:
+        if f.kind == "multi":
+            ids, weights = top_values(F.col("entries"), field=f.name, max_len=max_len)
+            columns += [ids.alias(f.name), weights.alias(f.name + WEIGHTS_SUFFIX)]
+        elif f.source.startswith("events."):
+            columns.append(bucket_id(activity_values[f.name], f.edges).alias(f.name))
+        else:
+            columns.append(F.coalesce(F.col(f.name), F.lit(PAD_ID)).cast("int").alias(f.name))
+    return reduced.select("dt", "user_id", *columns)

@@ -1,0 +1,167 @@
+"""The pure transforms of `features/` on small inline DataFrames (no Delta, no job)."""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+
+import pytest
+from pyspark.sql import functions as F
+from pyspark.testing import assertDataFrameEqual
+
+from core.config import FeaturesConf
+from core.contract import ContractError, UserAttributes
+from features import schema, vocabulary as vocab
+from features.behaviour import bucket_id, daily_activity, daily_partials, window_entries
+from features.examples import model_inputs, training_examples
+from features.samples import sampled_negatives
+from features.users import user_snapshots
+from jobs.features import parse_dates
+
+UTC = dt.timezone.utc
+D = dt.date(2026, 11, 10)
+EVENTS = "user_id string, item_id string, event_type string, event_time timestamp, day date"
+MICRO = dt.timedelta(microseconds=1)
+
+
+def test_bucket_ids_count_the_edges_at_or_below_and_keep_0_for_missing(spark):
+    df = spark.createDataFrame([(v,) for v in (None, float("nan"), -1.0, 0.0, 0.5, 1.0, 2.0, 99.0)], "x double")
+    assert [r[0] for r in df.select(bucket_id(F.col("x"), (0, 1, 2))).collect()] == [0, 0, 2, 3, 3, 4, 5, 5]
+
+
+def test_encode_gives_vocabulary_ids_0_for_blank_and_1_for_unseen(spark):
+    vocabulary = spark.createDataFrame([("gender", "F", 2, D), ("gender", "M", 3, D), ("city", "F", 9, D)],
+                                       vocab.VOCABULARY_SCHEMA)
+    users = spark.createDataFrame([("a", "F"), ("b", "M"), ("c", None), ("d", " "), ("e", "X")],
+                                  "user_id string, gender string")
+    encoded = vocab.encode(users, vocabulary=vocabulary, field="gender", column="gender", output="gender")
+    assertDataFrameEqual(encoded, spark.createDataFrame([("a", 2), ("b", 3), ("c", 0), ("d", 0), ("e", 1)],
+                                                        "user_id string, gender int"))
+
+
+def test_new_values_get_the_ids_after_the_field_maximum_in_value_order(spark):
+    existing = spark.createDataFrame([("tag", "t5", 2, D), ("tag", "t7", 3, D)], vocab.VOCABULARY_SCHEMA)
+    values = spark.createDataFrame([("tag", "t9"), ("tag", "t5"), ("tag", "t1"), ("category", "c")],
+                                   vocab.VALUES_SCHEMA)
+    new = vocab.new_vocabulary_entries(values, vocabulary=existing, first_dt=D + dt.timedelta(days=1))
+    later = D + dt.timedelta(days=1)
+    assertDataFrameEqual(new, spark.createDataFrame(
+        [("tag", "t1", 4, later), ("tag", "t9", 5, later), ("category", "c", 2, later)], vocab.VOCABULARY_SCHEMA))
+
+
+def test_the_window_holds_d_minus_window_and_stops_just_before_d(spark):
+    """window_days=2: of clicks at D-2 minus 1 us, D-2, D minus 1 us and D, only the middle two count."""
+    start = dt.datetime(2026, 11, 8, tzinfo=UTC)
+    end = dt.datetime(2026, 11, 10, tzinfo=UTC)
+    times = {"i_before": start - MICRO, "i_first": start, "i_last": end - MICRO, "i_at_d": end}
+    rows = [("u", item, "click", t, t.date()) for item, t in times.items()]
+    events = spark.createDataFrame(rows, EVENTS)
+    item_values = spark.createDataFrame(
+        [(item, "click", "clicked_tags", value) for value, item in enumerate(times, start=2)],
+        "item_id string, event_type string, field string, value int")
+    conf = FeaturesConf(window_days=2, decay_half_life_days=1.0, max_multi_len=4, activity_buckets=(1, 2, 3))
+    fields = [schema.behaviour_field("clicked_tags", conf), schema.behaviour_field("clicks", conf)]
+    window = {"dates": [D], "window_days": 2}
+    entries = window_entries(daily_partials(events, item_values=item_values, half_life_days=1.0),
+                             half_life_days=1.0, **window)
+    users = spark.createDataFrame([], "user_id string")
+    snapshots = user_snapshots(users, activity=daily_activity(events), entries=entries, fields=fields, max_len=4,
+                               **window)
+    expected = [(D, "u", [4, 3], [0.5 ** (1e-6 / 86_400), 0.25], 4)]  # newest first; 2 clicks -> bucket 4
+    assertDataFrameEqual(snapshots, spark.createDataFrame(
+        expected, "dt date, user_id string, clicked_tags array<int>, clicked_tags_weights array<float>, clicks int"))
+
+
+FIELDS = [("gender", "single", 4), ("clicked_tags", "multi", 6)]
+SNAPSHOTS = "dt date, user_id string, gender int, clicked_tags array<int>, clicked_tags_weights array<float>"
+SAMPLES = ("dt date, user_id string, tag_id string, tag_index int, category_id int, click int, conversion int, "
+           "source string")
+X, Y = dt.date(2026, 11, 4), dt.date(2026, 11, 5)
+
+
+def test_training_examples_join_each_sample_to_its_own_days_snapshot_padded(spark):
+    snapshots = spark.createDataFrame([
+        (X, "u1", 2, [3], [1.0]),
+        (Y, "u1", 3, [5, 2, 4, 3], [4.0, 3.0, 2.0, 1.0]),  # cut to 3
+        (Y, "u3", 9, [7, 2], [2.0, 1.0]),  # ids the model's vocabulary does not hold -> 1
+    ], SNAPSHOTS)
+    samples = spark.createDataFrame([
+        (X, "u1", "t1", 2, 2, 1, 0, "impression"),
+        (Y, "u1", "t1", 2, 2, 0, 0, "impression"),
+        (X, "u2", "t2", 3, 0, 0, 0, "sampled"),  # no snapshot on X
+        (Y, "u3", "t2", 3, 0, 1, 1, "impression"),
+    ], SAMPLES)
+    expected = spark.createDataFrame([
+        (X, "u1", "t1", 2, 2, 1, 0, "impression", 2, [3, 0, 0], [1.0, 0.0, 0.0]),
+        (Y, "u1", "t1", 2, 2, 0, 0, "impression", 3, [5, 2, 4], [4.0, 3.0, 2.0]),
+        (X, "u2", "t2", 3, 0, 0, 0, "sampled", 0, [0, 0, 0], [0.0, 0.0, 0.0]),
+        (Y, "u3", "t2", 3, 0, 1, 1, "impression", 1, [1, 2, 0], [2.0, 1.0, 0.0]),
+    ], f"{SAMPLES}, gender int, clicked_tags array<int>, clicked_tags_weights array<float>")
+    assertDataFrameEqual(training_examples(samples, snapshots, FIELDS, 3), expected)
+
+
+def test_model_inputs_pad_to_max_len_and_map_unseen_ids_to_1(spark):
+    snapshots = spark.createDataFrame([(Y, "u1", 3, [5, 2], [2.0, 1.0]), (Y, "u2", 0, [], [])], SNAPSHOTS)
+    expected = spark.createDataFrame([(Y, "u1", 3, [1, 2, 0], [2.0, 1.0, 0.0]), (Y, "u2", 0, [0, 0, 0], [0.0] * 3)],
+                                     SNAPSHOTS)
+    assertDataFrameEqual(model_inputs(snapshots, [("gender", "single", 4), ("clicked_tags", "multi", 5)], 3),
+                         expected)
+
+
+def _negatives(spark, method, seed, users=3, per_user_day=3):
+    ranks = spark.createDataFrame([(X, f"t{r}", r + 1, 2, r) for r in range(1, 6)],
+                                  "dt date, tag_id string, tag_index int, category_id int, popularity_rank int")
+    samples = spark.createDataFrame([(X, f"u{u}", "t1", 2, 2, 0, 0, "impression") for u in range(users)], SAMPLES)
+    return samples, sampled_negatives(samples, tag_ranks=ranks, method=method, per_user_day=per_user_day,
+                                       seed=seed)
+
+
+@pytest.mark.parametrize("method", ["uniform", "log_uniform"])
+def test_sampled_negatives_are_deterministic_new_tags_of_the_users_day(spark, method):
+    samples, negatives = _negatives(spark, method, seed=11)
+    rows = negatives.collect()
+    assertDataFrameEqual(negatives, _negatives(spark, method, seed=11)[1])
+    assert all((r.click, r.conversion, r.source, r.dt) == (0, 0, "sampled", X) for r in rows)
+    assert all(r.tag_id != "t1" and r.tag_index == int(r.tag_id[1:]) + 1 for r in rows)  # not the impressed tag
+    per_user = {u: [r.tag_id for r in rows if r.user_id == u] for u in ("u0", "u1", "u2")}
+    assert all(len(tags) == len(set(tags)) <= 3 for tags in per_user.values())
+
+
+def test_log_uniform_negatives_favour_popular_tags(spark):
+    """P(rank r) = log((r+1)/r) / log(T+1): with T = 5, rank 1 (t1) gets 39% of draws, uniform 20%."""
+    def share_of_rank_1(method):
+        _, negatives = _negatives(spark, method, seed=3, users=600, per_user_day=1)
+        # every user's sample is on t1, so a draw of rank 1 is dropped: the users left without one drew it
+        return 1 - negatives.count() / 600
+    assert share_of_rank_1("uniform") < 0.3 < share_of_rank_1("log_uniform")
+
+
+def test_attribute_names_must_not_clash_with_feature_or_batch_names():
+    conf = FeaturesConf()
+    with pytest.raises(ContractError, match=r"\['clicks', 'tag'\] clash"):
+        schema.define_fields(UserAttributes(categorical=("tag", "city"), numeric=("clicks",)), conf)
+    fields = schema.define_fields(UserAttributes(categorical=("city",), numeric=("age",)), conf)
+    assert [f.name for f in fields] == sorted(["city", "age", *conf.behaviour_fields])
+
+
+def test_the_schema_module_mirrors_the_model_contract():
+    from mvke import fields as model_fields
+
+    assert schema.WEIGHTS_SUFFIX == model_fields.WEIGHTS_SUFFIX
+    assert set(schema.MODEL_KEYS) == set(model_fields.RESERVED_KEYS)
+    assert (vocab.PAD_ID, vocab.UNKNOWN_ID, vocab.FIRST_ID) == (
+        model_fields.PAD_ID, model_fields.UNKNOWN_ID, model_fields.FIRST_REAL_ID)
+
+
+@pytest.mark.parametrize("argv, dates", [
+    (["--date", "2026-11-05"], [dt.date(2026, 11, 5)]),
+    (["--from", "2026-11-05", "--to", "2026-11-07"], [dt.date(2026, 11, 5), dt.date(2026, 11, 6), dt.date(2026, 11, 7)]),
+])
+def test_dates_from_the_command_line(argv, dates):
+    from core.cli import iso_date
+
+    parser = argparse.ArgumentParser()
+    for flag, dest in (("--date", "date"), ("--from", "date_from"), ("--to", "date_to")):
+        parser.add_argument(flag, dest=dest, type=iso_date)
+    assert parse_dates(parser.parse_args(argv), parser) == dates
+    with pytest.raises(SystemExit):
+        parse_dates(parser.parse_args(["--date", "2026-11-05", "--to", "2026-11-07"]), parser)
