@@ -1,0 +1,194 @@
+"""The training job: the window's samples -> Petastorm -> Horovod workers -> a model version (docs/training.md).
+
+    ./spark-submit.sh train --date 2026-11-12 [--set train.num_proc=2 --set model.name=mvke ...]
+
+Trains on the samples of the `train.window_days` days before D (each joined to its own-day
+user_features snapshot), validates on the last day (or a share of users), writes the
+artifact under `paths.models/<model_version>/`, the curves to `train_metrics`, and registers
+the version as published or rejected by `train.publish_if`. Exit status 1 on a training error.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import math
+import os
+import shutil
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from core.cli import job_parser, parse_job_args
+from core.config import Config, ConfigError
+from core.registry import ModelStatus
+from training import artifact, publish, report
+from training.checkpoint import remove_checkpoints, resumable_epoch
+from training.data import model_columns, petastorm_converters
+from training.errors import EmptyWindowError, TrainingError
+from training.inputs import VALIDATION_FLAG, TrainingInputs, ensure_window, read_inputs, window_days
+from training.worker import FaultInjection, WorkerSpec, launch
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a run produced; `probe` holds one validation batch and rank 0's in-memory logits for it."""
+
+    model_version: str
+    status: ModelStatus
+    path: str
+    metrics: dict
+    reasons: tuple[str, ...]
+    start_epoch: int
+    versions: dict
+    backfilled: tuple[dt.date, ...]
+    probe: dict
+
+
+def run(spark: SparkSession, config: Config, date: dt.date, *, fault: FaultInjection | None = None) -> TrainResult:
+    """Train the model for run date `date`; raise a TrainingError (nothing published) when it cannot."""
+    check_publish_objectives(config)
+    backfilled = ensure_window(spark, config, window_days(date, config.train.window_days))
+    inputs = read_inputs(spark, config, date)
+    version = artifact.model_version(config.model.name, date, version_fingerprint(config, date, inputs))
+    staging = artifact.staging_dir(config.paths, version)
+    shutil.rmtree(staging, ignore_errors=True)
+    print(f"[train] {version}: window {inputs.window[0]}..{inputs.window[-1]}, tables {inputs.versions}", flush=True)
+    examples = model_examples(inputs, config.features.max_multi_len)
+    try:
+        rows = split_counts(examples, config.train.num_proc)
+        spec = worker_spec(config, inputs, version, rows["train"], staging, fault)
+        if spec.resume:
+            resumable_epoch(spec.checkpoint_dir, spec.fingerprint())  # a mismatch fails before Horovod
+        with petastorm_converters(spark, split_frames(examples), config.paths.petastorm_root,
+                                  config.train.num_proc, seed=config.train.seed) as data:
+            result = launch(spec, data["train"], data["validation"], config.train.num_proc,
+                            horovod_nics(config.train.nics, spark.sparkContext.master))
+    finally:
+        examples.unpersist()
+    return publish_version(config, date, inputs, version, staging, result, rows, backfilled)
+
+
+def trained_objectives(config: Config) -> tuple[str, ...]:
+    """The objectives the model has logits for (a two-tower model has one)."""
+    model = config.model
+    return (model.two_tower_objective,) if model.name == "two_tower" else model.objectives
+
+
+def check_publish_objectives(config: Config) -> None:
+    unknown = sorted(set(config.train.publish_if.min_auc_by_objective) - set(config.model.objectives))
+    if unknown:
+        raise ConfigError(f"train.publish_if.min_auc_by_objective names {unknown}; "
+                          f"valid: {list(config.model.objectives)}")
+
+
+def horovod_nics(nics: tuple[str, ...], master: str) -> tuple[str, ...]:
+    """The configured interfaces; on a local master the loopback (every rank is on this host)."""
+    return nics or (("lo",) if master.startswith("local") else ())
+
+
+def version_fingerprint(config: Config, date: dt.date, inputs: TrainingInputs) -> dict:
+    """What makes a model: the date, model conf, the training settings that change weights, table versions."""
+    train = config.train
+    settings = {k: getattr(train, k) for k in ("window_days", "epochs", "batch_size", "learning_rate", "validation",
+                                                 "validation_user_share", "shuffle_buffer", "seed")}
+    return {"date": date.isoformat(), "model": asdict(config.model), "train": settings,
+            "max_multi_len": config.features.max_multi_len, "tables": inputs.versions}
+
+
+def model_examples(inputs: TrainingInputs, multi_len: int) -> DataFrame:
+    """The batch columns plus the validation flag, persisted: counted once, converted twice."""
+    columns = model_columns(inputs.examples, inputs.fields, multi_len, keep=(VALIDATION_FLAG,))
+    return columns.persist(StorageLevel.MEMORY_AND_DISK)
+
+
+def split_counts(examples: DataFrame, num_proc: int) -> dict[str, int]:
+    """Rows per split; each split needs at least one row per worker (a Petastorm shard each)."""
+    counts = {bool(r[VALIDATION_FLAG]): r["count"] for r in examples.groupBy(VALIDATION_FLAG).count().collect()}
+    rows = {"train": counts.get(False, 0), "validation": counts.get(True, 0)}
+    for split, n in rows.items():
+        if n < num_proc:
+            raise EmptyWindowError(f"the {split} split holds {n} samples, fewer than train.num_proc={num_proc} "
+                                   f"workers; widen train.window_days or train.validation_user_share")
+    return rows
+
+
+def split_frames(examples: DataFrame) -> dict[str, DataFrame]:
+    """{"train": ..., "validation": ...} without the flag column."""
+    return {split: examples.where(F.col(VALIDATION_FLAG) == (split == "validation")).drop(VALIDATION_FLAG)
+            for split in ("train", "validation")}
+
+
+def worker_spec(config: Config, inputs: TrainingInputs, version: str, train_rows: int, staging: Path,
+                fault: FaultInjection | None) -> WorkerSpec:
+    train = config.train
+    return WorkerSpec(
+        model_conf=config.model, fields=inputs.fields, num_tags=inputs.num_tags,
+        num_categories=inputs.num_categories, multi_len=config.features.max_multi_len, epochs=train.epochs,
+        steps_per_epoch=max(1, math.ceil(train_rows / (train.batch_size * train.num_proc))),
+        batch_size=train.batch_size, learning_rate=train.learning_rate,
+        checkpoint_dir=str(artifact.checkpoint_dir(config.paths, version)), output_dir=str(staging),
+        resume=train.resume, shuffle_buffer=train.shuffle_buffer, reader_workers=train.reader_workers,
+        seed=train.seed, log_every=train.log_every, gauc_weighting=train.gauc_weighting,
+        torch_threads=train.torch_threads, fault=fault,
+    )
+
+
+def publish_version(config: Config, date: dt.date, inputs: TrainingInputs, version: str, staging: Path,
+                    result: dict, rows: dict, backfilled: list[dt.date]) -> TrainResult:
+    """Artifact, train_metrics, registry row and publish decision for a finished training run."""
+    paths = config.paths
+    history = result["history"]
+    metrics = artifact.json_safe(history["epochs"][-1]["validation"])
+    decision = publish.decide(metrics, config.train.publish_if, trained_objectives(config),
+                              publish.last_published(paths, excluding=version))
+    report.plot_curves(history, staging / artifact.PLOT_FILE, title=version)
+    training = training_record(config, date, inputs, version, result, rows, backfilled, decision)
+    final = artifact.finalize(staging, paths, version, training, metrics)
+    report.write_train_metrics(paths, version, report.metric_rows(version, history))
+    publish.register(paths, decision, model_version=version, trained_for=date, metrics=metrics, path=str(final))
+    remove_checkpoints(artifact.checkpoint_dir(paths, version))
+    print(f"[train] {version}: {decision.status.value} ({'; '.join(decision.reasons)}) -> {final}", flush=True)
+    return TrainResult(version, decision.status, str(final), metrics, decision.reasons, result["start_epoch"],
+                       inputs.versions, tuple(backfilled), result["probe"])
+
+
+def training_record(config: Config, date: dt.date, inputs: TrainingInputs, version: str, result: dict,
+                    rows: dict, backfilled: list[dt.date], decision: publish.PublishDecision) -> dict:
+    """The content of training.json."""
+    return {
+        "model_version": version, "trained_for": date, "window": [inputs.window[0], inputs.window[-1]],
+        "validation": {"split": config.train.validation, "user_share": config.train.validation_user_share},
+        "rows": rows, "table_versions": inputs.versions, "code_version": artifact.code_version(),
+        "config": {"model": asdict(config.model), "train": asdict(config.train),
+                   "max_multi_len": config.features.max_multi_len},
+        "fields": [asdict(f) for f in inputs.fields], "num_tags": inputs.num_tags,
+        "num_categories": inputs.num_categories, "start_epoch": result["start_epoch"],
+        "backfilled_run_dates": backfilled,
+        "publish": {"status": decision.status.value, "reasons": list(decision.reasons),
+                    "compared_with": decision.compared_with},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = job_parser(__doc__.splitlines()[0])
+    args, config = parse_job_args(parser, argv)
+    from core.spark import spark_session
+
+    spark = spark_session(config.spark)
+    try:
+        result = run(spark, config, args.date, fault=FaultInjection.from_env(os.environ))
+    except TrainingError as exc:
+        print(f"train: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        spark.stop()
+    print(f"train: {result.model_version} {result.status.value} at {result.path}")
+    print("  " + "\n  ".join(f"{o}: " + ", ".join(f"{k} {v}" for k, v in m.items()) for o, m in result.metrics.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""Checkpoints: atomic, tensors only (weights_only loads), refused for another model."""
+import json
+
+import pytest
+import torch
+
+from mvke import build_model
+from training.checkpoint import (CheckpointMismatchError, checkpoint_path, latest_epoch, load_checkpoint,
+                                 save_checkpoint)
+
+from .toy import FIELDS, NUM_CATEGORIES, NUM_TAGS, learnable_batches, small_conf
+
+FINGERPRINT = {"fields": [["history", "multi", 8], ["interest", "single", 6]], "num_tags": 6}
+
+
+def _trained():
+    model = build_model(small_conf(), FIELDS, NUM_TAGS, NUM_CATEGORIES)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    batch = learnable_batches(32, 32)[0]
+    model(batch)["ctr"].sum().backward()
+    optimizer.step()
+    return model, optimizer
+
+
+def test_round_trip_with_weights_only_and_history(tmp_path):
+    model, optimizer = _trained()
+    history = {"steps": [{"step": 1, "epoch": 0, "loss": 0.5, "samples_per_s": 10.0}], "epochs": []}
+    path = save_checkpoint(tmp_path, 0, model.state_dict(), optimizer.state_dict(), FINGERPRINT, history)
+    assert path == checkpoint_path(tmp_path, 0)
+    state = torch.load(path / "state.pt", weights_only=True)  # raises if anything but tensors/plain data
+    assert state["optimizer"]["state"][0]["step"] == optimizer.state_dict()["state"][0]["step"]
+    loaded = load_checkpoint(tmp_path, 0, FINGERPRINT)
+    assert loaded.epoch == 0 and loaded.history == history
+    fresh = build_model(small_conf(seed=9), FIELDS, NUM_TAGS, NUM_CATEGORIES)
+    fresh.load_state_dict(loaded.model_state)
+    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), model.state_dict().values()))
+    again = torch.optim.Adam(fresh.parameters(), lr=0.01)
+    again.load_state_dict(loaded.optimizer_state)
+    assert torch.equal(again.state_dict()["state"][0]["exp_avg"], optimizer.state_dict()["state"][0]["exp_avg"])
+
+
+def test_latest_epoch_ignores_incomplete_and_temporary_folders(tmp_path):
+    model, optimizer = _trained()
+    assert latest_epoch(tmp_path / "none") is None
+    for epoch in (0, 1):
+        save_checkpoint(tmp_path, epoch, model.state_dict(), optimizer.state_dict(), FINGERPRINT, {})
+    (tmp_path / "checkpoint-5").mkdir()  # no meta.json: a crash mid-copy by some other tool
+    (tmp_path / ".tmp-checkpoint-7-abc").mkdir()
+    assert latest_epoch(tmp_path) == 1
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == [
+        "checkpoint-0", "checkpoint-1", "checkpoint-5"]
+
+
+def test_a_checkpoint_for_other_vocabulary_sizes_is_refused(tmp_path):
+    model, optimizer = _trained()
+    save_checkpoint(tmp_path, 0, model.state_dict(), optimizer.state_dict(), FINGERPRINT, {})
+    other = json.loads(json.dumps(FINGERPRINT))
+    other["fields"][1][2] = 9
+    with pytest.raises(CheckpointMismatchError,
+                       match=r"checkpoint-0 was written for a different model.*fields: checkpoint has "
+                             r"\[\['history', 'multi', 8\], \['interest', 'single', 6\]\], this run has .*9\]\]"):
+        load_checkpoint(tmp_path, 0, other)

@@ -1,0 +1,106 @@
+"""Metrics against independent computations: pairwise AUC by brute force, GAUC and the rest by hand."""
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+from training.metrics import auc, binary_metrics, calibration, gauc, log_loss, objective_metrics, sigmoid
+
+
+def brute_force_auc(labels, scores):
+    """Share of (positive, negative) pairs ordered correctly, ties counting 1/2."""
+    pos = [s for y, s in zip(labels, scores) if y == 1]
+    neg = [s for y, s in zip(labels, scores) if y == 0]
+    if not pos or not neg:
+        return math.nan
+    wins = sum(1.0 if p > n else 0.5 if p == n else 0.0 for p, n in itertools.product(pos, neg))
+    return wins / (len(pos) * len(neg))
+
+
+def test_auc_equals_brute_force_on_hand_data():
+    labels = [1, 0, 1, 1, 0, 0, 1, 0]
+    scores = [0.9, 0.8, 0.8, 0.3, 0.1, 0.3, 0.5, 0.6]
+    # pairs by hand: 0.9 beats all 4 negatives (4); 0.8 beats 0.6, 0.3, 0.1 and ties 0.8 (3.5);
+    # 0.3 beats 0.1 and ties 0.3 (1.5); 0.5 beats 0.1, 0.3 (2) -> 11 / 16
+    assert auc(labels, scores) == pytest.approx(11 / 16)
+    assert brute_force_auc(labels, scores) == pytest.approx(11 / 16)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_auc_matches_brute_force_on_random_data_with_ties(seed):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, 60)
+    scores = rng.integers(0, 8, 60) / 8.0  # many ties
+    assert auc(labels, scores) == pytest.approx(brute_force_auc(labels, scores), abs=1e-12)
+
+
+def test_auc_edge_cases():
+    assert auc([1, 1, 0, 0], [0.9, 0.8, 0.2, 0.1]) == 1.0
+    assert auc([1, 1, 0, 0], [0.1, 0.2, 0.8, 0.9]) == 0.0
+    assert auc([1, 0], [0.5, 0.5]) == 0.5
+    assert math.isnan(auc([1, 1], [0.1, 0.2]))
+    assert math.isnan(auc([], []))
+
+
+def test_gauc_by_hand_both_weightings():
+    # user a: 3 samples, AUC 1; user b: 4 samples, AUC 0.5 (pairs (0.7>0.2)=1, (0.7<0.9)=0, 0.4 vs: 1, 0 ->
+    # 2 of 4); user c: only positives -> skipped
+    groups = ["a", "a", "a", "b", "b", "b", "b", "c", "c"]
+    labels = [1, 0, 0, 1, 1, 0, 0, 1, 1]
+    scores = [0.9, 0.1, 0.2, 0.7, 0.4, 0.2, 0.9, 0.3, 0.6]
+    assert brute_force_auc(labels[3:7], scores[3:7]) == 0.5
+    assert gauc(labels, scores, groups, "impressions") == pytest.approx((3 * 1.0 + 4 * 0.5) / 7)
+    assert gauc(labels, scores, groups, "uniform") == pytest.approx((1.0 + 0.5) / 2)
+    assert math.isnan(gauc([1, 0], [0.2, 0.3], ["x", "y"]))
+    with pytest.raises(ValueError, match="weighting"):
+        gauc(labels, scores, groups, "clicks")
+
+
+def test_gauc_with_integer_user_keys_matches_per_user_brute_force():
+    rng = np.random.default_rng(3)
+    groups = rng.integers(-5, 5, 200) * 1_000_003  # int64 hashes, negative ones too
+    labels = rng.integers(0, 2, 200)
+    scores = rng.random(200)
+    per_user = []
+    for g in np.unique(groups):
+        mask = groups == g
+        value = brute_force_auc(labels[mask], scores[mask])
+        if not math.isnan(value):
+            per_user.append((value, mask.sum()))
+    expected = sum(v * n for v, n in per_user) / sum(n for _, n in per_user)
+    assert gauc(labels, scores, groups) == pytest.approx(expected)
+
+
+def test_log_loss_and_calibration_by_hand():
+    labels = [1, 0, 1, 0]
+    probs = [0.8, 0.4, 0.5, 0.1]
+    expected = -(math.log(0.8) + math.log(0.6) + math.log(0.5) + math.log(0.9)) / 4
+    assert log_loss(labels, probs) == pytest.approx(expected)
+    assert calibration(labels, probs) == pytest.approx((1.8 / 4) / 0.5)
+    assert math.isnan(calibration([0, 0], [0.1, 0.2]))
+    assert log_loss([1], [0.0]) == pytest.approx(-math.log(1e-7))
+
+
+def test_sigmoid_is_stable_and_exact():
+    x = np.array([-1000.0, -2.0, 0.0, 3.0, 1000.0])
+    expected = [0.0, 1 / (1 + math.exp(2)), 0.5, 1 / (1 + math.exp(-3)), 1.0]
+    np.testing.assert_allclose(sigmoid(x), expected, rtol=1e-12, atol=1e-300)
+
+
+def test_objective_metrics_cvr_on_clicked_samples_and_esmm_on_all():
+    ctr = np.array([2.0, -1.0, 0.5, -2.0, 1.0, 0.0])
+    cvr = np.array([1.0, 3.0, -1.0, 2.0, -0.5, 0.2])
+    click = np.array([1, 0, 1, 0, 1, 1])
+    conversion = np.array([1, 0, 0, 0, 0, 1])
+    users = np.array([1, 1, 2, 2, 3, 3])
+    clicked = objective_metrics({"ctr": ctr, "cvr": cvr}, click, conversion, users, cvr_mode="clicked")
+    mask = click == 1
+    assert clicked["ctr"] == binary_metrics(click, sigmoid(ctr), users)
+    assert clicked["cvr"] == binary_metrics(conversion[mask], sigmoid(cvr[mask]), users[mask])
+    assert clicked["cvr"]["samples"] == 4.0
+    assert clicked["cvr"]["auc"] == pytest.approx(brute_force_auc(conversion[mask], cvr[mask]))
+    esmm = objective_metrics({"ctr": ctr, "cvr": cvr}, click, conversion, users, cvr_mode="esmm")
+    p = sigmoid(ctr) * sigmoid(cvr)
+    assert esmm["cvr"] == binary_metrics(click * conversion, p, users)
+    assert esmm["cvr"]["samples"] == 6.0

@@ -1,0 +1,102 @@
+"""Small pieces: batch dtypes, fault-injection parsing, model versions, curves rows, the window."""
+import datetime as dt
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from core.config import ModelConf
+from training import artifact, report
+from mvke.fields import FieldSpec
+from pyspark.sql import functions as F
+from training.data import batch_columns, model_columns, to_model_batch
+from training.inputs import backfill_dates, window_days
+from training.worker import FaultInjection, WorkerSpec
+
+from .toy import FIELDS
+
+
+def test_to_model_batch_stacks_stored_array_parts_with_the_model_dtypes():
+    raw = {"history__0": np.array([2, 5], dtype=np.int32), "history__1": np.array([3, 0], dtype=np.int32),
+           "history_weights__0": np.array([0.5, 1.0], dtype=np.float32),
+           "history_weights__1": np.array([0.25, 0.0], dtype=np.float32),
+           "interest": np.array([4, 2], dtype=np.int32), "tag": np.array([2, 3], dtype=np.int32),
+           "tag_category": np.array([1, 2], dtype=np.int32), "user_key": np.array([-7, 8], dtype=np.int64),
+           "click": np.array([1.0, 0.0], dtype=np.float32), "conversion": np.array([0.0, 0.0], dtype=np.float32)}
+    batch = to_model_batch(raw, batch_columns(FIELDS), multi_len=2)
+    assert {k: v.dtype for k, v in batch.items()} == {
+        "history": torch.int64, "history_weights": torch.float32, "interest": torch.int64, "tag": torch.int64,
+        "tag_category": torch.int64, "user_key": torch.int64, "click": torch.float32, "conversion": torch.float32}
+    assert batch["history"].tolist() == [[2, 3], [5, 0]]
+    assert batch["history_weights"].tolist() == [[0.5, 0.25], [1.0, 0.0]]
+    assert batch["user_key"].tolist() == [-7, 8] and batch["tag"].tolist() == [2, 3]
+
+
+def test_model_columns_store_arrays_as_scalar_columns(spark):
+    rows = [("u1", 2, 1, 1, 0, [3, 4], [0.5, 1.0], 5)]
+    frame = spark.createDataFrame(rows, "user_id string, tag_index int, category_id int, click int, conversion int, "
+                                        "history array<int>, history_weights array<float>, interest int")
+    stored = model_columns(frame, FIELDS, multi_len=2)
+    assert stored.columns == ["user_key", "history__0", "history__1", "history_weights__0", "history_weights__1",
+                              "interest", "tag", "tag_category", "click", "conversion"]
+    row = stored.first().asDict()
+    expected_key = spark.createDataFrame([("u1",)], "user_id string").select(F.xxhash64("user_id")).first()[0]
+    assert row == {"user_key": expected_key, "history__0": 3, "history__1": 4, "history_weights__0": 0.5,
+                   "history_weights__1": 1.0, "interest": 5, "tag": 2, "tag_category": 1, "click": 1.0,
+                   "conversion": 0.0}
+    clash = (FieldSpec("history", "multi", 8), FieldSpec("history__1", "single", 3))
+    with pytest.raises(ValueError, match=r"stored column names clash: \['history__1'\]"):
+        model_columns(frame.withColumn("history__1", F.lit(1)), clash, multi_len=2)
+
+
+def test_fault_injection_env_parsing():
+    assert FaultInjection.from_env({}) is None
+    assert FaultInjection.from_env({"MVKE_FAULT_KILL_RANK": "1:0"}) == FaultInjection(rank=1, epoch=0)
+    with pytest.raises(ValueError, match="expected <rank>:<epoch>"):
+        FaultInjection.from_env({"MVKE_FAULT_KILL_RANK": "rank1"})
+
+
+def test_model_version_is_readable_and_deterministic():
+    fingerprint = {"tables": {"samples": 3}, "model": {"name": "mvke"}}
+    version = artifact.model_version("mvke", dt.date(2026, 11, 12), fingerprint)
+    assert version.startswith("mvke-2026-11-12-") and len(version) == len("mvke-2026-11-12-") + 8
+    assert version == artifact.model_version("mvke", dt.date(2026, 11, 12), dict(reversed(fingerprint.items())))
+    assert version != artifact.model_version("mvke", dt.date(2026, 11, 12), {**fingerprint, "tables": {"samples": 4}})
+
+
+def test_worker_fingerprint_names_fields_and_sizes():
+    spec = WorkerSpec(model_conf=ModelConf(), fields=FIELDS, num_tags=6, num_categories=3, multi_len=2, epochs=1,
+                      steps_per_epoch=1, batch_size=2, learning_rate=0.1, checkpoint_dir="c", output_dir="o")
+    fingerprint = spec.fingerprint()
+    assert fingerprint["fields"] == [["history", "multi", 8], ["interest", "single", 6]]
+    assert (fingerprint["num_tags"], fingerprint["num_categories"]) == (6, 3)
+    assert fingerprint["model_conf"]["expert_sets"] == {"ctr": [0, 1, 2], "cvr": [1, 2, 3, 4]}
+
+
+def test_metric_rows_cover_steps_and_epochs():
+    history = {"steps": [{"step": 2, "epoch": 0, "loss": 0.7, "samples_per_s": 100.0}],
+               "epochs": [{"epoch": 0, "step": 3, "train_loss": 0.69, "samples_per_s": 90.0, "seconds": 1.0,
+                           "validation": {"ctr": {"auc": 0.6, "gauc": math.nan, "log_loss": 0.5,
+                                                  "calibration": 1.1, "samples": 9.0}}}]}
+    rows = report.metric_rows("v1", history).to_pylist()
+    assert [(r["step"], r["epoch"], r["split"], r["metric"], r["objective"]) for r in rows] == [
+        (2, 0, "train", "loss", "all"), (2, 0, "train", "samples_per_s", "all"),
+        (3, 0, "train", "epoch_loss", "all"), (3, 0, "train", "epoch_samples_per_s", "all"),
+        (3, 0, "validation", "auc", "ctr"), (3, 0, "validation", "gauc", "ctr"),
+        (3, 0, "validation", "log_loss", "ctr"), (3, 0, "validation", "calibration", "ctr")]
+    assert [r["value"] for r in rows][:5] == [0.7, 100.0, 0.69, 90.0, 0.6]
+    assert all(r["model_version"] == "v1" for r in rows)
+    assert report.metric_rows("v1", report.empty_history()).num_rows == 0
+
+
+def test_window_and_backfill_run_dates():
+    assert window_days(dt.date(2026, 11, 10), 3) == (dt.date(2026, 11, 7), dt.date(2026, 11, 8), dt.date(2026, 11, 9))
+    # samples of day X come from the run for X + 1, the snapshot of day X from the run for X
+    missing = {"samples": [dt.date(2026, 11, 7), dt.date(2026, 11, 8)], "user_features": [dt.date(2026, 11, 8)]}
+    assert backfill_dates(missing) == [dt.date(2026, 11, 8), dt.date(2026, 11, 9)]
+
+
+def test_json_safe_replaces_nan():
+    assert artifact.json_safe({"a": [math.nan, 1.0, math.inf], "d": dt.date(2026, 1, 2)}) == {
+        "a": [None, 1.0, None], "d": "2026-01-02"}

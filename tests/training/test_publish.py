@@ -1,0 +1,66 @@
+"""Publish rules: the AUC floor per objective, and the drop against the last published model."""
+import datetime as dt
+import math
+
+import pytest
+
+from core.config import Paths, PublishRules
+from core.registry import ModelRecord, ModelStatus, get_model, list_models
+from training.publish import PublishDecision, decide, last_published, register
+
+OBJECTIVES = ("ctr", "cvr")
+
+
+def _record(version, status, metrics, day=1):
+    return ModelRecord(model_version=version, trained_for=dt.date(2026, 11, day), status=status,
+                       created_at=dt.datetime(2026, 11, day, tzinfo=dt.timezone.utc), metrics=metrics, path="/m")
+
+
+def _metrics(ctr, cvr):
+    return {"ctr": {"auc": ctr, "gauc": 0.6}, "cvr": {"auc": cvr, "gauc": 0.6}}
+
+
+def test_first_model_above_the_floor_is_published():
+    decision = decide(_metrics(0.70, 0.61), PublishRules(min_auc=0.6), OBJECTIVES, previous=None)
+    assert decision == PublishDecision(ModelStatus.PUBLISHED, decision.reasons, None)
+
+
+@pytest.mark.parametrize("metrics, rules, reasons", [
+    (_metrics(0.59, 0.70), PublishRules(min_auc=0.6), ["ctr: AUC 0.5900 is below the floor 0.6000"]),
+    (_metrics(0.70, 0.61), PublishRules(min_auc=0.6, min_auc_by_objective={"cvr": 0.65}),
+     ["cvr: AUC 0.6100 is below the floor 0.6500"]),
+    (_metrics(0.50, math.nan), PublishRules(min_auc=0.6),
+     ["ctr: AUC 0.5000 is below the floor 0.6000", "cvr: AUC is undefined (the validation set has one class only)"]),
+    ({"ctr": {"auc": 0.9}}, PublishRules(min_auc=0.6),
+     ["cvr: AUC is undefined (the validation set has one class only)"]),
+])
+def test_floor_rejects_naming_the_objective(metrics, rules, reasons):
+    decision = decide(metrics, rules, OBJECTIVES, previous=None)
+    assert decision.status is ModelStatus.REJECTED
+    assert list(decision.reasons) == reasons
+
+
+def test_drop_against_the_last_published_model():
+    previous = _record("mvke-old", ModelStatus.PUBLISHED, _metrics(0.80, 0.70))
+    rules = PublishRules(min_auc=0.5, max_auc_drop=0.02)
+    within = decide(_metrics(0.785, 0.69), rules, OBJECTIVES, previous)
+    assert within.status is ModelStatus.PUBLISHED and within.compared_with == "mvke-old"
+    worse = decide(_metrics(0.77, 0.75), rules, OBJECTIVES, previous)
+    assert worse.status is ModelStatus.REJECTED
+    assert list(worse.reasons) == ["ctr: AUC 0.7700 is more than 0.0200 below 0.8000 of the last published "
+                                   "model mvke-old"]
+    no_previous_cvr = _record("mvke-old", ModelStatus.PUBLISHED, {"ctr": {"auc": 0.8}, "cvr": {"auc": None}})
+    assert decide(_metrics(0.80, 0.51), rules, OBJECTIVES, no_previous_cvr).status is ModelStatus.PUBLISHED
+
+
+def test_register_writes_candidate_then_the_decision_and_ignores_itself_as_previous(tmp_path):
+    paths = Paths(raw=str(tmp_path / "raw"), warehouse=str(tmp_path / "wh"), models=str(tmp_path / "models"))
+    register(paths, PublishDecision(ModelStatus.PUBLISHED, ("ok",)), model_version="mvke-a",
+             trained_for=dt.date(2026, 11, 5), metrics=_metrics(0.7, 0.7), path="/m/a")
+    register(paths, PublishDecision(ModelStatus.REJECTED, ("bad",)), model_version="mvke-b",
+             trained_for=dt.date(2026, 11, 6), metrics=_metrics(0.5, 0.5), path="/m/b")
+    assert [(r.model_version, r.status) for r in list_models(paths)] == [
+        ("mvke-a", ModelStatus.PUBLISHED), ("mvke-b", ModelStatus.REJECTED)]
+    assert get_model(paths, "mvke-a").metrics == _metrics(0.7, 0.7)
+    assert last_published(paths, excluding="mvke-b").model_version == "mvke-a"
+    assert last_published(paths, excluding="mvke-a") is None

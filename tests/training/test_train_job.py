@@ -1,0 +1,237 @@
+"""The training job end to end on a tiny inline warehouse: 2 Horovod processes on the local[2] session.
+
+Outputs are compared with independent computations: the artifact's predictions with rank 0's
+in-memory model, its validation metrics with metrics recomputed here from the raw tables.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from core import delta, registry
+from core.registry import ModelStatus
+from core.tables import Warehouse, warehouse_uri
+from jobs import train
+from mvke import load_model
+from training.checkpoint import CheckpointMismatchError, checkpoint_path
+from training.errors import (EmptyWindowError, MissingSamplesError, NonFiniteLossError, VocabularyMismatchError,
+                             WorkerFailedError)
+from training.inputs import ensure_window, window_days, with_validation_flag
+from training.metrics import objective_metrics
+from training.worker import FaultInjection
+
+from .warehouse import DAYS, RUN_DATE, training_config, write_warehouse
+
+pytestmark = pytest.mark.integration
+ARTIFACT_FILES = ["DONE", "curves.png", "metrics.json", "model.json", "model.safetensors", "training.json"]
+
+
+@pytest.fixture
+def config(tmp_path):
+    config = training_config(tmp_path)
+    write_warehouse(config.paths.warehouse)
+    return config
+
+
+def assert_nothing_published(config):
+    models = Path(config.paths.models)
+    done = [p for p in models.glob("*/DONE")] if models.exists() else []
+    assert done == []
+    assert registry.list_models(config.paths) == []
+    assert not delta.table_exists(warehouse_uri(config.paths, Warehouse.TRAIN_METRICS))
+
+
+def validation_day_inputs(config) -> tuple[dict, np.ndarray]:
+    """The validation day's batch built by hand from the raw tables (not through Spark), and its user ids."""
+    samples = _day_rows(config, Warehouse.SAMPLES)
+    features = {r["user_id"]: r for r in _day_rows(config, Warehouse.USER_FEATURES)}
+    users = [features[s["user_id"]] for s in samples]
+    batch = {
+        "city": torch.tensor([u["city"] for u in users]),
+        "clicked_tags": torch.tensor([u["clicked_tags"] for u in users]),
+        "clicked_tags_weights": torch.tensor([u["clicked_tags_weights"] for u in users]),
+        "tag": torch.tensor([s["tag_index"] for s in samples]),
+        "tag_category": torch.tensor([s["category_id"] for s in samples]),
+        "click": torch.tensor([float(s["click"]) for s in samples]),
+        "conversion": torch.tensor([float(s["conversion"]) for s in samples]),
+    }
+    return batch, np.array([s["user_id"] for s in samples])
+
+
+def _day_rows(config, table):
+    rows = delta.read_arrow(warehouse_uri(config.paths, table)).to_pylist()
+    return [r for r in rows if r["dt"] == DAYS[-1]]
+
+
+def test_two_process_training_end_to_end(spark, config):
+    result = train.run(spark, config, RUN_DATE)
+
+    folder = Path(result.path)
+    assert folder == Path(config.paths.models) / result.model_version
+    assert result.model_version.startswith("mvke-2026-11-05-") and result.start_epoch == 0
+    assert sorted(os.listdir(folder)) == ARTIFACT_FILES
+    model = load_model(folder)  # safetensors + JSON: nothing unpickled
+    probe = {k: torch.as_tensor(v) for k, v in result.probe["batch"].items()}
+    with torch.no_grad():
+        reloaded = model(probe)
+    for objective, logits in result.probe["logits"].items():
+        np.testing.assert_allclose(reloaded[objective].numpy(), logits, rtol=0, atol=1e-6)
+
+    batch, users = validation_day_inputs(config)
+    with torch.no_grad():
+        logits = {o: v.numpy() for o, v in model(batch).items()}
+    expected = objective_metrics(logits, batch["click"].numpy(), batch["conversion"].numpy(), users,
+                                 cvr_mode="clicked")
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics.keys() == expected.keys() == {"ctr", "cvr"}
+    for objective in expected:
+        assert metrics[objective] == pytest.approx(expected[objective], abs=1e-5)
+    assert metrics["ctr"]["samples"] == 192 and metrics["cvr"]["samples"] == 96  # clicked samples only
+
+    record = registry.get_model(config.paths, result.model_version)
+    assert (record.status, record.trained_for, record.path) == (ModelStatus.PUBLISHED, RUN_DATE, str(folder))
+    assert record.metrics == metrics and result.status is ModelStatus.PUBLISHED
+
+    training = json.loads((folder / "training.json").read_text())
+    assert training["table_versions"] == {"samples": 0, "user_features": 0, "tags": 0, "fields": 0, "vocabulary": 0}
+    assert training["rows"] == {"train": 384, "validation": 192}
+    assert training["window"] == ["2026-11-02", "2026-11-04"] and len(training["code_version"]["source_sha256"]) == 64
+    assert training["publish"]["status"] == "published"
+
+    rows = delta.read_arrow(warehouse_uri(config.paths, Warehouse.TRAIN_METRICS)).to_pylist()
+    steps = sorted({r["step"] for r in rows if r["metric"] == "loss"})
+    assert steps == [2, 4, 6, 8, 10, 12]  # 384 rows / (32 x 2 ranks) = 6 steps per epoch, logged every 2
+    last = {(r["objective"], r["metric"]): r["value"] for r in rows if r["split"] == "validation" and r["epoch"] == 1}
+    assert last == pytest.approx({(o, m): metrics[o][m] for o in metrics
+                                  for m in ("auc", "gauc", "log_loss", "calibration")})
+    assert len(rows) == 6 * 2 + 2 * 2 + 2 * 8
+    assert (folder / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not artifact_leftovers(config)
+
+
+def artifact_leftovers(config):
+    models = Path(config.paths.models)
+    return [p for sub in ("_checkpoints", "_petastorm_cache") for p in (models / sub).glob("*")]
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # Horovod's Spark thread
+def test_killed_rank_fails_clearly_then_a_rerun_resumes_from_the_checkpoint(spark, config):
+    fault = FaultInjection.from_env({"MVKE_FAULT_KILL_RANK": "1:0"})
+    with pytest.raises(WorkerFailedError, match="failed or was killed.*rerun the same command to resume"):
+        train.run(spark, config, RUN_DATE, fault=fault)
+    assert_nothing_published(config)
+    [checkpoints] = list((Path(config.paths.models) / "_checkpoints").iterdir())
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["checkpoint-0"]
+    assert torch.load(checkpoints / "checkpoint-0" / "state.pt", weights_only=True)["model"]
+
+    meta = checkpoint_path(checkpoints, 0) / "meta.json"
+    original = meta.read_text()
+    tampered = json.loads(original)
+    tampered["fingerprint"]["fields"][0][2] = 99  # as if written for another city vocabulary
+    meta.write_text(json.dumps(tampered))
+    with pytest.raises(CheckpointMismatchError, match=r"fields: checkpoint has .*'city', 'single', 99"):
+        train.run(spark, config, RUN_DATE)
+    assert_nothing_published(config)
+    meta.write_text(original)
+
+    result = train.run(spark, config, RUN_DATE)
+    assert result.start_epoch == 1 and result.model_version == checkpoints.name
+    rows = delta.read_arrow(warehouse_uri(config.paths, Warehouse.TRAIN_METRICS)).to_pylist()
+    assert sorted({(r["epoch"], r["step"]) for r in rows if r["metric"] == "loss"}) == [
+        (0, 2), (0, 4), (0, 6), (1, 8), (1, 10), (1, 12)]  # epoch 0 from the checkpoint's history
+    assert json.loads((Path(result.path) / "training.json").read_text())["start_epoch"] == 1
+    assert registry.get_model(config.paths, result.model_version).status is result.status
+    assert not checkpoints.exists()
+
+
+def test_nan_loss_fails_naming_the_step_and_publishes_nothing(spark, tmp_path):
+    config = training_config(tmp_path, learning_rate=1e30)
+    write_warehouse(config.paths.warehouse)
+    with pytest.raises(NonFiniteLossError, match=r"training loss is (nan|inf) at epoch 0 step \d+"):
+        train.run(spark, config, RUN_DATE)
+    assert_nothing_published(config)
+
+
+def test_vocabulary_mismatch_fails_before_training(spark, tmp_path):
+    config = training_config(tmp_path)
+    write_warehouse(config.paths.warehouse, city_vocab_size=4)  # the data holds city ids up to 5
+    with pytest.raises(VocabularyMismatchError, match=r"city has id 5 but its vocab_size is 4"):
+        train.run(spark, config, RUN_DATE)
+    assert_nothing_published(config)
+
+
+def test_empty_window_names_the_days(spark, config):
+    with pytest.raises(EmptyWindowError, match="2026-11-28, 2026-11-29, 2026-11-30"):
+        train.run(spark, config, dt.date(2026, 12, 1))
+    assert_nothing_published(config)
+
+
+def test_missing_days_fail_without_build_missing(spark, config):
+    with pytest.raises(MissingSamplesError, match="samples has no partition for 2026-11-05; "
+                                                  "user_features has no partition for 2026-11-05; set "
+                                                  "train.build_missing=true"):
+        train.run(spark, config, dt.date(2026, 11, 6))
+    assert_nothing_published(config)
+
+
+def test_build_missing_runs_the_feature_job_once_for_the_missing_days(spark, tmp_path, monkeypatch):
+    from jobs import features as features_job
+
+    config = training_config(tmp_path, build_missing=True)
+    write_warehouse(config.paths.warehouse, days=DAYS[:2])
+    calls = []
+
+    def backfill(spark_, config_, dates):
+        calls.append(list(dates))
+        write_warehouse(config_.paths.warehouse)  # the same tables with all three days
+
+    monkeypatch.setattr(features_job, "run", backfill)
+    window = window_days(RUN_DATE, 3)
+    assert ensure_window(spark, config, window) == [dt.date(2026, 11, 4), dt.date(2026, 11, 5)]
+    assert calls == [[dt.date(2026, 11, 4), dt.date(2026, 11, 5)]]  # snapshot of the 4th, samples of the 4th
+    assert ensure_window(spark, config, window) == [] and len(calls) == 1
+
+    shutil.rmtree(config.paths.warehouse)
+    write_warehouse(config.paths.warehouse, days=DAYS[:2])
+    monkeypatch.setattr(features_job, "run", lambda *args: None)
+    with pytest.raises(MissingSamplesError, match="the feature job backfill for 2026-11-04, 2026-11-05 did not"):
+        ensure_window(spark, config, window)
+
+
+def test_user_split_keeps_each_user_on_one_side_every_day(spark):
+    rows = [(day, f"u{i}") for day in DAYS for i in range(400)]
+    frame = spark.createDataFrame(rows, "dt date, user_id string")
+    flagged = with_validation_flag(frame, "user_split", DAYS[-1], 0.25, seed=3).collect()
+    sides = {}
+    for r in flagged:
+        sides.setdefault(r["user_id"], set()).add(r["is_validation"])
+    assert all(len(s) == 1 for s in sides.values())
+    share = sum(True in s for s in sides.values()) / len(sides)
+    assert 0.18 < share < 0.32
+    other_seed = {r["user_id"]: r["is_validation"] for r in with_validation_flag(frame, "user_split", DAYS[-1], 0.25,
+                                                                                   seed=4).collect()}
+    assert other_seed != {u: True in s for u, s in sides.items()}
+    last_day = with_validation_flag(frame, "last_day", DAYS[-1], 0.25, seed=3).collect()
+    assert all(r["is_validation"] == (r["dt"] == DAYS[-1]) for r in last_day)
+
+
+def test_main_returns_1_with_the_message_on_a_training_error(tmp_path, capsys, monkeypatch):
+    conf = tmp_path / "c.yaml"
+    conf.write_text(f"paths:\n  raw: {tmp_path}/raw\n  warehouse: {tmp_path}/wh\n  models: {tmp_path}/m\n"
+                    "train:\n  build_missing: false\n  window_days: 2\n")
+    monkeypatch.setattr("core.spark.spark_session", lambda conf: _NoSpark())
+    assert train.main(["--conf", str(conf), "--date", "2026-11-05"]) == 1
+    assert "EmptyWindowError: training window 2026-11-03..2026-11-04 is incomplete" in capsys.readouterr().err
+
+
+class _NoSpark:
+    def stop(self):
+        pass
+

@@ -1,0 +1,110 @@
+"""Per-epoch checkpoints that load without unpickling code, written atomically.
+
+`<checkpoint_dir>/checkpoint-<epoch>/` holds `state.pt` (model and optimizer state:
+tensors and plain numbers only, so `torch.load(weights_only=True)` reads it) and
+`meta.json` (the epoch, the model fingerprint and the metric history so far). It is
+written under a temporary name and renamed into place, so a reader sees a complete
+checkpoint or none. Resuming checks the fingerprint (model conf, fields, vocabulary
+sizes) and refuses a checkpoint written for another model.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from training.errors import TrainingError
+
+STATE_FILE = "state.pt"
+META_FILE = "meta.json"
+_NAME = re.compile(r"^checkpoint-(\d+)$")
+
+
+class CheckpointMismatchError(TrainingError):
+    """A checkpoint was written for a different model (conf, fields or vocabulary sizes)."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A loaded checkpoint: the epoch it closes, state dicts, and the history recorded so far."""
+
+    epoch: int
+    model_state: dict[str, Any]
+    optimizer_state: dict[str, Any]
+    history: dict[str, Any]
+
+
+def checkpoint_path(root: str | Path, epoch: int) -> Path:
+    return Path(root) / f"checkpoint-{epoch}"
+
+
+def latest_epoch(root: str | Path) -> int | None:
+    """The highest epoch with a complete checkpoint under `root`, or None."""
+    folder = Path(root)
+    if not folder.is_dir():
+        return None
+    epochs = [int(m.group(1)) for p in folder.iterdir() if (m := _NAME.match(p.name)) and (p / META_FILE).is_file()]
+    return max(epochs, default=None)
+
+
+def save_checkpoint(root: str | Path, epoch: int, model_state: dict, optimizer_state: dict,
+                    fingerprint: dict, history: dict) -> Path:
+    """Write checkpoint-<epoch> atomically (tmp folder, then rename); returns its path."""
+    import torch
+
+    final = checkpoint_path(root, epoch)
+    tmp = Path(root) / f".tmp-{final.name}-{uuid.uuid4().hex}"
+    tmp.mkdir(parents=True)
+    torch.save({"model": model_state, "optimizer": optimizer_state}, tmp / STATE_FILE)
+    meta = {"epoch": epoch, "fingerprint": fingerprint, "history": history}
+    (tmp / META_FILE).write_text(json.dumps(meta, sort_keys=True))
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    return final
+
+
+def load_checkpoint(root: str | Path, epoch: int, fingerprint: dict) -> Checkpoint:
+    """Load checkpoint-<epoch> with weights_only=True after checking its fingerprint."""
+    import torch
+
+    folder = checkpoint_path(root, epoch)
+    meta = json.loads((folder / META_FILE).read_text())
+    check_fingerprint(meta["fingerprint"], fingerprint, folder)
+    state = torch.load(folder / STATE_FILE, weights_only=True)
+    return Checkpoint(epoch=meta["epoch"], model_state=state["model"], optimizer_state=state["optimizer"],
+                      history=meta["history"])
+
+
+def resumable_epoch(root: str | Path, fingerprint: dict) -> int | None:
+    """The last checkpointed epoch a run with this fingerprint would resume after (None: a fresh start).
+
+    Raises CheckpointMismatchError when that checkpoint was written for another model.
+    """
+    last = latest_epoch(root)
+    if last is None:
+        return None
+    meta = json.loads((checkpoint_path(root, last) / META_FILE).read_text())
+    check_fingerprint(meta["fingerprint"], fingerprint, checkpoint_path(root, last))
+    return last
+
+
+def check_fingerprint(found: dict, expected: dict, where: Path) -> None:
+    """Raise CheckpointMismatchError naming every key that differs."""
+    keys = sorted(set(found) | set(expected))
+    differences = [f"{k}: checkpoint has {found.get(k)!r}, this run has {expected.get(k)!r}"
+                   for k in keys if found.get(k) != expected.get(k)]
+    if differences:
+        raise CheckpointMismatchError(
+            f"{where} was written for a different model; delete it or train under another version. "
+            + "; ".join(differences)
+        )
+
+
+def remove_checkpoints(root: str | Path) -> None:
+    shutil.rmtree(root, ignore_errors=True)

@@ -1,0 +1,138 @@
+"""Training examples on their way to the workers: stored columns, Petastorm converters, dict batches.
+
+Driver side: `model_columns` picks and types the columns a batch needs; `petastorm_converters`
+materialises the train and validation DataFrames once under `paths.petastorm_root` and deletes
+them afterwards, also on failure. Worker side: `converter_batches` is the one adapter from a
+Petastorm converter (one shard of it) to an iterable of model batches (dict of tensors).
+
+Storage layout: a multi field `f` (array of exactly `multi_len`) is stored as `multi_len` scalar
+columns `f__0 .. f__{L-1}` (and `f_weights__i`), and stacked back into [B, L] tensors by
+`to_model_batch`. Petastorm turns an array column into a matrix row by row in Python
+(np.vstack of one array per row), which costs more than the model's own step; scalar columns
+convert column-wise.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from mvke.fields import LABEL_KEYS, TAG_CATEGORY_KEY, TAG_KEY, FieldSpec, weights_key
+from training.loop import USER_KEY
+
+SOURCES = {TAG_KEY: "tag_index", TAG_CATEGORY_KEY: "category_id"}
+
+
+class Column(NamedTuple):
+    """A batch column: "ids" (int64 tensor) or "float" (float32 tensor), [B] or [B, L] (array)."""
+
+    kind: Literal["ids", "float"]
+    array: bool = False
+
+
+def batch_columns(fields: Sequence[FieldSpec]) -> dict[str, Column]:
+    """Every batch key with its column type, user fields first."""
+    columns: dict[str, Column] = {}
+    for f in fields:
+        columns[f.name] = Column("ids", array=f.kind == "multi")
+        if f.kind == "multi":
+            columns[weights_key(f.name)] = Column("float", array=True)
+    columns.update({TAG_KEY: Column("ids"), TAG_CATEGORY_KEY: Column("ids"), USER_KEY: Column("ids")})
+    columns.update({label: Column("float") for label in LABEL_KEYS})
+    return columns
+
+
+def stored_name(name: str, position: int) -> str:
+    """The scalar column holding position `position` of array column `name`."""
+    return f"{name}__{position}"
+
+
+def model_columns(examples: DataFrame, fields: Sequence[FieldSpec], multi_len: int,
+                  keep: Sequence[str] = ()) -> DataFrame:
+    """The stored batch columns (then the `keep` columns): ids int, weights and labels float.
+
+    `user_key` is a 64-bit hash of user_id (GAUC groups by it); `tag` and `tag_category` come
+    from the examples' tag_index and category_id; multi fields are split into scalar columns.
+    """
+    selected = [(USER_KEY, F.xxhash64("user_id"))]
+    for name, column in batch_columns(fields).items():
+        element = "int" if column.kind == "ids" else "float"
+        source = F.col(SOURCES.get(name, name))
+        if column.array:
+            selected += [(stored_name(name, i), source[i].cast(element)) for i in range(multi_len)]
+        elif name != USER_KEY:
+            selected.append((name, source.cast(element)))
+    names = [name for name, _ in selected]
+    clashes = sorted({n for n in names if names.count(n) > 1})
+    if clashes:
+        raise ValueError(f"stored column names clash: {clashes} (a field is named like another's array part)")
+    selected = [column.alias(name) for name, column in selected]
+    return examples.select(*selected, *keep)
+
+
+@contextmanager
+def petastorm_converters(spark: SparkSession, frames: Mapping[str, DataFrame], cache_root: str,
+                         partitions: int, seed: int = 0) -> Iterator[dict[str, Any]]:
+    """{name: SparkDatasetConverter} for each DataFrame, cached under `cache_root`; deleted on exit.
+
+    Each frame is split into `partitions` Parquet files (one row group at least each), so
+    that every one of that many shards has rows to read, with the rows of each file in a
+    random order (seeded): the shuffle a reader without a row buffer relies on.
+    """
+    from petastorm.spark import SparkDatasetConverter, make_spark_converter
+
+    Path(cache_root).mkdir(parents=True, exist_ok=True)
+    spark.conf.set(SparkDatasetConverter.PARENT_CACHE_DIR_URL_CONF, Path(cache_root).resolve().as_uri())
+    converters: dict[str, Any] = {}
+    try:
+        for name, frame in frames.items():
+            shuffled = frame.repartition(partitions).sortWithinPartitions(F.rand(seed))
+            converters[name] = make_spark_converter(shuffled, dtype="float32")
+        yield converters
+    finally:
+        for converter in converters.values():
+            converter.delete()
+
+
+@contextmanager
+def converter_batches(converter: Any, fields: Sequence[FieldSpec], *, multi_len: int, cur_shard: int,
+                      shard_count: int, batch_size: int, num_epochs: int | None, shuffle: bool = False,
+                      shuffle_buffer: int = 0, workers: int = 1, seed: int | None = None) -> Iterator[Iterator[dict]]:
+    """Model batches from shard `cur_shard` of `shard_count` of a Petastorm converter.
+
+    num_epochs=None repeats the shard forever (the caller takes a fixed number of steps).
+    shuffle=True reads the row groups in a new random order on every pass; shuffle_buffer > 0
+    also mixes rows across row groups through a buffer of that many rows (it halves the
+    loader's throughput, see docs/performance.md). Uses
+    Petastorm's BatchedDataLoader (columnar; its shuffling buffer draws rows with torch), not the
+    default DataLoader, which splits every row group into Python rows and collates them again.
+    """
+    from petastorm.pytorch import BatchedDataLoader
+
+    kinds = batch_columns(fields)
+    loader_context = converter.make_torch_dataloader(
+        batch_size=batch_size, num_epochs=num_epochs, cur_shard=cur_shard, shard_count=shard_count,
+        shuffling_queue_capacity=shuffle_buffer, workers_count=workers, seed=seed,
+        shuffle_row_groups=shuffle, data_loader_fn=BatchedDataLoader,
+    )
+    with loader_context as loader:
+        yield (to_model_batch(raw, kinds, multi_len) for raw in loader)
+
+
+def to_model_batch(raw: Mapping[str, Any], kinds: Mapping[str, Column], multi_len: int) -> dict:
+    """A stored batch as a model batch: ids int64, weights and labels float32, arrays stacked to [B, L]."""
+    import torch
+
+    batch = {}
+    for name, column in kinds.items():
+        dtype = torch.int64 if column.kind == "ids" else torch.float32
+        if column.array:
+            parts = [torch.as_tensor(raw[stored_name(name, i)]) for i in range(multi_len)]
+            batch[name] = torch.stack(parts, dim=1).to(dtype)  # [B, L]
+        else:
+            batch[name] = torch.as_tensor(raw[name]).to(dtype)
+    return batch

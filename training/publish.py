@@ -1,0 +1,77 @@
+"""Publish rules: a trained candidate becomes `published` or `rejected` (its artifact is kept either way).
+
+For every objective: validation AUC >= the floor (`min_auc_by_objective[o]`, else `min_auc`), and
+AUC >= (the last published model's AUC for that objective) - `max_auc_drop`. An undefined AUC
+(the validation set held one class only) fails the floor. Objectives the last published model
+did not report are judged by the floor alone.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from core import registry
+from core.config import Paths, PublishRules
+from core.registry import ModelRecord, ModelStatus
+
+
+@dataclass(frozen=True)
+class PublishDecision:
+    status: ModelStatus
+    reasons: tuple[str, ...]
+    compared_with: str | None = None
+
+
+def decide(metrics: Mapping[str, Mapping[str, float]], rules: PublishRules, objectives: Sequence[str],
+           previous: ModelRecord | None) -> PublishDecision:
+    """Judge validation `metrics` ({objective: {"auc": ...}}) against the rules and the last published model."""
+    failures = []
+    for objective in objectives:
+        value = metrics.get(objective, {}).get("auc", math.nan)
+        failures += _floor_failures(objective, value, rules.floor(objective))
+        if previous is not None:
+            failures += _drop_failures(objective, value, previous, rules.max_auc_drop)
+    if failures:
+        return PublishDecision(ModelStatus.REJECTED, tuple(failures), _version(previous))
+    return PublishDecision(ModelStatus.PUBLISHED, ("every objective passed the AUC floor and drop rules",),
+                           _version(previous))
+
+
+def _floor_failures(objective: str, value: float, floor: float) -> list[str]:
+    if value is None or math.isnan(value):
+        return [f"{objective}: AUC is undefined (the validation set has one class only)"]
+    if value < floor:
+        return [f"{objective}: AUC {value:.4f} is below the floor {floor:.4f}"]
+    return []
+
+
+def _drop_failures(objective: str, value: float, previous: ModelRecord, max_drop: float) -> list[str]:
+    before = previous.metrics.get(objective, {}).get("auc")
+    if before is None or value is None or math.isnan(value) or math.isnan(before):
+        return []
+    if value < before - max_drop:
+        return [f"{objective}: AUC {value:.4f} is more than {max_drop:.4f} below {before:.4f} of the last "
+                f"published model {previous.model_version}"]
+    return []
+
+
+def _version(record: ModelRecord | None) -> str | None:
+    return None if record is None else record.model_version
+
+
+def last_published(paths: Paths, excluding: str) -> ModelRecord | None:
+    """The latest published model other than `excluding` (a rerun is not compared with itself)."""
+    published = [r for r in registry.list_models(paths)
+                 if r.status is ModelStatus.PUBLISHED and r.model_version != excluding]
+    return published[-1] if published else None
+
+
+def register(paths: Paths, decision: PublishDecision, *, model_version: str, trained_for: dt.date,
+             metrics: dict, path: str) -> None:
+    """Register the version as a candidate, then give it the decided status (two registry commits)."""
+    record = ModelRecord(model_version=model_version, trained_for=trained_for, status=ModelStatus.CANDIDATE,
+                         created_at=dt.datetime.now(dt.timezone.utc), metrics=metrics, path=path)
+    registry.register(paths, record)
+    registry.set_status(paths, model_version, decision.status)
