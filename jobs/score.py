@@ -1,0 +1,172 @@
+"""Score every user against every tag for one day: top-N tags per user and objective.
+
+`./spark-submit.sh score --date D [--set score.top_n=10 --set score.model_version=...]`
+(default model: the latest published one). See docs/scoring.md.
+
+Order of work: every check first (model version, field encodings, tags, user_features for D),
+then the writes: tag_index for the model version (once), user_tag_profiles for dt = D (one
+atomic partition replace), and optionally user_vectors. A failed check writes nothing.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import json
+import os
+import sys
+import uuid
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from core import delta, registry
+from core.cli import job_parser, parse_job_args
+from core.config import Config
+from core.spark import spark_session
+from core.tables import Warehouse, warehouse_uri
+from features.examples import model_inputs
+from mvke.artifact import load_model
+from mvke.base import ProfileModel
+from scoring import inputs
+from scoring.executor import PROFILE_SCHEMA, USER_VECTOR_SCHEMA, ScanTask, score_users, user_vectors
+from scoring.scan import ScanPlan, scan_plan
+from scoring.tag_index import ensure_tag_index, probe_sides, scan_tags
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, config = parse_job_args(job_parser(__doc__.splitlines()[0]), argv)
+    spark = spark_session(config.spark)
+    try:
+        summary = run(spark, config, args.date)
+    except ValueError as exc:  # UnknownModelError, ScoringInputError, a bad artifact or setting: all say why
+        print(f"score: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        spark.stop()
+    print(json.dumps(summary, sort_keys=True))
+    return 0
+
+
+def run(spark: SparkSession, config: Config, date: dt.date, *, output_uri: str | None = None,
+        run_id: str | None = None) -> dict:
+    """Score dt = `date`; write the profiles to `output_uri` (default: the warehouse's user_tag_profiles).
+
+    Returns the summary: users scored, users with missing fields, rows written, model version,
+    tag counts and the table versions committed. Raises before writing anything on an unknown
+    model version (registry.UnknownModelError), inputs that do not fit the model
+    (inputs.ScoringInputError) or a top_n_per_objective key the model does not score (ValueError).
+    """
+    paths, conf = config.paths, config.score
+    run_id = run_id or uuid.uuid4().hex
+    night = _checked_inputs(spark, config, date)
+    commit_info = {"job": "score", "run_id": run_id, "dt": date.isoformat(), "model_version": night.version}
+    index = ensure_tag_index(warehouse_uri(paths, Warehouse.TAG_INDEX), night.model, night.version,
+                             night.tags.seen, commit_info)
+    scan = scan_tags(index.rows, night.scanned, probe_sides(night.model))
+    task = ScanTask(model_path=night.model_path, model_version=night.version, date=date, plan=night.plan,
+                    block_size=conf.block_size, threads=int(spark.sparkContext.getConf().get("spark.task.cpus", "1")))
+    users = _spread(model_inputs(night.features, night.model.spec.fields, config.features.max_multi_len), spark)
+    uri = output_uri or warehouse_uri(paths, Warehouse.USER_TAG_PROFILES)
+    broadcast = spark.sparkContext.broadcast(scan)
+    try:
+        profiles = users.mapInArrow(functools.partial(score_users, task=task, tags=broadcast), PROFILE_SCHEMA)
+        versions = {"user_tag_profiles": delta.write_table(profiles, uri, mode="overwrite", partition_by=["dt"],
+                                                           replace_partitions=[date.isoformat()],
+                                                           commit_info=commit_info),
+                    "tag_index": index.table_version}
+    finally:
+        broadcast.destroy()
+    if conf.write_user_vectors:
+        vectors = users.mapInArrow(functools.partial(user_vectors, task=task), USER_VECTOR_SCHEMA)
+        versions["user_vectors"] = delta.write_table(
+            vectors, warehouse_uri(paths, Warehouse.USER_VECTORS), mode="overwrite", partition_by=["dt"],
+            replace_partitions=[date.isoformat()], commit_info=commit_info)
+    return {
+        "dt": date.isoformat(),
+        "run_id": run_id,
+        "model_version": night.version,
+        "objectives": list(night.plan.top_n),
+        "users_scored": night.users["users"],
+        "users_with_missing_fields": night.users["missing"],
+        "users_with_unknown_ids": night.users["unknown"],
+        "rows_written": _rows_in_partition(uri, versions["user_tag_profiles"], date),
+        "tags_scored": scan.num_tags,
+        "tags_unseen_by_model": night.tags.unseen.num_rows,
+        "tags_excluded": night.tags.seen.num_rows - night.scanned.num_rows,
+        "tag_index_written": index.written,
+        "output_uri": uri,
+        "table_versions": versions,
+    }
+
+
+@dataclass(frozen=True)
+class CheckedInputs:
+    """Everything a run needs, checked against the model; nothing has been written yet."""
+
+    version: str
+    model_path: str
+    model: ProfileModel
+    plan: ScanPlan
+    features: DataFrame  # user_features of D
+    tags: inputs.TagSet
+    scanned: pa.Table  # the tags to scan: seen by the model, not excluded
+    users: dict[str, int]
+
+
+def _checked_inputs(spark: SparkSession, config: Config, date: dt.date) -> CheckedInputs:
+    paths, conf = config.paths, config.score
+    record = registry.resolve(paths, conf.model_version)
+    model_path = _local_path(record.path or registry.model_dir(paths, record.model_version))
+    model = load_model(model_path)
+    plan = scan_plan(model.objectives, output=model.output, temperature=model.temperature, top_n=conf.top_n,
+                     top_n_per_objective=conf.top_n_per_objective, min_score=conf.min_score,
+                     combined=conf.combined)
+    fields = model.spec.fields
+    inputs.check_fields(fields, *inputs.read_fields(paths))
+    features = inputs.read_user_features(spark, paths, date)
+    inputs.check_feature_columns(features.schema, fields)
+    tags = inputs.split_tags(inputs.read_tags(paths, date), model.spec.num_tags)
+    scanned = inputs.drop_excluded(tags.seen, conf.exclude_tags)
+    if scanned.num_rows == 0:
+        raise inputs.ScoringInputError(
+            f"no tag left to score for dt={date}: {tags.seen.num_rows} known to model {record.model_version} "
+            f"(tag vocabulary of {model.spec.num_tags} ids), {tags.unseen.num_rows} newer than it, "
+            f"{tags.seen.num_rows - scanned.num_rows} excluded by score.exclude_tags")
+    users = _count_users(features, fields)
+    if users["users"] == 0:
+        raise inputs.ScoringInputError(f"user_features has no rows for dt={date}")
+    return CheckedInputs(version=record.model_version, model_path=model_path, model=model, plan=plan,
+                         features=features, tags=tags, scanned=scanned, users=users)
+
+
+def _count_users(features: DataFrame, fields) -> dict[str, int]:
+    row = features.agg(
+        F.count(F.lit(1)).alias("users"),
+        F.count(F.when(inputs.missing_any(fields), 1)).alias("missing"),
+        F.count(F.when(inputs.unknown_any(fields), 1)).alias("unknown"),
+    ).first()
+    return {"users": row["users"], "missing": row["missing"], "unknown": row["unknown"]}
+
+
+def _spread(df: DataFrame, spark: SparkSession) -> DataFrame:
+    """At least one partition per core, so the scan uses the whole cluster even on few input files."""
+    cores = spark.sparkContext.defaultParallelism
+    return df.repartition(cores) if df.rdd.getNumPartitions() < cores else df
+
+
+def _rows_in_partition(uri: str, version: int, date: dt.date) -> int:
+    """Records of dt = `date` at `version`, from the Delta log's file statistics."""
+    adds = pa.table(delta.open_table(uri, version).get_add_actions(flatten=True))
+    part = adds.filter(pc.equal(adds["partition.dt"].cast(pa.string()), date.isoformat()))
+    return int(pc.sum(part["num_records"]).as_py() or 0)
+
+
+def _local_path(path: str) -> str:
+    return path if "://" in path else os.path.abspath(path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""What runs on the executors: Arrow batches of user_features in, profile rows (or user vectors) out.
+
+The model is loaded once per executor Python process (`_MODELS`, keyed by the artifact path;
+Spark reuses its Python workers across tasks), user vectors are computed per block of
+`block_size` users, and each block is scanned against the broadcast tag matrices
+(`scoring.scan`). Only the profile rows leave the function.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+from pyspark import Broadcast
+from pyspark.sql import types as T
+from pyspark.sql.pandas.types import to_arrow_schema
+from torch import Tensor
+
+from mvke.base import ProfileModel
+from mvke.fields import FieldSpec, weights_key
+from scoring.scan import ScanPlan, Selection, scan_block
+
+PROFILE_SCHEMA = T.StructType([
+    T.StructField("dt", T.DateType()),
+    T.StructField("user_id", T.StringType()),
+    T.StructField("objective", T.StringType()),
+    T.StructField("rank", T.IntegerType()),
+    T.StructField("tag_id", T.StringType()),
+    T.StructField("score", T.DoubleType()),
+    T.StructField("model_version", T.StringType()),
+])
+USER_VECTOR_SCHEMA = T.StructType([
+    T.StructField("dt", T.DateType()),
+    T.StructField("user_id", T.StringType()),
+    T.StructField("model_version", T.StringType()),
+    T.StructField("user_vector", T.ArrayType(T.FloatType())),  # K*E, expert-major
+    T.StructField("vector_mask", T.ArrayType(T.BooleanType())),  # K, False: unused (MIND)
+])
+
+_MODELS: dict[str, tuple[tuple, ProfileModel]] = {}  # artifact path -> (file identity, model)
+
+
+@dataclass(frozen=True)
+class ScanTask:
+    """Everything the executor function needs besides the broadcast tags (pickled with it)."""
+
+    model_path: str
+    model_version: str
+    date: dt.date
+    plan: ScanPlan
+    block_size: int
+    threads: int
+
+
+def score_users(batches: Iterator[pa.RecordBatch], *, task: ScanTask, tags: Broadcast) -> Iterator[pa.RecordBatch]:
+    """mapInArrow: user_features batches -> PROFILE_SCHEMA rows (top-N per user and objective)."""
+    torch.set_num_threads(task.threads)
+    model = cached_model(task.model_path)
+    scan = tags.value
+    tag_ids = pa.array(scan.tag_ids, pa.string())
+    schema = to_arrow_schema(PROFILE_SCHEMA)
+    for block in user_blocks(batches, task.block_size):
+        with torch.inference_mode():
+            inputs = tensor_batch(block, model.spec.fields)
+            selections = scan_block(model.user_vectors(inputs), model.user_mask(inputs), scan, task.plan)
+        yield profile_batch(block["user_id"], selections, tag_ids, task, schema)
+
+
+def user_vectors(batches: Iterator[pa.RecordBatch], *, task: ScanTask) -> Iterator[pa.RecordBatch]:
+    """mapInArrow: user_features batches -> USER_VECTOR_SCHEMA rows (x_k(u) for every k)."""
+    torch.set_num_threads(task.threads)
+    model = cached_model(task.model_path)
+    schema = to_arrow_schema(USER_VECTOR_SCHEMA)
+    for block in user_blocks(batches, task.block_size):
+        with torch.inference_mode():
+            inputs = tensor_batch(block, model.spec.fields)
+            vecs = model.user_vectors(inputs)  # [B, K, E]
+            mask = model.user_mask(inputs)  # [B, K] or None
+        batch, num_vectors, dim = vecs.shape
+        if mask is None:
+            mask = torch.ones(batch, num_vectors, dtype=torch.bool)
+        yield pa.RecordBatch.from_arrays([
+            _dates(task.date, batch),
+            block["user_id"].combine_chunks(),
+            pa.array([task.model_version] * batch, pa.string()),
+            _lists(pa.array(vecs.reshape(-1).numpy(), pa.float32()), batch, num_vectors * dim),
+            _lists(pa.array(mask.reshape(-1).numpy(), pa.bool_()), batch, num_vectors),
+        ], schema=schema)
+
+
+def cached_model(path: str) -> ProfileModel:
+    """The model at `path`, loaded at most once per Python process (reloaded if its weights file changed)."""
+    from mvke.artifact import WEIGHTS_FILE, load_model
+
+    stat = os.stat(os.path.join(path, WEIGHTS_FILE))
+    key = (path, stat.st_mtime_ns, stat.st_size)
+    if _MODELS.get(path, (None, None))[0] != key:
+        _MODELS[path] = (key, load_model(path))
+    return _MODELS[path][1]
+
+
+def user_blocks(batches: Iterator[pa.RecordBatch], size: int) -> Iterator[pa.Table]:
+    """Re-cut a stream of record batches into tables of exactly `size` rows (the last may be shorter)."""
+    pending: list[pa.RecordBatch] = []
+    rows = 0
+    for batch in batches:
+        if batch.num_rows == 0:
+            continue
+        pending.append(batch)
+        rows += batch.num_rows
+        while rows >= size:
+            table = pa.Table.from_batches(pending)
+            yield table.slice(0, size)
+            rest = table.slice(size)
+            pending, rows = rest.to_batches(), rest.num_rows
+    if rows:
+        yield pa.Table.from_batches(pending)
+
+
+def tensor_batch(block: pa.Table, fields: Sequence[FieldSpec]) -> dict[str, Tensor]:
+    """Rows of `features.examples.model_inputs` (ids already mapped: 0 missing, 1 unknown) -> the
+    model's batch dict. Shapes: B users, L multi-field length (padding: id 0, weight 0)."""
+    batch: dict[str, Tensor] = {}
+    for spec in fields:
+        if spec.kind == "single":
+            batch[spec.name] = torch.from_numpy(pc.fill_null(block[spec.name], 0).to_numpy().astype(np.int64))  # [B]
+            continue
+        ids, id_lengths = _padded(block[spec.name], np.int64)  # [B, L]
+        weights, weight_lengths = _padded(block[weights_key(spec.name)], np.float32)  # [B, L]
+        if not np.array_equal(id_lengths, weight_lengths):
+            raise ValueError(f"{spec.name} and {weights_key(spec.name)} differ in length for some users")
+        batch[spec.name] = torch.from_numpy(ids)
+        batch[weights_key(spec.name)] = torch.from_numpy(weights)
+    return batch
+
+
+def profile_batch(user_ids: pa.ChunkedArray, selections: dict[str, Selection], tag_ids: pa.Array,
+                  task: ScanTask, schema: pa.Schema) -> pa.RecordBatch:
+    """The kept pairs of one block as PROFILE_SCHEMA rows."""
+    users = user_ids.combine_chunks()
+    counts = [len(s.rows) for s in selections.values()]
+    total = sum(counts)
+    rows = np.concatenate([s.rows for s in selections.values()])
+    cols = np.concatenate([s.cols for s in selections.values()])
+    return pa.RecordBatch.from_arrays([
+        _dates(task.date, total),
+        users.take(pa.array(rows, pa.int64())),
+        pa.array(np.repeat(np.array(list(selections), dtype=object), counts), pa.string()),
+        pa.array(np.concatenate([s.rank for s in selections.values()]), pa.int32()),
+        tag_ids.take(pa.array(cols, pa.int64())),
+        pa.array(np.concatenate([s.score for s in selections.values()]), pa.float64()),
+        pa.array([task.model_version] * total, pa.string()),
+    ], schema=schema)
+
+
+def _padded(column: pa.ChunkedArray, dtype: type) -> tuple[np.ndarray, np.ndarray]:
+    """list column [B] -> (values padded with 0 [B, L], lengths [B]); a null list is empty."""
+    array = column.combine_chunks()
+    lengths = pc.fill_null(pc.list_value_length(array), 0).to_numpy().astype(np.int64)  # [B]
+    values = pc.fill_null(array.flatten(), 0).to_numpy().astype(dtype)  # [sum lengths]
+    out = np.zeros((len(array), max(1, int(lengths.max(initial=0)))), dtype=dtype)  # [B, L]
+    starts = np.cumsum(lengths) - lengths
+    rows = np.repeat(np.arange(len(array)), lengths)
+    out[rows, np.arange(len(values)) - np.repeat(starts, lengths)] = values
+    return out, lengths
+
+
+def _dates(date: dt.date, count: int) -> pa.Array:
+    days = (date - dt.date(1970, 1, 1)).days
+    return pa.array(np.full(count, days, dtype=np.int32)).cast(pa.date32())
+
+
+def _lists(values: pa.Array, rows: int, width: int) -> pa.Array:
+    return pa.ListArray.from_arrays(pa.array(np.arange(rows + 1, dtype=np.int32) * width), values)

@@ -1,0 +1,100 @@
+"""Every refusal is a clear error raised before anything is written."""
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+
+from core import delta
+from core.registry import ModelStatus, UnknownModelError
+from core.tables import Warehouse
+from jobs.score import run
+from scoring.inputs import ScoringInputError, read_tags, split_tags
+from scoring.tag_index import ensure_tag_index
+from tests.scoring.warehouse import D1, D2, NUM_TAGS, TABLE_FIELDS, make_tags, make_users
+
+WRITTEN = (Warehouse.USER_TAG_PROFILES, Warehouse.TAG_INDEX, Warehouse.USER_VECTORS)
+
+
+def _versions(world) -> dict:
+    return {t: delta.table_version(world.uri(t)) for t in WRITTEN}
+
+
+def _refused(spark, world, config, date, error, match) -> None:
+    before = _versions(world)
+    with pytest.raises(error, match=match):
+        run(spark, config, date)
+    assert _versions(world) == before
+
+
+def test_an_unknown_model_version_lists_the_available_ones(spark, world):
+    world.publish("v1")
+    world.publish("v2", status=ModelStatus.CANDIDATE, minute=1)
+    world.day(D1, make_users(4, seed=1), make_tags())
+    _refused(spark, world, world.config(model_version="v9", write_user_vectors=True), D1, UnknownModelError,
+             r"unknown model version 'v9'; available: v1 \(published\), v2 \(candidate\)")
+    assert _versions(world) == dict.fromkeys(WRITTEN)
+
+
+def test_no_published_model_is_an_error(spark, world):
+    world.publish("v1", status=ModelStatus.CANDIDATE)
+    world.day(D1, make_users(4, seed=1), make_tags())
+    _refused(spark, world, world.config(), D1, UnknownModelError, r"no published model.*v1 \(candidate\)")
+
+
+def _with(name, **change):
+    return tuple((r[0], change.get("kind", r[1]), change.get("encoding", r[2]), change.get("vocab_size", r[3]))
+                 if r[0] == name else r for r in TABLE_FIELDS)
+
+
+@pytest.mark.parametrize("fields, match", [
+    (tuple(r for r in TABLE_FIELDS if r[0] != "city"), r"field city \(single\) is missing from the fields table"),
+    (_with("interests", kind="single"), r"field interests is single in the fields table, multi in the model"),
+    (_with("age", vocab_size=7), r"field age: bucketized into 7 ids now, 6 when the model was trained"),
+    (_with("city", vocab_size=5), r"field city: vocabulary of 5 ids is smaller than the model's 8"),
+], ids=["missing", "kind", "buckets", "shrunk"])
+def test_field_encodings_that_do_not_match_the_model_are_refused(spark, world, fields, match):
+    world.publish("v1")
+    world.day(D1, make_users(4, seed=1), make_tags())
+    world.write_fields(fields)
+    _refused(spark, world, world.config(), D1, ScoringInputError, match)
+
+
+def test_user_features_of_another_type_are_refused(spark, world):
+    world.publish("v1")
+    users = [{**u, "age": str(u["age"])} for u in make_users(4, seed=1)]
+    world.write_users(D1, users, schema_overrides={"age": pa.string()})
+    world.write_tags(D1, make_tags())
+    _refused(spark, world, world.config(), D1, ScoringInputError, r"age must be an int column \(single field\)")
+
+
+def test_no_user_features_for_the_date_is_an_error(spark, world):
+    world.publish("v1")
+    world.day(D1, make_users(4, seed=1), make_tags())
+    _refused(spark, world, world.config(), D2, ScoringInputError,
+             rf"no user_features for dt={D2.isoformat()} .*latest dates: {D1.isoformat()}")
+
+
+def test_tags_unknown_to_the_model_leave_nothing_to_score(spark, world):
+    world.publish("v1")
+    world.day(D1, make_users(4, seed=1), [{"tag_id": "late", "tag_index": NUM_TAGS + 3, "category_id": 2}])
+    _refused(spark, world, world.config(), D1, ScoringInputError, r"no tag left to score.*1 newer than it")
+
+
+def test_a_top_n_for_an_objective_the_model_does_not_score_is_refused(spark, world):
+    world.publish("v1")
+    world.day(D1, make_users(4, seed=1), make_tags())
+    _refused(spark, world, world.config(top_n_per_objective={"ctcvr": 3}), D1, ValueError,
+             r"names \['ctcvr'\].*valid: ctr, cvr, ctr_x_cvr")
+
+
+def test_a_tag_vocabulary_rebuilt_since_the_tag_index_was_written_is_refused(spark, world):
+    model = world.publish("v1")
+    world.day(D1, make_users(4, seed=1), make_tags())
+    seen = split_tags(read_tags(world.paths, D1), NUM_TAGS).seen
+    ensure_tag_index(world.uri(Warehouse.TAG_INDEX), model, "v1", seen, {})  # what scoring D1 wrote
+    swapped = make_tags()
+    swapped[1]["tag_index"], swapped[2]["tag_index"] = swapped[2]["tag_index"], swapped[1]["tag_index"]
+    world.day(D2, make_users(4, seed=2), swapped)
+    _refused(spark, world, world.config(), D2, ScoringInputError,
+             r"tag encoding changed since tag_index was written for model v1 \(2 tags, e.g. t04: 4 -> 3, t03: 3 -> 4\)")
+    assert delta.table_version(world.uri(Warehouse.USER_TAG_PROFILES)) is None

@@ -1,0 +1,145 @@
+"""The scoring job end to end on local Spark, against the model's own forward pass."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from pyspark.testing import assertDataFrameEqual
+
+from core import delta
+from core.tables import Warehouse
+from jobs.score import run
+from scoring.executor import PROFILE_SCHEMA
+from scoring.tag_index import read_tag_index
+from tests.scoring.warehouse import (D1, D2, MODEL_FIELDS, NUM_TAGS, World, expected_profiles, has_unknown,
+                                     is_missing, make_tags, make_users, reference_probabilities)
+
+pytestmark = pytest.mark.integration
+ALL_TAGS = NUM_TAGS - 2
+
+
+def _assert_profiles(spark, world, date, rows):
+    assertDataFrameEqual(world.profiles(spark, date), spark.createDataFrame(rows, PROFILE_SCHEMA),
+                         rtol=0.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("case", ["mvke", "mvke_cosine", "mind"])
+def test_every_written_score_is_sigmoid_of_the_models_forward(spark, world, case):
+    model = world.publish("v1", case)
+    users, tags = make_users(24, seed=1), make_tags()
+    world.day(D1, users, tags)
+
+    summary = run(spark, world.config(top_n=ALL_TAGS), D1)
+
+    probs = reference_probabilities(model, users, tags)
+    objectives = {o: ALL_TAGS for o in probs}
+    _assert_profiles(spark, world, D1, expected_profiles(probs, users, tags, date=D1, version="v1", top_n=objectives))
+    assert summary["objectives"] == ["ctr", "cvr", "ctr_x_cvr"]
+    assert summary["rows_written"] == len(users) * ALL_TAGS * 3
+    assert (summary["tags_scored"], summary["tags_unseen_by_model"]) == (ALL_TAGS, 1)
+
+
+def test_top_n_options_match_a_brute_force_ranking(spark, world):
+    model = world.publish("v1")
+    users, tags = make_users(30, seed=2), make_tags()
+    world.day(D1, users, tags)
+    probs = reference_probabilities(model, users, tags)
+    top_n = {"ctr": 3, "cvr": 5, "ctr_x_cvr": 2}
+    excluded = ("t03", "t08", "not_a_tag")
+    unfiltered = expected_profiles(probs, users, tags, date=D1, version="v1", top_n=top_n, excluded=excluded)
+    min_score = float(np.median([r[5] for r in unfiltered if r[2] == "ctr_x_cvr"]))
+    expected = expected_profiles(probs, users, tags, date=D1, version="v1", top_n=top_n, excluded=excluded,
+                                 min_score=min_score)
+    assert 0 < len(expected) < len(unfiltered)  # the floor bites, and leaves rows
+
+    summary = run(spark, world.config(top_n=3, top_n_per_objective={"cvr": 5, "ctr_x_cvr": 2},
+                                      exclude_tags=excluded, min_score=min_score, block_size=7), D1)
+
+    _assert_profiles(spark, world, D1, expected)
+    assert summary["rows_written"] == len(expected)
+    assert summary["tags_excluded"] == 2
+
+
+@pytest.fixture(scope="module")
+def three_runs(spark, tmp_path_factory):
+    """D1, then D2, then D1 again (same model): the tables after each run."""
+    world = World(tmp_path_factory.mktemp("three_runs"))
+    world.write_fields()
+    model = world.publish("v1")
+    users = {D1: make_users(20, seed=3), D2: make_users(15, seed=4)}
+    world.day(D1, users[D1], make_tags())
+    world.day(D2, users[D2], make_tags())
+    config = world.config(top_n=4, write_user_vectors=True, block_size=3)
+    first = run(spark, config, D1, run_id="first")
+    d1_before = world.profiles(spark, D1).collect()
+    second = run(spark, config, D2)
+    d2_before = world.profiles(spark, D2).collect()
+    third = run(spark, config, D1)
+    return world, model, users, (first, second, third), d1_before, d2_before
+
+
+def test_a_rerun_replaces_its_partition_with_identical_rows_and_leaves_the_others(spark, three_runs):
+    world, _, _, summaries, d1_before, d2_before = three_runs
+    assertDataFrameEqual(world.profiles(spark, D1), d1_before, rtol=0.0, atol=0.0)  # bit for bit
+    assertDataFrameEqual(world.profiles(spark, D2), d2_before, rtol=0.0, atol=0.0)
+    assert [s["table_versions"]["user_tag_profiles"] for s in summaries] == [0, 1, 2]
+    assert delta.partition_values(world.uri(Warehouse.USER_TAG_PROFILES)) == [D1.isoformat(), D2.isoformat()]
+
+
+def test_the_summary_counts_users_and_rows(spark, three_runs):
+    world, _, users, (first, second, _), _, _ = three_runs
+    for summary, date in ((first, D1), (second, D2)):
+        assert summary["dt"] == date.isoformat() and summary["model_version"] == "v1"
+        assert summary["users_scored"] == len(users[date])
+        assert summary["users_with_missing_fields"] == sum(map(is_missing, users[date])) > 0
+        assert summary["users_with_unknown_ids"] == sum(map(has_unknown, users[date])) > 0
+        assert summary["rows_written"] == world.profiles(spark, date).count() == len(users[date]) * 4 * 3
+    assert first["run_id"] == "first"
+
+
+def test_tag_index_is_written_once_per_model_version_with_the_models_tag_vectors(three_runs):
+    world, model, _, summaries, _, _ = three_runs
+    assert [s["tag_index_written"] for s in summaries] == [True, False, False]
+    assert {s["table_versions"]["tag_index"] for s in summaries} == {0}
+    rows = read_tag_index(world.uri(Warehouse.TAG_INDEX), "v1")
+    seen = [t for t in make_tags() if t["tag_index"] < NUM_TAGS]
+    assert rows.num_rows == 2 * len(seen)
+    tag = torch.tensor([t["tag_index"] for t in seen])
+    category = torch.tensor([1 if t["category_id"] >= 5 else t["category_id"] for t in seen])
+    with torch.no_grad():
+        sides = model.tag_vectors(tag, category)
+    for objective, side in sides.items():
+        part = rows.filter(rows["objective"].to_numpy(zero_copy_only=False) == objective).to_pylist()
+        assert [r["tag_id"] for r in part] == [t["tag_id"] for t in seen]
+        serving = (side.gate.unsqueeze(-1) * side.emb.unsqueeze(1)).reshape(len(seen), -1)  # [T, S*E]
+        np.testing.assert_allclose([r["serving_vector"] for r in part], serving.numpy(), atol=1e-6)
+        np.testing.assert_allclose([r["gate"] for r in part], side.gate.numpy(), atol=1e-6)
+        np.testing.assert_allclose([r["tag_vector"] for r in part], side.emb.numpy(), atol=1e-6)
+
+
+def test_user_vectors_are_the_models_user_vectors(spark, three_runs):
+    world, model, users, _, _, _ = three_runs
+    written = {r.user_id: r for r in delta.read_table(spark, world.uri(Warehouse.USER_VECTORS))
+               .where(f"dt = '{D1.isoformat()}'").collect()}
+    batch = _user_batch(users[D1])
+    with torch.no_grad():
+        expected = model.user_vectors(batch)  # [U, K, E]
+    assert sorted(written) == sorted(u["user_id"] for u in users[D1])
+    for i, user in enumerate(users[D1]):
+        np.testing.assert_allclose(written[user["user_id"]].user_vector, expected[i].reshape(-1).numpy(), atol=1e-5)
+        assert all(written[user["user_id"]].vector_mask)
+
+
+def _user_batch(users: list[dict]) -> dict:
+    batch = {}
+    for f in MODEL_FIELDS:
+        if f.kind == "single":
+            batch[f.name] = torch.tensor([min(u[f.name] or 0, f.vocab_size) if (u[f.name] or 0) < f.vocab_size
+                                          else 1 for u in users])
+            continue
+        width = max(1, max(len(u[f.name] or []) for u in users))
+        ids = [[i if i < f.vocab_size else 1 for i in u[f.name] or []] for u in users]
+        weights = [list(u[f.name + "_weights"] or []) for u in users]
+        batch[f.name] = torch.tensor([v + [0] * (width - len(v)) for v in ids])
+        batch[f.name + "_weights"] = torch.tensor([v + [0.0] * (width - len(v)) for v in weights])
+    return batch
