@@ -20,6 +20,9 @@ class ConfigError(ValueError):
     """A configuration key or value is wrong; the message names it."""
 
 
+STORAGE_SCHEMES = ("file", "s3", "s3a", "gs", "abfs", "abfss", "hdfs")
+
+
 @dataclass(frozen=True)
 class Paths:
     raw: str
@@ -30,12 +33,25 @@ class Paths:
     reports: str = ""
 
     def validate(self) -> None:
-        for name in ("raw", "warehouse", "models"):
+        roots = {}
+        for name in ("raw", "warehouse", "models", "staging", "petastorm_cache", "reports"):
             value = getattr(self, name)
-            if not value.strip():
+            if name in ("raw", "warehouse", "models") and not value.strip():
                 raise ConfigError(f"paths.{name} is required and must not be empty")
-            if "\x00" in value or "\n" in value:
+            if any(ord(c) < 32 for c in value):
                 raise ConfigError(f"paths.{name} contains a control character: {value!r}")
+            scheme = value.split("://", 1)[0] if "://" in value else "file"
+            if scheme not in STORAGE_SCHEMES:
+                raise ConfigError(f"paths.{name}={value!r}: unsupported scheme {scheme!r}; "
+                                  f"valid: {', '.join(STORAGE_SCHEMES)}")
+            if ".." in value.replace("\\", "/").split("/"):
+                raise ConfigError(f"paths.{name}={value!r} must not contain '..'")
+        for name in ("raw", "warehouse", "models"):
+            roots[name] = getattr(self, name).rstrip("/") + "/"
+        for a, b in (("raw", "warehouse"), ("raw", "models"), ("warehouse", "models")):
+            if roots[a].startswith(roots[b]) or roots[b].startswith(roots[a]):
+                raise ConfigError(f"paths.{a} ({roots[a]}) and paths.{b} ({roots[b]}) must not contain each "
+                                  f"other: jobs overwrite what they own")
 
     @property
     def staging_root(self) -> str:
@@ -250,12 +266,32 @@ class ModelConf:
 
 
 ValidationSplit = Literal["last_day", "user_split"]
+GaucWeighting = Literal["impressions", "uniform"]
 
 
 @dataclass(frozen=True)
 class PublishRules:
+    """When a trained candidate becomes `published` (else `rejected`), judged on validation AUC.
+
+    Every objective needs AUC >= its floor (`min_auc_by_objective[o]`, else `min_auc`) and
+    AUC >= (the last published model's AUC for it) - `max_auc_drop`.
+    """
+
     min_auc: float = 0.55
+    min_auc_by_objective: dict[str, float] = field(default_factory=dict)
     max_auc_drop: float = 0.02
+
+    def floor(self, objective: str) -> float:
+        return self.min_auc_by_objective.get(objective, self.min_auc)
+
+    def validate(self) -> None:
+        floors = {"train.publish_if.min_auc": self.min_auc,
+                  **{f"train.publish_if.min_auc_by_objective.{o}": v for o, v in self.min_auc_by_objective.items()}}
+        for key, value in floors.items():
+            if not 0 <= value <= 1:
+                raise ConfigError(f"{key} must be in [0, 1], got {value}")
+        if not 0 <= self.max_auc_drop <= 1:
+            raise ConfigError(f"train.publish_if.max_auc_drop must be in [0, 1], got {self.max_auc_drop}")
 
 
 @dataclass(frozen=True)
@@ -269,16 +305,48 @@ class TrainConf:
     validation_user_share: float = 0.1
     build_missing: bool = True
     publish_if: PublishRules = field(default_factory=PublishRules)
+    gauc_weighting: GaucWeighting = "impressions"
+    shuffle_buffer: int = 0
+    reader_workers: int = 2
+    log_every: int = 20
+    resume: bool = True
+    seed: int = 0
+    nics: tuple[str, ...] = ()
+    torch_threads: int = 0
 
     def validate(self) -> None:
         if self.num_proc < 1 or self.epochs < 1 or self.batch_size < 1:
             raise ConfigError("train.num_proc, train.epochs and train.batch_size must be >= 1")
+        if self.window_days < 1:
+            raise ConfigError(f"train.window_days must be >= 1, got {self.window_days}")
         if self.window_days < 2 and self.validation == "last_day":
             raise ConfigError("train.window_days must be >= 2 with train.validation=last_day")
+        if not self.learning_rate > 0:
+            raise ConfigError(f"train.learning_rate must be > 0, got {self.learning_rate}")
+        if not 0 < self.validation_user_share < 1:
+            raise ConfigError(f"train.validation_user_share must be in (0, 1), got {self.validation_user_share}")
+        if self.shuffle_buffer < 0:
+            raise ConfigError(f"train.shuffle_buffer must be >= 0, got {self.shuffle_buffer}")
+        if self.reader_workers < 1 or self.log_every < 1:
+            raise ConfigError("train.reader_workers and train.log_every must be >= 1")
+        if self.torch_threads < 0:
+            raise ConfigError(f"train.torch_threads must be >= 0 (0: the host's cores / its ranks), "
+                              f"got {self.torch_threads}")
+        if any(not n.strip() for n in self.nics):
+            raise ConfigError(f"train.nics must name network interfaces, got {list(self.nics)}")
+        self.publish_if.validate()
 
 
 @dataclass(frozen=True)
 class ScoreConf:
+    """The scoring job (docs/scoring.md): top-N tags per user and objective from one exact scan.
+
+    top_n / top_n_per_objective: tags kept per user and objective (the combined objective
+    `ctr_x_cvr` included); min_score: a probability, lower scores are dropped; exclude_tags:
+    tag ids that never appear; combined: also rank by p_ctr * p_cvr when the model has both;
+    block_size: users per matrix product on the executors.
+    """
+
     top_n: int = 10
     top_n_per_objective: dict[str, int] = field(default_factory=dict)
     model_version: str = "latest"
@@ -291,8 +359,16 @@ class ScoreConf:
     def validate(self) -> None:
         if self.top_n < 1 or any(n < 1 for n in self.top_n_per_objective.values()):
             raise ConfigError("score.top_n and score.top_n_per_objective values must be >= 1")
+        if any(not name.strip() for name in self.top_n_per_objective):
+            raise ConfigError("score.top_n_per_objective keys must name objectives, got an empty key")
         if self.block_size < 1:
             raise ConfigError(f"score.block_size must be >= 1, got {self.block_size}")
+        if not 0 <= self.min_score <= 1:
+            raise ConfigError(f"score.min_score is a probability and must be in [0, 1], got {self.min_score}")
+        if not self.model_version.strip():
+            raise ConfigError("score.model_version must be 'latest' or a registered version, got an empty string")
+        if any(not tag.strip() for tag in self.exclude_tags):
+            raise ConfigError("score.exclude_tags must hold tag ids, got an empty one")
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ class Raw(str, Enum):
 
 class Warehouse(str, Enum):
     VOCABULARY = "vocabulary"
+    FIELDS = "fields"
     USER_FEATURES = "user_features"
     TAGS = "tags"
     SAMPLES = "samples"

@@ -114,8 +114,9 @@ def measure_gates(spark: SparkSession, config: Config, date: dt.date,
 
 
 def model_auc(model: registry.ModelRecord) -> dict[str, float]:
-    """The validation AUC per objective recorded with the model."""
-    return {objective: float(value) for objective, value in model.metrics.get("auc", {}).items()}
+    """The validation AUC per objective recorded with the model ({objective: {"auc": ...}})."""
+    return {objective: float(values["auc"]) for objective, values in model.metrics.items()
+            if isinstance(values, dict) and values.get("auc") is not None}
 
 
 def _maybe_crash(stage_name: str) -> None:

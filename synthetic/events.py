@@ -48,7 +48,7 @@ class BadRow(IntEnum):
     NULL_USER = 1  # user_id null
     UNKNOWN_ITEM = 2  # item_id not in items ("i_unknown_<block>_<k>")
     DUPLICATE = 3  # an exact copy of a good event
-    AFTER_LAST_DAY = 4  # a copy moved to the day after the last generated day
+    AFTER_LAST_DAY = 4  # a copy moved ten years past the last generated day (a future timestamp)
 
 
 @dataclass(frozen=True)
@@ -95,6 +95,10 @@ def draw_events(world: World, users: UserBlock, rng: np.random.Generator) -> Eve
     )
 
 
+# Far enough ahead to be in the future for any run: a clock-skewed or corrupted timestamp.
+FUTURE_OFFSET = dt.timedelta(days=3650)
+
+
 def draw_bad_rows(world: World, good: Events, rng: np.random.Generator, block: int) -> Events:
     """round(bad_row_share * good events) bad copies of random good events, kinds in turn."""
     count = int(round(world.conf.bad_row_share * len(good.kind)))
@@ -104,8 +108,8 @@ def draw_bad_rows(world: World, good: Events, rng: np.random.Generator, block: i
     event_type = np.where(kind == BadRow.UNKNOWN_EVENT_TYPE, len(EVENT_TYPES), event_type)
     user = np.where(kind == BadRow.NULL_USER, -1, user)
     item = np.where(kind == BadRow.UNKNOWN_ITEM, -1 - np.arange(count), item)
-    end_us = (world.conf.end_date - dt.date(1970, 1, 1)).days * DAY_US
-    time_us = np.where(kind == BadRow.AFTER_LAST_DAY, end_us + time_us % DAY_US, time_us)
+    future_us = (world.conf.end_date + FUTURE_OFFSET - dt.date(1970, 1, 1)).days * DAY_US
+    time_us = np.where(kind == BadRow.AFTER_LAST_DAY, future_us + time_us % DAY_US, time_us)
     return Events(user=user, item=item, kind=event_type, time_us=time_us)
 
 

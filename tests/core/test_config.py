@@ -77,3 +77,14 @@ def test_required_paths(tmp_path):
         load_config(_write(tmp_path, "paths:\n  raw: /r\n  warehouse: /w\n"))
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize("override, message", [
+    ("paths.raw=ftp://host/raw", r"unsupported scheme 'ftp'"),
+    ("paths.models=/w/models", r"paths.warehouse \(/w/\) and paths.models \(/w/models/\) must not contain each other"),
+    ("paths.raw=/data/../etc", r"must not contain '..'"),
+    ("paths.warehouse=/r", r"paths.raw \(/r/\) and paths.warehouse \(/r/\)"),
+])
+def test_paths_are_validated(tmp_path, override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(_write(tmp_path, MINIMAL), [override])
