@@ -164,6 +164,7 @@ class FeaturesConf:
     ignore_attributes: tuple[str, ...] = ()
     behaviour_fields: tuple[BehaviourField, ...] = BEHAVIOUR_FIELDS
     max_bad_fraction: float = 0.05
+    max_id_length: int = 256
     negatives: NegativeSampling = "none"
     negatives_per_user_day: int = 0
     seed: int = 11
@@ -177,6 +178,8 @@ class FeaturesConf:
             raise ConfigError(f"features.max_multi_len must be >= 1, got {self.max_multi_len}")
         if not 0 <= self.max_bad_fraction <= 1:
             raise ConfigError(f"features.max_bad_fraction must be in [0, 1], got {self.max_bad_fraction}")
+        if self.max_id_length < 1:
+            raise ConfigError(f"features.max_id_length must be >= 1, got {self.max_id_length}")
         edge_lists = {name: getattr(self, name) for name in ("activity_buckets", "rate_buckets", "numeric_buckets")}
         edge_lists.update({f"attribute_buckets.{k}": v for k, v in self.attribute_buckets.items()})
         for name, edges in edge_lists.items():

@@ -2,7 +2,8 @@
 
 Every row of the raw tables gets `reason` = null (clean) or one `Reason`. Event reasons
 are checked in this order and the first that applies wins, so per-reason counts add up
-to the bad rows: null_id, null_event_time, unknown_event_type, future, unknown_item,
+to the bad rows: null_id, invalid_utf8 (an id or event type that is not valid UTF-8),
+id_too_long (an id longer than `max_id_length` bytes), null_event_time, unknown_event_type, future, unknown_item,
 duplicate (the extra copies of an otherwise clean event; one copy stays clean).
 Dimension tables (users, items, tags) have null_id and duplicate (same key, the row
 with the smallest JSON record stays), and items referring to a tag missing from the
@@ -23,6 +24,8 @@ EVENT_COLUMNS = ("user_id", "item_id", "event_type", "event_time")
 
 class Reason(StrEnum):
     NULL_ID = "null_id"
+    INVALID_UTF8 = "invalid_utf8"
+    ID_TOO_LONG = "id_too_long"
     NULL_EVENT_TIME = "null_event_time"
     UNKNOWN_EVENT_TYPE = "unknown_event_type"
     FUTURE = "future"
@@ -42,7 +45,7 @@ def record_json(columns: list[str] | tuple[str, ...]) -> Column:
     return F.to_json(F.struct(*columns), {"ignoreNullFields": "false"})
 
 
-def classify_events(events: DataFrame, *, items: DataFrame, horizon: dt.date) -> DataFrame:
+def classify_events(events: DataFrame, *, items: DataFrame, horizon: dt.date, max_id_length: int = 256) -> DataFrame:
     """One row per distinct (event, reason) with `copies`, the number of identical raw rows.
 
     `items` are the clean items (item_id); `horizon` is the first day that cannot have
@@ -57,6 +60,10 @@ def classify_events(events: DataFrame, *, items: DataFrame, horizon: dt.date) ->
     flagged = typed.join(F.broadcast(known_items), on="item_id", how="left").withColumn(
         "reason",
         F.when(blank("user_id") | blank("item_id"), F.lit(Reason.NULL_ID.value))
+        .when(~F.is_valid_utf8("user_id") | ~F.is_valid_utf8("item_id") | ~F.coalesce(F.is_valid_utf8("event_type"), F.lit(True)),
+              F.lit(Reason.INVALID_UTF8.value))
+        .when((F.octet_length("user_id") > max_id_length) | (F.octet_length("item_id") > max_id_length),
+              F.lit(Reason.ID_TOO_LONG.value))
         .when(F.col("event_time").isNull(), F.lit(Reason.NULL_EVENT_TIME.value))
         .when(F.coalesce(~F.col("event_type").isin(*EVENT_TYPES), F.lit(True)), F.lit(Reason.UNKNOWN_EVENT_TYPE.value))
         .when(F.col("day") >= F.lit(horizon), F.lit(Reason.FUTURE.value))

@@ -170,7 +170,8 @@ def read_inputs(spark: SparkSession, config: Config, dates: Sequence[dt.date], *
     # Every later aggregation is keyed by user first: one shuffle by user_id serves them all.
     start = window_start(dates[0], conf.window_days)
     read = events.where(F.col("event_time").isNull() | (F.col("event_time") >= F.lit(start).cast("timestamp")))
-    classified = quality.classify_events(read.repartition("user_id"), items=clean[Raw.ITEMS], horizon=as_of + DAY)
+    classified = quality.classify_events(read.repartition("user_id"), items=clean[Raw.ITEMS], horizon=as_of + DAY,
+                                         max_id_length=config.features.max_id_length)
     classified = classified.persist(StorageLevel.MEMORY_AND_DISK)
     return Inputs(
         classified=classified, users=clean[Raw.USERS], items=clean[Raw.ITEMS], tags=clean[Raw.TAGS],

@@ -1,0 +1,134 @@
+"""bench/quality.py on a tiny in-memory world (no Spark): every family trains, every metric is filled,
+the profile path agrees with the model's own forward pass, and the doc block is replaced in place."""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mvke.fields import FieldSpec
+from training.data import stored_name
+
+NUM_USERS, NUM_TAGS, NUM_CATEGORIES, MULTI_LEN = 40, 10, 4, 4  # real tag ids 2..9
+
+
+@pytest.fixture(scope="module")
+def quality():
+    path = Path(__file__).resolve().parents[2] / "bench" / "quality.py"
+    spec = importlib.util.spec_from_file_location("bench_quality", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop(spec.name, None)
+
+
+@pytest.fixture(scope="module")
+def world(quality):
+    """Examples over two days whose labels are drawn from a known truth, the tags, and the truth."""
+    rng = np.random.default_rng(0)
+    users = np.array([f"u{i:03d}" for i in range(NUM_USERS)])
+    tag_index = np.arange(2, NUM_TAGS)
+    ctr = rng.uniform(0.02, 0.6, (NUM_USERS, NUM_TAGS))
+    cvr = rng.uniform(0.05, 0.5, (NUM_USERS, NUM_TAGS))
+    ctr[:, :2] = cvr[:, :2] = np.nan
+    rows = 600
+    user = rng.integers(0, NUM_USERS, rows)
+    tag = rng.choice(tag_index, rows)
+    click = (rng.random(rows) < ctr[user, tag]).astype(np.float32)
+    conversion = click * (rng.random(rows) < cvr[user, tag]).astype(np.float32)
+    age = (user % 5 + 2).astype(np.int64)
+    history = np.where(rng.random((NUM_USERS, MULTI_LEN)) < 0.7, rng.choice(tag_index, (NUM_USERS, MULTI_LEN)), 0)
+    columns = {"user_key": user.astype(np.int64), "age": age, "tag": tag.astype(np.int64),
+               "tag_category": (tag % NUM_CATEGORIES).astype(np.int64), "click": click, "conversion": conversion}
+    for i in range(MULTI_LEN):
+        columns[stored_name("clicked_tags", i)] = history[user, i].astype(np.int64)
+        columns[stored_name("clicked_tags_weights", i)] = (history[user, i] > 0).astype(np.float32)
+    day = np.where(np.arange(rows) < 450, "2026-11-01", "2026-11-02")
+    fields = (FieldSpec("age", "single", 7), FieldSpec("clicked_tags", "multi", NUM_TAGS))
+    examples = quality.Examples(columns=columns, day=day, user_id=users[user], is_validation=day == "2026-11-02",
+                                fields=fields, num_tags=NUM_TAGS, num_categories=NUM_CATEGORIES,
+                                multi_len=MULTI_LEN)
+    tags = quality.Tags(tag_id=np.array([f"t{i}" for i in tag_index]), tag_index=tag_index,
+                        category_id=tag_index % NUM_CATEGORIES, category=np.array([f"c{i % 4}" for i in tag_index]),
+                        facet=tag_index % 3)
+    truth = quality.Truth(row_of={u: i for i, u in enumerate(users)}, affinity={"ctr": ctr, "cvr": cvr})
+    return examples, tags, truth
+
+
+def test_study_fills_every_metric(quality, world):
+    torch.set_num_threads(1)
+    examples, tags, truth = world
+    budget = quality.Budget(epochs=1, batch_size=64, learning_rate=0.01, embedding_dim=8, hidden_dim=8)
+    result = quality.study(examples, tags, truth, budget, [0], log=lambda line: None)
+
+    assert [r["family"] for r in result["records"]] == [r.family for r in quality.RUNS]
+    summary = quality.summarise(result["records"])
+    for family in quality.FAMILIES:
+        for objective in quality.OBJECTIVES:
+            for key in (("metrics", objective, "auc"), ("metrics", objective, "gauc"),
+                        ("metrics", objective, "log_loss"), ("profile", objective, "recall"),
+                        ("profile", objective, "hit")):
+                assert len(summary[family][key]) == 1 and np.isfinite(summary[family][key][0]), (family, key)
+    references = result["references"]
+    assert references[quality.ORACLE]["profile"] == {o: {"recall": 1.0, "hit": 1.0} for o in quality.OBJECTIVES}
+    assert references[quality.ORACLE]["metrics"]["ctr"]["auc"] > 0.6  # labels were drawn from the truth
+    assert 0 <= references[quality.POPULARITY]["profile"]["ctr"]["recall"] <= 1
+    (diagnostics,) = result["diagnostics"]
+    for stats in diagnostics["objectives"].values():
+        assert 0 <= stats["mean_entropy"] <= stats["uniform_entropy"] + 1e-9
+        assert stats["facet_consistency"] >= 1 / stats["experts"]
+
+    block = quality.report(result, command="bench/quality.py --tiny", sizes={"users": NUM_USERS}, budget=budget,
+                           seeds=[0], timings={"total": 1.0})
+    assert "| mvke |" in block and "| oracle | " in block and "MVKE" in block
+
+
+def test_profile_top_tags_match_forward(quality, world):
+    """The serving path's top tags equal the top tags of `forward` over every (user, tag) pair."""
+    from core.config import ModelConf
+    from mvke import build_model
+
+    examples, tags, _ = world
+    _, user_rows = quality.validation_users(examples)
+    for name in ("mvke", "mind"):
+        model = build_model(ModelConf(name=name, embedding_dim=8, hidden_dim=8, seed=3), examples.fields,
+                            NUM_TAGS, NUM_CATEGORIES).eval()
+        top = quality.model_top_tags(model, examples, user_rows, tags, 3)
+        (batch,) = quality.batches(examples, np.repeat(user_rows, len(tags.tag_index)), 10_000)
+        batch["tag"] = torch.as_tensor(np.tile(tags.tag_index, len(user_rows)))
+        batch["tag_category"] = torch.as_tensor(np.tile(tags.category_id, len(user_rows)))
+        with torch.no_grad():
+            logits = model(batch)
+        for objective, chosen in top.items():
+            scores = logits[objective].reshape(len(user_rows), len(tags.tag_index)).numpy()
+            expected = tags.tag_index[np.argsort(-scores, axis=1)[:, :3]]
+            assert np.array_equal(np.sort(chosen, axis=1), np.sort(expected, axis=1)), (name, objective)
+
+
+def test_profile_overlap_and_priors(quality):
+    top = np.array([[2, 3, 4], [5, 6, 7]])
+    true_top = np.array([[4, 9, 8], [2, 3, 1]])
+    assert quality.profile_overlap(top, true_top) == {"recall": pytest.approx(1 / 6), "hit": 0.5}
+
+    rate = quality.smoothed_rate(np.array([2, 2, 3]), np.array([1.0, 1.0, 0.0]), np.ones(3), 4)
+    overall, m = 2 / 3, quality.PRIOR_STRENGTH
+    assert rate[2] == pytest.approx((2 + m * overall) / (2 + m))
+    assert rate[3] == pytest.approx((0 + m * overall) / (1 + m))
+    assert rate[0] == pytest.approx(overall)
+
+
+def test_generated_block_is_replaced_in_place(quality, tmp_path):
+    doc = tmp_path / "quality.md"
+    doc.write_text("# Title\n\nreading above\n")
+    quality.write_generated(doc, "first")
+    doc.write_text(doc.read_text() + "\nreading below\n")
+    quality.write_generated(doc, "second")
+    text = doc.read_text()
+    assert "reading above" in text and "reading below" in text
+    assert "second" in text and "first" not in text
+    assert text.count(quality.BEGIN) == 1 and text.count(quality.END) == 1

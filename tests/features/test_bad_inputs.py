@@ -1,0 +1,114 @@
+"""Inputs that happen at night, each with a defined outcome and nothing wrong published."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from pyspark.sql import functions as F
+
+from core import delta
+from core.config import Config, FeaturesConf, Paths
+from core.contract import ContractError
+from core.tables import Warehouse, warehouse_uri
+from jobs.features import run
+
+pytestmark = pytest.mark.integration
+
+UTC = dt.timezone.utc
+DAY = dt.date(2026, 11, 10)
+EVENTS = pa.schema([("user_id", pa.string()), ("item_id", pa.string()), ("event_type", pa.string()),
+                    ("event_time", pa.timestamp("us", tz="UTC"))])
+
+
+def _write(path, table):
+    os.makedirs(path, exist_ok=True)
+    pq.write_table(table, f"{path}/part-0.parquet")
+
+
+def _world(root, events: pa.Table, *, max_bad_fraction=0.5) -> Config:
+    raw = f"{root}/raw"
+    _write(f"{raw}/events", events)
+    _write(f"{raw}/items", pa.table({"item_id": ["i1", "i2"], "tag_ids": [["t1"], ["t2"]]}))
+    _write(f"{raw}/tags", pa.table({"tag_id": ["t1", "t2"], "tag_name": ["One", "Two"], "category": ["a", "b"]}))
+    _write(f"{raw}/users", pa.table({"user_id": ["u1", "u2"], "city": ["x", "y"]}))
+    return Config(paths=Paths(raw=raw, warehouse=f"{root}/wh", models=f"{root}/models"),
+                  features=FeaturesConf(window_days=3, max_bad_fraction=max_bad_fraction, max_id_length=64))
+
+
+def _events(rows):
+    user, item, kind, time = zip(*rows)
+    return pa.table([pa.array(user, pa.binary()).view(pa.string()), pa.array(item, pa.string()),
+                     pa.array(kind, pa.string()), pa.array(time, EVENTS.field("event_time").type)], schema=EVENTS)
+
+
+def _at(hour):
+    return dt.datetime(2026, 11, 9, hour, tzinfo=UTC)
+
+
+def _quarantine(spark, config):
+    rows = delta.read_table(spark, warehouse_uri(config.paths, Warehouse.QUARANTINE)).collect()
+    return sorted((r["reason"], json.loads(r["record"])["item_id"]) for r in rows)
+
+
+def test_non_utf8_and_overlong_ids_are_quarantined_by_reason(spark, tmp_path):
+    long_id = ("u" * 5000).encode()
+    config = _world(tmp_path, _events([
+        (b"u1", "i1", "impression", _at(1)), (b"u1", "i1", "click", _at(2)),
+        (b"u\xff\xfe", "i2", "impression", _at(3)),          # not UTF-8
+        (long_id, "i1", "impression", _at(4)),               # 5000 bytes > max_id_length
+        (b"u2", "i2", "impression", _at(5)),
+    ]))
+    run(spark, config, [DAY], run_id="bad-ids")
+    assert _quarantine(spark, config) == [("id_too_long", "i1"), ("invalid_utf8", "i2")]
+    samples = delta.read_table(spark, warehouse_uri(config.paths, Warehouse.SAMPLES)).orderBy("user_id")
+    assert [(r["user_id"], r["tag_id"], r["click"]) for r in samples.collect()] == [("u1", "t1", 1), ("u2", "t2", 0)]
+
+
+def test_an_empty_day_publishes_empty_samples_and_yesterdays_users(spark, tmp_path):
+    config = _world(tmp_path, _events([(b"u1", "i1", "impression", dt.datetime(2026, 11, 8, 5, tzinfo=UTC))]))
+    run(spark, config, [DAY], run_id="empty-day")
+    samples = delta.read_table(spark, warehouse_uri(config.paths, Warehouse.SAMPLES))
+    assert samples.where(F.col("dt") == F.lit(DAY - dt.timedelta(days=1))).count() == 0
+    users = delta.read_table(spark, warehouse_uri(config.paths, Warehouse.USER_FEATURES))
+    assert sorted(r["user_id"] for r in users.collect()) == ["u1", "u2"]
+
+
+def test_schema_changes_stop_the_job_before_any_write(spark, tmp_path):
+    config = _world(tmp_path / "a", _events([(b"u1", "i1", "impression", _at(1))]))
+    _write(f"{config.paths.raw}/events", pa.table({"user_id": ["u1"], "item_id": ["i1"],
+                                                    "event_type": ["click"], "event_time": ["2026-11-09"]}))
+    with pytest.raises(ContractError, match="column event_time has type string, expected timestamp"):
+        run(spark, config, [DAY])
+    _write(f"{config.paths.raw}/events", pa.table({"user_id": ["u1"], "item_id": ["i1"]}))
+    with pytest.raises(ContractError, match="column event_type is missing"):
+        run(spark, config, [DAY])
+    assert not os.path.exists(config.paths.warehouse)
+
+
+def test_one_user_with_a_million_events_is_aggregated_exactly(spark, tmp_path):
+    n = 1_000_000
+    raw_events = (spark.range(n)
+                  .select(F.lit("whale").alias("user_id"),
+                          F.when(F.col("id") % 2 == 0, "i1").otherwise("i2").alias("item_id"),
+                          F.when(F.col("id") % 10 == 0, "click").otherwise("impression").alias("event_type"),
+                          (F.lit(dt.datetime(2026, 11, 9, tzinfo=UTC)) + F.make_interval(
+                              secs=(F.col("id") / 20).cast("decimal(18,6)"))).alias("event_time")))  # 50 ms apart
+    config = _world(tmp_path, _events([(b"u1", "i1", "impression", _at(1))]))
+    raw_events.unionByName(spark.read.parquet(f"{config.paths.raw}/events")) \
+        .write.mode("overwrite").parquet(f"{tmp_path}/raw/events2")
+    os.replace(f"{tmp_path}/raw/events", f"{tmp_path}/raw/events_old")
+    os.replace(f"{tmp_path}/raw/events2", f"{tmp_path}/raw/events")
+    run(spark, config, [DAY], run_id="whale")
+    samples = delta.read_table(spark, warehouse_uri(config.paths, Warehouse.SAMPLES)) \
+        .where(F.col("user_id") == "whale").orderBy("tag_id")
+    # every 10th event is a click; ids 0, 10, 20... are even, so every click is on i1 (tag t1)
+    assert [(r["tag_id"], r["click"]) for r in samples.collect()] == [("t1", 1), ("t2", 0)]
+    quarantine = warehouse_uri(config.paths, Warehouse.QUARANTINE)
+    assert not delta.table_exists(quarantine) or delta.read_table(spark, quarantine).count() == 0
+    features = delta.read_table(spark, warehouse_uri(config.paths, Warehouse.USER_FEATURES)) \
+        .where(F.col("user_id") == "whale").first()
+    assert features["clicked_tags"][:1] == [features["clicked_tags"][0]] and len(features["clicked_tags"]) == 1
