@@ -127,8 +127,7 @@ def write_files(df: DataFrame, uri: str, *, partition_by: Sequence[str] = ()) ->
                 for key, part in _split_by_partition(table, partition_cols):
                     if key not in writers:
                         values = dict(zip(partition_cols, key))
-                        rel = "/".join(f"{c}={_partition_dir_value(v)}" for c, v in values.items())
-                        rel = f"{rel}/part-{uuid.uuid4().hex}.parquet" if rel else f"part-{uuid.uuid4().hex}.parquet"
+                        rel = _new_data_file(values)
                         os.makedirs(os.path.dirname(f"{root}/{rel}"), exist_ok=True)
                         writers[key] = (pq.ParquetWriter(f"{root}/{rel}", data_schema), rel, values)
                         counts[key] = 0
@@ -190,8 +189,7 @@ def write_arrow(
     now_ms = int(time.time() * 1000)
     for key, part in _split_by_partition(table, partition_cols):
         values = dict(zip(partition_cols, key))
-        rel = "/".join(f"{c}={_partition_dir_value(v)}" for c, v in values.items())
-        rel = f"{rel}/part-{uuid.uuid4().hex}.parquet" if rel else f"part-{uuid.uuid4().hex}.parquet"
+        rel = _new_data_file(values)
         os.makedirs(os.path.dirname(f"{root}/{rel}"), exist_ok=True)
         pq.write_table(part.select(data_schema.names), f"{root}/{rel}")
         adds.append(AddAction(path=rel, size=os.path.getsize(f"{root}/{rel}"), partition_values=values,
@@ -348,6 +346,13 @@ def _partition_value(value: object) -> str | None:
     if isinstance(value, dt.date):
         return value.isoformat()
     return str(value)
+
+
+def _new_data_file(partition_values: dict[str, str | None]) -> str:
+    """A fresh, unique data file path relative to the table root, in its partition folder."""
+    folder = "/".join(f"{c}={_partition_dir_value(v)}" for c, v in partition_values.items())
+    name = f"part-{uuid.uuid4().hex}.parquet"
+    return f"{folder}/{name}" if folder else name
 
 
 def _partition_dir_value(value: str | None) -> str:

@@ -8,8 +8,8 @@ Petastorm converter (one shard of it) to an iterable of model batches (dict of t
 Storage layout: a multi field `f` (array of exactly `multi_len`) is stored as `multi_len` scalar
 columns `f__0 .. f__{L-1}` (and `f_weights__i`), and stacked back into [B, L] tensors by
 `to_model_batch`. Petastorm turns an array column into a matrix row by row in Python
-(np.vstack of one array per row), which costs more than the model's own step; scalar columns
-convert column-wise.
+(np.vstack of one array per row), most of the data path's cost; scalar columns convert
+column-wise (docs/performance.md).
 """
 from __future__ import annotations
 
