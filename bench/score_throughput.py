@@ -1,7 +1,11 @@
 """Throughput of the nightly scan: MVKE on Spark vs Spark ML ALS vs torch alone, as markdown tables.
 
     .venv/bin/python bench/score_throughput.py [--sizes 250000x1000,...] [--torch-sizes ...]
-        [--als-sizes 1000000x1000,100000x10000] [--repeats 3] [--big-repeats 1] [--block-size 4096] [--job]
+        [--als-sizes 1000000x1000,100000x10000] [--repeats 3] [--big-repeats 1] [--torch-repeats N]
+        [--als-repeats N] [--torch-threads N] [--block-size 4096] [--job] [--json FILE]
+
+The defaults run the whole grid (users 250k/500k/1M x tags 1k/10k) and take well over half an
+hour on a 2-core machine; docs/performance.md lists the commands actually used.
 
 Not a test. Workload: an MVKE model with K=5 experts of E=64 (ctr uses experts 0-2, cvr 1-4, plus
 the combined ctr_x_cvr), random weights (the speed does not depend on them), 4 single fields and
@@ -126,7 +130,9 @@ def run_bench(args: argparse.Namespace, root: Path) -> dict:
     scans = {}
     for num_users, num_tags in everything:
         size = (num_users, num_tags)
-        scan = scans.setdefault(num_tags, tag_side(model, num_tags))
+        if num_tags not in scans:
+            scans[num_tags] = tag_side(model, num_tags)
+        scan = scans[num_tags]
         reps = args.big_repeats if num_users * num_tags > 2.5e9 else args.repeats
         torch_reps, als_reps = min(reps, args.torch_repeats or reps), min(reps, args.als_repeats or reps)
         row = {"users": num_users, "tags": num_tags, "load": os.getloadavg()[0],
@@ -140,6 +146,7 @@ def run_bench(args: argparse.Namespace, root: Path) -> dict:
             als_path = write_als_model(root / f"als_{num_users}_{num_tags}", num_users, num_tags)
             row["als_spark"] = _median(als_reps, lambda: time_als(spark, als_path))
             shutil.rmtree(als_path, ignore_errors=True)
+        row["load"] = (row["load"], os.getloadavg()[0])  # 1-minute load average when the size started, ended
         results["rows"].append(row)
         print(json.dumps(row), flush=True)
     if args.job:
@@ -285,13 +292,13 @@ def report(results: dict) -> str:
         f"{meta['block_size']}, load average before/after: {meta['load_before'][0]:.1f} / "
         f"{meta['load_after'][0]:.1f}",
         "",
-        "| users | tags | runs (mvke/torch/als) | load | mvke_spark s | torch_alone s | als_spark s | mvke users/s | "
-        "mvke user-tag pairs/s | spark / torch | als / mvke |",
+        "| users | tags | runs (mvke/torch/als) | load start-end | mvke_spark s | torch_alone s | als_spark s | "
+        "mvke users/s | mvke user-tag pairs/s | spark / torch | als / mvke |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results["rows"]:
         mvke, torch_s, als = r.get("mvke_spark"), r.get("torch_alone"), r.get("als_spark")
-        cells = [f"{r['users']:,}", f"{r['tags']:,}", str(r["repeats"]), f"{r['load']:.1f}",
+        cells = [f"{r['users']:,}", f"{r['tags']:,}", str(r["repeats"]), "{:.0f}-{:.0f}".format(*r["load"]),
                  _cell(mvke, "{:.1f}"), _cell(torch_s, "{:.1f}"), _cell(als, "{:.1f}"),
                  _cell(mvke and r["users"] / mvke, "{:,.0f}"), _cell(mvke and r["users"] * r["tags"] / mvke, "{:.3g}"),
                  _cell(mvke and torch_s and mvke / torch_s, "{:.2f}"), _cell(mvke and als and als / mvke, "{:.2f}")]

@@ -73,14 +73,10 @@ def window_entries(
         explode_to_dates(partials, dates=dates, window_days=window_days)
         .groupBy("dt", "user_id", "field", "value")
         .agg(F.sum(F.col("partial") * decay).cast("float").alias("weight"))
-        .select("dt", "user_id", entry("field", -F.col("weight"), "value").alias("entry"))
+        .select("dt", "user_id", F.struct(
+            "field", (-F.col("weight")).cast("float").alias("neg_weight"), F.col("value").cast("int").alias("id"),
+        ).alias("entry"))
     )
-
-
-def entry(field: str | Column, neg_weight: str | Column, id_: str | Column) -> Column:
-    return F.struct(F.col(field) if isinstance(field, str) else field,
-                    (F.col(neg_weight) if isinstance(neg_weight, str) else neg_weight).cast("float").alias("neg_weight"),
-                    (F.col(id_) if isinstance(id_, str) else id_).cast("int").alias("id"))
 
 
 ENTRY_TYPE = "struct<field: string, neg_weight: float, id: int>"

@@ -123,7 +123,7 @@ def flag_dimension_rows(df: DataFrame, *, key: str) -> DataFrame:
     the choice does not depend on file order.
     """
     record = record_json(df.columns)
-    first = Window.partitionBy(key).orderBy("record")
+    first = Window.partitionBy(key).orderBy("record").rowsBetween(Window.unboundedPreceding, Window.currentRow)
     return (
         df.withColumn("record", record)
         .withColumn("_rank", F.when(blank(key), F.lit(None)).otherwise(F.row_number().over(first)))

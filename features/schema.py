@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Mapping, Sequence
 
+import pyarrow as pa
+
 from core import delta
 from core.config import BEHAVIOUR_FIELDS, FeaturesConf
 from core.contract import ContractError, UserAttributes
@@ -20,7 +22,8 @@ if TYPE_CHECKING:
 
 Kind = Literal["single", "multi"]
 Encoding = Literal["vocab", "bucket"]
-FIELDS_SCHEMA = "name string, kind string, encoding string, source string, vocab_size int"
+FIELDS_SCHEMA = pa.schema([("name", pa.string()), ("kind", pa.string()), ("encoding", pa.string()),
+                           ("source", pa.string()), ("vocab_size", pa.int32())])
 # The model's batch keys and weights suffix (mvke.fields, which imports torch through its
 # package; tests check these copies against it).
 WEIGHTS_SUFFIX = "_weights"
@@ -85,9 +88,10 @@ def define_fields(attributes: UserAttributes, conf: FeaturesConf) -> list[FieldD
     return sorted([*users, *behaviour], key=lambda f: f.name)
 
 
-def field_rows(fields: Sequence[FieldDef], vocabulary_sizes: Mapping[str, int]) -> list[tuple]:
-    """Rows of the `fields` table, in FIELDS_SCHEMA order."""
-    return [(f.name, f.kind, f.encoding, f.source, f.vocab_size(vocabulary_sizes)) for f in fields]
+def fields_table(fields: Sequence[FieldDef], vocabulary_sizes: Mapping[str, int]) -> pa.Table:
+    """The `fields` table (FIELDS_SCHEMA), one row per field; a small driver-side table."""
+    rows = [(f.name, f.kind, f.encoding, f.source, f.vocab_size(vocabulary_sizes)) for f in fields]
+    return pa.Table.from_pylist([dict(zip(FIELDS_SCHEMA.names, row)) for row in rows], schema=FIELDS_SCHEMA)
 
 
 def read_fields(uri: str) -> list[FieldSpec]:

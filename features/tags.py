@@ -82,24 +82,29 @@ def daily_tag_counts(events: DataFrame, *, item_tag_rows: DataFrame) -> DataFram
 def tag_snapshots(
     daily: DataFrame, *, catalogue: DataFrame, dates: Sequence[dt.date], window_days: int
 ) -> DataFrame:
-    """The `tags` table for `dates`: every catalogue tag, its window counts and rank."""
-    totals = (
-        explode_to_dates(daily, dates=dates, window_days=window_days)
-        .groupBy("dt", "tag_index")
-        .agg(*[F.sum(c).alias(c) for c in COUNTS])
+    """The `tags` table for `dates`: every catalogue tag, its window counts and rank.
+
+    Catalogue rows (on every date, counts 0) and the daily counts exploded to the dates
+    that see them are reduced by one aggregation per (dt, tag_index).
+    """
+    described = ("tag_id", "tag_name", "category", "category_id")
+    catalogue_rows = catalogue.select(
+        F.explode(F.array(*[F.lit(d) for d in sorted(dates)])).alias("dt"), "tag_index", *described,
+        *[F.lit(0).cast("long").alias(c) for c in COUNTS],
     )
-    all_tags = catalogue.crossJoin(
-        catalogue.sparkSession.createDataFrame([(d,) for d in sorted(dates)], "dt date")
+    count_rows = explode_to_dates(daily, dates=dates, window_days=window_days).select(
+        "dt", "tag_index", *[F.lit(None).cast(catalogue.schema[c].dataType).alias(c) for c in described], *COUNTS,
     )
-    by_popularity = Window.partitionBy("dt").orderBy(
-        F.col("impressions").desc(), F.col("clicks").desc(), F.col("tag_index").asc()
+    by_popularity = (
+        Window.partitionBy("dt")
+        .orderBy(F.col("impressions").desc(), F.col("clicks").desc(), F.col("tag_index").asc())
+        .rowsBetween(Window.unboundedPreceding, Window.currentRow)
     )
     return (
-        all_tags.join(totals, on=["dt", "tag_index"], how="left")
-        .select(
-            "dt", "tag_id", "tag_index", "tag_name", "category", "category_id",
-            *[F.coalesce(F.col(c), F.lit(0)).cast("long").alias(c) for c in COUNTS],
-        )
+        catalogue_rows.unionByName(count_rows)
+        .groupBy("dt", "tag_index")
+        .agg(*[F.max(c).alias(c) for c in described], *[F.sum(c).alias(c) for c in COUNTS])
+        .where(F.col("tag_id").isNotNull())  # counts only come for catalogue tags; kept explicit
         .withColumn("popularity_rank", F.row_number().over(by_popularity).cast("int"))
         .select("dt", "tag_id", "tag_index", "tag_name", "category", "category_id", *COUNTS, "popularity_rank")
     )

@@ -41,7 +41,7 @@ def vocabulary_values(tags: DataFrame, *, users: DataFrame, categorical: Sequenc
 def new_vocabulary_entries(values: DataFrame, *, vocabulary: DataFrame, first_dt: dt.date) -> DataFrame:
     """Vocabulary rows for the values not in `vocabulary` yet, with the next ids per field."""
     next_id = vocabulary.groupBy("field").agg(F.max("id").alias("max_id"))
-    by_value = Window.partitionBy("field").orderBy("value")
+    by_value = Window.partitionBy("field").orderBy("value").rowsBetween(Window.unboundedPreceding, Window.currentRow)
     return (
         values.join(vocabulary.select("field", "value"), on=["field", "value"], how="left_anti")
         .join(next_id, on="field", how="left")

@@ -30,7 +30,7 @@ from core.tables import Raw, Warehouse, warehouse_uri
 from features import quality, vocabulary as vocab
 from features.behaviour import daily_activity, daily_partials, window_entries
 from features.samples import SAMPLE_COLUMNS, label_samples, sampled_negatives
-from features.schema import FIELDS_SCHEMA, FieldDef, define_fields, field_rows
+from features.schema import FieldDef, define_fields, fields_table
 from features.tags import daily_tag_counts, item_field_values, item_tags, tag_catalogue, tag_snapshots
 from features.users import attribute_ids, user_snapshots
 from features.windows import DAY, dates_seeing, window_start
@@ -180,19 +180,21 @@ def read_inputs(spark: SparkSession, config: Config, dates: Sequence[dt.date], *
 
 
 def measure_quality(inputs: Inputs, *, dates: Sequence[dt.date], window_days: int) -> tuple[DateQuality, ...]:
-    """Per run date: events read and bad rows by reason (small counts, collected)."""
-    counts = quality.event_counts(inputs.classified).collect()
-    dimension = inputs.dimension_bad.groupBy("source", "reason").count().collect()
+    """Per run date: events read and bad rows by reason (small counts, collected once)."""
+    events = quality.event_counts(inputs.classified).select(F.lit(EVENTS).alias("source"), "day", "always", "reason",
+                                                           "rows")
+    dimension = inputs.dimension_bad.groupBy("source", "reason").agg(F.count(F.lit(1)).alias("rows")).select(
+        "source", F.lit(None).cast("date").alias("day"), F.lit(True).alias("always"), "reason", "rows")
+    counts = events.unionByName(dimension).collect()
     result = []
     for date in dates:
         first = window_start(date, window_days)
-        mine = [r for r in counts if r["always"] or first <= r["day"] < date]
-        bad = {(EVENTS, r["reason"]): 0 for r in mine if r["reason"] is not None}
-        for r in mine:
+        read = [r for r in counts if r["source"] == EVENTS and (r["always"] or first <= r["day"] < date)]
+        bad: dict[tuple[str, str], int] = {}
+        for r in [*read, *(r for r in counts if r["source"] != EVENTS)]:
             if r["reason"] is not None:
-                bad[(EVENTS, r["reason"])] += r["rows"]
-        bad.update({(r["source"], r["reason"]): r["count"] for r in dimension})
-        result.append(DateQuality(date, sum(r["rows"] for r in mine), bad))
+                bad[(r["source"], r["reason"])] = bad.get((r["source"], r["reason"]), 0) + r["rows"]
+        result.append(DateQuality(date, sum(r["rows"] for r in read), bad))
     return tuple(result)
 
 
@@ -215,54 +217,56 @@ def publish(spark: SparkSession, config: Config, inputs: Inputs, *, dates: Seque
     values = vocab.vocabulary_values(inputs.tags, users=inputs.users, categorical=categorical)
     vocabulary, new_values = update_vocabulary(spark, uri[Warehouse.VOCABULARY], values, first_dt=dates[0],
                                                commit_info=info)
-    sizes = {r["field"]: r["vocab_size"] for r in vocab.vocabulary_sizes(vocabulary).collect()}
-    label_days = [d - DAY for d in dates]
-    events = quality.clean_events(inputs.classified)
-    vocabulary = vocabulary.persist()
     catalogue = tag_catalogue(inputs.tags, vocabulary=vocabulary).persist()
     tag_rows = item_tags(inputs.items, catalogue=catalogue).persist()
-
-    outputs = {
-        Warehouse.USER_FEATURES: user_features(events, inputs, conf=conf, dates=dates, vocabulary=vocabulary,
-                                               item_tag_rows=tag_rows),
-        Warehouse.TAGS: tag_snapshots(daily_tag_counts(events, item_tag_rows=tag_rows), catalogue=catalogue,
-                                      dates=dates, window_days=conf.window_days),
-        Warehouse.SAMPLES: samples(events, conf=conf, catalogue=catalogue, item_tag_rows=tag_rows,
-                                   label_days=label_days),
-        Warehouse.QUARANTINE: quarantine(inputs, dates=dates, window_days=conf.window_days, run_id=run_id),
-    }
-    partitions = {Warehouse.SAMPLES: label_days}
-    versions = {
-        Warehouse.FIELDS.value: delta.write_table(
-            spark.createDataFrame(field_rows(inputs.fields, sizes), FIELDS_SCHEMA).coalesce(1), uri[Warehouse.FIELDS],
-            mode="overwrite", commit_info=info,
-        )
-    }
-    for table, df in outputs.items():
-        versions[table.value] = delta.write_table(
-            df, uri[table], mode="overwrite", partition_by=["dt"],
-            replace_partitions=[d.isoformat() for d in partitions.get(table, dates)], commit_info=info,
-        )
+    try:
+        sizes = {r["field"]: r["vocab_size"] for r in vocab.vocabulary_sizes(vocabulary).collect()}
+        versions = {
+            Warehouse.FIELDS.value: delta.write_arrow(fields_table(inputs.fields, sizes), uri[Warehouse.FIELDS],
+                                                      mode="overwrite", commit_info=info)
+        }
+        label_days = [d - DAY for d in dates]
+        events = quality.clean_events(inputs.classified)
+        outputs = {
+            Warehouse.USER_FEATURES: (dates, user_features(events, inputs, conf=conf, dates=dates,
+                                                           vocabulary=vocabulary, item_tag_rows=tag_rows)),
+            Warehouse.TAGS: (dates, tag_snapshots(daily_tag_counts(events, item_tag_rows=tag_rows),
+                                                  catalogue=catalogue, dates=dates, window_days=conf.window_days)),
+            Warehouse.SAMPLES: (label_days, samples(events, conf=conf, catalogue=catalogue, item_tag_rows=tag_rows,
+                                                    label_days=label_days)),
+            Warehouse.QUARANTINE: (dates, quarantine(inputs, dates=dates, window_days=conf.window_days,
+                                                     run_id=run_id)),
+        }
+        for table, (partitions, df) in outputs.items():
+            versions[table.value] = delta.write_table(
+                df, uri[table], mode="overwrite", partition_by=["dt"],
+                replace_partitions=[d.isoformat() for d in partitions], commit_info=info,
+            )
+    finally:
+        for df in (vocabulary, catalogue, tag_rows):
+            df.unpersist()
     versions[Warehouse.VOCABULARY.value] = delta.table_version(uri[Warehouse.VOCABULARY])
-    for df in (vocabulary, catalogue, tag_rows):
-        df.unpersist()
     return {"new_vocabulary": new_values, "table_versions": versions}
 
 
 def update_vocabulary(
     spark: SparkSession, uri: str, values: DataFrame, *, first_dt: dt.date, commit_info: dict[str, str]
 ) -> tuple[DataFrame, int]:
-    """Append the values the vocabulary lacks (next ids); return the whole vocabulary and the count added."""
+    """Append the values the vocabulary lacks (next ids); return the whole vocabulary and the count added.
+
+    The returned vocabulary (the version read plus the rows appended) is cached; the caller
+    unpersists it.
+    """
     exists = delta.table_exists(uri)
     current = delta.read_table(spark, uri) if exists else spark.createDataFrame([], vocab.VOCABULARY_SCHEMA)
     new = vocab.new_vocabulary_entries(values, vocabulary=current, first_dt=first_dt).persist()
-    try:
-        added = new.count()
-        if added or not exists:
-            delta.write_table(new, uri, mode="append", commit_info=commit_info)
-    finally:
-        new.unpersist()
-    return delta.read_table(spark, uri), added
+    added = new.count()
+    if added or not exists:
+        delta.write_table(new, uri, mode="append", commit_info=commit_info)
+    vocabulary = current.unionByName(new).persist()
+    vocabulary.count()
+    new.unpersist()
+    return vocabulary, added
 
 
 def user_features(
