@@ -109,7 +109,7 @@ def spark_job(spark, root: Path) -> None:
     shutil.rmtree(root / "warehouse", ignore_errors=True)
     config = Config(paths=Paths(raw=str(root / "raw"), warehouse=str(root / "warehouse"), models=str(root / "m")),
                     features=FeaturesConf(window_days=WINDOW_DAYS))
-    run(spark, config, [DATE], run_id="bench")
+    run(spark, config, [DATE], run_id="bench", as_of=DATE)
 
 
 def spark_aggregation(spark, root: Path) -> None:
