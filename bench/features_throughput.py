@@ -133,10 +133,12 @@ def spark_aggregation(spark, root: Path) -> None:
               .withColumn("day", F.to_date("event_time"))
               .repartition("user_id"))
     tags = spark.read.parquet(str(raw / "tags"))
-    catalogue = tags.select(
-        "tag_id", (F.row_number().over(Window.orderBy("tag_id")) + 1).cast("int").alias("tag_index"),
-        F.when(F.col("category").isNotNull(), F.dense_rank().over(Window.orderBy("category")) + 1)
-        .otherwise(0).cast("int").alias("category_id"))
+    first = Window.unboundedPreceding, Window.currentRow
+    categories = tags.where(F.col("category").isNotNull()).select("category").distinct().select(
+        "category", (F.row_number().over(Window.orderBy("category").rowsBetween(*first)) + 1).alias("category_id"))
+    catalogue = tags.join(categories, on="category", how="left").select(
+        "tag_id", (F.row_number().over(Window.orderBy("tag_id").rowsBetween(*first)) + 1).cast("int").alias("tag_index"),
+        F.coalesce(F.col("category_id"), F.lit(0)).cast("int").alias("category_id"))
     tag_rows = item_tags(spark.read.parquet(str(raw / "items")), catalogue=catalogue).cache()
     partials = daily_partials(events, item_values=item_field_values(tag_rows, fields=fields),
                               half_life_days=conf.decay_half_life_days)
