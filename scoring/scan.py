@@ -8,6 +8,7 @@ Exactness (docs/scoring.md): with a tag-only gate and the dot output,
 product [B, S*E] @ [S*E, T] (`serving_user_matrix` / `serving_tag_matrix`). Every other case
 (cosine output, MIND's label-aware attention) goes through `mvke.serving.score_block`, exact by
 construction, over slices of the tags so that its [B, T, S] intermediates stay small.
+Users are scanned in slices of about CACHE_ELEMENTS / T rows (cache-sized score matrices).
 Nothing here touches Spark: the executors, the tests and the benchmark all call it.
 """
 from __future__ import annotations

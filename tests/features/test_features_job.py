@@ -245,7 +245,9 @@ def test_vocabulary_keeps_every_id_and_appends_new_values_after_the_max(spark, n
     )
     raw = f"{tmp_path_factory.mktemp('next')}/raw"
     world.write(raw)
-    config = dataclasses.replace(night.config, paths=dataclasses.replace(night.config.paths, raw=raw))
+    config = dataclasses.replace(  # this night also samples 2 extra negatives per user and day
+        night.config, paths=dataclasses.replace(night.config.paths, raw=raw),
+        features=dataclasses.replace(night.config.features, negatives="uniform", negatives_per_user_day=2))
     summary = run(spark, config, [D3], run_id="night-3", as_of=AS_OF)
     after = snapshot(spark, config, summary)
 
@@ -273,3 +275,16 @@ def test_vocabulary_keeps_every_id_and_appends_new_values_after_the_max(spark, n
     assert (u9["gender"], u9["clicked_tags"], u9["clicked_categories"]) == (1, [1, 0], [1, 0])
     served = model_inputs(after.tables["user_features"].where(F.col("dt") == D3), old_fields, MAX_LEN)
     assertDataFrameEqual(served, spark.createDataFrame(expected, served.schema))
+
+    # The samples of D3 - 1 = D2: the labelled ones as computed from the raw events, plus
+    # sampled negatives: catalogue tags the user had no sample for that day, with 0 labels.
+    samples = after.tables["samples"].where(F.col("dt") == D2)
+    assertDataFrameEqual(samples.where(F.col("source") == "impression"),
+                         spark.createDataFrame(world.samples([D2], vocabulary), scenario.SAMPLES_SCHEMA))
+    labelled = {(r.user_id, r.tag_id) for r in samples.where(F.col("source") == "impression").collect()}
+    catalogue = {(r.tag_id, r.tag_index, r.category_id) for r in after.tables["tags"].where(F.col("dt") == D3).collect()}
+    sampled = samples.where(F.col("source") == "sampled").collect()
+    assert sampled and all((r.user_id, r.tag_id) not in labelled and (r.click, r.conversion) == (0, 0)
+                           and (r.tag_id, r.tag_index, r.category_id) in catalogue for r in sampled)
+    per_user = [r.user_id for r in sampled]
+    assert set(per_user) <= {u for u, _ in labelled} and max(per_user.count(u) for u in per_user) <= 2
