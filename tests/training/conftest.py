@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from .toy import learnable_batches
+from tests.training.toy import learnable_batches
 
 
 @pytest.fixture(autouse=True)

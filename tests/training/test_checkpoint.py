@@ -8,7 +8,7 @@ from mvke import build_model
 from training.checkpoint import (CheckpointMismatchError, checkpoint_path, latest_epoch, load_checkpoint,
                                  save_checkpoint)
 
-from .toy import FIELDS, NUM_CATEGORIES, NUM_TAGS, learnable_batches, small_conf
+from tests.training.toy import FIELDS, NUM_CATEGORIES, NUM_TAGS, learnable_batches, small_conf
 
 FINGERPRINT = {"fields": [["history", "multi", 8], ["interest", "single", 6]], "num_tags": 6}
 

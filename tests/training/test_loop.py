@@ -8,7 +8,7 @@ from training.errors import NonFiniteLossError
 from training.loop import concat_predictions, logits_of, predict, train_epoch
 from training.metrics import auc, log_loss, sigmoid
 
-from .toy import FIELDS, NUM_CATEGORIES, NUM_TAGS, learnable_batches, small_conf
+from tests.training.toy import FIELDS, NUM_CATEGORIES, NUM_TAGS, learnable_batches, small_conf
 
 
 def _setup(lr=0.02, **conf):

@@ -14,7 +14,7 @@ from training.data import batch_columns, model_columns, to_model_batch
 from training.inputs import backfill_dates, window_days
 from training.worker import FaultInjection, WorkerSpec
 
-from .toy import FIELDS
+from tests.training.toy import FIELDS
 
 
 def test_to_model_batch_stacks_stored_array_parts_with_the_model_dtypes():

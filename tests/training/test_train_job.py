@@ -27,7 +27,7 @@ from training.inputs import ensure_window, window_days, with_validation_flag
 from training.metrics import objective_metrics
 from training.worker import FaultInjection
 
-from .warehouse import DAYS, RUN_DATE, training_config, write_warehouse
+from tests.training.warehouse import DAYS, RUN_DATE, training_config, write_warehouse
 
 pytestmark = pytest.mark.integration
 ARTIFACT_FILES = ["DONE", "curves.png", "metrics.json", "model.json", "model.safetensors", "training.json"]
