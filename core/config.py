@@ -31,10 +31,11 @@ class Paths:
     staging: str = ""
     petastorm_cache: str = ""
     reports: str = ""
+    locks: str = ""
 
     def validate(self) -> None:
         roots = {}
-        for name in ("raw", "warehouse", "models", "staging", "petastorm_cache", "reports"):
+        for name in ("raw", "warehouse", "models", "staging", "petastorm_cache", "reports", "locks"):
             value = getattr(self, name)
             if name in ("raw", "warehouse", "models") and not value.strip():
                 raise ConfigError(f"paths.{name} is required and must not be empty")
@@ -60,6 +61,10 @@ class Paths:
     @property
     def reports_root(self) -> str:
         return self.reports or f"{self.warehouse.rstrip('/')}/_reports"
+
+    @property
+    def locks_root(self) -> str:
+        return self.locks or f"{self.warehouse.rstrip('/')}/_locks"
 
     @property
     def petastorm_root(self) -> str:
@@ -310,7 +315,7 @@ class TrainConf:
     publish_if: PublishRules = field(default_factory=PublishRules)
     gauc_weighting: GaucWeighting = "impressions"
     shuffle_buffer: int = 0
-    reader_workers: int = 2
+    reader_workers: int = 1
     log_every: int = 20
     resume: bool = True
     seed: int = 0

@@ -1,20 +1,26 @@
-"""One nightly run per date at a time: an exclusive lock file beside the warehouse.
+"""One nightly run per date at a time: an exclusive lock on a file under `paths.locks_root`.
 
 Two schedulers starting the same night: the second fails at once with a message naming
-the holder. A lock left by a dead process on this host is taken over. Delta's optimistic
-concurrency stays the safety net underneath: even without the lock, two commits that
-race on the same partition cannot both land silently.
+the holder. The lock is the kernel's (`flock`) on a file that is never deleted, so it dies
+with its process: a crashed run leaves no lock behind, and there is no stale-lock takeover
+that two late starters could both win. Delta's optimistic concurrency stays the safety net
+underneath: even without the lock, two commits that race on one table cannot both land
+silently.
+
+The lock folder must be a filesystem every driver that may run the night can see (local,
+or a mount such as NFS); with the warehouse on an object store, set `paths.locks`.
 """
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import json
 import os
 import socket
 from contextlib import contextmanager
 from typing import Iterator
 
-from core.config import Paths
+from core.config import ConfigError, Paths
 
 
 class RunInProgressError(RuntimeError):
@@ -22,39 +28,39 @@ class RunInProgressError(RuntimeError):
 
 
 def lock_path(paths: Paths, name: str) -> str:
-    return f"{paths.warehouse.rstrip('/')}/_locks/{name}.lock"
+    root = paths.locks_root
+    if "://" in root and not root.startswith("file://"):
+        raise ConfigError(f"the run lock needs a filesystem path, not {root!r}: set paths.locks to a local "
+                          f"or mounted folder that every driver of this pipeline sees")
+    return f"{root.removeprefix('file://').rstrip('/')}/{name}.lock"
 
 
 @contextmanager
 def exclusive(paths: Paths, name: str, run_id: str) -> Iterator[None]:
     path = lock_path(paths, name)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    _acquire(path, run_id)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        yield
-    finally:
-        os.unlink(path)
-
-
-def _acquire(path: str, run_id: str) -> None:
-    holder = {"run_id": run_id, "pid": os.getpid(), "host": socket.gethostname(),
-              "since": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
-    for _ in range(2):
         try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            current = _read(path)
-            if current and _alive(current):
-                raise RunInProgressError(
-                    f"another run holds {path}: run {current.get('run_id')} (pid {current.get('pid')} on "
-                    f"{current.get('host')} since {current.get('since')}); wait for it or, if it is dead on "
-                    f"another host, remove the lock file") from None
-            os.unlink(path)  # left by a dead process on this host
-            continue
-        with os.fdopen(fd, "w") as f:
-            json.dump(holder, f)
-        return
-    raise RunInProgressError(f"could not take {path}: another run keeps taking it")
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunInProgressError(f"another run holds {path}: {_describe(_read(path))}; wait for it "
+                                     f"(the lock goes with its process)") from None
+        holder = {"run_id": run_id, "pid": os.getpid(), "host": socket.gethostname(),
+                  "since": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(holder).encode(), 0)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)  # released: no holder to name
+    finally:
+        os.close(fd)  # closing the descriptor releases the flock
+
+
+def holder(paths: Paths, name: str) -> dict | None:
+    """Who holds the lock now, as written by the holder (None when free)."""
+    return _read(lock_path(paths, name))
 
 
 def _read(path: str) -> dict | None:
@@ -65,13 +71,8 @@ def _read(path: str) -> dict | None:
         return None
 
 
-def _alive(holder: dict) -> bool:
-    if holder.get("host") != socket.gethostname():
-        return True  # cannot tell for another host: assume it is alive
-    try:
-        os.kill(int(holder["pid"]), 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, KeyError, ValueError, TypeError):
-        return True
-    return True
+def _describe(current: dict | None) -> str:
+    if not current:
+        return "a run that is starting"
+    return (f"run {current.get('run_id')} (pid {current.get('pid')} on {current.get('host')} "
+            f"since {current.get('since')})")

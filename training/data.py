@@ -82,6 +82,11 @@ def petastorm_converters(spark: SparkSession, frames: Mapping[str, DataFrame], c
     Each frame is split into `partitions` Parquet files (one row group at least each), so
     that every one of that many shards has rows to read, with the rows of each file in a
     random order (seeded): the shuffle a reader without a row buffer relies on.
+
+    Both the split and the order are functions of the rows' content and `seed` alone (hash
+    partitioning, then a seeded hash as the sort key), never of the input's partition layout:
+    the same examples give the same files on local[2] and on a cluster, so training with one
+    reader worker is reproducible across layouts.
     """
     from petastorm.spark import SparkDatasetConverter, make_spark_converter
 
@@ -90,8 +95,14 @@ def petastorm_converters(spark: SparkSession, frames: Mapping[str, DataFrame], c
     converters: dict[str, Any] = {}
     try:
         for name, frame in frames.items():
-            shuffled = frame.repartition(partitions).sortWithinPartitions(F.rand(seed))
-            converters[name] = make_spark_converter(shuffled, dtype="float32")
+            row = [F.col(c) for c in frame.columns]
+            shuffled = (frame.repartition(partitions, F.xxhash64(*row))
+                        .sortWithinPartitions(F.xxhash64(F.lit(seed), *row)))
+            converter = make_spark_converter(shuffled, dtype="float32")
+            # Petastorm deals row groups to shards by their position in this list, which Spark
+            # returns in no fixed order: sorted, every rank (and every run) sees the same deal.
+            converter.file_urls = sorted(converter.file_urls)
+            converters[name] = converter
         yield converters
     finally:
         for converter in converters.values():

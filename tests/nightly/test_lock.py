@@ -1,40 +1,55 @@
-import json
 import multiprocessing
 import os
+import signal
 
 import pytest
 
-from core.config import Paths
-from nightly.lock import RunInProgressError, exclusive, lock_path
+from core.config import ConfigError, Paths
+from nightly.lock import RunInProgressError, exclusive, holder, lock_path
+
+NAME = "nightly-2026-11-10"
 
 
-def _paths(tmp_path):
-    return Paths(raw=str(tmp_path / "r"), warehouse=str(tmp_path / "w"), models=str(tmp_path / "m"))
+def _paths(tmp_path, **extra):
+    return Paths(raw=str(tmp_path / "r"), warehouse=str(tmp_path / "w"), models=str(tmp_path / "m"), **extra)
 
 
 def test_second_holder_fails_clearly_and_the_lock_is_released(tmp_path):
     paths = _paths(tmp_path)
-    with exclusive(paths, "nightly-2026-11-10", "run-a"):
-        with pytest.raises(RunInProgressError, match=r"run run-a \(pid \d+ on .* since"):
-            with exclusive(paths, "nightly-2026-11-10", "run-b"):
+    with exclusive(paths, NAME, "run-a"):
+        assert holder(paths, NAME)["run_id"] == "run-a"
+        with pytest.raises(RunInProgressError, match=r"holds .*nightly-2026-11-10.lock: run run-a \(pid \d+ on .* since"):
+            with exclusive(paths, NAME, "run-b"):
                 pass
         with exclusive(paths, "nightly-2026-11-11", "run-c"):  # another date is independent
             pass
-    assert not os.path.exists(lock_path(paths, "nightly-2026-11-10"))
-    with exclusive(paths, "nightly-2026-11-10", "run-b"):
-        pass
+    assert holder(paths, NAME) is None
+    with exclusive(paths, NAME, "run-b"):
+        assert holder(paths, NAME)["run_id"] == "run-b"
 
 
-def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path):
+def _hold_and_die(paths: Paths, ready) -> None:
+    with exclusive(paths, NAME, "crashed"):
+        ready.set()
+        os.kill(os.getpid(), signal.SIGKILL)  # no cleanup runs
+
+
+def test_a_run_killed_while_holding_the_lock_leaves_no_lock(tmp_path):
     paths = _paths(tmp_path)
-    dead = multiprocessing.Process(target=lambda: None)
+    ready = multiprocessing.get_context("fork").Event()
+    dead = multiprocessing.get_context("fork").Process(target=_hold_and_die, args=(paths, ready))
     dead.start()
-    dead.join()
-    path = lock_path(paths, "nightly-2026-11-10")
-    os.makedirs(os.path.dirname(path))
-    import socket
-    with open(path, "w") as f:
-        json.dump({"run_id": "crashed", "pid": dead.pid, "host": socket.gethostname(), "since": "x"}, f)
-    with exclusive(paths, "nightly-2026-11-10", "run-new"):
-        with open(path) as f:
-            assert json.load(f)["run_id"] == "run-new"
+    dead.join(30)
+    assert ready.is_set() and dead.exitcode == -signal.SIGKILL
+    assert holder(paths, NAME)["run_id"] == "crashed"  # its note is left, its lock is not
+    with exclusive(paths, NAME, "run-new"):
+        assert holder(paths, NAME)["run_id"] == "run-new"
+
+
+def test_the_lock_folder_can_be_set_and_must_be_a_filesystem(tmp_path):
+    paths = _paths(tmp_path, locks=f"file://{tmp_path}/locks")
+    with exclusive(paths, NAME, "run-a"):
+        assert os.path.exists(tmp_path / "locks" / f"{NAME}.lock")
+    remote = Paths(raw="s3://b/raw", warehouse="s3://b/wh", models="s3://b/models")
+    with pytest.raises(ConfigError, match="set paths.locks"):
+        lock_path(remote, NAME)
