@@ -88,19 +88,26 @@ class Run:
 
     family: ModelName
     objective: str | None = None
+    options: tuple[tuple[str, object], ...] = ()  # ModelConf settings beyond the shared budget (ablation only)
 
     @property
     def label(self) -> str:
-        return self.family if self.objective is None else f"{self.family}[{self.objective}]"
+        label = self.family if self.objective is None else f"{self.family}[{self.objective}]"
+        return label + "".join(f" {k}={v}" for k, v in self.options)
 
     def conf(self, budget: Budget, seed: int) -> ModelConf:
         extra = {"two_tower_objective": self.objective} if self.objective else {}
         return ModelConf(name=self.family, embedding_dim=budget.embedding_dim, hidden_dim=budget.hidden_dim,
-                         cvr_mode=CVR_MODE, seed=seed, **extra)
+                         cvr_mode=CVR_MODE, seed=seed, **extra, **dict(self.options))
 
 
 RUNS = (Run("mvke"), Run("two_tower", "ctr"), Run("two_tower", "cvr"), Run("hard_sharing"), Run("mmoe"),
         Run("mind"))
+# --ablation: MVKE's options meant for collapsed kernels, declared before any was run; MVKE-only
+# tuning, so reported apart from the comparison with the baselines.
+ABLATION = (Run("mvke"), Run("mvke", options=(("diversity_weight", 0.1),)),
+            Run("mvke", options=(("projected_gate", True),)), Run("mvke", options=(("hard_gate", True),)),
+            Run("mvke", options=(("projected_gate", True), ("diversity_weight", 0.1))))
 
 
 @dataclass(frozen=True)
@@ -470,6 +477,39 @@ def study(examples: Examples, tags: Tags, truth: Truth, budget: Budget, seeds: S
             "counts": split_counts(examples, train_rows, valid_rows, user_ids.size)}
 
 
+def ablation(examples: Examples, tags: Tags, truth: Truth, budget: Budget, seeds: Sequence[int],
+             log: Callable[[str], None]) -> str:
+    """Every ABLATION variant for every seed on the reported split: AUC, recall@5 and the gates, as Markdown."""
+    train_rows = examples.rows(~examples.is_validation)
+    valid_rows = examples.rows(examples.is_validation)
+    user_ids, user_rows = validation_users(examples)
+    true_top = true_top_tags(truth, user_ids, tags, 5)
+    lines = ["| variant | CTR AUC | CVR AUC | CTR recall@5 | CVR recall@5 | ctr gate entropy (uniform) | "
+             "ctr kernels dominating | cvr gate entropy (uniform) | cvr kernels dominating |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for run in ABLATION:
+        found: dict[str, list[float]] = {}
+        for seed in seeds:
+            model = train(run, examples, train_rows, budget, seed).model
+            metrics = model_metrics(model, examples, valid_rows)
+            profile = profile_metrics(model_top_tags(model, examples, user_rows, tags, 5), true_top)
+            gates = kernel_diagnostics(model, tags, permutations=1)["objectives"]
+            values = {"ctr auc": metrics["ctr"]["auc"], "cvr auc": metrics["cvr"]["auc"],
+                      "ctr recall": profile["ctr"]["recall"], "cvr recall": profile["cvr"]["recall"],
+                      **{f"{o} {k}": gates[o][k] for o in OBJECTIVES
+                         for k in ("mean_entropy", "uniform_entropy", "kernels_dominating")}}
+            for key, value in values.items():
+                found.setdefault(key, []).append(value)
+            log(f"[quality] ablation seed {seed} {run.label}: " + brief(metrics))
+        entropy = {o: f"{cell(found[f'{o} mean_entropy'], 3)} ({found[f'{o} uniform_entropy'][0]:.3f})"
+                   for o in OBJECTIVES}
+        lines.append(f"| {run.label} | {cell(found['ctr auc'])} | {cell(found['cvr auc'])} | "
+                     f"{cell(found['ctr recall'])} | {cell(found['cvr recall'])} | {entropy['ctr']} | "
+                     f"{cell(found['ctr kernels_dominating'], 1)} | {entropy['cvr']} | "
+                     f"{cell(found['cvr kernels_dominating'], 1)} |")
+    return "\n".join(lines)
+
+
 def reference_results(examples: Examples, train_rows: np.ndarray, valid_rows: np.ndarray, truth: Truth,
                       tags: Tags, users: int, true_top: Mapping[str, np.ndarray]) -> dict[str, dict]:
     """The oracle (truth as prediction, true top 5 as profile), the tag prior and popularity."""
@@ -683,6 +723,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--hidden-dim", type=int, default=32)
     add("--threads", type=int, default=1, help="torch threads (the machine is shared)")
     add("--select", action="store_true", help="choose lr and epochs on the selection split, print, exit")
+    add("--ablation", action="store_true", help="train the pre-declared MVKE variants only, print, exit")
     add("--select-lrs", default="0.003,0.01,0.03")
     add("--select-epochs", type=int, default=5)
     add("--work-dir", type=Path, help="keep the generated data here and reuse it (default: a temp folder)")
@@ -708,6 +749,9 @@ def main(argv: list[str] | None = None) -> int:
             table = select_settings(examples, [float(x) for x in args.select_lrs.split(",")], args.select_epochs,
                                     budget, log)
             print(selection_text(table))
+            return 0
+        if args.ablation:
+            print(ablation(examples, tags, truth, budget, range(args.seeds), log))
             return 0
         tick = time.perf_counter()
         result = study(examples, tags, truth, budget, range(args.seeds), log)

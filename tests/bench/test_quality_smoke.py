@@ -88,6 +88,19 @@ def test_study_fills_every_metric(quality, world):
     assert "| mvke |" in block and "| oracle | " in block and "MVKE" in block
 
 
+def test_ablation_trains_each_declared_variant_with_its_options(quality, world):
+    torch.set_num_threads(1)
+    examples, tags, truth = world
+    budget = quality.Budget(epochs=1, batch_size=64, learning_rate=0.01, embedding_dim=8, hidden_dim=8)
+    assert quality.ABLATION[1].conf(budget, 0).diversity_weight == 0.1
+    assert quality.ABLATION[2].conf(budget, 0).projected_gate and not quality.ABLATION[0].conf(budget, 0).projected_gate
+    logged = []
+    table = quality.ablation(examples, tags, truth, budget, [0], log=logged.append).splitlines()
+    assert [row.split(" | ")[0].lstrip("| ") for row in table[2:]] == [r.label for r in quality.ABLATION]
+    assert table[3].startswith("| mvke diversity_weight=0.1 | 0.")
+    assert len(logged) == len(quality.ABLATION)
+
+
 def test_profile_top_tags_match_forward(quality, world):
     """The serving path's top tags equal the top tags of `forward` over every (user, tag) pair."""
     from core.config import ModelConf
