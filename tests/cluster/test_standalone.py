@@ -54,7 +54,11 @@ def _ok(result):
 
 
 def _table(spark, config, table) -> pd.DataFrame:
+    """The whole table in a canonical row order (array cells as tuples, so rows can be sorted)."""
     frame = delta.read_table(spark, warehouse_uri(config.paths, table)).toPandas()
+    for column in frame.columns:
+        if frame[column].map(lambda v: hasattr(v, "__len__") and not isinstance(v, str)).any():
+            frame[column] = frame[column].map(lambda v: None if v is None else tuple(v))
     return frame.sort_values(list(frame.columns)).reset_index(drop=True)
 
 
