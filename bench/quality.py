@@ -452,13 +452,17 @@ def category_table(tags: Tags, gate: pd.DataFrame) -> list[dict]:
 
 # ---------------------------------------------------------------------------- the study
 
+def reported_split(examples: Examples, tags: Tags, truth: Truth) -> tuple[np.ndarray, ...]:
+    """Training rows, validation rows, the validation users (ids, one row each) and their true top 5."""
+    user_ids, user_rows = validation_users(examples)
+    return (examples.rows(~examples.is_validation), examples.rows(examples.is_validation), user_ids, user_rows,
+            true_top_tags(truth, user_ids, tags, 5))
+
+
 def study(examples: Examples, tags: Tags, truth: Truth, budget: Budget, seeds: Sequence[int],
           log: Callable[[str], None]) -> dict:
     """Train every run for every seed; metrics, profile overlap, timings and MVKE diagnostics."""
-    train_rows = examples.rows(~examples.is_validation)
-    valid_rows = examples.rows(examples.is_validation)
-    user_ids, user_rows = validation_users(examples)
-    true_top = true_top_tags(truth, user_ids, tags, 5)
+    train_rows, valid_rows, user_ids, user_rows, true_top = reported_split(examples, tags, truth)
     records, diagnostics = [], []
     for seed in seeds:
         for run in RUNS:
@@ -480,10 +484,7 @@ def study(examples: Examples, tags: Tags, truth: Truth, budget: Budget, seeds: S
 def ablation(examples: Examples, tags: Tags, truth: Truth, budget: Budget, seeds: Sequence[int],
              log: Callable[[str], None]) -> str:
     """Every ABLATION variant for every seed on the reported split: AUC, recall@5 and the gates, as Markdown."""
-    train_rows = examples.rows(~examples.is_validation)
-    valid_rows = examples.rows(examples.is_validation)
-    user_ids, user_rows = validation_users(examples)
-    true_top = true_top_tags(truth, user_ids, tags, 5)
+    train_rows, valid_rows, _, user_rows, true_top = reported_split(examples, tags, truth)
     lines = ["| variant | CTR AUC | CVR AUC | CTR recall@5 | CVR recall@5 | ctr gate entropy (uniform) | "
              "ctr kernels dominating | cvr gate entropy (uniform) | cvr kernels dominating |",
              "|---|---|---|---|---|---|---|---|---|"]
