@@ -1,4 +1,4 @@
-"""One local Spark session for the whole run: local[2], few shuffle partitions, UI off."""
+"""Shared fixtures: one local Spark session for the whole run (local[2], few shuffle partitions, UI off), one torch thread."""
 from __future__ import annotations
 
 import pytest
@@ -14,3 +14,15 @@ def spark():
                                       app_name="mvke-tests"))
     yield session
     session.stop()
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One intra-op torch thread for the test: tiny tensors run faster so, and the 2 cores are shared
+    with other processes (more threads only oversubscribe them)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -117,9 +117,5 @@ def pytest_generate_tests(metafunc):
 
 
 @pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny tensors: one intra-op thread is faster and does not fight other processes for the 2 cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_torch_thread(one_torch_thread):
+    """Every test here runs with one torch thread (`one_torch_thread` in tests/conftest.py)."""

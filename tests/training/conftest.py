@@ -2,18 +2,13 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from tests.training.toy import learnable_batches
 
 
 @pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Two cores shared by several test runs: more threads only oversubscribe them."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_torch_thread(one_torch_thread):
+    """Every test here runs with one torch thread (`one_torch_thread` in tests/conftest.py)."""
 
 
 @pytest.fixture
