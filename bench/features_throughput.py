@@ -117,7 +117,7 @@ def spark_aggregation(spark, root: Path) -> None:
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    from features.behaviour import daily_activity, daily_partials, window_entries
+    from features.behaviour import window_activity, window_entries
     from features.samples import label_samples
     from features.schema import behaviour_field
     from features.tags import item_field_values, item_tags
@@ -131,7 +131,7 @@ def spark_aggregation(spark, root: Path) -> None:
               .where((F.col("event_time") >= F.lit(start).cast("timestamp"))
                      & (F.col("event_time") < F.lit(DATE).cast("timestamp")))
               .withColumn("day", F.to_date("event_time"))
-              .repartition("user_id"))
+              .repartition("user_id"))  # as the job's classified events
     tags = spark.read.parquet(str(raw / "tags"))
     first = Window.unboundedPreceding, Window.currentRow
     categories = tags.where(F.col("category").isNotNull()).select("category").distinct().select(
@@ -140,13 +140,12 @@ def spark_aggregation(spark, root: Path) -> None:
         "tag_id", (F.row_number().over(Window.orderBy("tag_id").rowsBetween(*first)) + 1).cast("int").alias("tag_index"),
         F.coalesce(F.col("category_id"), F.lit(0)).cast("int").alias("category_id"))
     tag_rows = item_tags(spark.read.parquet(str(raw / "items")), catalogue=catalogue).cache()
-    partials = daily_partials(events, item_values=item_field_values(tag_rows, fields=fields),
-                              half_life_days=conf.decay_half_life_days)
     window = {"dates": [DATE], "window_days": WINDOW_DAYS}
     snapshots = user_snapshots(
-        spark.createDataFrame([], "user_id string"), activity=daily_activity(events),
-        entries=window_entries(partials, half_life_days=conf.decay_half_life_days, **window),
-        fields=fields, max_len=conf.max_multi_len, **window)
+        spark.createDataFrame([], "user_id string"), activity=window_activity(events, **window),
+        entries=window_entries(events, item_values=item_field_values(tag_rows, fields=fields),
+                               half_life_days=conf.decay_half_life_days, **window),
+        dates=[DATE], fields=fields, max_len=conf.max_multi_len)
     out = root / "spark_out"
     snapshots.write.mode("overwrite").parquet(str(out / "user_features"))
     label_samples(events, item_tag_rows=tag_rows, label_days=[DATE - dt.timedelta(days=1)]) \

@@ -1,9 +1,13 @@
 """Behaviour fields from clean events: activity counts and decayed, weighted value lists.
 
-Two steps, so a backfill of many dates stays cheap: events are first reduced to one row
-per (user, day[, field, value]) and only those daily rows are exploded to the run dates
-whose window holds the day (`features.windows`). Every aggregation is keyed by user_id,
-so events partitioned by user_id flow through without another shuffle.
+Per run date D, each user's events in D's window become activity counts (impressions,
+clicks, conversions, active days) and, per list field, the decayed weight of each value.
+Two plans compute the same rows:
+- one date (the nightly run): the window's events are aggregated per user directly,
+  active days as bitmasks of the days seen;
+- several dates (a backfill): events are first reduced to one row per (user, day[, field,
+  value]) and only those daily rows are exploded to the run dates whose window holds
+  the day (`features.windows`), so each event is read once however many dates see it.
 
 Recency decay: an event at time t counts 0.5 ** ((D - t) / h) in the snapshot of D
 (t and D in days, h the half-life). It factorises per day,
@@ -19,10 +23,12 @@ from typing import Sequence
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from features.windows import days_before, explode_to_dates
+from features.windows import days_before, explode_to_dates, window_start
 
 MICROS_PER_DAY = 86_400 * 1_000_000
 ACTIVITY_COUNTS = ("impressions", "clicks", "conversions", "active_days")
+EVENT_COUNTS = ACTIVITY_COUNTS[:3]
+MASK_BITS = 63
 
 
 def bucket_id(value: Column, edges: Sequence[float]) -> Column:
@@ -32,16 +38,40 @@ def bucket_id(value: Column, edges: Sequence[float]) -> Column:
     return F.when(number.isNull() | F.isnan(number), F.lit(0)).otherwise(F.lit(2) + above).cast("int")
 
 
+def _event_counts() -> list[Column]:
+    return [F.count(F.when(F.col("event_type") == name[:-1], F.lit(1))).alias(name) for name in EVENT_COUNTS]
+
+
+def _in_window(events: DataFrame, date: dt.date, window_days: int) -> DataFrame:
+    return events.where((F.col("day") >= F.lit(window_start(date, window_days))) & (F.col("day") < F.lit(date)))
+
+
+def window_activity(events: DataFrame, *, dates: Sequence[dt.date], window_days: int) -> DataFrame:
+    """(dt, user_id, impressions, clicks, conversions, active_days) per user with events in a window."""
+    if len(dates) > 1:
+        return (
+            explode_to_dates(daily_activity(events), dates=dates, window_days=window_days)
+            .groupBy("dt", "user_id")
+            .agg(*[F.sum(c).alias(c) for c in EVENT_COUNTS], F.count(F.lit(1)).alias("active_days"))
+        )
+    date = dates[0]
+    offset = F.datediff(F.lit(date), F.col("day")) - 1  # 0 .. window_days - 1
+    masks = [  # bit i of mask k: a day with offset 63 k + i (powers of two up to 2 ** 62 are exact doubles)
+        F.bit_or(F.when(F.floor(offset / MASK_BITS) == k, F.pow(F.lit(2.0), offset % MASK_BITS).cast("long")))
+        for k in range(-(-window_days // MASK_BITS))
+    ]
+    active_days = sum(F.coalesce(F.bit_count(m), F.lit(0)) for m in masks)
+    return (
+        _in_window(events, date, window_days)
+        .groupBy("user_id")
+        .agg(*_event_counts(), active_days.cast("long").alias("active_days"))
+        .select(F.lit(date).alias("dt"), "user_id", *ACTIVITY_COUNTS)
+    )
+
+
 def daily_activity(events: DataFrame) -> DataFrame:
     """(user_id, day, impressions, clicks, conversions) from clean events."""
-    def count(kind: str) -> Column:
-        return F.count(F.when(F.col("event_type") == kind, F.lit(1))).alias(f"{kind}s")
-
-    return (
-        events.groupBy("user_id", "day")
-        .agg(count("impression"), count("click"), count("conversion"))
-        .select("user_id", "day", "impressions", "clicks", "conversions")
-    )
+    return events.groupBy("user_id", "day").agg(*_event_counts()).select("user_id", "day", *EVENT_COUNTS)
 
 
 def daily_partials(events: DataFrame, *, item_values: DataFrame, half_life_days: float) -> DataFrame:
@@ -61,31 +91,53 @@ def daily_partials(events: DataFrame, *, item_values: DataFrame, half_life_days:
 
 
 def window_entries(
-    partials: DataFrame, *, dates: Sequence[dt.date], window_days: int, half_life_days: float
+    events: DataFrame,
+    *,
+    item_values: DataFrame,
+    dates: Sequence[dt.date],
+    window_days: int,
+    half_life_days: float,
 ) -> DataFrame:
-    """(dt, user_id, entry): one entry struct (field, neg_weight, id) per value in each window.
+    """(dt, user_id, field, entry): one entry struct (neg_weight, id, weight) per value in each window.
 
-    weight = sum over the window's days of partial * 0.5 ** (days before dt / h), rounded
-    to float; neg_weight = -weight, so sorting entries puts the heaviest first.
+    `item_values` as for `daily_partials`. weight = the sum of the decayed counts of the
+    window's events on the value, rounded to float; neg_weight = -weight, so sorting
+    entries puts the heaviest first and breaks ties by id.
     """
-    decay = F.pow(F.lit(0.5), days_before("dt", "day") / F.lit(half_life_days))
-    return (
-        explode_to_dates(partials, dates=dates, window_days=window_days)
-        .groupBy("dt", "user_id", "field", "value")
-        .agg(F.sum(F.col("partial") * decay).cast("float").alias("weight"))
-        .select("dt", "user_id", F.struct(
-            "field", (-F.col("weight")).cast("float").alias("neg_weight"), F.col("value").cast("int").alias("id"),
-        ).alias("entry"))
-    )
+    if len(dates) > 1:
+        decay = F.pow(F.lit(0.5), days_before("dt", "day") / F.lit(half_life_days))
+        partials = daily_partials(events, item_values=item_values, half_life_days=half_life_days)
+        weights = (
+            explode_to_dates(partials, dates=dates, window_days=window_days)
+            .groupBy("dt", "user_id", "field", "value")
+            .agg(F.sum(F.col("partial") * decay).cast("float").alias("weight"))
+        )
+    else:
+        date = dates[0]
+        age = (F.lit(float(_unix_micros(date))) - F.unix_micros("event_time")) / F.lit(float(MICROS_PER_DAY))
+        weights = (
+            _in_window(events, date, window_days)
+            .join(F.broadcast(item_values), on=["item_id", "event_type"], how="inner")
+            .groupBy("user_id", "field", "value")
+            .agg(F.sum(F.pow(F.lit(0.5), age / F.lit(half_life_days))).cast("float").alias("weight"))
+            .withColumn("dt", F.lit(date))
+        )
+    weight = F.col("weight")
+    return weights.select("dt", "user_id", "field", F.struct(
+        (-weight).cast("float").alias("neg_weight"), F.col("value").cast("int").alias("id"), weight.alias("weight"),
+    ).alias("entry"))
 
 
-ENTRY_TYPE = "struct<field: string, neg_weight: float, id: int>"
+def _unix_micros(date: dt.date) -> int:
+    return (date - dt.date(1970, 1, 1)).days * MICROS_PER_DAY
 
 
-def top_values(entries: Column, *, field: str, max_len: int) -> tuple[Column, Column]:
-    """(ids array<int>, weights array<float>) of `field`: its max_len heaviest entries, by
-    weight descending then id ascending (ties stay stable)."""
-    top = F.slice(F.sort_array(F.filter(entries, lambda e: e["field"] == F.lit(field))), 1, max_len)
-    ids = F.transform(top, lambda e: e["id"]).cast("array<int>")
-    weights = F.transform(top, lambda e: -e["neg_weight"]).cast("array<float>")
-    return ids, weights
+ENTRY_TYPE = "struct<neg_weight: float, id: int, weight: float>"
+
+
+def top_values(entries: Column, *, max_len: int) -> tuple[Column, Column]:
+    """(ids array<int>, weights array<float>): the max_len heaviest of one field's entries, by
+    weight descending then id ascending (ties stay stable). Plain array expressions, no
+    lambdas, so Spark compiles them."""
+    top = F.slice(F.sort_array(entries), 1, max_len)
+    return top.getField("id").cast("array<int>"), top.getField("weight").cast("array<float>")

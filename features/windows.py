@@ -21,9 +21,19 @@ def window_start(date: dt.date, window_days: int) -> dt.date:
 
 
 def dates_seeing(day: Column, *, dates: Sequence[dt.date], window_days: int) -> Column:
-    """array<date>: the dates D among `dates` with D - window_days <= day <= D - 1."""
-    candidates = F.array(*[F.lit(d) for d in sorted(dates)])
-    return F.filter(candidates, lambda d: (d > day) & (d <= F.date_add(day, window_days)))
+    """array<date> (null if none): the dates D among `dates` with D - window_days <= day <= D - 1.
+
+    The candidates are the consecutive days from max(day + 1, first date) to
+    min(day + window_days, last date); a set of dates with gaps keeps only its own.
+    Sequences and intersections compile to Java, unlike lambdas over the date list.
+    """
+    dates = sorted(set(dates))
+    first = F.greatest(F.date_add(day, 1), F.lit(dates[0]))
+    last = F.least(F.date_add(day, window_days), F.lit(dates[-1]))
+    seen = F.when(first <= last, F.sequence(first, last))
+    if (dates[-1] - dates[0]).days + 1 == len(dates):
+        return seen
+    return F.array_intersect(seen, F.array(*[F.lit(d) for d in dates]))
 
 
 def explode_to_dates(df: DataFrame, *, dates: Sequence[dt.date], window_days: int) -> DataFrame:

@@ -28,7 +28,7 @@ from core.config import Config, FeaturesConf
 from core.contract import ContractError, read_raw, user_attributes
 from core.tables import Raw, Warehouse, warehouse_uri
 from features import quality, vocabulary as vocab
-from features.behaviour import daily_activity, daily_partials, window_entries
+from features.behaviour import window_activity, window_entries
 from features.samples import SAMPLE_COLUMNS, label_samples, sampled_negatives
 from features.schema import FieldDef, define_fields, fields_table
 from features.tags import daily_tag_counts, item_field_values, item_tags, tag_catalogue, tag_snapshots
@@ -280,15 +280,14 @@ def user_features(
 ) -> DataFrame:
     """The user_features rows of `dates`."""
     list_fields = [f for f in inputs.fields if f.kind == "multi"]
-    partials = daily_partials(events, item_values=item_field_values(item_tag_rows, fields=list_fields),
-                              half_life_days=conf.decay_half_life_days)
+    window = {"dates": dates, "window_days": conf.window_days}
     attribute_fields = [f for f in inputs.fields if f.source.startswith("users.")]
     return user_snapshots(
         attribute_ids(inputs.users, fields=attribute_fields, vocabulary=vocabulary),
-        activity=daily_activity(events),
-        entries=window_entries(partials, dates=dates, window_days=conf.window_days,
-                               half_life_days=conf.decay_half_life_days),
-        dates=dates, window_days=conf.window_days, fields=inputs.fields, max_len=conf.max_multi_len,
+        activity=window_activity(events, **window),
+        entries=window_entries(events, item_values=item_field_values(item_tag_rows, fields=list_fields),
+                               half_life_days=conf.decay_half_life_days, **window),
+        dates=dates, fields=inputs.fields, max_len=conf.max_multi_len,
     )
 
 

@@ -11,10 +11,11 @@ from pyspark.testing import assertDataFrameEqual
 from core.config import FeaturesConf
 from core.contract import ContractError, UserAttributes
 from features import schema, vocabulary as vocab
-from features.behaviour import bucket_id, daily_activity, daily_partials, window_entries
+from features.behaviour import bucket_id, window_activity, window_entries
 from features.examples import model_inputs, training_examples
 from features.samples import sampled_negatives
 from features.users import user_snapshots
+from features.windows import explode_to_dates
 from jobs.features import parse_dates
 
 UTC = dt.timezone.utc
@@ -48,8 +49,10 @@ def test_new_values_get_the_ids_after_the_field_maximum_in_value_order(spark):
         [("tag", "t1", 4, later), ("tag", "t9", 5, later), ("category", "c", 2, later)], vocab.VOCABULARY_SCHEMA))
 
 
-def test_the_window_holds_d_minus_window_and_stops_just_before_d(spark):
-    """window_days=2: of clicks at D-2 minus 1 us, D-2, D minus 1 us and D, only the middle two count."""
+@pytest.mark.parametrize("dates", [[D], [D, D + dt.timedelta(days=1)]], ids=["one date", "backfill"])
+def test_the_window_holds_d_minus_window_and_stops_just_before_d(spark, dates):
+    """window_days=2: of clicks at D-2 minus 1 us, D-2, D minus 1 us and D, only the middle two count,
+    whether D is computed alone (per-user plan) or in a backfill (daily rows)."""
     start = dt.datetime(2026, 11, 8, tzinfo=UTC)
     end = dt.datetime(2026, 11, 10, tzinfo=UTC)
     times = {"i_before": start - MICRO, "i_first": start, "i_last": end - MICRO, "i_at_d": end}
@@ -59,16 +62,17 @@ def test_the_window_holds_d_minus_window_and_stops_just_before_d(spark):
         [(item, "click", "clicked_tags", value) for value, item in enumerate(times, start=2)],
         "item_id string, event_type string, field string, value int")
     conf = FeaturesConf(window_days=2, decay_half_life_days=1.0, max_multi_len=4, activity_buckets=(1, 2, 3))
-    fields = [schema.behaviour_field("clicked_tags", conf), schema.behaviour_field("clicks", conf)]
-    window = {"dates": [D], "window_days": 2}
-    entries = window_entries(daily_partials(events, item_values=item_values, half_life_days=1.0),
-                             half_life_days=1.0, **window)
+    fields = [schema.behaviour_field(name, conf) for name in ("clicked_tags", "clicks", "active_days")]
+    window = {"dates": dates, "window_days": 2}
+    entries = window_entries(events, item_values=item_values, half_life_days=1.0, **window)
     users = spark.createDataFrame([], "user_id string")
-    snapshots = user_snapshots(users, activity=daily_activity(events), entries=entries, fields=fields, max_len=4,
-                               **window)
-    expected = [(D, "u", [4, 3], [0.5 ** (1e-6 / 86_400), 0.25], 4)]  # newest first; 2 clicks -> bucket 4
-    assertDataFrameEqual(snapshots, spark.createDataFrame(
-        expected, "dt date, user_id string, clicked_tags array<int>, clicked_tags_weights array<float>, clicks int"))
+    snapshots = user_snapshots(users, activity=window_activity(events, **window), entries=entries, fields=fields,
+                               max_len=4, dates=dates)
+    # newest first; 2 clicks -> bucket 4; 2 active days -> bucket 4
+    expected = [(D, "u", [4, 3], [0.5 ** (1e-6 / 86_400), 0.25], 4, 4)]
+    assertDataFrameEqual(snapshots.where(F.col("dt") == D), spark.createDataFrame(
+        expected, "dt date, user_id string, clicked_tags array<int>, clicked_tags_weights array<float>, clicks int, "
+                  "active_days int"))
 
 
 FIELDS = [("gender", "single", 4), ("clicked_tags", "multi", 6)]
@@ -165,3 +169,38 @@ def test_dates_from_the_command_line(argv, dates):
     assert parse_dates(parser.parse_args(argv), parser) == dates
     with pytest.raises(SystemExit):
         parse_dates(parser.parse_args(["--date", "2026-11-05", "--to", "2026-11-07"]), parser)
+
+
+@pytest.mark.parametrize("dates", [
+    [dt.date(2026, 11, 10)],
+    [dt.date(2026, 11, 8) + dt.timedelta(days=i) for i in range(5)],
+    [dt.date(2026, 11, 3), dt.date(2026, 11, 6), dt.date(2026, 11, 7), dt.date(2026, 11, 12)],
+])
+def test_each_day_is_exploded_to_exactly_the_dates_whose_window_holds_it(spark, dates):
+    window_days = 3
+    days = [dt.date(2026, 10, 30) + dt.timedelta(days=i) for i in range(16)]
+    rows = spark.createDataFrame([(d,) for d in days], "day date")
+    expected = [(d, day) for day in days for d in dates if d - dt.timedelta(days=window_days) <= day < d]
+    assertDataFrameEqual(explode_to_dates(rows, dates=dates, window_days=window_days),
+                         spark.createDataFrame(expected, "dt date, day date"))
+
+
+@pytest.mark.parametrize("window_days", [3, 70])
+def test_window_activity_is_the_same_alone_and_in_a_backfill_and_counts_each_day_once(spark, window_days):
+    """70 days needs two bitmasks of active days in the per-user plan; both plans equal plain Python."""
+    kinds = ["impression", "click", "conversion"]
+    rows = []
+    for u in range(3):
+        for offset in range(0, 75, u + 1):  # days before D: every day, every 2nd, every 3rd
+            day = D - dt.timedelta(days=offset)
+            t = dt.datetime(day.year, day.month, day.day, 12, tzinfo=UTC)
+            rows += [(f"u{u}", "i", kinds[(offset + k) % 3], t + k * MICRO, day) for k in range(1 + offset % 2)]
+    events = spark.createDataFrame(rows, EVENTS)
+    expected = []
+    for u in range(3):
+        seen = [r for r in rows if r[0] == f"u{u}" and D - dt.timedelta(days=window_days) <= r[4] < D]
+        expected.append((D, f"u{u}", *[sum(r[2] == k for r in seen) for k in kinds], len({r[4] for r in seen})))
+    schema_ = "dt date, user_id string, impressions long, clicks long, conversions long, active_days long"
+    for dates in ([D], [D, D + dt.timedelta(days=1)]):
+        got = window_activity(events, dates=dates, window_days=window_days).where(F.col("dt") == D)
+        assertDataFrameEqual(got, spark.createDataFrame(expected, schema_))
