@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/train_throughput.py [--rows 20480] [--batch-size 512] [--epochs 4] [--repeats 5]
                                                [--procs 1,2] [--threads 1] [--shuffle-buffer 0]
+                                               [--reader-workers 1]
 
 One synthetic example set (the field set of bench/model_throughput.py: 8 single fields, 3 multi
 fields of length 16; MVKE with the default ModelConf) is trained with the same model, batch size
@@ -169,7 +170,8 @@ def main() -> None:
     parser.add_argument("--procs", default="1,2")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process, every path")
     parser.add_argument("--shuffle-buffer", type=int, default=0)
-    parser.add_argument("--reader-workers", type=int, default=2)
+    parser.add_argument("--reader-workers", type=int, default=1,
+                        help="Petastorm reader threads per rank (default: the job's train.reader_workers)")
     parser.add_argument("--limit-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     procs = [int(p) for p in args.procs.split(",")]
