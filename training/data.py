@@ -129,6 +129,9 @@ def converter_batches(converter: Any, fields: Sequence[FieldSpec], *, multi_len:
         batch_size=batch_size, num_epochs=num_epochs, cur_shard=cur_shard, shard_count=shard_count,
         shuffling_queue_capacity=shuffle_buffer, workers_count=workers, seed=seed,
         shuffle_row_groups=shuffle, data_loader_fn=BatchedDataLoader,
+        # One worker reads in this thread: Petastorm's thread pool with one worker sometimes
+        # ended a reader's shard with no rows at all (1 loader in 12 here, either rank).
+        reader_pool_type="dummy" if workers == 1 else "thread",
     )
     with loader_context as loader:
         yield (to_model_batch(raw, kinds, multi_len) for raw in loader)
