@@ -56,7 +56,7 @@ from features.examples import model_inputs
 from mvke.artifact import save_model
 from mvke.builder import build_model
 from mvke.fields import FieldSpec
-from scoring.executor import PROFILE_SCHEMA, ScanTask, score_users
+from scoring.executor import PROFILE_SCHEMA, ScanTask, block_user_vectors, score_users
 from scoring.scan import ScanTags, scan_block, scan_plan
 from scoring.tag_index import compute_tag_index, probe_sides, scan_tags
 
@@ -208,7 +208,7 @@ def time_torch_scan(model, num_users: int, scan: ScanTags, plan, block_size: int
     with torch.inference_mode():
         for first in range(0, num_users, block_size):
             block = {k: v[first:first + block_size] for k, v in batch.items()}
-            scan_block(model.user_vectors(block), model.user_mask(block), scan, plan)
+            scan_block(block_user_vectors(model, block), model.user_mask(block), scan, plan)
     return time.perf_counter() - start
 
 

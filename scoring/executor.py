@@ -1,15 +1,15 @@
 """What runs on the executors: Arrow batches of user_features in, profile rows (or user vectors) out.
 
 The model is loaded once per executor Python process (`_MODELS`, keyed by the artifact path;
-Spark reuses its Python workers across tasks), user vectors are computed per block of
-`block_size` users, and each block is scanned against the broadcast tag matrices
-(`scoring.scan`). Only the profile rows leave the function.
+Spark reuses its Python workers across tasks), Arrow rows are taken in blocks of `block_size`
+users, the user tower runs over a block TOWER_ROWS users at a time, and each block is scanned
+against the broadcast tag matrices (`scoring.scan`). Only the profile rows leave the function.
 """
 from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,6 +42,10 @@ USER_VECTOR_SCHEMA = T.StructType([
     T.StructField("vector_mask", T.ArrayType(T.BooleanType())),  # K, False: unused (MIND)
 ])
 
+# Users per user-tower call. The tower's [K, rows, F, E] intermediates of 256 users stay in a
+# core's cache: 7 us per user on one thread against 18 us in one call over 4,096 users.
+TOWER_ROWS = 256
+
 _MODELS: dict[str, tuple[tuple, ProfileModel]] = {}  # artifact path -> (file identity, model)
 
 
@@ -67,7 +71,7 @@ def score_users(batches: Iterator[pa.RecordBatch], *, task: ScanTask, tags: Broa
     for block in user_blocks(batches, task.block_size):
         with torch.inference_mode():
             inputs = tensor_batch(block, model.spec.fields)
-            selections = scan_block(model.user_vectors(inputs), model.user_mask(inputs), scan, task.plan)
+            selections = scan_block(block_user_vectors(model, inputs), model.user_mask(inputs), scan, task.plan)
         yield profile_batch(block["user_id"], selections, tag_ids, task, schema)
 
 
@@ -79,7 +83,7 @@ def user_vectors(batches: Iterator[pa.RecordBatch], *, task: ScanTask) -> Iterat
     for block in user_blocks(batches, task.block_size):
         with torch.inference_mode():
             inputs = tensor_batch(block, model.spec.fields)
-            vecs = model.user_vectors(inputs)  # [B, K, E]
+            vecs = block_user_vectors(model, inputs)  # [B, K, E]
             mask = model.user_mask(inputs)  # [B, K] or None
         batch, num_vectors, dim = vecs.shape
         if mask is None:
@@ -91,6 +95,13 @@ def user_vectors(batches: Iterator[pa.RecordBatch], *, task: ScanTask) -> Iterat
             _lists(pa.array(vecs.reshape(-1).numpy(), pa.float32()), batch, num_vectors * dim),
             _lists(pa.array(mask.reshape(-1).numpy(), pa.bool_()), batch, num_vectors),
         ], schema=schema)
+
+
+def block_user_vectors(model: ProfileModel, inputs: Mapping[str, Tensor]) -> Tensor:
+    """x(u) [B, K, E] of a block's model inputs (each [B, ...]), TOWER_ROWS users per tower call."""
+    rows = len(next(iter(inputs.values())))
+    return torch.cat([model.user_vectors({name: value[first:first + TOWER_ROWS] for name, value in inputs.items()})
+                      for first in range(0, rows, TOWER_ROWS)])
 
 
 def cached_model(path: str) -> ProfileModel:

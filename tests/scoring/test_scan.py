@@ -12,7 +12,7 @@ import yaml
 from core.config import ConfigError, config_from_dict
 from mvke.builder import build_model
 from mvke.serving import score_block
-from scoring.executor import tensor_batch, user_blocks
+from scoring.executor import block_user_vectors, tensor_batch, user_blocks
 from scoring.scan import COMBINED_OBJECTIVE, ObjectiveTags, ScanPlan, ScanTags, objective_logits, scan_block, \
     scan_plan, top_n
 from scoring.tag_index import compute_tag_index, probe_sides, scan_tags
@@ -152,3 +152,14 @@ def test_scanning_users_in_slices_changes_nothing(tiny_tags, monkeypatch):
         for field in ("rows", "rank", "cols"):
             np.testing.assert_array_equal(getattr(sliced[objective], field), getattr(whole[objective], field))
         np.testing.assert_allclose(sliced[objective].score, whole[objective].score, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("case", ["mvke", "mind"])
+def test_the_user_tower_in_slices_gives_the_vectors_of_one_call(case, monkeypatch):
+    model = build_model(model_conf(case), MODEL_FIELDS, NUM_TAGS, NUM_CATEGORIES).eval()
+    users = _users(50)
+    monkeypatch.setattr("scoring.executor.TOWER_ROWS", 7)  # 8 slices, the last one short
+    with torch.no_grad():
+        whole, sliced = model.user_vectors(users), block_user_vectors(model, users)
+    assert sliced.shape == whole.shape
+    np.testing.assert_allclose(sliced.numpy(), whole.numpy(), rtol=1e-5, atol=1e-6)
