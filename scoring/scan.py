@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from mvke.serving import Combine, Output, TagSide, score_block, serving_user_matrix
+from scoring.topn import top_n
 
 COMBINED_OBJECTIVE = "ctr_x_cvr"
 COMBINED_PARTS = ("ctr", "cvr")
@@ -101,28 +102,6 @@ def objective_logits(user_vecs: Tensor, user_mask: Tensor | None, tags: Objectiv
     return torch.cat(parts, dim=1)  # [B, T]
 
 
-def top_n(scores: Tensor, n: int) -> tuple[Tensor, Tensor]:
-    """The n best tags per row, ordered by score (descending), ties broken by column (= tag_index).
-
-    scores [B, T] -> values [B, min(n, T)], cols [B, min(n, T)]. torch.topk's order among equal
-    values is unspecified, so rows tied at the cut (the n-th and (n+1)-th values equal) are redone
-    exactly; ties inside the kept set are ordered by the final stable sort.
-    """
-    num_tags = scores.shape[1]
-    keep = min(n, num_tags)
-    values, cols = torch.topk(scores, min(keep + 1, num_tags), dim=1)  # [B, keep(+1)]
-    if values.shape[1] > keep:
-        tied = (values[:, keep - 1] == values[:, keep]).nonzero().flatten().tolist()
-        values, cols = values[:, :keep].clone(), cols[:, :keep].clone()
-        for row in tied:
-            cols[row] = _lowest_columns_first(scores[row], values[row, keep - 1], keep)
-            values[row] = scores[row, cols[row]]
-    cols, order = torch.sort(cols, dim=1)  # by column first ...
-    values = values.gather(1, order)
-    values, order = torch.sort(values, dim=1, descending=True, stable=True)  # ... then by score, stably
-    return values, cols.gather(1, order)
-
-
 def scan_block(user_vecs: Tensor, user_mask: Tensor | None, tags: ScanTags, plan: ScanPlan) -> dict[str, Selection]:
     """Top-N tags of every user of a block for every objective of `plan.top_n`.
 
@@ -168,13 +147,6 @@ def _select(score: Tensor, cols: Tensor, min_score: float) -> Selection:
     rows = np.broadcast_to(np.arange(batch)[:, None], (batch, width))
     rank = np.broadcast_to(np.arange(1, width + 1, dtype=np.int32)[None, :], (batch, width))
     return Selection(rows=rows[kept], rank=rank[kept], cols=cols.numpy()[kept], score=score.numpy()[kept])
-
-
-def _lowest_columns_first(row: Tensor, cut: Tensor, keep: int) -> Tensor:
-    """Columns of the `keep` best values of `row` where values equal to `cut` go by lowest column."""
-    above = (row > cut).nonzero().flatten()  # ascending columns
-    equal = (row == cut).nonzero().flatten()[: keep - above.numel()]
-    return torch.cat([above, equal])
 
 
 def _tag_slice(side: TagSide, start: int, stop: int) -> TagSide:

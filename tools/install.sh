@@ -77,10 +77,10 @@ say "this project (editable)"
 
 say "checking the stack imports together"
 "$venv/bin/python" - <<'PY'
-import deltalake, horovod.torch, petastorm, pyarrow, pyspark, torch
+import deltalake, horovod.torch, numba, petastorm, pyarrow, pyspark, torch
 print(f"[install] torch {torch.__version__}, pyspark {pyspark.__version__}, "
       f"pyarrow {pyarrow.__version__}, deltalake {deltalake.__version__}, "
-      f"petastorm {petastorm.__version__}, horovod {horovod.__version__}")
+      f"petastorm {petastorm.__version__}, horovod {horovod.__version__}, numba {numba.__version__}")
 PY
 touch "$stamp"
 say "done in $(( $(date +%s) - start ))s"

@@ -13,29 +13,9 @@ from core.config import ConfigError, config_from_dict
 from mvke.builder import build_model
 from mvke.serving import score_block
 from scoring.executor import block_user_vectors, tensor_batch, user_blocks
-from scoring.scan import COMBINED_OBJECTIVE, ObjectiveTags, ScanPlan, ScanTags, objective_logits, scan_block, \
-    scan_plan, top_n
+from scoring.scan import COMBINED_OBJECTIVE, ObjectiveTags, ScanPlan, ScanTags, objective_logits, scan_block, scan_plan
 from scoring.tag_index import compute_tag_index, probe_sides, scan_tags
 from tests.scoring.warehouse import MODEL_FIELDS, NUM_CATEGORIES, NUM_TAGS, model_conf
-
-
-def _reference_top_n(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    cols = np.stack([np.lexsort((np.arange(len(row)), -row))[:n] for row in scores])
-    return np.take_along_axis(scores, cols, 1), cols
-
-
-@pytest.mark.parametrize("n", [1, 4, 9, 12])
-def test_top_n_breaks_ties_by_lowest_tag_position(n):
-    scores = torch.randint(0, 4, (64, 12), generator=torch.Generator().manual_seed(n)).float()  # many ties
-    values, cols = top_n(scores, n)
-    expected_values, expected_cols = _reference_top_n(scores.numpy(), n)
-    np.testing.assert_array_equal(cols.numpy(), expected_cols)
-    np.testing.assert_array_equal(values.numpy(), expected_values)
-
-
-def test_top_n_keeps_every_tag_when_n_exceeds_them():
-    values, cols = top_n(torch.tensor([[0.1, 0.3, 0.2]]), 10)
-    assert cols.tolist() == [[1, 2, 0]] and values[0].tolist() == pytest.approx([0.3, 0.2, 0.1])
 
 
 @pytest.fixture(scope="module")
