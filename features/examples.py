@@ -63,6 +63,8 @@ def _padded(specs: Sequence[tuple[str, str, int]], max_len: int) -> list[Column]
         weights = F.slice(F.coalesce(F.col(name + WEIGHTS_SUFFIX), F.array().cast("array<float>")), 1, max_len)
         ids_pad = F.array_repeat(F.lit(PAD_ID), F.lit(max_len) - F.size(ids))
         weights_pad = F.array_repeat(F.lit(0.0).cast("float"), F.lit(max_len) - F.size(weights))
-        columns.append(F.concat(F.transform(ids, lambda x: _known(x, size)), ids_pad).cast("array<int>").alias(name))
+        # Spark interprets the lambda row by row: only lists holding an id the model never saw take it.
+        known = F.when(F.array_max(ids) < F.lit(size), ids).otherwise(F.transform(ids, lambda x: _known(x, size)))
+        columns.append(F.concat(known, ids_pad).cast("array<int>").alias(name))
         columns.append(F.concat(weights, weights_pad).cast("array<float>").alias(name + WEIGHTS_SUFFIX))
     return columns

@@ -104,9 +104,13 @@ def test_training_examples_join_each_sample_to_its_own_days_snapshot_padded(spar
 
 
 def test_model_inputs_pad_to_max_len_and_map_unseen_ids_to_1(spark):
-    snapshots = spark.createDataFrame([(Y, "u1", 3, [5, 2], [2.0, 1.0]), (Y, "u2", 0, [], [])], SNAPSHOTS)
-    expected = spark.createDataFrame([(Y, "u1", 3, [1, 2, 0], [2.0, 1.0, 0.0]), (Y, "u2", 0, [0, 0, 0], [0.0] * 3)],
-                                     SNAPSHOTS)
+    snapshots = spark.createDataFrame([(Y, "u1", 3, [5, 2], [2.0, 1.0]), (Y, "u2", 0, [], []),
+                                       (Y, "u3", 1, [4, 3, 2, 9], [1.0, 2.0, 3.0, 4.0]),  # known, then cut
+                                       (Y, "u4", None, None, None), (Y, "u5", 2, [2, 7, 9], [1.0, 1.0, 1.0])],
+                                      SNAPSHOTS)
+    expected = spark.createDataFrame([(Y, "u1", 3, [1, 2, 0], [2.0, 1.0, 0.0]), (Y, "u2", 0, [0, 0, 0], [0.0] * 3),
+                                      (Y, "u3", 1, [4, 3, 2], [1.0, 2.0, 3.0]), (Y, "u4", 0, [0, 0, 0], [0.0] * 3),
+                                      (Y, "u5", 2, [2, 1, 1], [1.0, 1.0, 1.0])], SNAPSHOTS)
     assertDataFrameEqual(model_inputs(snapshots, [("gender", "single", 4), ("clicked_tags", "multi", 5)], 3),
                          expected)
 
