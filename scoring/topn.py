@@ -17,6 +17,8 @@ element at T = 1,000 and 0.56 vs 1.28 at T = 10,000 (docs/performance.md).
 """
 from __future__ import annotations
 
+import os
+
 import numba
 import numpy as np
 import torch
@@ -46,7 +48,9 @@ def top_n(scores: Tensor, n: int) -> tuple[Tensor, Tensor]:
     return torch.from_numpy(values), torch.from_numpy(cols)
 
 
-@numba.njit(nogil=True, cache=True)
+# Compiled once per process; the machine code is cached beside this file unless the code runs
+# from a zip (spark-submit's --py-files), where numba has nowhere to keep it (about 1 s per worker).
+@numba.njit(nogil=True, cache=os.path.isfile(__file__))
 def _top_rows(scores: np.ndarray, floor: np.ndarray, values: np.ndarray, cols: np.ndarray) -> int:
     """Fill values/cols [B, k] with each row's k best; returns -1, or the first row holding a NaN."""
     batch, num_cols = scores.shape
