@@ -40,7 +40,7 @@ from mvke import ProfileLoss, build_model
 from mvke.fields import FieldSpec
 from training.data import model_columns, petastorm_converters
 from training.loop import train_epoch
-from training.worker import WorkerSpec, launch
+from training.worker import WorkerSpec, average_over_ranks, launch
 
 NUM_TAGS, NUM_CATEGORIES, MULTI_LEN = 1000, 30, 16
 FIELDS = (
@@ -134,7 +134,7 @@ def horovod_in_memory_worker(rows: int, batch_size: int, epochs: int, threads: i
     hvd.broadcast_optimizer_state(optimizer, root_rank=0)  # Horovod:
     steps = min(hvd.allgather_object(len(batches), name="steps"))  # Horovod: equal steps on every rank
     rates = [train_epoch(model, loss_fn, optimizer, batches[:steps], epoch=e, workers=hvd.size(),
-                         reduce=lambda t: hvd.allreduce(t, op=hvd.Average)).samples_per_s  # Horovod:
+                         reduce=average_over_ranks(hvd)).samples_per_s  # Horovod:
              for e in range(epochs)]
     return statistics.median(rates[1:])
 

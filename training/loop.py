@@ -1,7 +1,8 @@
 """The training loop over any iterable of dict batches (a list in tests, Petastorm in the job).
 
-Nothing here knows about Horovod: a distributed caller passes `reduce` (average a scalar
-over workers) and `workers` (for global samples/s), and wraps the optimizer itself.
+Nothing here knows about Horovod: a distributed caller passes `reduce` (start averaging a
+scalar over workers; returns a function that waits for the average) and `workers` (for global
+samples/s), and wraps the optimizer itself.
 """
 from __future__ import annotations
 
@@ -21,8 +22,8 @@ Batch = Mapping[str, Tensor]
 USER_KEY = "user_key"
 
 
-def _same(value: Tensor) -> Tensor:
-    return value
+def _at_once(value: Tensor) -> Callable[[], Tensor]:
+    return lambda: value
 
 
 @dataclass(frozen=True)
@@ -48,11 +49,14 @@ class EpochResult:
 
 
 def train_epoch(model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Optimizer, batches: Iterable[Batch],
-                *, epoch: int, first_step: int = 0, reduce: Callable[[Tensor], Tensor] = _same, workers: int = 1,
+                *, epoch: int, first_step: int = 0, reduce: Callable[[Tensor], Callable[[], Tensor]] = _at_once, workers: int = 1,
                 log_every: int = 20, on_log: Callable[[StepLog], None] | None = None) -> EpochResult:
     """One pass over `batches`; raises NonFiniteLossError (naming epoch and step) before a bad update.
 
     Step numbers are global (`first_step` + steps done). Samples count every worker's batches.
+    The loss's reduction runs while the gradients are computed and is waited for before the
+    update: a blocking reduction per step cost a quarter of two Horovod ranks' throughput
+    (docs/performance.md).
     """
     model.train()
     start = time.perf_counter()
@@ -60,9 +64,10 @@ def train_epoch(model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Opt
     for step, batch in enumerate(batches, start=first_step + 1):
         optimizer.zero_grad()
         loss = loss_fn(model(batch), batch, model.kernels())
-        value = float(reduce(loss.detach()))
-        check_finite(value, epoch=epoch, step=step)
+        averaged = reduce(loss.detach())
         loss.backward()
+        value = float(averaged())
+        check_finite(value, epoch=epoch, step=step)
         optimizer.step()
         losses.append(value)
         samples += len(batch[LABEL_KEYS[0]]) * workers
