@@ -49,8 +49,8 @@ class EpochResult:
 
 
 def train_epoch(model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Optimizer, batches: Iterable[Batch],
-                *, epoch: int, first_step: int = 0, reduce: Callable[[Tensor], Callable[[], Tensor]] = _at_once, workers: int = 1,
-                log_every: int = 20, on_log: Callable[[StepLog], None] | None = None) -> EpochResult:
+                *, epoch: int, first_step: int = 0, reduce: Callable[[Tensor], Callable[[], Tensor]] = _at_once,
+                workers: int = 1, log_every: int = 20, on_log: Callable[[StepLog], None] | None = None) -> EpochResult:
     """One pass over `batches`; raises NonFiniteLossError (naming epoch and step) before a bad update.
 
     Step numbers are global (`first_step` + steps done). Samples count every worker's batches.

@@ -62,6 +62,23 @@ def test_logs_every_n_steps_with_the_reduced_loss(batches):
     assert result.loss == 1.5 and result.samples == 256 * 3 and result.last_step == 24
 
 
+def test_the_loss_reduction_overlaps_backward_and_is_awaited_before_the_update(batches):
+    model, loss_fn, optimizer = _setup()
+    events = []
+    for parameter in model.parameters():
+        parameter.register_hook(lambda grad: events.append("backward") or grad)
+    original_step = optimizer.step
+    optimizer.step = lambda *a, **k: events.append("update") or original_step(*a, **k)
+
+    def reduce(value):
+        events.append("start")
+        return lambda: events.append("wait") or value
+
+    train_epoch(model, loss_fn, optimizer, batches[:2], epoch=0, reduce=reduce)
+    squeezed = [e for i, e in enumerate(events) if i == 0 or e != events[i - 1]]
+    assert squeezed == ["start", "backward", "wait", "update"] * 2
+
+
 def test_a_huge_learning_rate_stops_with_a_non_finite_loss_naming_epoch_and_step(batches):
     model, loss_fn, optimizer = _setup(lr=1e30)
     with pytest.raises(NonFiniteLossError, match=r"at epoch 4 step \d+"):
