@@ -50,7 +50,7 @@ import pandas as pd
 import torch
 
 from core import delta
-from core.config import Config, ModelConf, ModelName, config_from_dict
+from core.config import Config, GenerateConf, ModelConf, ModelName, config_from_dict
 from core.tables import Raw, Warehouse, raw_uri, warehouse_uri
 from mvke import ProfileLoss, ProfileModel, build_model, score_block
 from mvke.diagnostics import dominant_kernel_share, gate_table, kernel_cosine_similarity
@@ -158,7 +158,7 @@ class Trained:
 # ---------------------------------------------------------------------------- data
 
 def study_config(root: Path, *, users: int, items: int, tags: int, categories: int, facets: int, days: int,
-                 generator_seed: int) -> Config:
+                 generator_seed: int, impressions_per_user_day: float) -> Config:
     """Paths under `root`, the generator sizes, and a training window of every sample day but the first."""
     if days < 4:
         raise ValueError(f"days must be >= 4 (the window needs train days and a validation day), got {days}")
@@ -166,7 +166,8 @@ def study_config(root: Path, *, users: int, items: int, tags: int, categories: i
         "paths": {"raw": str(root / "raw"), "warehouse": str(root / "warehouse"), "models": str(root / "models")},
         "spark": {"master": "local[2]", "shuffle_partitions": 4, "driver_memory": "3g", "app_name": "mvke-quality"},
         "generate": {"seed": generator_seed, "users": users, "items": items, "tags": tags,
-                     "categories": categories, "facets": facets, "days": days, "partitions": 2},
+                     "categories": categories, "facets": facets, "days": days, "partitions": 2,
+                     "impressions_per_user_day": impressions_per_user_day},
         "train": {"window_days": days - 1, "validation": "last_day"},
     })
 
@@ -715,6 +716,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--categories", type=int, default=8)
     add("--facets", type=int, default=6)
     add("--days", type=int, default=12)
+    add("--impressions-per-user-day", type=float, default=GenerateConf.impressions_per_user_day)
     add("--generator-seed", type=int, default=7)
     add("--seeds", type=int, default=3, help="models are trained with seeds 0 .. seeds-1")
     add("--epochs", type=int, default=3, help="chosen with --select (docs/quality.md)")
@@ -738,7 +740,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     timings: dict[str, float] = {}
-    sizes = {k: getattr(args, k) for k in ("users", "items", "tags", "categories", "facets", "days", "generator_seed")}
+    sizes = {k: getattr(args, k) for k in ("users", "items", "tags", "categories", "facets", "days",
+                                           "impressions_per_user_day", "generator_seed")}
     budget = Budget(args.epochs, args.batch_size, args.lr, args.embedding_dim, args.hidden_dim)
     root = args.work_dir or Path(tempfile.mkdtemp(prefix="mvke-quality-"))
     root.mkdir(parents=True, exist_ok=True)
