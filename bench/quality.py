@@ -158,7 +158,7 @@ class Trained:
 # ---------------------------------------------------------------------------- data
 
 def study_config(root: Path, *, users: int, items: int, tags: int, categories: int, facets: int, days: int,
-                 generator_seed: int, impressions_per_user_day: float) -> Config:
+                 generator_seed: int, impressions_per_user_day: float, interest_sharpness: float) -> Config:
     """Paths under `root`, the generator sizes, and a training window of every sample day but the first."""
     if days < 4:
         raise ValueError(f"days must be >= 4 (the window needs train days and a validation day), got {days}")
@@ -167,7 +167,7 @@ def study_config(root: Path, *, users: int, items: int, tags: int, categories: i
         "spark": {"master": "local[2]", "shuffle_partitions": 4, "driver_memory": "3g", "app_name": "mvke-quality"},
         "generate": {"seed": generator_seed, "users": users, "items": items, "tags": tags,
                      "categories": categories, "facets": facets, "days": days, "partitions": 2,
-                     "impressions_per_user_day": impressions_per_user_day},
+                     "impressions_per_user_day": impressions_per_user_day, "interest_sharpness": interest_sharpness},
         "train": {"window_days": days - 1, "validation": "last_day"},
     })
 
@@ -717,6 +717,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--facets", type=int, default=6)
     add("--days", type=int, default=12)
     add("--impressions-per-user-day", type=float, default=GenerateConf.impressions_per_user_day)
+    add("--interest-sharpness", type=float, default=GenerateConf.interest_sharpness)
     add("--generator-seed", type=int, default=7)
     add("--seeds", type=int, default=3, help="models are trained with seeds 0 .. seeds-1")
     add("--epochs", type=int, default=3, help="chosen with --select (docs/quality.md)")
@@ -741,7 +742,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     timings: dict[str, float] = {}
     sizes = {k: getattr(args, k) for k in ("users", "items", "tags", "categories", "facets", "days",
-                                           "impressions_per_user_day", "generator_seed")}
+                                           "impressions_per_user_day", "interest_sharpness", "generator_seed")}
     budget = Budget(args.epochs, args.batch_size, args.lr, args.embedding_dim, args.hidden_dim)
     root = args.work_dir or Path(tempfile.mkdtemp(prefix="mvke-quality-"))
     root.mkdir(parents=True, exist_ok=True)

@@ -55,8 +55,8 @@ def test_predict_returns_aligned_rows_and_labels(batches):
 def test_logs_every_n_steps_with_the_reduced_loss(batches):
     model, loss_fn, optimizer = _setup()
     seen = []
-    result = train_epoch(model, loss_fn, optimizer, batches, epoch=2, first_step=16, reduce=lambda t: lambda: t * 0 + 1.5,
-                         workers=3, log_every=3, on_log=seen.append)
+    result = train_epoch(model, loss_fn, optimizer, batches, epoch=2, first_step=16,
+                         reduce=lambda t: lambda: t * 0 + 1.5, workers=3, log_every=3, on_log=seen.append)
     assert [s.step for s in seen] == [19, 22]  # steps 17..24, every 3rd step of this epoch
     assert all(s.loss == 1.5 and s.epoch == 2 for s in seen)
     assert result.loss == 1.5 and result.samples == 256 * 3 and result.last_step == 24
