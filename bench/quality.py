@@ -157,17 +157,15 @@ class Trained:
 
 # ---------------------------------------------------------------------------- data
 
-def study_config(root: Path, *, users: int, items: int, tags: int, categories: int, facets: int, days: int,
-                 generator_seed: int, impressions_per_user_day: float, interest_sharpness: float) -> Config:
-    """Paths under `root`, the generator sizes, and a training window of every sample day but the first."""
+def study_config(root: Path, *, days: int, generator_seed: int, **generate: float) -> Config:
+    """Paths under `root`, the generator settings (`generate`: GenerateConf fields), and a training
+    window of every sample day but the first."""
     if days < 4:
         raise ValueError(f"days must be >= 4 (the window needs train days and a validation day), got {days}")
     return config_from_dict({
         "paths": {"raw": str(root / "raw"), "warehouse": str(root / "warehouse"), "models": str(root / "models")},
         "spark": {"master": "local[2]", "shuffle_partitions": 4, "driver_memory": "3g", "app_name": "mvke-quality"},
-        "generate": {"seed": generator_seed, "users": users, "items": items, "tags": tags,
-                     "categories": categories, "facets": facets, "days": days, "partitions": 2,
-                     "impressions_per_user_day": impressions_per_user_day, "interest_sharpness": interest_sharpness},
+        "generate": {"seed": generator_seed, "days": days, "partitions": 2, **generate},
         "train": {"window_days": days - 1, "validation": "last_day"},
     })
 
