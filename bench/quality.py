@@ -80,6 +80,7 @@ class Budget:
     learning_rate: float
     embedding_dim: int
     hidden_dim: int
+    tag_fields: tuple[str, ...] = ()  # user fields embedded with the tag tower's id table, in every family
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,7 @@ class Run:
     def conf(self, budget: Budget, seed: int) -> ModelConf:
         extra = {"two_tower_objective": self.objective} if self.objective else {}
         return ModelConf(name=self.family, embedding_dim=budget.embedding_dim, hidden_dim=budget.hidden_dim,
-                         cvr_mode=CVR_MODE, seed=seed, **extra, **dict(self.options))
+                         tag_fields=budget.tag_fields, cvr_mode=CVR_MODE, seed=seed, **extra, **dict(self.options))
 
 
 RUNS = (Run("mvke"), Run("two_tower", "ctr"), Run("two_tower", "cvr"), Run("hard_sharing"), Run("mmoe"),
@@ -673,7 +674,8 @@ def report(result: dict, *, command: str, sizes: Mapping, budget: Budget, seeds:
         f"{counts['validation_clicks']} clicks, {counts['validation_conversions']} conversions, "
         f"{counts['validation_users']} users).",
         f"Budget (every model): {budget.epochs} epochs, batch {budget.batch_size}, Adam lr {budget.learning_rate:g}, "
-        f"embedding {budget.embedding_dim}, hidden {budget.hidden_dim}, other ModelConf defaults; "
+        f"embedding {budget.embedding_dim}, hidden {budget.hidden_dim}, "
+        f"tag_fields {list(budget.tag_fields) or 'none'}, other ModelConf defaults; "
         f"cvr_mode={CVR_MODE}; seeds {list(seeds)} (model init and batch order). Cells: mean ± sample sd over seeds.",
         f"Data noise (user-bootstrap SE of the oracle's AUC on the validation day): ctr {noise['ctr']:.4f}, "
         f"cvr {noise['cvr']:.4f}.", "",
@@ -723,6 +725,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--batch-size", type=int, default=512)
     add("--embedding-dim", type=int, default=16)
     add("--hidden-dim", type=int, default=32)
+    add("--tag-fields", default="", help="comma-separated user fields of tag ids that every family embeds with "
+                                          "the tag tower's id table (model.tag_fields; default none)")
     add("--threads", type=int, default=1, help="torch threads (the machine is shared)")
     add("--select", action="store_true", help="choose lr and epochs on the selection split, print, exit")
     add("--ablation", action="store_true", help="train the pre-declared MVKE variants only, print, exit")
@@ -734,6 +738,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def budget_of(args: argparse.Namespace) -> Budget:
+    tag_fields = tuple(name.strip() for name in args.tag_fields.split(",") if name.strip())
+    return Budget(args.epochs, args.batch_size, args.lr, args.embedding_dim, args.hidden_dim, tag_fields)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -741,7 +750,7 @@ def main(argv: list[str] | None = None) -> int:
     timings: dict[str, float] = {}
     sizes = {k: getattr(args, k) for k in ("users", "items", "tags", "categories", "facets", "days",
                                            "impressions_per_user_day", "interest_sharpness", "generator_seed")}
-    budget = Budget(args.epochs, args.batch_size, args.lr, args.embedding_dim, args.hidden_dim)
+    budget = budget_of(args)
     root = args.work_dir or Path(tempfile.mkdtemp(prefix="mvke-quality-"))
     root.mkdir(parents=True, exist_ok=True)
     log = lambda line: print(line, flush=True)  # noqa: E731

@@ -236,6 +236,7 @@ class ModelConf:
     mind_routing_iters: int = 3
     mind_power: float = 1.0
     sequence_field: str = "clicked_tags"
+    tag_fields: tuple[str, ...] = ()  # user fields of tag ids embedded with the tag tower's id table
     seed: int = 0
 
     def validate(self) -> None:
@@ -271,6 +272,8 @@ class ModelConf:
             raise ConfigError(f"model.loss_weights must be >= 0, got {negative}")
         if not self.sequence_field.strip():
             raise ConfigError("model.sequence_field must name a multi-valued feature field")
+        if len(set(self.tag_fields)) != len(self.tag_fields):
+            raise ConfigError(f"model.tag_fields has duplicates: {list(self.tag_fields)}")
 
 
 ValidationSplit = Literal["last_day", "user_split"]

@@ -63,23 +63,26 @@ def check_conf_fits(conf: ModelConf, fields: Sequence[FieldSpec], num_tags: int,
     if conf.cvr_mode == "esmm" and "cvr" in objectives and "ctr" not in objectives:
         raise ValueError("model.cvr_mode=esmm trains pCTR * pCVR and needs the ctr objective next to cvr "
                          f"(model {conf.name} has objectives {list(objectives)})")
+    by_name = {f.name: f for f in fields}
+    tag_id_fields = {name: "model.tag_fields" for name in conf.tag_fields}
     if conf.name == "mind":
-        by_name = {f.name: f for f in fields}
         spec = by_name.get(conf.sequence_field)
-        if spec is None:
-            raise ValueError(f"model.sequence_field={conf.sequence_field!r} is not a feature field; "
-                             f"fields: {sorted(by_name)}")
-        if spec.kind != "multi":
+        if spec is not None and spec.kind != "multi":
             raise ValueError(f"model.sequence_field={conf.sequence_field!r} must be a multi-valued field, "
                              f"got kind={spec.kind!r}")
+        tag_id_fields[conf.sequence_field] = "model.sequence_field"
+    for name, key in tag_id_fields.items():
+        spec = by_name.get(name)
+        if spec is None:
+            raise ValueError(f"{key}: {name!r} is not a feature field; fields: {sorted(by_name)}")
         if spec.vocab_size > num_tags:
-            raise ValueError(f"model.sequence_field={conf.sequence_field!r} holds tag ids: its vocab_size "
-                             f"{spec.vocab_size} exceeds num_tags={num_tags}")
+            raise ValueError(f"{key}: {name!r} holds tag ids: its vocab_size {spec.vocab_size} exceeds "
+                             f"num_tags={num_tags}")
 
 
 def _construct(conf: ModelConf, fields: tuple[FieldSpec, ...], num_tags: int, num_categories: int) -> ProfileModel:
     common = dict(embedding_dim=conf.embedding_dim, hidden_dim=conf.hidden_dim, output=conf.output,
-                  temperature=conf.temperature)
+                  temperature=conf.temperature, tag_fields=conf.tag_fields)
     if conf.name == "mvke":
         return MVKEModel(fields, num_tags, num_categories, objectives=conf.objectives,
                          expert_sets=conf.expert_sets, num_experts=conf.num_experts,

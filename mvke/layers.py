@@ -19,15 +19,24 @@ class FieldEmbedding(nn.Module):
 
     Id 0 (missing/padding) maps to the zero vector. A multi-valued row whose weights are all
     zero ("no values") gives the zero vector, without NaN.
+
+    `tag_fields` hold tag ids and have no table of their own: they are looked up in the tag
+    tower's id embedding, passed to `forward`, so a tag clicked by the user and the same tag
+    as a candidate share one vector (the parameters are owned, and saved, by the tag tower).
     """
 
-    def __init__(self, fields: Sequence[FieldSpec], embedding_dim: int) -> None:
+    def __init__(self, fields: Sequence[FieldSpec], embedding_dim: int, tag_fields: Sequence[str] = ()) -> None:
         super().__init__()
         self.fields = tuple(fields)
         self.embedding_dim = embedding_dim
-        self.tables = nn.ModuleDict(
-            {f.name: nn.Embedding(f.vocab_size, embedding_dim, padding_idx=PAD_ID) for f in self.fields}
-        )
+        self.tag_fields = frozenset(tag_fields)
+        unknown = sorted(self.tag_fields - {f.name for f in self.fields})
+        if unknown:
+            raise ValueError(f"tag_fields {unknown} are not among the fields {[f.name for f in self.fields]}")
+        self.tables = nn.ModuleDict({
+            f.name: nn.Embedding(f.vocab_size, embedding_dim, padding_idx=PAD_ID)
+            for f in self.fields if f.name not in self.tag_fields
+        })
         for table in self.tables.values():
             nn.init.normal_(table.weight, std=0.1)
             with torch.no_grad():
@@ -37,17 +46,21 @@ class FieldEmbedding(nn.Module):
     def num_fields(self) -> int:
         return len(self.fields)
 
-    def forward(self, batch: Mapping[str, Tensor]) -> Tensor:
+    def forward(self, batch: Mapping[str, Tensor], tag_embedding: nn.Embedding | None = None) -> Tensor:
         """batch -> F_u.
 
         Shapes: B batch, F fields, L multi-field length, E embedding.
-        Returns F_u [B, F, E] in the order of `fields`.
+        Returns F_u [B, F, E] in the order of `fields`. `tag_embedding` (the tag tower's id
+        table) is required when there are `tag_fields`.
         """
-        columns = [self.embed_field(f, batch) for f in self.fields]  # F x [B, E]
+        if self.tag_fields and tag_embedding is None:
+            raise ValueError(f"tag_fields {sorted(self.tag_fields)} need the tag tower's id embedding")
+        columns = [self.embed_field(f, batch, tag_embedding) for f in self.fields]  # F x [B, E]
         return torch.stack(columns, dim=1)  # [B, F, E]
 
-    def embed_field(self, spec: FieldSpec, batch: Mapping[str, Tensor]) -> Tensor:
-        table = self.tables[spec.name]
+    def embed_field(self, spec: FieldSpec, batch: Mapping[str, Tensor],
+                    tag_embedding: nn.Embedding | None = None) -> Tensor:
+        table = tag_embedding if spec.name in self.tag_fields else self.tables[spec.name]
         if spec.kind == "single":
             return table(batch[spec.name])  # [B, E]
         return weighted_mean(table(batch[spec.name]), batch[weights_key(spec.name)])  # [B, E]

@@ -9,7 +9,8 @@ User side (Li et al., CIKM 2019; seed 004):
   builder, saved with the weights) so that interests differ but runs are reproducible;
 - interest count K_u = max(1, min(K, floor(log2 |I_u|))); interests j >= K_u are masked:
   they are zero vectors in `user_vectors` and False in `user_mask`;
-- each interest is concatenated with the other user fields and passed through a shared MLP.
+- each interest is concatenated with the other user fields and passed through a shared MLP
+  (other fields named in `tag_fields` are embedded with the tag tower's id embedding too).
 
 Tag side: label-aware attention w_k = softmax_k(p * <c_k, e_t>) over the used interests,
 u = sum_k w_k c_k, logit = <u, e_t>. The paper writes softmax(pow(<c_k, e_t>, p)), which is
@@ -80,13 +81,15 @@ class MINDModel(ProfileModel):
 
     def __init__(self, fields: Sequence[FieldSpec], num_tags: int, num_categories: int, *,
                  objectives: Sequence[str], sequence_field: str, num_interests: int, routing_iters: int,
-                 power: float, embedding_dim: int, hidden_dim: int, output: Output, temperature: float) -> None:
+                 power: float, embedding_dim: int, hidden_dim: int, output: Output, temperature: float,
+                 tag_fields: Sequence[str]) -> None:
         super().__init__(objectives, output=output, temperature=temperature)
         self.sequence_field = sequence_field
         self.num_interests = num_interests
         self.power = float(power)
         others = [f for f in fields if f.name != sequence_field]
-        self.field_embedding = FieldEmbedding(others, embedding_dim) if others else None
+        other_tag_fields = [name for name in tag_fields if name != sequence_field]
+        self.field_embedding = FieldEmbedding(others, embedding_dim, other_tag_fields) if others else None
         self.tag_tower = TagTower(num_tags, num_categories, self.objectives, embedding_dim, hidden_dim)
         self.extractor = InterestExtractor(num_interests, embedding_dim, routing_iters)
         self.interest_mlp = mlp((1 + len(others)) * embedding_dim, hidden_dim, embedding_dim)
@@ -103,7 +106,7 @@ class MINDModel(ProfileModel):
         capsules = self.extractor(behaviours, weights, mask)  # [B, K, E]
         parts = [capsules]
         if self.field_embedding is not None:
-            others = self.field_embedding(batch).flatten(1)  # [B, F*E]
+            others = self.field_embedding(batch, self.tag_tower.id_embedding).flatten(1)  # [B, F*E]
             parts.append(others.unsqueeze(1).expand(-1, self.num_interests, -1))  # [B, K, F*E]
         interests = self.interest_mlp(torch.cat(parts, dim=-1))  # [B, K, E]
         return interests * mask.unsqueeze(-1).to(interests.dtype)  # [B, K, E]

@@ -35,9 +35,9 @@ class MVKEModel(ProfileModel):
     def __init__(self, fields: Sequence[FieldSpec], num_tags: int, num_categories: int, *,
                  objectives: Sequence[str], expert_sets: Mapping[str, Sequence[int]], num_experts: int,
                  embedding_dim: int, hidden_dim: int, output: Output, temperature: float,
-                 projected_gate: bool, hard_gate: bool) -> None:
+                 tag_fields: Sequence[str], projected_gate: bool, hard_gate: bool) -> None:
         super().__init__(objectives, output=output, temperature=temperature)
-        self.field_embedding = FieldEmbedding(fields, embedding_dim)
+        self.field_embedding = FieldEmbedding(fields, embedding_dim, tag_fields)
         self.experts = VirtualKernelExperts(len(fields), num_experts, embedding_dim, hidden_dim)
         self.gates = nn.ModuleDict({
             o: VirtualKernelGate(expert_sets[o], embedding_dim, projected=projected_gate, hard=hard_gate)
@@ -50,7 +50,7 @@ class MVKEModel(ProfileModel):
 
     def user_vectors(self, batch: Mapping[str, Tensor]) -> Tensor:
         """batch -> x(u) [B, K, E] (B batch, K kernels, E embedding)."""
-        return self.experts(self.field_embedding(batch))  # [B, K, E]
+        return self.experts(self.field_embedding(batch, self.tag_tower.id_embedding))  # [B, K, E]
 
     def tag_vectors(self, tag: Tensor, tag_category: Tensor) -> dict[str, TagSide]:
         """tag, tag_category [T] -> {objective: TagSide(experts [S], gate [T, S], emb [T, E])}."""
@@ -65,15 +65,16 @@ class TwoTowerModel(ProfileModel):
     """Single-objective two-tower: one user vector per user."""
 
     def __init__(self, fields: Sequence[FieldSpec], num_tags: int, num_categories: int, *, objective: str,
-                 embedding_dim: int, hidden_dim: int, output: Output, temperature: float) -> None:
+                 embedding_dim: int, hidden_dim: int, output: Output, temperature: float,
+                 tag_fields: Sequence[str]) -> None:
         super().__init__((objective,), output=output, temperature=temperature)
-        self.field_embedding = FieldEmbedding(fields, embedding_dim)
+        self.field_embedding = FieldEmbedding(fields, embedding_dim, tag_fields)
         self.user_tower = mlp(len(fields) * embedding_dim, hidden_dim, embedding_dim)
         self.tag_tower = TagTower(num_tags, num_categories, self.objectives, embedding_dim, hidden_dim)
 
     def user_vectors(self, batch: Mapping[str, Tensor]) -> Tensor:
         """batch -> [B, 1, E]."""
-        flat = self.field_embedding(batch).flatten(1)  # [B, F*E]
+        flat = self.field_embedding(batch, self.tag_tower.id_embedding).flatten(1)  # [B, F*E]
         return self.user_tower(flat).unsqueeze(1)  # [B, 1, E]
 
     def tag_vectors(self, tag: Tensor, tag_category: Tensor) -> dict[str, TagSide]:
@@ -85,16 +86,16 @@ class HardSharingModel(ProfileModel):
 
     def __init__(self, fields: Sequence[FieldSpec], num_tags: int, num_categories: int, *,
                  objectives: Sequence[str], embedding_dim: int, hidden_dim: int, output: Output,
-                 temperature: float) -> None:
+                 temperature: float, tag_fields: Sequence[str]) -> None:
         super().__init__(objectives, output=output, temperature=temperature)
-        self.field_embedding = FieldEmbedding(fields, embedding_dim)
+        self.field_embedding = FieldEmbedding(fields, embedding_dim, tag_fields)
         self.bottom = nn.Sequential(nn.Linear(len(fields) * embedding_dim, hidden_dim), nn.ReLU())
         self.heads = nn.ModuleDict({o: mlp(hidden_dim, hidden_dim, embedding_dim) for o in self.objectives})
         self.tag_tower = TagTower(num_tags, num_categories, self.objectives, embedding_dim, hidden_dim)
 
     def user_vectors(self, batch: Mapping[str, Tensor]) -> Tensor:
         """batch -> [B, n_objectives, E], one vector per objective in `objectives` order."""
-        shared = self.bottom(self.field_embedding(batch).flatten(1))  # [B, H]
+        shared = self.bottom(self.field_embedding(batch, self.tag_tower.id_embedding).flatten(1))  # [B, H]
         return torch.stack([self.heads[o](shared) for o in self.objectives], dim=1)  # [B, n_obj, E]
 
     def tag_vectors(self, tag: Tensor, tag_category: Tensor) -> dict[str, TagSide]:
@@ -108,11 +109,12 @@ class MMoEModel(ProfileModel):
 
     def __init__(self, fields: Sequence[FieldSpec], num_tags: int, num_categories: int, *,
                  objectives: Sequence[str], expert_sets: Mapping[str, Sequence[int]], num_experts: int,
-                 embedding_dim: int, hidden_dim: int, output: Output, temperature: float) -> None:
+                 embedding_dim: int, hidden_dim: int, output: Output, temperature: float,
+                 tag_fields: Sequence[str]) -> None:
         super().__init__(objectives, output=output, temperature=temperature)
         in_dim = len(fields) * embedding_dim
         self.num_experts = num_experts
-        self.field_embedding = FieldEmbedding(fields, embedding_dim)
+        self.field_embedding = FieldEmbedding(fields, embedding_dim, tag_fields)
         self.experts = ParallelMLP(num_experts, in_dim, hidden_dim, embedding_dim)
         self.expert_sets = {o: tuple(expert_sets[o]) for o in self.objectives}
         self.gates = nn.ModuleDict({o: nn.Linear(in_dim, len(self.expert_sets[o])) for o in self.objectives})
@@ -125,7 +127,7 @@ class MMoEModel(ProfileModel):
 
     def user_vectors(self, batch: Mapping[str, Tensor]) -> Tensor:
         """batch -> gated mixture per objective [B, n_objectives, E]."""
-        flat = self.field_embedding(batch).flatten(1)  # [B, F*E]
+        flat = self.field_embedding(batch, self.tag_tower.id_embedding).flatten(1)  # [B, F*E]
         outputs = self.expert_outputs(flat)  # [B, K, E]
         mixed = []
         for objective in self.objectives:

@@ -88,6 +88,21 @@ def test_study_fills_every_metric(quality, world):
     assert "| mvke |" in block and "| oracle | " in block and "MVKE" in block
 
 
+def test_tag_fields_reach_every_family(quality, world):
+    """--tag-fields is part of the shared budget: every run gets it, and the report names it."""
+    torch.set_num_threads(1)
+    examples, tags, truth = world
+    budget = quality.Budget(epochs=1, batch_size=64, learning_rate=0.01, embedding_dim=8, hidden_dim=8,
+                            tag_fields=("clicked_tags",))
+    assert {run.conf(budget, 0).tag_fields for run in quality.RUNS} == {("clicked_tags",)}
+    train_rows = examples.rows(~examples.is_validation)
+    model = quality.train(quality.Run("mvke"), examples, train_rows, budget, 0).model
+    assert "clicked_tags" not in model.field_embedding.tables
+    assert quality.budget_of(quality.parse_args(["--tag-fields", "clicked_tags, converted_tags"])).tag_fields == \
+        ("clicked_tags", "converted_tags")
+    assert quality.budget_of(quality.parse_args([])).tag_fields == ()
+
+
 def test_ablation_trains_each_declared_variant_with_its_options(quality, world):
     torch.set_num_threads(1)
     examples, tags, truth = world

@@ -74,16 +74,21 @@ MODEL_CASES: dict[str, dict] = {
                                    "temperature": 0.5},
     "mvke_esmm": {"cvr_mode": "esmm"},
     "mvke_sets": {"num_experts": 4, "expert_sets": {"ctr": (3,), "cvr": (0, 2, 3)}},
+    "mvke_tag_fields": {"tag_fields": ("clicked_tags",)},
     "two_tower": {"name": "two_tower"},
     "two_tower_cvr_cosine": {"name": "two_tower", "two_tower_objective": "cvr", "output": "cosine"},
+    "two_tower_tag_fields": {"name": "two_tower", "tag_fields": ("clicked_tags",)},
     "hard_sharing": {"name": "hard_sharing"},
     "hard_sharing_cosine": {"name": "hard_sharing", "output": "cosine"},
+    "hard_sharing_tag_fields": {"name": "hard_sharing", "tag_fields": ("clicked_tags",)},
     "mmoe": {"name": "mmoe"},
     "mmoe_cosine": {"name": "mmoe", "output": "cosine"},
+    "mmoe_tag_fields": {"name": "mmoe", "tag_fields": ("clicked_tags",)},
     "mind": {"name": "mind"},
     "mind_cosine": {"name": "mind", "output": "cosine", "temperature": 0.2},
     "mind_power": {"name": "mind", "mind_power": 2.5, "mind_routing_iters": 2},
     "mind_esmm": {"name": "mind", "cvr_mode": "esmm", "mind_interests": 3},
+    "mind_tag_fields": {"name": "mind", "tag_fields": ("clicked_tags", "interests")},
 }
 
 

@@ -28,9 +28,12 @@ def test_name_picks_the_family(name, cls):
 
 
 @pytest.mark.parametrize("conf, fields, message", [
-    ({"name": "mind", "sequence_field": "viewed"}, FIELDS, "sequence_field='viewed' is not a feature field"),
+    ({"name": "mind", "sequence_field": "viewed"}, FIELDS, "sequence_field: 'viewed' is not a feature field"),
     ({"name": "mind", "sequence_field": "age"}, FIELDS, "must be a multi-valued field"),
     ({"name": "mind"}, (FieldSpec("clicked_tags", "multi", 21),), "exceeds num_tags=20"),
+    ({"tag_fields": ("viewed",)}, FIELDS, "tag_fields: 'viewed' is not a feature field"),
+    ({"name": "two_tower", "tag_fields": ("city",)}, FIELDS, "tag_fields: 'city' holds tag ids: its vocab_size 30 "
+                                                             "exceeds num_tags=20"),
     ({"name": "two_tower", "two_tower_objective": "cvr", "cvr_mode": "esmm"}, FIELDS, "needs the ctr objective"),
     ({"objectives": ("ctr", "ltv"), "expert_sets": {"ctr": (0,), "ltv": (1,)}, "loss_weights": {}}, FIELDS,
      "have no label"),
@@ -71,6 +74,7 @@ def test_invalid_conf_raises_config_error():
     ({"mind_power": -1.0}, "mind_power"),
     ({"diversity_weight": -0.1}, "diversity_weight"),
     ({"loss_weights": {"ctr": -1.0}}, "loss_weights"),
+    ({"tag_fields": ("clicked_tags", "clicked_tags")}, "tag_fields has duplicates"),
 ])
 def test_model_conf_validates_the_new_settings(values, message):
     with pytest.raises(ConfigError, match=message):

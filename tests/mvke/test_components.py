@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -42,6 +43,32 @@ def test_all_zero_weights_give_no_nan_in_values_or_gradients():
     assert torch.all(out == 0)
     out.sum().backward()
     assert torch.isfinite(emb.tables["m"].weight.grad).all()
+
+
+def test_tag_fields_are_looked_up_in_the_given_tag_embedding():
+    torch.manual_seed(0)
+    fields = [FieldSpec("a", "single", 4), FieldSpec("clicked", "multi", 6)]
+    emb = FieldEmbedding(fields, 3, tag_fields=["clicked"])
+    assert set(emb.tables) == {"a"}  # no table of its own for the tag field
+    tag_table = torch.nn.Embedding(8, 3, padding_idx=0)
+    batch = {"a": torch.tensor([2, 3]), "clicked": torch.tensor([[2, 7, 0], [0, 0, 0]]),
+             "clicked_weights": torch.tensor([[1.0, 3.0, 0.0], [0.0, 0.0, 0.0]])}
+    out = emb(batch, tag_table)
+    torch.testing.assert_close(out[:, 0], emb.tables["a"].weight[[2, 3]])
+    torch.testing.assert_close(out[0, 1], (tag_table.weight[2] + 3 * tag_table.weight[7]) / 4)
+    torch.testing.assert_close(out[1, 1], torch.zeros(3))
+    out[0, 1].sum().backward()
+    touched = tag_table.weight.grad.abs().sum(dim=1) > 0
+    assert touched.tolist() == [i in (2, 7) for i in range(8)]
+
+
+def test_tag_fields_need_the_tag_embedding_and_a_known_field():
+    fields = [FieldSpec("clicked", "multi", 6)]
+    emb = FieldEmbedding(fields, 3, tag_fields=["clicked"])
+    with pytest.raises(ValueError, match="need the tag tower's id embedding"):
+        emb({"clicked": torch.tensor([[2]]), "clicked_weights": torch.ones(1, 1)})
+    with pytest.raises(ValueError, match=r"tag_fields \['viewed'\] are not among the fields"):
+        FieldEmbedding(fields, 3, tag_fields=["viewed"])
 
 
 def _naive_vke(vke: VirtualKernelExperts, fields: torch.Tensor) -> torch.Tensor:

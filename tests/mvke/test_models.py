@@ -44,14 +44,37 @@ def test_shapes_at_each_stage(family, toy, conf_for):
     assert all(v.shape == (6,) and torch.isfinite(v).all() for v in logits.values())
 
 
+@pytest.mark.parametrize("family", ["mvke", "two_tower", "hard_sharing", "mmoe"])
+def test_tag_fields_share_the_tag_towers_id_embedding(family, toy, conf_for):
+    """With tag_fields the user side reads the tag tower's id rows of exactly the clicked tags, and
+    the field has no table of its own; without, the user side never touches the tag tower."""
+    batch = toy.users(6, seed=7)
+    clicked = batch["clicked_tags"][batch["clicked_tags_weights"] > 0].unique().tolist()
+    expected = [t in clicked for t in range(toy.num_tags)]
+
+    shared = build_model(conf_for(family, tag_fields=("clicked_tags",)), toy.fields, toy.num_tags,
+                         toy.num_categories)
+    shared.user_vectors(batch).sum().backward()
+    touched = shared.tag_tower.id_embedding.weight.grad.abs().sum(dim=1) > 0
+    assert touched.tolist() == expected
+    assert set(shared.field_embedding.tables) == {f.name for f in toy.fields} - {"clicked_tags"}
+
+    plain = build_model(conf_for(family), toy.fields, toy.num_tags, toy.num_categories)
+    plain.user_vectors(batch).sum().backward()
+    assert plain.tag_tower.id_embedding.weight.grad is None
+    own = sum(p.numel() for p in plain.parameters()) - sum(p.numel() for p in shared.parameters())
+    assert own == toy.num_tags * plain.spec.conf.embedding_dim  # one clicked_tags table fewer
+
+
 def test_two_tower_has_one_objective(toy, conf_for):
     model = build_model(conf_for("two_tower_cvr_cosine"), toy.fields, toy.num_tags, toy.num_categories)
     assert model.objectives == ("cvr",)
     assert set(model(toy.batch(3, seed=2))) == {"cvr"}
 
 
-@pytest.mark.parametrize("case", ["mvke", "mvke_hard", "mvke_projected", "mmoe", "mind", "hard_sharing",
-                                  "two_tower"])
+@pytest.mark.parametrize("case", ["mvke", "mvke_hard", "mvke_projected", "mvke_tag_fields", "mmoe",
+                                  "mmoe_tag_fields", "mind", "mind_tag_fields", "hard_sharing",
+                                  "hard_sharing_tag_fields", "two_tower", "two_tower_tag_fields"])
 def test_gradients_reach_every_parameter_expert_and_kernel(case, toy, conf_for):
     conf = conf_for(case, diversity_weight=0.1 if case.startswith("mvke") else 0.0)
     model = build_model(conf, toy.fields, toy.num_tags, toy.num_categories)
