@@ -5,6 +5,7 @@ in-memory model, its validation metrics with metrics recomputed here from the ra
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from core import delta, registry
 from core.registry import ModelStatus
@@ -114,6 +116,35 @@ def test_two_process_training_end_to_end(spark, config):
     assert len(rows) == 6 * 2 + 2 * 2 + 2 * 8
     assert (folder / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not artifact_leftovers(config)
+
+
+def test_tag_fields_train_end_to_end_with_one_copy_of_the_tag_table(spark, tmp_path):
+    """model.tag_fields through the 2-process job: the artifact keeps the setting, holds the tag id
+    table once (no clicked_tags table of its own) and reproduces rank 0's logits and metrics."""
+    config = training_config(tmp_path)
+    config = dataclasses.replace(config, model=dataclasses.replace(config.model, tag_fields=("clicked_tags",)))
+    write_warehouse(config.paths.warehouse)
+    result = train.run(spark, config, RUN_DATE)
+
+    folder = Path(result.path)
+    model = load_model(folder)
+    assert model.spec.conf.tag_fields == ("clicked_tags",)
+    names = set(load_file(folder / "model.safetensors"))
+    assert "tag_tower.id_embedding.weight" in names
+    assert not any(name.startswith("field_embedding.tables.clicked_tags") for name in names)
+    probe = {k: torch.as_tensor(v) for k, v in result.probe["batch"].items()}
+    with torch.no_grad():
+        reloaded = model(probe)
+    for objective, logits in result.probe["logits"].items():
+        np.testing.assert_allclose(reloaded[objective].numpy(), logits, rtol=0, atol=1e-6)
+    batch, users = validation_day_inputs(config)
+    with torch.no_grad():
+        logits = {o: v.numpy() for o, v in model(batch).items()}
+    expected = objective_metrics(logits, batch["click"].numpy(), batch["conversion"].numpy(), users,
+                                 cvr_mode="clicked")
+    metrics = json.loads((folder / "metrics.json").read_text())
+    for objective in expected:
+        assert metrics[objective] == pytest.approx(expected[objective], abs=1e-5)
 
 
 def artifact_leftovers(config):
