@@ -72,14 +72,12 @@ def _day_rows(config, table):
     return [r for r in rows if r["dt"] == DAYS[-1]]
 
 
-def test_two_process_training_end_to_end(spark, config):
-    result = train.run(spark, config, RUN_DATE)
-
+def assert_artifact_matches_rank0(config, result):
+    """The artifact reloads (safetensors + JSON: nothing unpickled) to rank 0's logits on the probe
+    batch, and its metrics.json equals the metrics recomputed from the raw validation day.
+    Returns the loaded model and the metrics."""
     folder = Path(result.path)
-    assert folder == Path(config.paths.models) / result.model_version
-    assert result.model_version.startswith("mvke-2026-11-05-") and result.start_epoch == 0
-    assert sorted(os.listdir(folder)) == ARTIFACT_FILES
-    model = load_model(folder)  # safetensors + JSON: nothing unpickled
+    model = load_model(folder)
     probe = {k: torch.as_tensor(v) for k, v in result.probe["batch"].items()}
     with torch.no_grad():
         reloaded = model(probe)
@@ -95,6 +93,17 @@ def test_two_process_training_end_to_end(spark, config):
     assert metrics.keys() == expected.keys() == {"ctr", "cvr"}
     for objective in expected:
         assert metrics[objective] == pytest.approx(expected[objective], abs=1e-5)
+    return model, metrics
+
+
+def test_two_process_training_end_to_end(spark, config):
+    result = train.run(spark, config, RUN_DATE)
+
+    folder = Path(result.path)
+    assert folder == Path(config.paths.models) / result.model_version
+    assert result.model_version.startswith("mvke-2026-11-05-") and result.start_epoch == 0
+    assert sorted(os.listdir(folder)) == ARTIFACT_FILES
+    _, metrics = assert_artifact_matches_rank0(config, result)
     assert metrics["ctr"]["samples"] == 192 and metrics["cvr"]["samples"] == 96  # clicked samples only
 
     record = registry.get_model(config.paths, result.model_version)
@@ -126,25 +135,11 @@ def test_tag_fields_train_end_to_end_with_one_copy_of_the_tag_table(spark, tmp_p
     write_warehouse(config.paths.warehouse)
     result = train.run(spark, config, RUN_DATE)
 
-    folder = Path(result.path)
-    model = load_model(folder)
+    model, _ = assert_artifact_matches_rank0(config, result)
     assert model.spec.conf.tag_fields == ("clicked_tags",)
-    names = set(load_file(folder / "model.safetensors"))
+    names = set(load_file(Path(result.path) / "model.safetensors"))
     assert "tag_tower.id_embedding.weight" in names
     assert not any(name.startswith("field_embedding.tables.clicked_tags") for name in names)
-    probe = {k: torch.as_tensor(v) for k, v in result.probe["batch"].items()}
-    with torch.no_grad():
-        reloaded = model(probe)
-    for objective, logits in result.probe["logits"].items():
-        np.testing.assert_allclose(reloaded[objective].numpy(), logits, rtol=0, atol=1e-6)
-    batch, users = validation_day_inputs(config)
-    with torch.no_grad():
-        logits = {o: v.numpy() for o, v in model(batch).items()}
-    expected = objective_metrics(logits, batch["click"].numpy(), batch["conversion"].numpy(), users,
-                                 cvr_mode="clicked")
-    metrics = json.loads((folder / "metrics.json").read_text())
-    for objective in expected:
-        assert metrics[objective] == pytest.approx(expected[objective], abs=1e-5)
 
 
 def artifact_leftovers(config):
