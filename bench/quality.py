@@ -460,12 +460,12 @@ def reported_split(examples: Examples, tags: Tags, truth: Truth) -> tuple[np.nda
 
 
 def study(examples: Examples, tags: Tags, truth: Truth, budget: Budget, seeds: Sequence[int],
-          log: Callable[[str], None]) -> dict:
+          log: Callable[[str], None], runs: Sequence[Run] = RUNS) -> dict:
     """Train every run for every seed; metrics, profile overlap, timings and MVKE diagnostics."""
     train_rows, valid_rows, user_ids, user_rows, true_top = reported_split(examples, tags, truth)
     records, diagnostics = [], []
     for seed in seeds:
-        for run in RUNS:
+        for run in runs:
             trained = train(run, examples, train_rows, budget, seed)
             record = {"family": run.family, "seed": seed, "seconds": trained.seconds,
                       "metrics": model_metrics(trained.model, examples, valid_rows),
@@ -538,7 +538,7 @@ def brief(metrics: Mapping[str, Mapping[str, float]]) -> str:
 
 
 def select_settings(examples: Examples, lrs: Sequence[float], max_epochs: int, budget: Budget,
-                    log: Callable[[str], None]) -> pd.DataFrame:
+                    log: Callable[[str], None], runs: Sequence[Run] = RUNS) -> pd.DataFrame:
     """Mean validation AUC over every family and objective per (lr, epochs) on the selection split.
 
     Trains on the days before the second-to-last sample day and validates on that day; the
@@ -550,7 +550,7 @@ def select_settings(examples: Examples, lrs: Sequence[float], max_epochs: int, b
     valid_rows = examples.rows(examples.day == select_day)
     rows = []
     for lr in lrs:
-        for run in RUNS:
+        for run in runs:
             def record(epoch: int, model: ProfileModel, run: Run = run, lr: float = lr) -> None:
                 for objective, m in model_metrics(model, examples, valid_rows).items():
                     rows.append({"lr": lr, "epochs": epoch, "run": run.label, "objective": objective, "auc": m["auc"]})
@@ -727,6 +727,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--hidden-dim", type=int, default=32)
     add("--tag-fields", default="", help="comma-separated user fields of tag ids that every family embeds with "
                                           "the tag tower's id table (model.tag_fields; default none)")
+    add("--kernel-history", action="store_true",
+        help="MVKE's kernels pool the clicked tags by attention (model.kernel_history; MVKE only)")
     add("--threads", type=int, default=1, help="torch threads (the machine is shared)")
     add("--select", action="store_true", help="choose lr and epochs on the selection split, print, exit")
     add("--ablation", action="store_true", help="train the pre-declared MVKE variants only, print, exit")
@@ -741,6 +743,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def budget_of(args: argparse.Namespace) -> Budget:
     tag_fields = tuple(name.strip() for name in args.tag_fields.split(",") if name.strip())
     return Budget(args.epochs, args.batch_size, args.lr, args.embedding_dim, args.hidden_dim, tag_fields)
+
+
+def runs_of(args: argparse.Namespace) -> tuple[Run, ...]:
+    """RUNS, with MVKE's kernel_history option when asked for."""
+    if not args.kernel_history:
+        return RUNS
+    return tuple(Run("mvke", options=(("kernel_history", True),)) if run.family == "mvke" else run for run in RUNS)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -759,14 +768,14 @@ def main(argv: list[str] | None = None) -> int:
         examples, tags, truth = prepare(config, root, timings, log)
         if args.select:
             table = select_settings(examples, [float(x) for x in args.select_lrs.split(",")], args.select_epochs,
-                                    budget, log)
+                                    budget, log, runs_of(args))
             print(selection_text(table))
             return 0
         if args.ablation:
             print(ablation(examples, tags, truth, budget, range(args.seeds), log))
             return 0
         tick = time.perf_counter()
-        result = study(examples, tags, truth, budget, range(args.seeds), log)
+        result = study(examples, tags, truth, budget, range(args.seeds), log, runs_of(args))
         timings["training and evaluation"] = time.perf_counter() - tick
         timings["total"] = time.perf_counter() - started
         command = ".venv/bin/python bench/quality.py " + shlex.join(argv if argv is not None else sys.argv[1:])

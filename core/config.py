@@ -237,6 +237,7 @@ class ModelConf:
     mind_power: float = 1.0
     sequence_field: str = "clicked_tags"
     tag_fields: tuple[str, ...] = ()  # user fields of tag ids embedded with the tag tower's id table
+    kernel_history: bool = False  # mvke: each kernel pools sequence_field's values by attention
     seed: int = 0
 
     def validate(self) -> None:

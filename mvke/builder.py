@@ -65,11 +65,15 @@ def check_conf_fits(conf: ModelConf, fields: Sequence[FieldSpec], num_tags: int,
                          f"(model {conf.name} has objectives {list(objectives)})")
     by_name = {f.name: f for f in fields}
     tag_id_fields = {name: "model.tag_fields" for name in conf.tag_fields}
-    if conf.name == "mind":
+    if conf.name == "mind" or (conf.name == "mvke" and conf.kernel_history):  # they read sequence_field
         spec = by_name.get(conf.sequence_field)
-        if spec is not None and spec.kind != "multi":
+        if spec is None:
+            raise ValueError(f"model.sequence_field: {conf.sequence_field!r} is not a feature field; "
+                             f"fields: {sorted(by_name)}")
+        if spec.kind != "multi":
             raise ValueError(f"model.sequence_field={conf.sequence_field!r} must be a multi-valued field, "
                              f"got kind={spec.kind!r}")
+    if conf.name == "mind":  # MIND embeds the sequence with the tag tower's id table
         tag_id_fields[conf.sequence_field] = "model.sequence_field"
     for name, key in tag_id_fields.items():
         spec = by_name.get(name)
@@ -86,7 +90,8 @@ def _construct(conf: ModelConf, fields: tuple[FieldSpec, ...], num_tags: int, nu
     if conf.name == "mvke":
         return MVKEModel(fields, num_tags, num_categories, objectives=conf.objectives,
                          expert_sets=conf.expert_sets, num_experts=conf.num_experts,
-                         projected_gate=conf.projected_gate, hard_gate=conf.hard_gate, **common)
+                         projected_gate=conf.projected_gate, hard_gate=conf.hard_gate,
+                         history_field=conf.sequence_field if conf.kernel_history else None, **common)
     if conf.name == "two_tower":
         return TwoTowerModel(fields, num_tags, num_categories, objective=conf.two_tower_objective, **common)
     if conf.name == "hard_sharing":

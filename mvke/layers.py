@@ -60,10 +60,17 @@ class FieldEmbedding(nn.Module):
 
     def embed_field(self, spec: FieldSpec, batch: Mapping[str, Tensor],
                     tag_embedding: nn.Embedding | None = None) -> Tensor:
-        table = tag_embedding if spec.name in self.tag_fields else self.tables[spec.name]
         if spec.kind == "single":
-            return table(batch[spec.name])  # [B, E]
-        return weighted_mean(table(batch[spec.name]), batch[weights_key(spec.name)])  # [B, E]
+            return self.table(spec.name, tag_embedding)(batch[spec.name])  # [B, E]
+        return weighted_mean(*self.values(spec.name, batch, tag_embedding))  # [B, E]
+
+    def values(self, name: str, batch: Mapping[str, Tensor],
+               tag_embedding: nn.Embedding | None = None) -> tuple[Tensor, Tensor]:
+        """Multi field `name` before pooling: its embedded values [B, L, E] and weights [B, L]."""
+        return self.table(name, tag_embedding)(batch[name]), batch[weights_key(name)]
+
+    def table(self, name: str, tag_embedding: nn.Embedding | None) -> nn.Embedding:
+        return tag_embedding if name in self.tag_fields else self.tables[name]
 
 
 def weighted_mean(values: Tensor, weights: Tensor) -> Tensor:

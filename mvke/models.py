@@ -35,10 +35,14 @@ class MVKEModel(ProfileModel):
     def __init__(self, fields: Sequence[FieldSpec], num_tags: int, num_categories: int, *,
                  objectives: Sequence[str], expert_sets: Mapping[str, Sequence[int]], num_experts: int,
                  embedding_dim: int, hidden_dim: int, output: Output, temperature: float,
-                 tag_fields: Sequence[str], projected_gate: bool, hard_gate: bool) -> None:
+                 tag_fields: Sequence[str], projected_gate: bool, hard_gate: bool,
+                 history_field: str | None = None) -> None:
         super().__init__(objectives, output=output, temperature=temperature)
         self.field_embedding = FieldEmbedding(fields, embedding_dim, tag_fields)
-        self.experts = VirtualKernelExperts(len(fields), num_experts, embedding_dim, hidden_dim)
+        self.history_field = history_field
+        names = [f.name for f in fields]
+        history_index = None if history_field is None else names.index(history_field)
+        self.experts = VirtualKernelExperts(len(fields), num_experts, embedding_dim, hidden_dim, history_index)
         self.gates = nn.ModuleDict({
             o: VirtualKernelGate(expert_sets[o], embedding_dim, projected=projected_gate, hard=hard_gate)
             for o in self.objectives
@@ -50,7 +54,12 @@ class MVKEModel(ProfileModel):
 
     def user_vectors(self, batch: Mapping[str, Tensor]) -> Tensor:
         """batch -> x(u) [B, K, E] (B batch, K kernels, E embedding)."""
-        return self.experts(self.field_embedding(batch, self.tag_tower.id_embedding))  # [B, K, E]
+        tag_ids = self.tag_tower.id_embedding
+        fields = self.field_embedding(batch, tag_ids)  # [B, F, E]
+        if self.history_field is None:
+            return self.experts(fields)  # [B, K, E]
+        history = self.field_embedding.values(self.history_field, batch, tag_ids)  # [B, L, E], [B, L]
+        return self.experts(fields, history)  # [B, K, E]
 
     def tag_vectors(self, tag: Tensor, tag_category: Tensor) -> dict[str, TagSide]:
         """tag, tag_category [T] -> {objective: TagSide(experts [S], gate [T, S], emb [T, E])}."""

@@ -103,6 +103,15 @@ def test_tag_fields_reach_every_family(quality, world):
     assert quality.budget_of(quality.parse_args([])).tag_fields == ()
 
 
+def test_kernel_history_changes_mvke_only(quality):
+    budget = quality.Budget(epochs=1, batch_size=64, learning_rate=0.01, embedding_dim=8, hidden_dim=8)
+    runs = quality.runs_of(quality.parse_args(["--kernel-history"]))
+    assert [r.family for r in runs] == [r.family for r in quality.RUNS]
+    assert {r.family: r.conf(budget, 0).kernel_history for r in runs} == {
+        "mvke": True, "two_tower": False, "hard_sharing": False, "mmoe": False, "mind": False}
+    assert quality.runs_of(quality.parse_args([])) == quality.RUNS
+
+
 def test_ablation_trains_each_declared_variant_with_its_options(quality, world):
     torch.set_num_threads(1)
     examples, tags, truth = world

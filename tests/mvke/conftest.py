@@ -75,6 +75,8 @@ MODEL_CASES: dict[str, dict] = {
     "mvke_esmm": {"cvr_mode": "esmm"},
     "mvke_sets": {"num_experts": 4, "expert_sets": {"ctr": (3,), "cvr": (0, 2, 3)}},
     "mvke_tag_fields": {"tag_fields": ("clicked_tags",)},
+    "mvke_kernel_history": {"kernel_history": True},
+    "mvke_kernel_history_tag_fields": {"kernel_history": True, "tag_fields": ("clicked_tags",)},
     "two_tower": {"name": "two_tower"},
     "two_tower_cvr_cosine": {"name": "two_tower", "two_tower_objective": "cvr", "output": "cosine"},
     "two_tower_tag_fields": {"name": "two_tower", "tag_fields": ("clicked_tags",)},

@@ -21,7 +21,7 @@ def _trained(conf, toy):
     return model.eval()
 
 
-@pytest.mark.parametrize("case", ["mvke_projected_hard_cosine", "mvke_tag_fields", "two_tower_cvr_cosine",
+@pytest.mark.parametrize("case", ["mvke_projected_hard_cosine", "mvke_tag_fields", "mvke_kernel_history", "two_tower_cvr_cosine",
                                   "hard_sharing", "mmoe", "mind_power", "mind_tag_fields"])
 def test_round_trip_gives_identical_outputs(case, toy, conf_for, tmp_path):
     conf = conf_for(case)

@@ -32,6 +32,8 @@ def test_name_picks_the_family(name, cls):
     ({"name": "mind", "sequence_field": "age"}, FIELDS, "must be a multi-valued field"),
     ({"name": "mind"}, (FieldSpec("clicked_tags", "multi", 21),), "exceeds num_tags=20"),
     ({"tag_fields": ("viewed",)}, FIELDS, "tag_fields: 'viewed' is not a feature field"),
+    ({"kernel_history": True, "sequence_field": "viewed"}, FIELDS, "sequence_field: 'viewed' is not a feature field"),
+    ({"kernel_history": True, "sequence_field": "age"}, FIELDS, "must be a multi-valued field"),
     ({"name": "two_tower", "tag_fields": ("city",)}, FIELDS, "tag_fields: 'city' holds tag ids: its vocab_size 30 "
                                                              "exceeds num_tags=20"),
     ({"name": "two_tower", "two_tower_objective": "cvr", "cvr_mode": "esmm"}, FIELDS, "needs the ctr objective"),

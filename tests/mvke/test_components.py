@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from mvke.experts import VirtualKernelExperts
 from mvke.fields import FieldSpec
 from mvke.gate import VirtualKernelGate
-from mvke.layers import FieldEmbedding
+from mvke.layers import FieldEmbedding, weighted_mean
 from mvke.mind import InterestExtractor, interest_count_mask, squash
 from mvke.tag_tower import TagTower
 
@@ -71,22 +71,71 @@ def test_tag_fields_need_the_tag_embedding_and_a_known_field():
         FieldEmbedding(fields, 3, tag_fields=["viewed"])
 
 
-def _naive_vke(vke: VirtualKernelExperts, fields: torch.Tensor) -> torch.Tensor:
+def _naive_vke(vke: VirtualKernelExperts, fields: torch.Tensor, history=None) -> torch.Tensor:
+    """The definition loop by loop; `history` (values [B, L, E], weights [B, L]) replaces the field
+    at `vke.history_index` with each kernel's own pooling of it."""
     batch, num_fields, dim = fields.shape
     num_kernels = vke.kernels.shape[0]
     out = torch.empty(batch, num_kernels, dim)
     for b in range(batch):
         for k in range(num_kernels):
             q = vke.w_q.weight @ vke.kernels[k]
-            scores = torch.stack([(vke.w_k.weight @ fields[b, i]) @ q / math.sqrt(dim) for i in range(num_fields)])
+            seen = list(fields[b])
+            if history is not None:
+                seen[vke.history_index] = _naive_pool(vke, history[0][b], history[1][b], q)
+            scores = torch.stack([(vke.w_k.weight @ seen[i]) @ q / math.sqrt(dim) for i in range(num_fields)])
             a = torch.softmax(scores, dim=0)
-            hs = [F.layer_norm(a[i] * (vke.w_v.weight @ fields[b, i]) + fields[b, i], (dim,),
+            hs = [F.layer_norm(a[i] * (vke.w_v.weight @ seen[i]) + seen[i], (dim,),
                                vke.norm.weight, vke.norm.bias) for i in range(num_fields)]
             x = torch.cat(hs)
             p = vke.experts
             hidden = torch.relu(x @ p.w1[k] + p.b1[k])
             out[b, k] = hidden @ p.w2[k] + p.b2[k]
     return out
+
+
+def _naive_pool(vke: VirtualKernelExperts, values: torch.Tensor, weights: torch.Tensor, q: torch.Tensor):
+    """One kernel's pooled history: w_l exp(score_l) / sum, over the present behaviours only."""
+    present = [l for l in range(values.shape[0]) if weights[l] > 0]
+    if not present:
+        return torch.zeros(values.shape[1])
+    raw = torch.stack([weights[l] * torch.exp((vke.w_k.weight @ values[l]) @ q / math.sqrt(values.shape[1]))
+                       for l in present])
+    return sum(r * values[l] for r, l in zip(raw / raw.sum(), present))
+
+
+def _history(batch: int, length: int, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random behaviour values and weights: row 0 has no behaviours, the others some padding."""
+    values = torch.randn(batch, length, dim)
+    weights = torch.rand(batch, length) + 0.5
+    weights[0] = 0.0
+    weights[1:, -1] = 0.0
+    return values, weights
+
+
+def test_kernel_history_matches_the_definition():
+    torch.manual_seed(4)
+    vke = VirtualKernelExperts(num_fields=3, num_kernels=4, embedding_dim=5, hidden_dim=7, history_index=1)
+    fields = torch.randn(3, 3, 5)
+    history = _history(3, 4, 5)
+    out = vke(fields, history)
+    torch.testing.assert_close(out, _naive_vke(vke, fields, history), atol=1e-5, rtol=1e-5)
+    out.sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in vke.parameters())
+    with pytest.raises(ValueError, match="history must be given exactly"):
+        vke(fields)
+
+
+def test_kernel_history_with_equal_scores_is_the_weighted_mean():
+    """W_K = 0 gives every behaviour the same score: each kernel's pooling is the field's weighted mean."""
+    torch.manual_seed(5)
+    vke = VirtualKernelExperts(num_fields=2, num_kernels=3, embedding_dim=4, hidden_dim=6, history_index=0)
+    with torch.no_grad():
+        vke.w_k.weight.zero_()
+    values, weights = _history(3, 5, 4)
+    pooled = vke.pool_history(values, weights)
+    expected = weighted_mean(values, weights)  # [B, E]; row 0 (no behaviours) is zero
+    torch.testing.assert_close(pooled, expected.unsqueeze(1).expand(-1, 3, -1))
 
 
 def test_virtual_kernel_experts_match_the_definition():

@@ -66,13 +66,28 @@ def test_tag_fields_share_the_tag_towers_id_embedding(family, toy, conf_for):
     assert own == toy.num_tags * plain.spec.conf.embedding_dim  # one clicked_tags table fewer
 
 
+def test_kernel_history_with_equal_scores_equals_plain_mvke(toy, conf_for):
+    """With W_K = 0 every kernel pools the history into its weighted mean, which is what plain MVKE
+    sees; the two builds share every parameter (same seed), so their user vectors are equal."""
+    plain = build_model(conf_for("mvke"), toy.fields, toy.num_tags, toy.num_categories)
+    history = build_model(conf_for("mvke_kernel_history"), toy.fields, toy.num_tags, toy.num_categories)
+    history.load_state_dict(plain.state_dict())
+    batch = toy.users(6, seed=8)
+    with torch.no_grad():
+        assert not torch.allclose(history.user_vectors(batch), plain.user_vectors(batch))
+        for model in (plain, history):
+            model.experts.w_k.weight.zero_()
+        torch.testing.assert_close(history.user_vectors(batch), plain.user_vectors(batch))
+
+
 def test_two_tower_has_one_objective(toy, conf_for):
     model = build_model(conf_for("two_tower_cvr_cosine"), toy.fields, toy.num_tags, toy.num_categories)
     assert model.objectives == ("cvr",)
     assert set(model(toy.batch(3, seed=2))) == {"cvr"}
 
 
-@pytest.mark.parametrize("case", ["mvke", "mvke_hard", "mvke_projected", "mvke_tag_fields", "mmoe",
+@pytest.mark.parametrize("case", ["mvke", "mvke_hard", "mvke_projected", "mvke_tag_fields", "mvke_kernel_history",
+                                  "mvke_kernel_history_tag_fields", "mmoe",
                                   "mmoe_tag_fields", "mind", "mind_tag_fields", "hard_sharing",
                                   "hard_sharing_tag_fields", "two_tower", "two_tower_tag_fields"])
 def test_gradients_reach_every_parameter_expert_and_kernel(case, toy, conf_for):
