@@ -718,6 +718,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--days", type=int, default=12)
     add("--impressions-per-user-day", type=float, default=GenerateConf.impressions_per_user_day)
     add("--interest-sharpness", type=float, default=GenerateConf.interest_sharpness)
+    add("--base-cvr", type=float, default=GenerateConf.base_cvr, help="the generator's base conversion rate")
     add("--generator-seed", type=int, default=7)
     add("--seeds", type=int, default=3, help="models are trained with seeds 0 .. seeds-1")
     add("--epochs", type=int, default=3, help="chosen with --select (docs/quality.md)")
@@ -758,7 +759,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     timings: dict[str, float] = {}
     sizes = {k: getattr(args, k) for k in ("users", "items", "tags", "categories", "facets", "days",
-                                           "impressions_per_user_day", "interest_sharpness", "generator_seed")}
+                                           "impressions_per_user_day", "interest_sharpness", "base_cvr", "generator_seed")}
     budget = budget_of(args)
     root = args.work_dir or Path(tempfile.mkdtemp(prefix="mvke-quality-"))
     root.mkdir(parents=True, exist_ok=True)
