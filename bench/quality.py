@@ -741,6 +741,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def sizes_of(args: argparse.Namespace) -> dict:
+    """The world's settings: study_config's keyword arguments."""
+    names = ("users", "items", "tags", "categories", "facets", "days", "impressions_per_user_day",
+             "interest_sharpness", "base_cvr", "generator_seed")
+    return {name: getattr(args, name) for name in names}
+
+
 def budget_of(args: argparse.Namespace) -> Budget:
     tag_fields = tuple(name.strip() for name in args.tag_fields.split(",") if name.strip())
     return Budget(args.epochs, args.batch_size, args.lr, args.embedding_dim, args.hidden_dim, tag_fields)
@@ -758,8 +765,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     timings: dict[str, float] = {}
-    sizes = {k: getattr(args, k) for k in ("users", "items", "tags", "categories", "facets", "days",
-                                           "impressions_per_user_day", "interest_sharpness", "base_cvr", "generator_seed")}
+    sizes = sizes_of(args)
     budget = budget_of(args)
     root = args.work_dir or Path(tempfile.mkdtemp(prefix="mvke-quality-"))
     root.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from core.config import GenerateConf
 from mvke.fields import FieldSpec
 from training.data import stored_name
 
@@ -110,6 +111,15 @@ def test_kernel_history_changes_mvke_only(quality):
     assert {r.family: r.conf(budget, 0).kernel_history for r in runs} == {
         "mvke": True, "two_tower": False, "hard_sharing": False, "mmoe": False, "mind": False}
     assert quality.runs_of(quality.parse_args([])) == quality.RUNS
+
+
+def test_world_settings_reach_the_generator(quality, tmp_path):
+    args = quality.parse_args(["--users", "300", "--facets", "12", "--interest-sharpness", "8", "--base-cvr", "0.005"])
+    conf = quality.study_config(tmp_path, **quality.sizes_of(args)).generate
+    assert (conf.users, conf.facets, conf.interest_sharpness, conf.base_cvr) == (300, 12, 8.0, 0.005)
+    assert (conf.tags, conf.items, conf.days, conf.seed) == (60, 400, 12, 7)
+    defaults = quality.study_config(tmp_path, **quality.sizes_of(quality.parse_args([]))).generate
+    assert (defaults.base_cvr, defaults.interest_sharpness) == (GenerateConf.base_cvr, GenerateConf.interest_sharpness)
 
 
 def test_ablation_trains_each_declared_variant_with_its_options(quality, world):
