@@ -165,7 +165,7 @@ def study_config(root: Path, *, days: int, generator_seed: int, **generate: floa
         raise ValueError(f"days must be >= 4 (the window needs train days and a validation day), got {days}")
     return config_from_dict({
         "paths": {"raw": str(root / "raw"), "warehouse": str(root / "warehouse"), "models": str(root / "models")},
-        "spark": {"master": "local[2]", "shuffle_partitions": 4, "driver_memory": "3g", "app_name": "mvke-quality"},
+        "spark": {"master": "local[2]", "shuffle_partitions": 4, "driver_memory": "6g", "app_name": "mvke-quality"},
         "generate": {"seed": generator_seed, "days": days, "partitions": 2, **generate},
         "train": {"window_days": days - 1, "validation": "last_day"},
     })
