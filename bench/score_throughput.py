@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/score_throughput.py [--sizes 250000x1000,...] [--torch-sizes ...]
         [--als-sizes 1000000x1000,100000x10000] [--repeats 3] [--big-repeats 1] [--torch-repeats N]
-        [--als-repeats N] [--torch-threads N] [--block-size 4096] [--job] [--json FILE]
+        [--als-repeats N] [--mind-sizes 100000x1000] [--torch-threads N] [--block-size 4096] [--job] [--json FILE]
 
 The defaults run the whole grid (users 250k/500k/1M x tags 1k/10k) and take well over half an
 hour on a 2-core machine; docs/performance.md lists the commands actually used.
@@ -23,6 +23,9 @@ one multi field of 8 tags per user; top 10 per user and objective.
   `ALSModel.load` (docs/stack.md). Only at --als-sizes (ALS's cost per user grows with the tags:
   it runs one matrix-vector product per user and block of items); MVKE and torch alone are timed
   there too. Sizes are USERSxTAGS lists; torch alone runs at --torch-sizes.
+- mind_torch: torch alone for a MIND model of the same size (E=64, 4 interests from the 8 clicked
+  tags, 3 of them used; label-aware attention per user and tag, `mvke.serving.score_block`)
+  beside MVKE's torch alone, at --mind-sizes: what MVKE's tag-only gate saves in the scan.
 Timings are medians over --repeats runs (--big-repeats for users*tags > 2.5e9); the first Spark
 scan (Python workers starting, model loading) is a warm-up and is not timed.
 """
@@ -91,6 +94,7 @@ def parse_args() -> argparse.Namespace:
                                            "1000000x10000", help="USERSxTAGS,... for mvke_spark")
     parser.add_argument("--torch-sizes", default="250000x1000,1000000x1000,250000x10000,1000000x10000")
     parser.add_argument("--als-sizes", default="1000000x1000,100000x10000")
+    parser.add_argument("--mind-sizes", default="", help="USERSxTAGS,... for mind_torch (and torch_alone)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--big-repeats", type=int, default=1, help="repeats for users*tags > 2.5e9")
     parser.add_argument("--torch-repeats", type=int, help="torch_alone repeats (default: as mvke_spark)")
@@ -100,7 +104,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--job", action="store_true", help="also time jobs.score.run end to end (Delta write)")
     parser.add_argument("--json", help="also write the raw results here")
     args = parser.parse_args()
-    for name in ("sizes", "torch_sizes", "als_sizes"):
+    for name in ("sizes", "torch_sizes", "als_sizes", "mind_sizes"):
         setattr(args, name, [tuple(int(v) for v in size.split("x")) for size in getattr(args, name).split(",") if size])
     return args
 
@@ -120,28 +124,36 @@ def run_bench(args: argparse.Namespace, root: Path) -> dict:
     task = ScanTask(model_path=model_path, model_version="bench", date=DATE, plan=plan,
                     block_size=args.block_size, threads=1)
     users_path = str(root / "user_features")
-    everything = sorted({*args.sizes, *args.torch_sizes, *args.als_sizes}, key=lambda size: (size[1], size[0]))
+    everything = sorted({*args.sizes, *args.torch_sizes, *args.als_sizes, *args.mind_sizes},
+                        key=lambda size: (size[1], size[0]))
+    mind = build_model(dataclasses.replace(conf, name="mind"), FIELDS, NUM_TAGS, NUM_CATEGORIES).eval() \
+        if args.mind_sizes else None
     write_users(spark, users_path, max(u for u, _ in everything), cores)
     results: dict = {"meta": {"cores": cores, "torch_threads": torch.get_num_threads(), "cpu": platform.processor(),
                               "block_size": args.block_size, "load_before": os.getloadavg()},
                      "rows": []}
     smallest = everything[0]
     time_spark_scan(spark, users_path, smallest[0], tag_side(model, smallest[1]), task)  # warm-up
-    scans = {}
+    scans, mind_scans = {}, {}
     for num_users, num_tags in everything:
         size = (num_users, num_tags)
         if num_tags not in scans:
             scans[num_tags] = tag_side(model, num_tags)
         scan = scans[num_tags]
+        if size in args.mind_sizes and num_tags not in mind_scans:
+            mind_scans[num_tags] = tag_side(mind, num_tags)
         reps = args.big_repeats if num_users * num_tags > 2.5e9 else args.repeats
         torch_reps, als_reps = min(reps, args.torch_repeats or reps), min(reps, args.als_repeats or reps)
         row = {"users": num_users, "tags": num_tags, "load": os.getloadavg()[0],
                "repeats": f"{reps}/{torch_reps}/{als_reps}"}
         if size in args.sizes or size in args.als_sizes:
             row["mvke_spark"] = _median(reps, lambda: time_spark_scan(spark, users_path, num_users, scan, task))
-        if size in args.torch_sizes or size in args.als_sizes:
+        if size in args.torch_sizes or size in args.als_sizes or size in args.mind_sizes:
             row["torch_alone"] = _median(torch_reps, lambda: time_torch_scan(model, num_users, scan, plan,
                                                                              args.block_size))
+        if size in args.mind_sizes:
+            row["mind_torch"] = _median(torch_reps, lambda: time_torch_scan(mind, num_users, mind_scans[num_tags],
+                                                                            plan, args.block_size))
         if size in args.als_sizes:
             als_path = write_als_model(root / f"als_{num_users}_{num_tags}", num_users, num_tags)
             row["als_spark"] = _median(als_reps, lambda: time_als(spark, als_path))
@@ -293,15 +305,16 @@ def report(results: dict) -> str:
         f"{meta['load_after'][0]:.1f}",
         "",
         "| users | tags | runs (mvke/torch/als) | load start-end | mvke_spark s | torch_alone s | als_spark s | "
-        "mvke users/s | mvke user-tag pairs/s | spark / torch | als / mvke |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "mvke users/s | mvke user-tag pairs/s | spark / torch | als / mvke | mind_torch s | mind / mvke (torch) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results["rows"]:
-        mvke, torch_s, als = r.get("mvke_spark"), r.get("torch_alone"), r.get("als_spark")
+        mvke, torch_s, als, mind = r.get("mvke_spark"), r.get("torch_alone"), r.get("als_spark"), r.get("mind_torch")
         cells = [f"{r['users']:,}", f"{r['tags']:,}", str(r["repeats"]), "{:.0f}-{:.0f}".format(*r["load"]),
                  _cell(mvke, "{:.1f}"), _cell(torch_s, "{:.1f}"), _cell(als, "{:.1f}"),
                  _cell(mvke and r["users"] / mvke, "{:,.0f}"), _cell(mvke and r["users"] * r["tags"] / mvke, "{:.3g}"),
-                 _cell(mvke and torch_s and mvke / torch_s, "{:.2f}"), _cell(mvke and als and als / mvke, "{:.2f}")]
+                 _cell(mvke and torch_s and mvke / torch_s, "{:.2f}"), _cell(mvke and als and als / mvke, "{:.2f}"),
+                 _cell(mind, "{:.1f}"), _cell(mind and torch_s and mind / torch_s, "{:.2f}")]
         lines.append("| " + " | ".join(cells) + " |")
     for job in results.get("job", []):
         lines.append(f"\nwhole job (jobs.score.run, Delta write of {job['rows_written']:,} rows), "
