@@ -1,7 +1,9 @@
 """A trained model on disk: `model.safetensors` (weights, no pickle) + `model.json` (conf, fields, sizes).
 
 `load_model(dir)` rebuilds the model with `build_model` from the JSON and loads the weights;
-missing, unreadable or mismatched files raise ValueError. Nothing is unpickled.
+missing, unreadable or mismatched files raise ValueError. Nothing is unpickled. A format 1
+`model.json` names every ModelConf key: a missing key is an error, never a default, since a
+default can build a different model than the one the weights were trained in.
 """
 from __future__ import annotations
 
@@ -108,6 +110,10 @@ def _conf_from_json(raw: Any) -> ModelConf:
     unknown = sorted(set(raw) - set(hints))
     if unknown:
         raise ValueError(f"model.json: unknown model_conf keys {unknown}")
+    missing = sorted({f.name for f in dataclasses.fields(ModelConf)} - set(raw))
+    if missing:
+        raise ValueError(f"model.json: model_conf lacks keys {missing}; format_version {FORMAT_VERSION} "
+                         f"records every key, so this file is damaged or was written by other code")
     values = {}
     for name, value in raw.items():
         origin = typing.get_origin(hints[name])

@@ -104,6 +104,17 @@ def test_bad_json_and_unknown_keys_raise(toy, conf_for, tmp_path):
         load_model(tmp_path)
 
 
+def test_missing_conf_keys_raise_naming_them_instead_of_taking_defaults(toy, conf_for, tmp_path):
+    conf = conf_for("mvke_kernel_history")
+    assert conf.kernel_history  # the default is False: a silent default would build another model
+    save_model(_trained(conf, toy), conf, toy.fields, toy.num_tags, toy.num_categories, tmp_path)
+    meta = json.loads((tmp_path / META_FILE).read_text())
+    del meta["model_conf"]["kernel_history"], meta["model_conf"]["seed"]
+    (tmp_path / META_FILE).write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"model_conf lacks keys \['kernel_history', 'seed'\]"):
+        load_model(tmp_path)
+
+
 def test_save_refuses_a_conf_the_model_was_not_built_with(toy, conf_for, tmp_path):
     model = _trained(conf_for("mvke"), toy)
     with pytest.raises(ValueError, match="differ"):
