@@ -9,7 +9,9 @@ Definitions (docs/training.md repeats them):
 - log loss: mean binary cross entropy of the predicted probability, clipped to [eps, 1 - eps].
 - calibration: mean predicted probability / observed positive rate (1 is perfect,
   > 1 over-predicts).
-Each returns NaN when undefined (no positives, no negatives, no samples).
+Each returns NaN when undefined (no positives, no negatives, no samples). A NaN score makes
+AUC and GAUC NaN (it has no rank), and `binary_metrics` gives NaN for every metric of an
+objective with any non-finite prediction, so the publish rules reject such a model.
 """
 from __future__ import annotations
 
@@ -34,9 +36,11 @@ def sigmoid(logits: np.ndarray) -> np.ndarray:
 
 
 def auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Area under the ROC curve from average ranks (ties count 1/2); NaN without both classes."""
+    """Area under the ROC curve from average ranks (ties count 1/2); NaN without both classes or with a NaN score."""
     labels = np.asarray(labels, dtype=np.float64)
     scores = np.asarray(scores, dtype=np.float64)
+    if np.isnan(scores).any():
+        return float("nan")
     positives = labels > 0.5
     num_pos = int(positives.sum())
     num_neg = labels.size - num_pos
@@ -48,10 +52,12 @@ def auc(labels: np.ndarray, scores: np.ndarray) -> float:
 
 def gauc(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray,
          weighting: GaucWeighting = "impressions") -> float:
-    """Per-group AUC averaged over groups that hold both classes; NaN if no group does."""
+    """Per-group AUC averaged over groups that hold both classes; NaN if no group does or a score is NaN."""
     if weighting not in ("impressions", "uniform"):
         raise ValueError(f"weighting={weighting!r}; valid: 'impressions', 'uniform'")
-    labels, scores, groups = np.asarray(labels), np.asarray(scores), np.asarray(groups)
+    labels, scores, groups = np.asarray(labels), np.asarray(scores, dtype=np.float64), np.asarray(groups)
+    if np.isnan(scores).any():
+        return float("nan")  # a group with a NaN score would otherwise be skipped like a one-class group
     order = np.argsort(groups, kind="stable")
     sorted_groups = groups[order]
     starts = np.flatnonzero(np.r_[True, sorted_groups[1:] != sorted_groups[:-1]])
@@ -87,15 +93,18 @@ def calibration(labels: np.ndarray, probs: np.ndarray) -> float:
 
 def binary_metrics(labels: np.ndarray, probs: np.ndarray, groups: np.ndarray,
                    weighting: GaucWeighting = "impressions") -> dict[str, float]:
-    """Every metric of one objective, plus the sample and positive counts."""
+    """Every metric of one objective, plus the sample and positive counts; NaN metrics for non-finite predictions."""
     labels = np.asarray(labels, dtype=np.float64)
+    probs = np.asarray(probs, dtype=np.float64)
+    counts = {"samples": float(labels.size), "positives": float(labels.sum())}
+    if not np.isfinite(probs).all():
+        return {**dict.fromkeys(("auc", "gauc", "log_loss", "calibration"), float("nan")), **counts}
     return {
         "auc": auc(labels, probs),
         "gauc": gauc(labels, probs, groups, weighting),
         "log_loss": log_loss(labels, probs),
         "calibration": calibration(labels, probs),
-        "samples": float(labels.size),
-        "positives": float(labels.sum()),
+        **counts,
     }
 
 

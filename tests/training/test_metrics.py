@@ -104,3 +104,29 @@ def test_objective_metrics_cvr_on_clicked_samples_and_esmm_on_all():
     p = sigmoid(ctr) * sigmoid(cvr)
     assert esmm["cvr"] == binary_metrics(click * conversion, p, users)
     assert esmm["cvr"]["samples"] == 6.0
+
+
+def test_non_finite_predictions_make_their_objective_metrics_nan_and_the_model_unpublishable():
+    """A NaN score used to sort like a number (auc == 0.5 here), so a broken model could pass the floor."""
+    from core.config import PublishRules
+    from core.registry import ModelStatus
+    from training.artifact import json_safe
+    from training.publish import decide
+
+    assert math.isnan(auc(np.array([1, 0, 1, 0]), np.array([math.nan, 0.1, 0.2, math.nan])))
+    assert math.isnan(gauc(np.array([1, 0, 1, 0]), np.array([0.9, 0.1, 0.2, math.nan]), np.array([1, 1, 2, 2])))
+    click = np.array([1, 0, 1, 0, 1, 1])
+    conversion = np.array([1, 0, 0, 0, 1, 0])
+    users = np.array([1, 1, 2, 2, 3, 3])
+    ctr = np.array([2.0, -1.0, 0.5, -2.0, 1.0, 0.0])
+    cvr = np.array([1.0, 3.0, math.nan, 2.0, -0.5, 0.2])  # the NaN is on a clicked sample
+    metrics = objective_metrics({"ctr": ctr, "cvr": cvr}, click, conversion, users, cvr_mode="clicked")
+    assert metrics["ctr"] == binary_metrics(click, sigmoid(ctr), users)
+    assert all(math.isfinite(v) for v in metrics["ctr"].values())
+    nan = math.nan
+    assert json_safe(metrics["cvr"]) == json_safe({"auc": nan, "gauc": nan, "log_loss": nan, "calibration": nan,
+                                                   "samples": 4.0, "positives": 2.0})
+    decision = decide(json_safe(metrics), PublishRules(min_auc=0.0), ("ctr", "cvr"), previous=None)
+    assert decision.status is ModelStatus.REJECTED
+    assert [r for r in decision.reasons if r.startswith("cvr")] == [
+        "cvr: AUC is undefined (the validation set has one class only)"]
