@@ -94,9 +94,9 @@ def fields_table(fields: Sequence[FieldDef], vocabulary_sizes: Mapping[str, int]
     return pa.Table.from_pylist([dict(zip(FIELDS_SCHEMA.names, row)) for row in rows], schema=FIELDS_SCHEMA)
 
 
-def read_fields(uri: str) -> list[FieldSpec]:
-    """The `fields` table at `uri` as the model's FieldSpecs, sorted by name."""
+def read_fields(uri: str, version: int | None = None) -> list[FieldSpec]:
+    """The `fields` table at `uri` (at `version`, default the latest) as the model's FieldSpecs, sorted by name."""
     from mvke.fields import FieldSpec
 
-    table = delta.read_arrow(uri, columns=["name", "kind", "vocab_size"]).to_pylist()
+    table = delta.read_arrow(uri, version, columns=["name", "kind", "vocab_size"]).to_pylist()
     return [FieldSpec(r["name"], r["kind"], int(r["vocab_size"])) for r in sorted(table, key=lambda r: r["name"])]

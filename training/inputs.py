@@ -101,7 +101,7 @@ def read_inputs(spark: SparkSession, config: Config, date: dt.date) -> TrainingI
     absent = sorted(name for name, v in versions.items() if v is None)
     if absent:
         raise MissingSamplesError(f"tables {absent} do not exist under {config.paths.warehouse}; run the feature job")
-    fields = tuple(read_fields(uris[Warehouse.FIELDS.value]))
+    fields = tuple(read_fields(uris[Warehouse.FIELDS.value], versions[Warehouse.FIELDS.value]))
     sizes = id_space_sizes(spark, uris[Warehouse.VOCABULARY.value], versions[Warehouse.VOCABULARY.value])
     samples = _window_rows(spark, uris[Warehouse.SAMPLES.value], versions[Warehouse.SAMPLES.value], window)
     snapshots = _window_rows(spark, uris[Warehouse.USER_FEATURES.value], versions[Warehouse.USER_FEATURES.value],
