@@ -90,10 +90,13 @@ def horovod_nics(nics: tuple[str, ...], master: str) -> tuple[str, ...]:
 
 
 def version_fingerprint(config: Config, date: dt.date, inputs: TrainingInputs) -> dict:
-    """What makes a model: the date, model conf, the training settings that change weights, table versions."""
+    """What makes a model: the date, model conf, the training settings that change weights, table versions.
+
+    num_proc is one of them: it sets the global batch, the steps per epoch and the split into files.
+    """
     train = config.train
-    settings = {k: getattr(train, k) for k in ("window_days", "epochs", "batch_size", "learning_rate", "validation",
-                                                 "validation_user_share", "shuffle_buffer", "seed")}
+    settings = {k: getattr(train, k) for k in ("num_proc", "window_days", "epochs", "batch_size", "learning_rate",
+                                                 "validation", "validation_user_share", "shuffle_buffer", "seed")}
     return {"date": date.isoformat(), "model": asdict(config.model), "train": settings,
             "max_multi_len": config.features.max_multi_len, "tables": inputs.versions}
 
@@ -127,7 +130,7 @@ def worker_spec(config: Config, inputs: TrainingInputs, version: str, train_rows
     return WorkerSpec(
         model_conf=config.model, fields=inputs.fields, num_tags=inputs.num_tags,
         num_categories=inputs.num_categories, multi_len=config.features.max_multi_len, epochs=train.epochs,
-        steps_per_epoch=max(1, math.ceil(train_rows / (train.batch_size * train.num_proc))),
+        steps_per_epoch=max(1, math.ceil(train_rows / (train.batch_size * train.num_proc))), num_proc=train.num_proc,
         batch_size=train.batch_size, learning_rate=train.learning_rate,
         checkpoint_dir=str(artifact.checkpoint_dir(config.paths, version)), output_dir=str(staging),
         resume=train.resume, shuffle_buffer=train.shuffle_buffer, reader_workers=train.reader_workers,

@@ -56,6 +56,7 @@ class WorkerSpec:
     multi_len: int
     epochs: int
     steps_per_epoch: int
+    num_proc: int
     batch_size: int
     learning_rate: float
     checkpoint_dir: str
@@ -71,9 +72,14 @@ class WorkerSpec:
     probe_rows: int = 32
 
     def fingerprint(self) -> dict[str, Any]:
-        """What a checkpoint must have been trained for to be resumed (JSON-able)."""
+        """What a checkpoint must have been trained for to be resumed (JSON-able).
+
+        The rank count and the steps per epoch are in it: they set the global batch and which
+        rows each step sees, so a checkpoint written under others continues another training.
+        """
         return {"model_conf": _json_conf(self.model_conf), "fields": [list(asdict(f).values()) for f in self.fields],
-                "num_tags": self.num_tags, "num_categories": self.num_categories}
+                "num_tags": self.num_tags, "num_categories": self.num_categories, "num_proc": self.num_proc,
+                "steps_per_epoch": self.steps_per_epoch}
 
 
 def train_worker(spec: WorkerSpec, train_data: Any, validation_data: Any) -> dict[str, Any]:

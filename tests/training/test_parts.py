@@ -11,10 +11,12 @@ from training import artifact, report
 from mvke.fields import FieldSpec
 from pyspark.sql import functions as F
 from training.data import batch_columns, converter_batches, model_columns, petastorm_converters, to_model_batch
-from training.inputs import backfill_dates, window_days
+from jobs.train import version_fingerprint
+from training.inputs import TrainingInputs, backfill_dates, window_days
 from training.worker import FaultInjection, WorkerSpec
 
 from tests.training.toy import FIELDS
+from tests.training.warehouse import RUN_DATE, training_config
 
 
 def test_to_model_batch_stacks_stored_array_parts_with_the_model_dtypes():
@@ -96,13 +98,29 @@ def test_model_version_is_readable_and_deterministic():
     assert version != artifact.model_version("mvke", dt.date(2026, 11, 12), {**fingerprint, "tables": {"samples": 4}})
 
 
-def test_worker_fingerprint_names_fields_and_sizes():
+def test_worker_fingerprint_names_everything_that_shapes_the_training():
     spec = WorkerSpec(model_conf=ModelConf(), fields=FIELDS, num_tags=6, num_categories=3, multi_len=2, epochs=1,
-                      steps_per_epoch=1, batch_size=2, learning_rate=0.1, checkpoint_dir="c", output_dir="o")
+                      steps_per_epoch=4, num_proc=2, batch_size=2, learning_rate=0.1, checkpoint_dir="c",
+                      output_dir="o")
     fingerprint = spec.fingerprint()
+    assert fingerprint.keys() == {"model_conf", "fields", "num_tags", "num_categories", "num_proc", "steps_per_epoch"}
     assert fingerprint["fields"] == [["history", "multi", 8], ["interest", "single", 6]]
     assert (fingerprint["num_tags"], fingerprint["num_categories"]) == (6, 3)
+    assert (fingerprint["num_proc"], fingerprint["steps_per_epoch"]) == (2, 4)
     assert fingerprint["model_conf"]["expert_sets"] == {"ctr": [0, 1, 2], "cvr": [1, 2, 3, 4]}
+
+
+def test_model_version_changes_with_the_number_of_ranks(tmp_path):
+    """num_proc sets the global batch, the steps per epoch and the file split: another model, another name."""
+    inputs = TrainingInputs(window=(), versions={"samples": 3, "fields": 1}, fields=FIELDS, num_tags=6,
+                            num_categories=3, examples=None)
+    names = {num_proc: artifact.model_version("mvke", RUN_DATE,
+                                              version_fingerprint(training_config(tmp_path, num_proc=num_proc),
+                                                                  RUN_DATE, inputs))
+             for num_proc in (2, 4)}
+    assert names[2] != names[4]
+    assert names[2] == artifact.model_version("mvke", RUN_DATE, version_fingerprint(training_config(tmp_path),
+                                                                                      RUN_DATE, inputs))
 
 
 def test_metric_rows_cover_steps_and_epochs():
