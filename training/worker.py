@@ -56,12 +56,12 @@ class WorkerSpec:
     multi_len: int
     epochs: int
     steps_per_epoch: int
-    num_proc: int
     batch_size: int
     learning_rate: float
     checkpoint_dir: str
     output_dir: str
     resume: bool = True
+    num_proc: int = 1  # the ranks this spec is launched on (the job always sets it)
     shuffle_buffer: int = 0
     reader_workers: int = 1
     seed: int = 0
