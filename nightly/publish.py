@@ -8,6 +8,7 @@ warehouse `user_tag_profiles` as one atomic partition replace, then rewrites
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -59,25 +60,18 @@ def refresh_latest(spark: SparkSession, paths: Paths) -> None:
 
 
 def rollback_date(spark: SparkSession, paths: Paths, date: dt.date) -> str:
-    """Undo the most recent publish of `date` that is not already undone.
+    """Undo the publish of `date` whose rows the partition holds now.
 
     The partition is restored to what it was just before that publish (or removed, if
     that publish created it), as a new commit: history is kept, and it can be undone too.
+    Which publish is in effect is read from the Delta log (`in_effect`), so a publish that a
+    rollback or a whole-table restore already undid is never brought back.
     """
     uri = profiles_uri(paths)
-    publishes, undone = [], set()
-    for entry in delta.history(uri):
-        if entry.get("dt") != date.isoformat():
-            continue
-        if entry.get("job") == "publish":
-            publishes.append(entry["version"])
-        elif entry.get("job") == "rollback":
-            undone.add(int(entry["undoes"]))
-    pending = sorted(v for v in publishes if v not in undone)
-    if not pending:
-        raise ValueError(f"nothing to roll back for {date}: no publish of that date in {uri}'s history "
-                         f"(published dates: {', '.join(map(str, published_dates(paths))) or 'none'})")
-    target = pending[-1]
+    state = in_effect(delta.history(uri), date)
+    if state.publish is None:
+        raise ValueError(_nothing_to_roll_back(uri, paths, date, state))
+    target = state.publish
     if target == 0:  # that publish created the table: before it, there was nothing
         before = delta.read_table(spark, uri).limit(0)
     else:
@@ -86,6 +80,63 @@ def rollback_date(spark: SparkSession, paths: Paths, date: dt.date) -> str:
                       commit_info={"job": "rollback", "dt": date.isoformat(), "undoes": str(target)})
     refresh_latest(spark, paths)
     return f"rolled back {date}: restored the partition as of version {target - 1} (undoing version {target})"
+
+
+@dataclass(frozen=True)
+class PartitionState:
+    """Which publish's rows a date's partition holds (None: none), and what last changed that."""
+
+    publish: int | None
+    publishes: tuple[int, ...]  # every publish of the date in the log
+    last_change: str
+
+
+def in_effect(history: list[dict], date: dt.date) -> PartitionState:
+    """Replay the Delta log, oldest first, to find the publish whose rows the partition of `date` holds.
+
+    A publish of `date` puts its own rows there; a rollback of `date` undoing version P puts
+    back what the partition held at P - 1; a restore to version R puts back what it held at R;
+    any other commit leaves the partition as it was.
+    """
+    day = date.isoformat()
+    source: dict[int, object] = {}  # table version -> the publish whose rows dt=day held then (or None)
+    publishes, last_change = [], "no commit"
+
+    def at(version: int) -> object:
+        return None if version < 0 else source.get(version, _UNKNOWN)
+
+    for entry in sorted(history, key=lambda e: e["version"]):
+        version, before = entry["version"], at(entry["version"] - 1)
+        if entry.get("dt") == day and entry.get("job") == "publish":
+            source[version] = version
+            publishes.append(version)
+            last_change = f"version {version} (a publish)"
+        elif entry.get("dt") == day and entry.get("job") == "rollback":
+            source[version] = at(int(entry["undoes"]) - 1)
+            last_change = f"version {version} (a rollback undoing version {entry['undoes']})"
+        elif entry.get("operation") == "RESTORE":
+            to_version = entry.get("operationParameters", {}).get("version")
+            source[version] = _UNKNOWN if to_version is None else at(int(to_version))
+            if source[version] is not before:
+                last_change = f"version {version} (a restore to version {to_version})"
+        else:
+            source[version] = before
+    current = at(max(source)) if source else None
+    if current is _UNKNOWN:
+        raise ValueError(f"cannot tell which publish of {day} the table holds: the Delta log no longer has the "
+                         f"commits that decide it (restore the table with --to-version instead)")
+    return PartitionState(publish=current, publishes=tuple(publishes), last_change=last_change)
+
+
+_UNKNOWN = object()
+
+
+def _nothing_to_roll_back(uri: str, paths: Paths, date: dt.date, state: PartitionState) -> str:
+    if not state.publishes:
+        return (f"nothing to roll back for {date}: no publish of that date in {uri}'s history "
+                f"(published dates: {', '.join(map(str, published_dates(paths))) or 'none'})")
+    return (f"nothing to roll back for {date}: its publishes (versions {', '.join(map(str, state.publishes))}) "
+            f"are no longer in effect: {state.last_change} left the partition without any publish's rows")
 
 
 def rollback_to_version(spark: SparkSession, paths: Paths, version: int) -> str:
