@@ -1,10 +1,17 @@
-"""./spark-submit.sh rollback --date D | --to-version V: restore published profiles from Delta history."""
+"""./spark-submit.sh rollback --date D | --to-version V: restore published profiles from Delta history.
+
+`--date D` holds the per-date lock of the nightly run (`nightly.lock`) while it works, so it
+cannot race a publish of D: while a run of D holds the lock it fails at once (exit 3).
+"""
 from __future__ import annotations
 
+import datetime as dt
 import sys
+import uuid
 
 from core.cli import iso_date, job_parser, parse_job_args
 from core.spark import spark_session
+from nightly.lock import RunInProgressError, date_lock, exclusive
 from nightly.publish import rollback_date, rollback_to_version
 
 
@@ -12,16 +19,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = job_parser("undo the latest publish of a date, or restore user_tag_profiles to a version",
                         needs_date=False)
     target = parser.add_mutually_exclusive_group(required=True)
-    target.add_argument("--date", type=iso_date, help="undo the most recent publish of this date")
+    target.add_argument("--date", type=iso_date, help="undo the publish of this date that is in effect")
     target.add_argument("--to-version", type=int, help="restore the whole table to this Delta version")
     args, config = parse_job_args(parser, argv)
-    spark = spark_session(config.spark)
     if args.date is not None:
-        message = rollback_date(spark, config.paths, args.date)
+        try:
+            with exclusive(config.paths, date_lock(args.date), rollback_id(args.date)):
+                message = rollback_date(spark_session(config.spark), config.paths, args.date)
+        except RunInProgressError as exc:
+            print(f"[rollback] {args.date}: nothing rolled back: {exc}", file=sys.stderr)
+            return 3
     else:
-        message = rollback_to_version(spark, config.paths, args.to_version)
+        message = rollback_to_version(spark_session(config.spark), config.paths, args.to_version)
     print(f"[rollback] {message}")
     return 0
+
+
+def rollback_id(date: dt.date) -> str:
+    """The holder id the lock file records, e.g. rollback-2026-11-12-1a2b3c4d."""
+    return f"rollback-{date.isoformat()}-{uuid.uuid4().hex[:8]}"
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """One nightly run per date at a time: an exclusive lock on a file under `paths.locks_root`.
 
-Two schedulers starting the same night: the second fails at once with a message naming
-the holder. The lock is the kernel's (`flock`) on a file that is never deleted, so it dies
+Two schedulers starting the same night, or a `rollback --date` during that night's run: the
+second fails at once with a message naming the holder. The lock is the kernel's (`flock`) on a file that is never deleted, so it dies
 with its process: a crashed run leaves no lock behind, and there is no stale-lock takeover
 that two late starters could both win. Delta's optimistic concurrency stays the safety net
 underneath: even without the lock, two commits that race on one table cannot both land
@@ -25,6 +25,11 @@ from core.config import ConfigError, Paths
 
 class RunInProgressError(RuntimeError):
     """Another run holds the lock for this date."""
+
+
+def date_lock(date: dt.date) -> str:
+    """The lock name of one date: the nightly run and `rollback --date` of that date both take it."""
+    return f"nightly-{date.isoformat()}"
 
 
 def lock_path(paths: Paths, name: str) -> str:

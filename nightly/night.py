@@ -17,7 +17,7 @@ from core import delta, registry
 from core.config import Config
 from core.tables import Warehouse, warehouse_uri
 from nightly import gates, plan, publish
-from nightly.lock import exclusive
+from nightly.lock import date_lock, exclusive
 from nightly.runlog import stage
 
 STAGES = ("features", "train", "score", "gates", "publish", "report")
@@ -50,7 +50,7 @@ def run_night(spark: SparkSession, config: Config, date: dt.date, *, run_id: str
 
     paths = config.paths
     result = NightResult(run_id=run_id or new_run_id(date), date=date)
-    with exclusive(paths, f"nightly-{date.isoformat()}", result.run_id):
+    with exclusive(paths, date_lock(date), result.run_id):
         training = plan.training_due(config, date)
 
         with stage(paths, result.run_id, "features", date) as out:

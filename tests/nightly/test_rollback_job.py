@@ -1,0 +1,48 @@
+"""The rollback job takes the nightly's per-date lock: it cannot race a publish of the same date."""
+import datetime as dt
+
+import pytest
+from pyspark.testing import assertDataFrameEqual
+
+from core import delta
+from core.config import Paths
+from jobs import rollback
+from nightly import publish
+from nightly.lock import date_lock, exclusive
+
+D1 = dt.date(2026, 11, 10)
+SCHEMA = "dt date, user_id string, objective string, rank int, tag_id string, score double, model_version string"
+
+
+@pytest.fixture
+def paths(tmp_path):
+    return Paths(raw=str(tmp_path / "raw"), warehouse=str(tmp_path / "w"), models=str(tmp_path / "m"))
+
+
+def _argv(paths, *extra):
+    return [*extra, "--set", f"paths.raw={paths.raw}", "--set", f"paths.warehouse={paths.warehouse}",
+            "--set", f"paths.models={paths.models}", "--set", "spark.master=local[2]"]
+
+
+def _publish(spark, paths, tag, run_id):
+    df = spark.createDataFrame([(D1, "u1", "ctr", 1, tag, 0.5, "m1")], SCHEMA)
+    delta.write_table(df, publish.candidate_uri(paths), mode="overwrite", partition_by=["dt"],
+                      replace_partitions=[D1.isoformat()])
+    publish.publish(spark, paths, D1, run_id)
+    return df
+
+
+def test_rollback_of_a_date_fails_at_once_while_the_night_holds_its_lock(spark, paths, capsys):
+    first = _publish(spark, paths, "t1", "r1")
+    _publish(spark, paths, "t2", "r2")
+    version = delta.table_version(publish.profiles_uri(paths))
+    with exclusive(paths, date_lock(D1), "night-of-d1"):
+        assert rollback.main(_argv(paths, "--date", D1.isoformat())) == 3
+    err = capsys.readouterr().err
+    assert "[rollback] 2026-11-10: nothing rolled back: another run holds " in err
+    assert "nightly-2026-11-10.lock: run night-of-d1 (pid " in err
+    assert delta.table_version(publish.profiles_uri(paths)) == version  # nothing written
+    # with the lock free the same command rolls back, and records itself as the holder meanwhile
+    assert rollback.main(_argv(paths, "--date", D1.isoformat())) == 0
+    assert "undoing version 1" in capsys.readouterr().out
+    assertDataFrameEqual(publish.read_profiles(spark, publish.profiles_uri(paths), D1), first)
