@@ -167,8 +167,12 @@ def read_inputs(spark: SparkSession, config: Config, dates: Sequence[dt.date], *
     dimension_bad.append(quality.unknown_item_tags(clean[Raw.ITEMS], tags=clean[Raw.TAGS])
                          .select(F.lit(Raw.ITEMS.value).alias("source"), "reason", "record"))
 
+    # Sampled negatives of label day dates[0] - 1 rank tags over that day's own window, which
+    # starts one day before dates[0]'s; each run date still uses and counts only its own
+    # window (measure_quality, quarantine).
     # Every later aggregation is keyed by user first: one shuffle by user_id serves them all.
-    start = window_start(dates[0], conf.window_days)
+    first_window = dates[0] - DAY if conf.negatives != "none" else dates[0]
+    start = window_start(first_window, conf.window_days)
     read = events.where(F.col("event_time").isNull() | (F.col("event_time") >= F.lit(start).cast("timestamp")))
     classified = quality.classify_events(read.repartition("user_id"), items=clean[Raw.ITEMS], horizon=as_of + DAY,
                                          max_id_length=config.features.max_id_length)

@@ -16,6 +16,7 @@ from core.config import Config, replace
 from core.contract import ContractError
 from core.tables import Warehouse, warehouse_uri
 from features.examples import model_inputs, training_examples
+from features.samples import sampled_negatives
 from features.schema import read_fields
 from jobs.features import TooManyBadRows, run
 from tests.features import scenario
@@ -186,6 +187,36 @@ def test_a_contract_violation_stops_the_job_before_any_write(spark, tmp_path):
     with pytest.raises(ContractError, match="raw table events: column event_type is missing"):
         run(spark, config, [D1])
     assert not (tmp_path / "warehouse").exists()
+
+
+# ---- sampled negatives -------------------------------------------------------------------------
+
+def test_sampled_negatives_draw_from_the_published_tags_of_their_label_day(spark, tmp_path):
+    """The run of D writes samples dt=D-1, whose negatives take the popularity ranks of the
+    window before D-1, [D-1 - window, D-1): exactly the tags table dt=D-1, one day more than
+    D's own window. Nights D1 then D2, so the ranks of D1 are read back as published; the
+    day before D2's window must still not reach D2's counts or quarantine."""
+    world = World()
+    world.write(str(tmp_path / "raw"))
+    features = dataclasses.replace(scenario.CONF, negatives="uniform", negatives_per_user_day=4)
+    config = scenario.config(str(tmp_path), str(tmp_path / "raw"), features=features)
+    run(spark, config, [D1], run_id="negatives-1", as_of=AS_OF)
+    night = snapshot(spark, config, run(spark, config, [D2], run_id="negatives-2", as_of=AS_OF))
+
+    vocabulary = world.first_vocabulary(D1)
+    label_days = [D1 - scenario.DAY, D1]
+    ranks = spark.createDataFrame(world.tags_table(label_days, vocabulary), scenario.TAGS_SCHEMA)
+    assertDataFrameEqual(night.tables["tags"].where(F.col("dt") == D1), ranks.where(F.col("dt") == D1))
+    labelled = spark.createDataFrame(world.samples(label_days, vocabulary), scenario.SAMPLES_SCHEMA)
+    negatives = sampled_negatives(labelled, tag_ranks=ranks, method="uniform", per_user_day=4, seed=features.seed)
+    assertDataFrameEqual(night.tables["samples"], labelled.unionByName(negatives))
+    assert negatives.where(F.col("dt") == D1).count() > 0
+
+    quality = night.summary["quality"][D2.isoformat()]
+    assert (quality["events_read"], quality["bad"]) == (world.events_read(D2), world.bad_counts(D2))
+    assertDataFrameEqual(without_run_id(night.tables["quarantine"].where(F.col("dt") == D2)),
+                         without_run_id(spark.createDataFrame(world.quarantine([D2], "negatives-2"),
+                                                              scenario.QUARANTINE_SCHEMA)))
 
 
 # ---- reruns and backfills ---------------------------------------------------------------------
