@@ -3,7 +3,8 @@
 Driver side: `model_columns` picks and types the columns a batch needs; `petastorm_converters`
 materialises the train and validation DataFrames once under `paths.petastorm_root` and deletes
 them afterwards, also on failure. Worker side: `converter_batches` is the one adapter from a
-Petastorm converter (one shard of it) to an iterable of model batches (dict of tensors).
+Petastorm converter (one shard of it) to an iterable of model batches (dict of tensors);
+`epoch_batches` opens one for a training epoch, seeded by (train.seed, epoch).
 
 Storage layout: a multi field `f` (array of exactly `multi_len`) is stored as `multi_len` scalar
 columns `f__0 .. f__{L-1}` (and `f_weights__i`), and stacked back into [B, L] tensors by
@@ -13,8 +14,10 @@ column-wise (docs/performance.md).
 """
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from itertools import islice
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -135,6 +138,39 @@ def converter_batches(converter: Any, fields: Sequence[FieldSpec], *, multi_len:
     )
     with loader_context as loader:
         yield (to_model_batch(raw, kinds, multi_len) for raw in loader)
+
+
+def epoch_seed(*parts: int) -> int:
+    """A seed in 1 .. 2**31 - 1 derived from `parts` (e.g. train.seed, epoch): never 0.
+
+    Petastorm takes a seed of 0 or None to mean "unseeded" and shuffles with numpy's global
+    generator, so train.seed=0 must not reach it as is.
+    """
+    digest = hashlib.sha256(":".join(str(int(p)) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:8], "big") % (2**31 - 1) + 1
+
+
+@contextmanager
+def epoch_batches(converter: Any, fields: Sequence[FieldSpec], *, multi_len: int, cur_shard: int,
+                  shard_count: int, batch_size: int, steps: int, seed: int, epoch: int, shuffle_buffer: int = 0,
+                  workers: int = 1) -> Iterator[Iterator[dict]]:
+    """Exactly `steps` training batches of epoch `epoch` from shard `cur_shard`, from a reader of its own.
+
+    The reader's row group order is drawn from `epoch_seed(seed, epoch)`: a new order every epoch,
+    the same for a rerun and for a run resumed at this epoch. A shard that holds fewer than
+    `steps` batches is read again in the same order, so every rank takes `steps` steps (equal
+    step counts keep the gradient allreduce in step). With `shuffle_buffer > 0` the buffer draws
+    rows with torch's global generator, which is seeded here from (seed, epoch, cur_shard);
+    with `workers > 1` the order also depends on thread timing and is not reproducible.
+    """
+    import torch
+
+    if shuffle_buffer > 0:
+        torch.manual_seed(epoch_seed(seed, epoch, cur_shard))
+    with converter_batches(converter, fields, multi_len=multi_len, cur_shard=cur_shard, shard_count=shard_count,
+                           batch_size=batch_size, num_epochs=None, shuffle=True, shuffle_buffer=shuffle_buffer,
+                           workers=workers, seed=epoch_seed(seed, epoch)) as stream:
+        yield islice(stream, steps)
 
 
 def to_model_batch(raw: Mapping[str, Any], kinds: Mapping[str, Column], multi_len: int) -> dict:

@@ -13,7 +13,6 @@ import os
 import signal
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 from core.config import ModelConf
@@ -138,27 +137,27 @@ def _restore(spec: WorkerSpec, model, optimizer) -> dict[str, Any]:
 def _train_epochs(spec: WorkerSpec, model, loss_fn, optimizer, train_data, validation_data,
                   start: dict, hvd) -> dict:
     from training.checkpoint import save_checkpoint
-    from training.data import converter_batches
+    from training.data import epoch_batches
     from training.loop import train_epoch
 
     history = start["history"]
-    with converter_batches(train_data, spec.fields, multi_len=spec.multi_len, batch_size=spec.batch_size,
+    for epoch in range(start["epoch"], spec.epochs):
+        with epoch_batches(train_data, spec.fields, multi_len=spec.multi_len, batch_size=spec.batch_size,
                            cur_shard=hvd.rank(), shard_count=hvd.size(),  # Horovod: this rank's shard
-                           num_epochs=None, shuffle=True, shuffle_buffer=spec.shuffle_buffer,
-                           workers=spec.reader_workers, seed=spec.seed) as stream:
-        for epoch in range(start["epoch"], spec.epochs):
-            result = train_epoch(model, loss_fn, optimizer, islice(stream, spec.steps_per_epoch), epoch=epoch,
+                           steps=spec.steps_per_epoch, seed=spec.seed, epoch=epoch,
+                           shuffle_buffer=spec.shuffle_buffer, workers=spec.reader_workers) as batches:
+            result = train_epoch(model, loss_fn, optimizer, batches, epoch=epoch,
                                  first_step=epoch * spec.steps_per_epoch,
                                  reduce=average_over_ranks(hvd),  # Horovod: mean over ranks
                                  workers=hvd.size(), log_every=spec.log_every,  # Horovod: global samples/s
                                  on_log=_progress(spec, hvd.rank()))
-            validation = _validate(spec, model, validation_data, hvd)
-            _record(history, result, validation, hvd.rank())
-            if hvd.rank() == 0:
-                save_checkpoint(spec.checkpoint_dir, epoch, model.state_dict(), optimizer.state_dict(),
-                                spec.fingerprint(), history)
-            hvd.barrier()  # Horovod: the checkpoint is on disk before any rank goes on
-            _inject_fault(spec.fault, hvd.rank(), epoch)
+        validation = _validate(spec, model, validation_data, hvd)
+        _record(history, result, validation, hvd.rank())
+        if hvd.rank() == 0:
+            save_checkpoint(spec.checkpoint_dir, epoch, model.state_dict(), optimizer.state_dict(),
+                            spec.fingerprint(), history)
+        hvd.barrier()  # Horovod: the checkpoint is on disk before any rank goes on
+        _inject_fault(spec.fault, hvd.rank(), epoch)
     return history
 
 

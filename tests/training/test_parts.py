@@ -10,7 +10,8 @@ from core.config import ModelConf
 from training import artifact, report
 from mvke.fields import FieldSpec
 from pyspark.sql import functions as F
-from training.data import batch_columns, converter_batches, model_columns, petastorm_converters, to_model_batch
+from training.data import (batch_columns, converter_batches, epoch_batches, epoch_seed, model_columns,
+                           petastorm_converters, to_model_batch)
 from jobs.train import version_fingerprint
 from training.inputs import TrainingInputs, backfill_dates, window_days
 from training.worker import FaultInjection, WorkerSpec
@@ -149,3 +150,49 @@ def test_window_and_backfill_run_dates():
 def test_json_safe_replaces_nan():
     assert artifact.json_safe({"a": [math.nan, 1.0, math.inf], "d": dt.date(2026, 1, 2)}) == {
         "a": [None, 1.0, None], "d": "2026-01-02"}
+
+
+def _epoch_keys(converter, rank, *, epoch, steps, seed=0) -> list[int]:
+    with epoch_batches(converter, FIELDS, multi_len=2, cur_shard=rank, shard_count=2, batch_size=4, steps=steps,
+                       seed=seed, epoch=epoch) as batches:
+        return [k for b in batches for k in b["user_key"].tolist()]
+
+
+def test_epochs_read_a_seeded_new_row_group_order_and_exactly_their_steps(spark, tmp_path):
+    """8 files (one row group each), 4 per rank. train.seed=0 used to leave Petastorm unseeded (a new order
+    on every run), one long stream repeated the first pass's order every epoch, and a resumed run
+    started its epoch at another place of the stream than an uninterrupted one."""
+    rows = [(f"u{i}", 2, 1, i % 2, 0, [3, 4], [0.5, 1.0], 2) for i in range(96)]
+    frame = model_columns(spark.createDataFrame(rows, "user_id string, tag_index int, category_id int, click int, "
+                                                      "conversion int, history array<int>, "
+                                                      "history_weights array<float>, interest int"),
+                          FIELDS, multi_len=2)
+    with petastorm_converters(spark, {"train": frame}, str(tmp_path), partitions=8, seed=3) as converters:
+        converter = converters["train"]
+        groups = []  # each rank's row groups in file order: its shard, read independently of the order
+        for rank in (0, 1):
+            with converter_batches(converter, FIELDS, multi_len=2, cur_shard=rank, shard_count=2, batch_size=1,
+                                   num_epochs=1) as batches:
+                groups.append([b["user_key"].item() for b in batches])
+        steps = [-(-len(g) // 4) for g in groups]  # batches of 4 rows covering one pass of each shard
+        one_pass = len(groups[0])
+        first = _epoch_keys(converter, 0, epoch=0, steps=steps[0])
+        assert first == _epoch_keys(converter, 0, epoch=0, steps=steps[0])  # a rerun or a resumed run
+        assert sorted(first[:one_pass]) == sorted(groups[0])  # one pass: every row of the shard once
+        second = _epoch_keys(converter, 0, epoch=1, steps=steps[0])
+        assert sorted(second[:one_pass]) == sorted(groups[0]) and second != first  # the next epoch: another order
+        assert _epoch_keys(converter, 0, epoch=0, steps=steps[0], seed=5) != first
+
+        longer = max(steps) + 3  # more steps than the shorter shard holds: it is read again, same order
+        for rank in (0, 1):
+            keys = _epoch_keys(converter, rank, epoch=0, steps=longer)
+            assert len(keys) == longer * 4
+            one_pass = len(groups[rank])
+            assert keys[one_pass:] == keys[:len(keys) - one_pass] and sorted(keys[:one_pass]) == sorted(groups[rank])
+
+
+def test_epoch_seeds_are_never_zero_and_depend_on_every_part():
+    seeds = {(s, e): epoch_seed(s, e) for s in range(3) for e in range(50)}
+    assert all(1 <= v < 2**31 for v in seeds.values())
+    assert len(set(seeds.values())) == len(seeds)
+    assert epoch_seed(0, 1) == epoch_seed(0, 1) != epoch_seed(1, 0)

@@ -148,7 +148,7 @@ def artifact_leftovers(config):
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # Horovod's Spark thread
-def test_killed_rank_fails_clearly_then_a_rerun_resumes_from_the_checkpoint(spark, config):
+def test_killed_rank_fails_clearly_then_a_rerun_resumes_from_the_checkpoint(spark, config, tmp_path):
     fault = FaultInjection.from_env({"MVKE_FAULT_KILL_RANK": "1:0"})
     with pytest.raises(WorkerFailedError, match="failed or was killed.*rerun the same command to resume"):
         train.run(spark, config, RUN_DATE, fault=fault)
@@ -175,6 +175,16 @@ def test_killed_rank_fails_clearly_then_a_rerun_resumes_from_the_checkpoint(spar
     assert json.loads((Path(result.path) / "training.json").read_text())["start_epoch"] == 1
     assert registry.get_model(config.paths, result.model_version).status is result.status
     assert not checkpoints.exists()
+
+    # the resumed run reads epoch 1 as an uninterrupted run does, so both train the same weights
+    uninterrupted = training_config(tmp_path / "uninterrupted")
+    write_warehouse(uninterrupted.paths.warehouse)
+    whole = train.run(spark, uninterrupted, RUN_DATE)
+    assert whole.model_version == result.model_version and whole.start_epoch == 0
+    resumed, expected = (load_file(Path(r.path) / "model.safetensors") for r in (result, whole))
+    assert resumed.keys() == expected.keys()
+    for name, tensor in expected.items():
+        torch.testing.assert_close(resumed[name], tensor, rtol=0, atol=1e-6, msg=name)
 
 
 def test_nan_loss_fails_naming_the_step_and_publishes_nothing(spark, tmp_path):
