@@ -87,8 +87,10 @@ def run_night(spark: SparkSession, config: Config, date: dt.date, *, run_id: str
         _maybe_crash("publish")
 
         with stage(paths, result.run_id, "report", date) as out:
-            result.report_path = report.write_report(spark, config, date, result)
-            out.message = result.report_path
+            written = report.write_report(spark, config, date, result)
+            result.report_path = written.path
+            out.message = written.path + (f"; not computed: {', '.join(written.not_computed)}"
+                                          if written.not_computed else "")
     return result
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import matplotlib
@@ -15,12 +16,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+import pyarrow.compute as pc  # noqa: E402
 from pyspark.sql import SparkSession  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 
 from core import delta, registry  # noqa: E402
 from core.config import Config  # noqa: E402
 from core.tables import Warehouse, warehouse_uri  # noqa: E402
+from mvke.fields import PAD_ID, UNKNOWN_ID  # noqa: E402
 from nightly import publish  # noqa: E402
 from nightly.runlog import read_runs  # noqa: E402
 
@@ -29,28 +32,50 @@ if TYPE_CHECKING:
 
 SCORE_BINS = 20
 AUDIENCE_RANK = 5
+KERNEL_TITLE = "Which virtual kernel drives which tags"
+SHOWN_IDS = 5
 
 
-def write_report(spark: SparkSession, config: Config, date: dt.date, result: "NightResult") -> str:
+@dataclass(frozen=True)
+class Report:
+    path: str
+    not_computed: tuple[str, ...]  # titles of the sections that could not be computed
+
+
+def write_report(spark: SparkSession, config: Config, date: dt.date, result: "NightResult") -> Report:
+    """Write the report of a night. It runs after the publish, so a section that cannot be computed
+    does not fail the night: it says why in the report, and its title is returned."""
     folder = f"{config.paths.reports_root.rstrip('/')}/{date.isoformat()}"
     os.makedirs(folder, exist_ok=True)
     profiles = publish.read_profiles(spark, publish.profiles_uri(config.paths), date)
+    diagnostics = [
+        ("Training curves", lambda: _training_curves(spark, config, result.model_version, folder)),
+        ("Validation AUC across nights", lambda: _auc_across_nights(config, folder)),
+        ("Tag coverage, profile share and day-over-day stability", lambda: _gate_history(config, folder)),
+        ("Largest audiences", lambda: _largest_audiences(profiles)),
+        ("Score distributions", lambda: _score_distributions(profiles, folder)),
+        (KERNEL_TITLE, lambda: _kernel_heatmap(spark, config, date, result.model_version, folder)),
+    ]
     sections = [
         f"# Nightly profiles {date}\n\nrun `{result.run_id}`, model `{result.model_version}` "
         f"({'trained tonight' if result.trained else 'reused'})",
         _gates_section(result),
-        _training_curves(spark, config, result.model_version, folder),
-        _auc_across_nights(config, folder),
-        _gate_history(config, folder),
-        _largest_audiences(profiles),
-        _score_distributions(profiles, folder),
-        _kernel_heatmap(spark, config, date, result.model_version, folder),
     ]
+    not_computed = []
+    for title, build in diagnostics:
+        try:
+            sections.append(build())
+        except Exception as exc:  # noqa: BLE001 - a diagnostic must not fail a published night
+            plt.close("all")
+            reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+            print(f"[nightly] {date} report: section {title!r} not computed: {reason}", flush=True)
+            sections.append(f"## {title}\n\nNot computed: {reason}")
+            not_computed.append(title)
     path = f"{folder}/report.md"
     with open(path + ".tmp", "w") as f:
         f.write("\n\n".join(s for s in sections if s) + "\n")
     os.replace(path + ".tmp", path)
-    return path
+    return Report(path=path, not_computed=tuple(not_computed))
 
 
 def _gates_section(result: "NightResult") -> str:
@@ -155,18 +180,33 @@ def _score_distributions(profiles, folder: str) -> str:
 
 
 def _kernel_heatmap(spark: SparkSession, config: Config, date: dt.date, model_version: str, folder: str) -> str:
+    """Per objective, which kernel dominates the gate of each category's tags: tonight's tags as
+    scoring gives them to the model (tags newer than it left out, categories newer than it unknown)."""
     from mvke import diagnostics
     from mvke.artifact import load_model
+    from scoring.inputs import read_tags, split_tags
+    from scoring.tag_index import model_category_ids
 
-    record = registry.get_model(config.paths, model_version)
-    model = load_model(record.path)
-    tags = delta.read_table(spark, warehouse_uri(config.paths, Warehouse.TAGS)) \
-        .where(F.col("dt") == F.lit(date)).select("tag_index", "category", "category_id").toPandas()
-    tables = diagnostics.gate_table(model, tags["tag_index"].to_numpy(), tags["category_id"].to_numpy())
+    model = load_model(registry.get_model(config.paths, model_version).path)
+    tags = split_tags(read_tags(config.paths, date), model.spec.num_tags)
+    seen = tags.seen
+    new_category = pc.fill_null(pc.greater_equal(seen["category_id"], model.spec.num_categories), False)
+    notes = [
+        _note("left out", tags.unseen["tag_id"].to_pylist(),
+              "newer than the model (no vector; scoring leaves it out too)"),
+        _note("shown as unknown", seen.filter(new_category)["tag_id"].to_pylist(),
+              "whose category is newer than the model (as scoring does)"),
+    ]
+    notes = [n for n in notes if n]
+    if seen.num_rows == 0:
+        return "\n".join([f"## {KERNEL_TITLE}", "", f"No tag of {date} is known to the model.", "", *notes])
+    categories = model_category_ids(seen["category_id"], model.spec.num_categories)
+    tables = diagnostics.gate_table(model, seen["tag_index"].to_numpy(), categories)
     if not tables:
-        return "## Virtual kernels\n\nThis model has no tag-steered gate (no kernel heatmap)."
-    names = dict(zip(tags["category_id"], tags["category"].fillna("(none)")))
-    fig, axes = plt.subplots(1, len(tables), figsize=(5 * len(tables), 0.35 * len(names) + 2), squeeze=False)
+        return f"## {KERNEL_TITLE}\n\nThis model has no tag-steered gate (no kernel heatmap)."
+    names = {**_category_names(spark, config, date), PAD_ID: "(none)", UNKNOWN_ID: "(unknown to the model)"}
+    shown = sorted(set(categories.tolist()))
+    fig, axes = plt.subplots(1, len(tables), figsize=(5 * len(tables), 0.35 * len(shown) + 2), squeeze=False)
     summary = []
     for ax, (objective, table) in zip(axes[0], sorted(tables.items())):
         gate_cols = [c for c in table.columns if c.startswith("gate_")]
@@ -179,8 +219,22 @@ def _kernel_heatmap(spark: SparkSession, config: Config, date: dt.date, model_ve
         fig.colorbar(image, ax=ax)
         summary.append(f"- {objective}: mean gate entropy {table['entropy'].mean():.3f} "
                        f"(max {np.log(len(gate_cols)):.3f} for a uniform gate)")
-    return _figure(fig, folder, "kernel_by_category.png", "## Which virtual kernel drives which tags") \
-        + "\n\n" + "\n".join(summary)
+    return _figure(fig, folder, "kernel_by_category.png", f"## {KERNEL_TITLE}") \
+        + "\n\n" + "\n".join(summary + notes)
+
+
+def _category_names(spark: SparkSession, config: Config, date: dt.date) -> dict[int, str]:
+    rows = delta.read_table(spark, warehouse_uri(config.paths, Warehouse.TAGS)) \
+        .where(F.col("dt") == F.lit(date)).select("category_id", "category").distinct().collect()
+    return {r["category_id"]: r["category"] or "(none)" for r in rows if r["category_id"] is not None}
+
+
+def _note(what: str, tag_ids: list[str], why: str) -> str:
+    """One line about tags treated apart, e.g. `- left out: 2 tags newer than ...: t1, t2`."""
+    if not tag_ids:
+        return ""
+    shown = ", ".join(sorted(tag_ids)[:SHOWN_IDS]) + (", ..." if len(tag_ids) > SHOWN_IDS else "")
+    return f"- {what}: {len(tag_ids)} tag{'s' if len(tag_ids) > 1 else ''} {why}: {shown}"
 
 
 def _figure(fig, folder: str, name: str, heading: str) -> str:

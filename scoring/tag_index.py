@@ -50,8 +50,7 @@ class TagIndex:
 def compute_tag_index(model: ProfileModel, model_version: str, tags: pa.Table) -> pa.Table:
     """Rows of `tags` (tag_id, tag_index, category_id; all seen by the model) for every objective."""
     tag = torch.from_numpy(tags["tag_index"].to_numpy().astype(np.int64))  # [T]
-    category = torch.from_numpy(pc.fill_null(tags["category_id"], 0).to_numpy().astype(np.int64))  # [T]
-    category = torch.where(category >= model.spec.num_categories, UNKNOWN_ID, category)  # unseen -> unknown
+    category = torch.from_numpy(model_category_ids(tags["category_id"], model.spec.num_categories))  # [T]
     with torch.inference_mode():
         sides = model.tag_vectors(tag, category)
     parts = []
@@ -69,6 +68,13 @@ def compute_tag_index(model: ProfileModel, model_version: str, tags: pa.Table) -
             "serving_vector": _vectors(serving, tags.num_rows),
         }, schema=SCHEMA))
     return pa.concat_tables(parts)
+
+
+def model_category_ids(category_id: pa.Array | pa.ChunkedArray, num_categories: int) -> np.ndarray:
+    """The category ids the model is given for tags: null -> 0 (missing), an id the model has not
+    seen (>= `num_categories`) -> 1 (unknown)."""
+    ids = pc.fill_null(category_id, 0).to_numpy().astype(np.int64)
+    return np.where(ids >= num_categories, UNKNOWN_ID, ids)
 
 
 def read_tag_index(uri: str, model_version: str) -> pa.Table | None:
