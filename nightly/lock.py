@@ -1,14 +1,15 @@
 """One nightly run per date at a time: an exclusive lock on a file under `paths.locks_root`.
 
 Two schedulers starting the same night, or a `rollback --date` during that night's run: the
-second fails at once with a message naming the holder. The lock is the kernel's (`flock`) on a file that is never deleted, so it dies
-with its process: a crashed run leaves no lock behind, and there is no stale-lock takeover
-that two late starters could both win. Delta's optimistic concurrency stays the safety net
-underneath: even without the lock, two commits that race on one table cannot both land
-silently.
+second fails at once with a message naming the holder. The lock is the kernel's (`flock`) on
+a file that is never deleted, so it dies with its process: a crashed run leaves no lock
+behind, and there is no stale-lock takeover that two late starters could both win. Delta's
+optimistic concurrency stays the safety net underneath: even without the lock, two commits
+that race on one table cannot both land silently.
 
-The lock folder must be a filesystem every driver that may run the night can see (local,
-or a mount such as NFS); with the warehouse on an object store, set `paths.locks`.
+The lock folder must be a filesystem that every host which may run the night sees (a shared
+mount such as NFS; a local folder only when one host runs every night); with the warehouse
+on an object store, set `paths.locks`.
 """
 from __future__ import annotations
 

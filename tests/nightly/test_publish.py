@@ -83,7 +83,8 @@ def test_rollback_of_a_date_refuses_when_a_restore_already_removed_its_publishes
     publish.publish(spark, paths, D2, "r3")  # version 2
     publish.rollback_to_version(spark, paths, 0)  # version 3: only D1 A1 is left
     with pytest.raises(ValueError, match=r"nothing to roll back for 2026-11-11: its publishes \(versions 1, 2\) "
-                                         r"are no longer in effect: version 3 \(a restore to version 0\) left the partition "):
+                                         r"are no longer in effect: version 3 \(a restore to version 0\) "
+                                         r"left the partition without any publish's rows"):
         publish.rollback_date(spark, paths, D2)
     assert delta.table_version(publish.profiles_uri(paths)) == 3  # nothing written
     assertDataFrameEqual(_published(spark, paths), a1)
