@@ -25,6 +25,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from mvke.fields import LABEL_KEYS, TAG_CATEGORY_KEY, TAG_KEY, FieldSpec, weights_key
+from training.errors import EmptyWindowError
 from training.loop import USER_KEY
 
 SOURCES = {TAG_KEY: "tag_index", TAG_CATEGORY_KEY: "category_id"}
@@ -84,7 +85,10 @@ def petastorm_converters(spark: SparkSession, frames: Mapping[str, DataFrame], c
 
     Each frame is split into `partitions` Parquet files (one row group at least each), so
     that every one of that many shards has rows to read, with the rows of each file in a
-    random order (seeded): the shuffle a reader without a row buffer relies on.
+    random order (seeded): the shuffle a reader without a row buffer relies on. A frame whose
+    rows all hash into fewer files (a tiny split: 3 rows can land in one of 2 files; the other
+    file is written empty, without a row group) raises EmptyWindowError, since a worker with an
+    empty shard cannot read at all.
 
     Both the split and the order are functions of the rows' content and `seed` alone (hash
     partitioning, then a seeded hash as the sort key), never of the input's partition layout:
@@ -106,10 +110,35 @@ def petastorm_converters(spark: SparkSession, frames: Mapping[str, DataFrame], c
             # returns in no fixed order: sorted, every rank (and every run) sees the same deal.
             converter.file_urls = sorted(converter.file_urls)
             converters[name] = converter
+            check_every_shard_has_rows(name, row_groups(converter.file_urls), partitions)
         yield converters
     finally:
         for converter in converters.values():
             converter.delete()
+
+
+def row_groups(file_urls: Sequence[str]) -> int:
+    """The row groups of the Parquet files at `file_urls`, from their footers (an empty file has none)."""
+    import pyarrow.parquet as pq
+    from pyarrow import fs
+
+    total = 0
+    for url in file_urls:
+        filesystem, path = fs.FileSystem.from_uri(url)
+        with filesystem.open_input_file(path) as handle:
+            total += pq.ParquetFile(handle).metadata.num_row_groups
+    return total
+
+
+def check_every_shard_has_rows(split: str, row_groups: int, partitions: int) -> None:
+    """Raise EmptyWindowError when a split holds fewer row groups than workers: some shard would be empty."""
+    if row_groups < partitions:
+        raise EmptyWindowError(
+            f"the {split} split's rows all fell into {row_groups} of {partitions} files (rows go to files by a "
+            f"hash of their content), so {partitions - row_groups} of train.num_proc={partitions} workers would "
+            f"have no rows to read; add rows to the split (widen train.window_days or "
+            f"train.validation_user_share) or lower train.num_proc"
+        )
 
 
 @contextmanager

@@ -10,8 +10,9 @@ from core.config import ModelConf
 from training import artifact, report
 from mvke.fields import FieldSpec
 from pyspark.sql import functions as F
-from training.data import (batch_columns, converter_batches, epoch_batches, epoch_seed, model_columns,
-                           petastorm_converters, to_model_batch)
+from training.data import (batch_columns, check_every_shard_has_rows, converter_batches, epoch_batches, epoch_seed,
+                           model_columns, petastorm_converters, to_model_batch)
+from training.errors import EmptyWindowError
 from jobs.train import version_fingerprint
 from training.inputs import TrainingInputs, backfill_dates, window_days
 from training.worker import FaultInjection, WorkerSpec
@@ -196,3 +197,27 @@ def test_epoch_seeds_are_never_zero_and_depend_on_every_part():
     assert all(1 <= v < 2**31 for v in seeds.values())
     assert len(set(seeds.values())) == len(seeds)
     assert epoch_seed(0, 1) == epoch_seed(0, 1) != epoch_seed(1, 0)
+
+
+def test_a_split_whose_rows_miss_a_workers_file_fails_as_an_empty_window(spark, tmp_path):
+    """3 rows for 2 workers: their hashes put all 3 into one file, and Petastorm then failed on every rank
+    (reported as a worker failure to resume from) instead of the job naming the split."""
+    rows = [(f"u{6 + i}", 2, 1, i % 2, 0, [3, 4], [0.5, 1.0], 2) for i in range(3)]
+    frame = model_columns(spark.createDataFrame(rows, "user_id string, tag_index int, category_id int, click int, "
+                                                      "conversion int, history array<int>, "
+                                                      "history_weights array<float>, interest int"),
+                          FIELDS, multi_len=2)
+    sizes = frame.repartition(2, F.xxhash64(*[F.col(c) for c in frame.columns])).rdd.glom().map(len).collect()
+    assert sorted(sizes) == [0, 3]  # the case: one partition holds every row
+    cache = tmp_path / "cache"
+    with pytest.raises(EmptyWindowError, match=r"the validation split's rows all fell into 1 of 2 files .* 1 of "
+                                               r"train.num_proc=2 workers would have no rows"):
+        with petastorm_converters(spark, {"validation": frame}, str(cache), partitions=2, seed=0):
+            pass
+    assert [p for p in cache.iterdir() if p.is_dir()] == []  # the written converter is deleted
+
+
+def test_every_shard_check_passes_with_a_file_per_worker():
+    check_every_shard_has_rows("train", row_groups=2, partitions=2)
+    with pytest.raises(EmptyWindowError, match="rows all fell into 3 of 4 files"):
+        check_every_shard_has_rows("train", row_groups=3, partitions=4)
