@@ -2,7 +2,8 @@
 
 - ctr: BCE(sigmoid(logit_ctr), click) over all impressions.
 - cvr, cvr_mode="clicked": BCE(sigmoid(logit_cvr), conversion) over clicked samples only
-  (masked mean; 0 when a batch has no click).
+  (masked mean over the batch; 0 when a batch has no click). Under Horovod each rank's batch
+  mean is averaged with equal weight, not pooled over every rank's clicks (docs/training.md).
 - cvr, cvr_mode="esmm": BCE(p_ctr * p_cvr, click * conversion) over all impressions (ESMM's pCTCVR);
   computed in log space for stability. The model's cvr logit stays pCVR given a click.
 - diversity (diversity_weight > 0): mean squared cosine similarity of distinct kernel rows.

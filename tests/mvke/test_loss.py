@@ -46,6 +46,19 @@ def test_clicked_mode_without_clicks_is_zero_not_nan():
     assert torch.equal(cvr.grad, torch.zeros(4))
 
 
+def test_clicked_mode_is_a_mean_per_batch_so_ranks_weigh_equally_whatever_their_clicks():
+    """The documented behaviour (docs/training.md): Horovod averages the ranks' losses, so a rank with one
+    click weighs as much as a rank with three, not by its share of the clicks."""
+    loss_fn = ProfileLoss(loss_weights={}, cvr_mode="clicked")
+    one = {"click": torch.tensor([1.0, 0.0, 0.0, 0.0]), "conversion": torch.tensor([1.0, 0.0, 0.0, 0.0])}
+    three = {"click": torch.tensor([1.0, 1.0, 1.0, 0.0]), "conversion": torch.tensor([0.0, 1.0, 0.0, 0.0])}
+    ranks = [loss_fn.terms({"cvr": CVR}, batch)["cvr"].item() for batch in (one, three)]
+    per_rank = [_bce(_sig(1.0), 1.0), (_bce(_sig(1.0), 0.0) + _bce(_sig(-2.0), 1.0) + _bce(_sig(0.3), 0.0)) / 3]
+    assert ranks == pytest.approx(per_rank, rel=1e-6)
+    pooled = (per_rank[0] + 3 * per_rank[1]) / 4  # a mean over all four clicks, for contrast
+    assert sum(ranks) / 2 == pytest.approx(sum(per_rank) / 2, rel=1e-6) != pytest.approx(pooled, rel=1e-3)
+
+
 def test_esmm_mode_trains_ctcvr_on_all_impressions():
     loss_fn = ProfileLoss(loss_weights={"ctr": 0.5}, cvr_mode="esmm")  # cvr weight defaults to 1
     ctcvr_label = [1.0, 0.0, 0.0, 0.0]
