@@ -148,7 +148,8 @@ def converter_batches(converter: Any, fields: Sequence[FieldSpec], *, multi_len:
     """Model batches from shard `cur_shard` of `shard_count` of a Petastorm converter.
 
     num_epochs=None repeats the shard forever (the caller takes a fixed number of steps).
-    shuffle=True reads the row groups in a new random order on every pass; shuffle_buffer > 0
+    shuffle=True reads the row groups in a random order drawn once per reader from `seed` (every
+    pass repeats it; Petastorm takes a seed of 0 or None as unseeded); shuffle_buffer > 0
     also mixes rows across row groups through a buffer of that many rows (it halves the
     loader's throughput, see docs/performance.md). Uses
     Petastorm's BatchedDataLoader (columnar; its shuffling buffer draws rows with torch), not the
