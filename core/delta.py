@@ -20,13 +20,13 @@ import os
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Literal, Sequence
+from typing import Callable, Iterable, Iterator, Literal, Sequence, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from deltalake import DeltaTable, Schema
-from deltalake.exceptions import TableNotFoundError
+from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from deltalake.transaction import AddAction, CommitProperties, create_table_with_add_actions
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
@@ -35,6 +35,7 @@ from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
 from core import faults
 
 WriteMode = Literal["append", "overwrite"]
+Result = TypeVar("Result")
 FAULT_EXIT_BEFORE_COMMIT = "MVKE_FAULT_EXIT_BEFORE_COMMIT"  # test-only: exit code to die with before a commit
 
 _FILE_ROW = T.StructType(
@@ -53,6 +54,34 @@ class WrittenFiles:
 
     adds: list[AddAction]
     num_records: int
+
+
+class ConcurrentCommitError(RuntimeError):
+    """Another writer committed to the table after the snapshot a read-modify-write was based on."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The version a read-modify-write read (None: no table yet); its commit lands only on top of it."""
+
+    uri: str
+    version: int | None
+
+
+def snapshot(uri: str) -> Snapshot:
+    return Snapshot(uri, table_version(uri))
+
+
+def retry_on_conflict(update: Callable[[], Result], attempts: int = 5) -> Result:
+    """Run a read-modify-write (`update` takes its own snapshot) again when another writer won the race."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return update()
+        except ConcurrentCommitError:
+            if attempt == attempts:
+                raise
+            time.sleep(0.05 * attempt)
+    raise AssertionError("unreachable")
 
 
 def table_exists(uri: str) -> bool:
@@ -83,12 +112,14 @@ def write_table(
     partition_by: Sequence[str] = (),
     replace_partitions: Sequence[str] | None = None,
     commit_info: dict[str, str] | None = None,
+    based_on: Snapshot | None = None,
 ) -> int:
     """Write `df` to the Delta table at `uri` in one atomic commit; return the new version.
 
     mode="append" adds rows. mode="overwrite" replaces the whole table, or, when
     `replace_partitions` lists values of the single partition column, only those
     partitions (rows of `df` outside them are an error). Creates the table if needed.
+    `based_on`: see `commit`.
     """
     _check_write_args(df, uri, mode, partition_by, replace_partitions)
     arrow_schema = spark_to_arrow_schema(df.schema)
@@ -102,7 +133,7 @@ def write_table(
                 f"{sorted(map(str, replace_partitions))}"
             )
     return commit(uri, written.adds, arrow_schema, mode=mode, partition_by=partition_by,
-                  replace_partitions=replace_partitions, commit_info=commit_info)
+                  replace_partitions=replace_partitions, commit_info=commit_info, based_on=based_on)
 
 
 def write_files(df: DataFrame, uri: str, *, partition_by: Sequence[str] = ()) -> WrittenFiles:
@@ -176,6 +207,7 @@ def write_arrow(
     partition_by: Sequence[str] = (),
     replace_partitions: Sequence[str] | None = None,
     commit_info: dict[str, str] | None = None,
+    based_on: Snapshot | None = None,
 ) -> int:
     """Write a small, driver-side Arrow table (a registry, a run log) in one commit.
 
@@ -197,7 +229,7 @@ def write_arrow(
                               stats=json.dumps({"numRecords": part.num_rows})))
     os.makedirs(root, exist_ok=True)
     return commit(uri, adds, table.schema, mode=mode, partition_by=partition_by,
-                  replace_partitions=replace_partitions, commit_info=commit_info)
+                  replace_partitions=replace_partitions, commit_info=commit_info, based_on=based_on)
 
 
 def commit(
@@ -209,35 +241,64 @@ def commit(
     partition_by: Sequence[str] = (),
     replace_partitions: Sequence[str] | None = None,
     commit_info: dict[str, str] | None = None,
+    based_on: Snapshot | None = None,
 ) -> int:
     """Commit files already written under `uri` as one Delta transaction; return the version.
 
-    Concurrent writers are serialised by Delta's optimistic concurrency: a commit that
-    conflicts with one made since this table was loaded fails and changes nothing.
+    Without `based_on`, Delta's optimistic concurrency decides: a commit that conflicts with
+    one made while it was being prepared (both replacing one partition, say) fails and
+    changes nothing, but two appends, or an overwrite after an append, both land. A
+    read-modify-write (the model registry, the vocabulary, `profiles_latest`) passes the
+    snapshot it read: its commit lands as the very next version or not at all, raising
+    `ConcurrentCommitError` when any other commit came in between.
     """
     if os.environ.get(FAULT_EXIT_BEFORE_COMMIT):
         # Test-only: die like a killed driver, after the data files exist, before the commit.
         os._exit(int(os.environ[FAULT_EXIT_BEFORE_COMMIT]))
     schema = Schema.from_arrow(arrow_schema)
-    properties = CommitProperties(custom_metadata=dict(commit_info or {}))
-    if not table_exists(uri):
-        create_table_with_add_actions(
-            uri, schema, adds, mode="error", partition_by=list(partition_by) or None,
-            commit_properties=properties,
-        )
+    properties = CommitProperties(custom_metadata=dict(commit_info or {}),
+                                  max_commit_retries=None if based_on is None else 0)
+    if based_on is not None and based_on.uri != uri:
+        raise ValueError(f"a snapshot of {based_on.uri} cannot guard a commit to {uri}")
+    exists = table_exists(uri)
+    if based_on is not None and based_on.version is None and exists:
+        raise _concurrent(uri, based_on)
+    if not exists:
+        try:
+            create_table_with_add_actions(
+                uri, schema, adds, mode="error", partition_by=list(partition_by) or None,
+                commit_properties=properties,
+            )
+        except Exception:
+            if based_on is not None and table_exists(uri):
+                raise _concurrent(uri, based_on) from None
+            raise
         return DeltaTable(uri).version()
-    table = DeltaTable(uri)
+    table = DeltaTable(uri) if based_on is None else open_table(uri, based_on.version)
     existing = table.metadata().partition_columns
     if list(existing) != list(partition_by):
         raise ValueError(f"{uri} is partitioned by {existing}, not {list(partition_by)}")
     filters = None
     if replace_partitions is not None:
         filters = [(partition_by[0], "in", [str(v) for v in replace_partitions])]
-    table.create_write_transaction(
-        adds, mode=mode, schema=schema, partition_by=list(partition_by) or None,
-        partition_filters=filters, commit_properties=properties,
-    )
+    try:
+        table.create_write_transaction(
+            adds, mode=mode, schema=schema, partition_by=list(partition_by) or None,
+            partition_filters=filters, commit_properties=properties,
+        )
+    except CommitFailedError:
+        if based_on is not None and DeltaTable(uri).version() != based_on.version:
+            raise _concurrent(uri, based_on) from None
+        raise
     return DeltaTable(uri).version()
+
+
+def _concurrent(uri: str, based_on: Snapshot) -> ConcurrentCommitError:
+    read = "no table" if based_on.version is None else f"version {based_on.version}"
+    return ConcurrentCommitError(
+        f"{uri}: another writer committed version {table_version(uri)} after this job read {read}; "
+        f"nothing was committed (the job's read-modify-write must start again from the new version)"
+    )
 
 
 def read_table(spark: SparkSession, uri: str, version: int | None = None) -> DataFrame:

@@ -258,19 +258,28 @@ def update_vocabulary(
 ) -> tuple[DataFrame, int]:
     """Append the values the vocabulary lacks (next ids); return the whole vocabulary and the count added.
 
-    The returned vocabulary (the version read plus the rows appended) is cached; the caller
-    unpersists it.
+    The next ids come from the version read, so the append commits only on top of that
+    version: when another job's append landed in between, this one reads again and
+    recomputes (two appends would otherwise give two values one id). The returned
+    vocabulary (the version read plus the rows appended) is cached; the caller unpersists it.
     """
-    exists = delta.table_exists(uri)
-    current = delta.read_table(spark, uri) if exists else spark.createDataFrame([], vocab.VOCABULARY_SCHEMA)
-    new = vocab.new_vocabulary_entries(values, vocabulary=current, first_dt=first_dt).persist()
-    added = new.count()
-    if added or not exists:
-        delta.write_table(new, uri, mode="append", commit_info=commit_info)
-    vocabulary = current.unionByName(new).persist()
-    vocabulary.count()
-    new.unpersist()
-    return vocabulary, added
+
+    def once() -> tuple[DataFrame, int]:
+        read = delta.snapshot(uri)
+        current = (spark.createDataFrame([], vocab.VOCABULARY_SCHEMA) if read.version is None
+                   else delta.read_table(spark, uri, read.version))
+        new = vocab.new_vocabulary_entries(values, vocabulary=current, first_dt=first_dt).persist()
+        try:
+            added = new.count()
+            if added or read.version is None:
+                delta.write_table(new, uri, mode="append", commit_info=commit_info, based_on=read)
+            vocabulary = current.unionByName(new).persist()
+            vocabulary.count()
+        finally:
+            new.unpersist()
+        return vocabulary, added
+
+    return delta.retry_on_conflict(once)
 
 
 def user_features(

@@ -1,0 +1,50 @@
+"""Two jobs appending to the vocabulary at once must never give two values one id."""
+from __future__ import annotations
+
+import datetime as dt
+import os
+
+import pyarrow as pa
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from core import delta
+from features import vocabulary as vocab
+from jobs.features import update_vocabulary
+
+DAY = dt.date(2026, 11, 10)
+
+
+def _rows(table) -> set[tuple[str, str, int]]:
+    return {(r["field"], r["value"], r["id"]) for r in table}
+
+
+def test_an_append_that_lands_while_ids_are_computed_makes_the_job_read_again(spark, tmp_path):
+    uri = str(tmp_path / "vocabulary")
+    marker = str(tmp_path / "other_writer_done")
+    seed = spark.createDataFrame([("tag", "t1"), ("tag", "t2")], vocab.VALUES_SCHEMA)
+    update_vocabulary(spark, uri, seed, first_dt=DAY, commit_info={"job": "seed"})
+
+    def other_writer_appends_once(value: str) -> str:
+        # Runs while the racing job computes its new ids, after it read the vocabulary:
+        # another job's append of t9 (next id 4) lands first, exactly once.
+        try:
+            os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            return value
+        from core import delta as d
+
+        d.write_arrow(pa.table({"field": ["tag"], "value": ["t9"], "id": pa.array([4], pa.int32()),
+                                "first_dt": pa.array([DAY], pa.date32())}), uri, mode="append")
+        return value
+
+    racing = (spark.createDataFrame([("tag", "t3"), ("tag", "t4")], vocab.VALUES_SCHEMA)
+              .withColumn("value", F.udf(other_writer_appends_once, T.StringType())("value")))
+    vocabulary, added = update_vocabulary(spark, uri, racing, first_dt=DAY, commit_info={"job": "race"})
+
+    expected = {("tag", "t1", 2), ("tag", "t2", 3), ("tag", "t9", 4), ("tag", "t3", 5), ("tag", "t4", 6)}
+    assert os.path.exists(marker) and added == 2
+    assert _rows(delta.read_arrow(uri).to_pylist()) == expected
+    assert _rows(r.asDict() for r in vocabulary.collect()) == expected
+    assert delta.table_version(uri) == 2  # seed, the other writer, this job: the refused commit left nothing
+    vocabulary.unpersist()
