@@ -9,13 +9,16 @@ the expected and found types, before anything is written. Extra columns are igno
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.errors import AnalysisException, PySparkException
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql import types as T
-from pyspark.errors import AnalysisException
+from pyspark.sql.pandas.types import from_arrow_type
 
 from core import delta
 from core.config import Paths
@@ -49,6 +52,8 @@ SCHEMAS: dict[Raw, T.StructType] = {
     ]),
 }
 
+ATTRIBUTE_NAME = re.compile(r"[a-z][a-z0-9_]*")
+
 NUMERIC_TYPES = (T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType, T.DoubleType, T.DecimalType)
 
 
@@ -67,22 +72,32 @@ def read_raw(spark: SparkSession, paths: Paths, table: Raw) -> DataFrame:
     check_schema(df.schema, table)
     expected = SCHEMAS[table].fieldNames()
     extra = [c for c in df.columns if c not in expected] if table is Raw.USERS else []
-    return df.select(*expected, *extra)
+    return df.select(*[column(name) for name in (*expected, *extra)])
 
 
-def check_schema(found: T.StructType, table: Raw) -> None:
+def column(name: str) -> Column:
+    """The column called `name`, taken literally (a dot or a backtick in it is part of the name)."""
+    return F.col("`" + name.replace("`", "``") + "`")
+
+
+def check_schema(found: T.StructType, table: Raw, *, file: str | None = None) -> None:
+    """ContractError unless `found` has every contract column of `table` with its type.
+
+    `file`: the Parquet file `found` was read from, named in the message.
+    """
+    where = f" in file {file}" if file else ""
     by_name = {f.name: f.dataType for f in found.fields}
     for field in SCHEMAS[table].fields:
         if field.name not in by_name:
             raise ContractError(
                 f"raw table {table.value}: column {field.name} is missing "
-                f"(expected {field.dataType.simpleString()}; found columns: {', '.join(found.fieldNames())})"
+                f"(expected {field.dataType.simpleString()}; found columns: {', '.join(found.fieldNames())}){where}"
             )
         actual = by_name[field.name]
         if not _same_type(field.dataType, actual):
             raise ContractError(
                 f"raw table {table.value}: column {field.name} has type {actual.simpleString()}, "
-                f"expected {field.dataType.simpleString()}"
+                f"expected {field.dataType.simpleString()}{where}"
             )
 
 
@@ -90,9 +105,19 @@ def user_attributes(users: DataFrame, categorical: tuple[str, ...] = (), numeric
     """Attribute columns of the users table: those the conf declares, plus discovered ones.
 
     Discovered string (or boolean) columns are categorical, numeric columns are numeric;
-    other types are a ContractError naming the column.
+    other types are a ContractError naming the column, and so is a name that is not a
+    lowercase identifier (ATTRIBUTE_NAME). The rule keeps attributes apart from the job's
+    working columns (which start with _), from Spark's case-insensitive name matching (a
+    mixed-case name could meet a reserved or behaviour field name) and from its reading of
+    dots as struct fields.
     """
     types = {f.name: f.dataType for f in users.schema.fields if f.name != "user_id"}
+    for name in types:
+        if not ATTRIBUTE_NAME.fullmatch(name):
+            raise ContractError(f"raw table users: attribute column {name!r} is not a valid attribute name: "
+                                f"attribute names are lowercase identifiers ([a-z][a-z0-9_]*: a letter first, then "
+                                f"letters, digits or _), as field and vocabulary names; rename the column or list "
+                                f"it in features.ignore_attributes")
     for name in (*categorical, *numeric):
         if name not in types:
             raise ContractError(f"raw table users: declared attribute {name} is missing "
@@ -124,7 +149,7 @@ def _load(spark: SparkSession, uri: str, table: Raw) -> DataFrame:
     files = _data_files(uri)
     if not files:
         raise ContractError(f"raw table {table.value} at {uri} holds no Parquet files")
-    _check_parquet_footers(files, table)
+    _check_parquet_schemas(files, table)
     try:
         return spark.read.parquet(uri)
     except AnalysisException as exc:
@@ -137,6 +162,46 @@ def _data_files(root: str) -> list[str]:
         dirs[:] = sorted(d for d in dirs if not d.startswith(("_", ".")))
         found += [os.path.join(folder, n) for n in sorted(names) if not n.startswith(("_", "."))]
     return found
+
+
+def _check_parquet_schemas(files: list[str], table: Raw) -> None:
+    """Read every file's schema (its footer only): a corrupted file, or one whose columns break
+    the contract or disagree with another file's, is named up front. Spark takes a folder's
+    schema from one file, so a disagreeing file would otherwise fail (or be misread) mid-job."""
+    seen: dict[str, tuple[str, T.DataType]] = {}  # column -> (first file holding it, its type)
+    for path in files:
+        try:
+            schema = pq.read_schema(path)
+        except (OSError, pa.ArrowException) as exc:
+            raise ContractError(f"raw table {table.value}: file {path} cannot be read as Parquet ({exc})") from exc
+        found = T.StructType([T.StructField(f.name, _spark_type(f.type)) for f in schema])
+        check_schema(found, table, file=path)
+        for field in found.fields:
+            first, dtype = seen.setdefault(field.name, (path, field.dataType))
+            if dtype != field.dataType:
+                raise ContractError(
+                    f"raw table {table.value}: column {field.name} has type {field.dataType.simpleString()} in "
+                    f"file {path} but {dtype.simpleString()} in file {first}; every file must agree"
+                )
+
+
+def _spark_type(arrow_type: pa.DataType) -> T.DataType:
+    """The Spark type of a Parquet column of `arrow_type`; an ArrowOnlyType where pyspark maps none
+    (unsigned integers, for one, which Spark reads but pyspark cannot name)."""
+    try:
+        return from_arrow_type(arrow_type)
+    except (TypeError, ValueError, NotImplementedError, PySparkException):
+        return ArrowOnlyType(str(arrow_type))
+
+
+class ArrowOnlyType(T.DataType):
+    """A column type known by its Arrow name only: equal to the same name, never to a contract type."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def simpleString(self) -> str:
+        return self.name
 
 
 def _check_parquet_footers(files: list[str], table: Raw) -> None:

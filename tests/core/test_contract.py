@@ -1,11 +1,15 @@
 import datetime as dt
+import os
+import re
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from pyspark.testing import assertDataFrameEqual
 
 from core import delta
 from core.config import Paths
-from core.contract import ContractError, read_raw, user_attributes
+from core.contract import ContractError, UserAttributes, read_raw, user_attributes
 from core.tables import Raw
 
 TS = dt.datetime(2026, 11, 1, 10, 0)
@@ -75,3 +79,49 @@ def test_user_attributes_are_declared_or_discovered(spark):
     odd = spark.createDataFrame([("u1", [1])], "user_id string, codes array<int>")
     with pytest.raises(ContractError, match="attribute codes has type array<int>"):
         user_attributes(odd)
+
+
+def test_every_file_of_a_parquet_folder_is_checked(spark, paths):
+    """Spark takes a folder's schema from one file: a file that disagrees is named up front."""
+    folder = f"{paths.raw}/events"
+    os.makedirs(folder)
+    at = pa.array([dt.datetime(2026, 11, 1, 10, tzinfo=dt.timezone.utc)], pa.timestamp("us", tz="UTC"))
+    pq.write_table(pa.table({"user_id": ["u1"], "item_id": ["i1"], "event_type": ["click"], "event_time": at}),
+                   f"{folder}/part-0.parquet")
+    pq.write_table(pa.table({"user_id": ["u2"], "item_id": ["i1"], "event_type": ["click"],
+                             "event_time": ["2026-11-01 11:00:00"]}), f"{folder}/part-1.parquet")
+    with pytest.raises(ContractError, match=r"raw table events: column event_time has type string, "
+                                            r"expected timestamp in file .*/events/part-1\.parquet$"):
+        read_raw(spark, paths, Raw.EVENTS)
+    pq.write_table(pa.table({"user_id": ["u2"], "item_id": ["i1"], "event_time": at}), f"{folder}/part-1.parquet")
+    with pytest.raises(ContractError, match=r"raw table events: column event_type is missing \(expected string; "
+                                            r"found columns: user_id, item_id, event_time\) in file .*/part-1"):
+        read_raw(spark, paths, Raw.EVENTS)
+
+
+def test_other_columns_must_agree_across_files(spark, paths):
+    folder = f"{paths.raw}/users"
+    os.makedirs(folder)
+    pq.write_table(pa.table({"user_id": ["u1"], "age": pa.array([30], pa.int64())}), f"{folder}/part-0.parquet")
+    pq.write_table(pa.table({"user_id": ["u2"], "age": ["31"]}), f"{folder}/part-1.parquet")
+    with pytest.raises(ContractError, match=r"raw table users: column age has type string in file .*/part-1\.parquet "
+                                            r"but bigint in file .*/part-0\.parquet; every file must agree"):
+        read_raw(spark, paths, Raw.USERS)
+    pq.write_table(pa.table({"user_id": ["u2"], "age": pa.array([31], pa.int64())}), f"{folder}/part-1.parquet")
+    assertDataFrameEqual(read_raw(spark, paths, Raw.USERS),
+                         spark.createDataFrame([("u1", 30), ("u2", 31)], "user_id string, age bigint"))
+
+
+@pytest.mark.parametrize("name", ["_rank", "_id", "_value", "geo.country", "Reason", "DT",
+                                  "Gender", "1st", "city name", "a-b", "ville_é"])
+def test_attribute_names_must_be_lowercase_identifiers(spark, paths, name):
+    """Dotted, mixed-case or _-prefixed names would resolve to other columns inside the job."""
+    folder = f"{paths.raw}/users"
+    os.makedirs(folder)
+    pq.write_table(pa.table({"user_id": ["u1"], name: ["x"]}), f"{folder}/part-0.parquet")
+    users = read_raw(spark, paths, Raw.USERS)
+    assert users.columns == ["user_id", name] and users.first()[name] == "x"
+    with pytest.raises(ContractError, match=rf"raw table users: attribute column {re.escape(repr(name))} is not a "
+                                            r"valid attribute name: attribute names are lowercase identifiers"):
+        user_attributes(users)
+    assert user_attributes(users.drop(name)) == UserAttributes((), ())
