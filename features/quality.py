@@ -40,9 +40,13 @@ def blank(column: str | Column) -> Column:
     return value.isNull() | (F.trim(value) == "")
 
 
+RECORD_OPTIONS = {"ignoreNullFields": "false", "timestampFormat": "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX"}
+
+
 def record_json(columns: list[str] | tuple[str, ...]) -> Column:
-    """The row as a JSON string (null values kept as nulls)."""
-    return F.to_json(F.struct(*columns), {"ignoreNullFields": "false"})
+    """The row as a JSON string (null values kept as nulls, times exact to the microsecond, in
+    the session time zone: UTC, so they end in Z)."""
+    return F.to_json(F.struct(*columns), RECORD_OPTIONS)
 
 
 def classify_events(events: DataFrame, *, items: DataFrame, horizon: dt.date, max_id_length: int = 256) -> DataFrame:

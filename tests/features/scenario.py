@@ -325,7 +325,7 @@ def _json(record: dict) -> str:
 
 def _event_json(event: tuple) -> str:
     user, item, kind, time = event
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000Z") if time else None
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if time else None
     return _json({"user_id": user, "item_id": item, "event_type": kind, "event_time": stamp})
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 
 import pytest
 from pyspark.sql import functions as F
@@ -10,7 +11,7 @@ from pyspark.testing import assertDataFrameEqual
 
 from core.config import FeaturesConf
 from core.contract import ContractError, UserAttributes
-from features import schema, vocabulary as vocab
+from features import quality, schema, vocabulary as vocab
 from features.behaviour import bucket_id, window_activity, window_entries
 from features.examples import model_inputs, training_examples
 from features.samples import sampled_negatives
@@ -208,3 +209,18 @@ def test_window_activity_is_the_same_alone_and_in_a_backfill_and_counts_each_day
     for dates in ([D], [D, D + dt.timedelta(days=1)]):
         got = window_activity(events, dates=dates, window_days=window_days).where(F.col("dt") == D)
         assertDataFrameEqual(got, spark.createDataFrame(expected, schema_))
+
+
+def test_quarantine_records_keep_event_times_to_the_microsecond(spark):
+    """Two bad events a microsecond apart are two records, each with its exact time."""
+    first = dt.datetime(2026, 11, 9, 12, 0, 0, 123, tzinfo=UTC)
+    times = [first, first + 333 * MICRO, dt.datetime(2026, 11, 9, 23, 59, 59, 999_999, tzinfo=UTC)]
+    events = spark.createDataFrame([("u1", "i9", "impression", t) for t in times],
+                                   "user_id string, item_id string, event_type string, event_time timestamp")
+    items = spark.createDataFrame([("i1",)], "item_id string")
+    bad = quality.bad_events(quality.classify_events(events, items=items, horizon=D))
+    expected = [("unknown_item", json.dumps({"user_id": "u1", "item_id": "i9", "event_type": "impression",
+                                             "event_time": t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")},
+                                            separators=(",", ":")))
+                for t in times]
+    assertDataFrameEqual(bad.select("reason", "record"), spark.createDataFrame(expected, "reason string, record string"))
