@@ -152,6 +152,7 @@ def pipeline_run(converters: dict, num_proc: int, args, work: Path, rep: int) ->
     spec = WorkerSpec(
         model_conf=ModelConf(), fields=FIELDS, num_tags=NUM_TAGS, num_categories=NUM_CATEGORIES,
         multi_len=MULTI_LEN, epochs=args.epochs, steps_per_epoch=-(-args.rows // (args.batch_size * num_proc)),
+        num_proc=num_proc,
         batch_size=args.batch_size, learning_rate=0.01, checkpoint_dir=str(work / f"ckpt-{num_proc}-{rep}"),
         output_dir=str(work / f"out-{num_proc}-{rep}"), resume=False, shuffle_buffer=args.shuffle_buffer,
         reader_workers=args.reader_workers, log_every=10_000, torch_threads=args.threads,

@@ -59,8 +59,8 @@ class WorkerSpec:
     learning_rate: float
     checkpoint_dir: str
     output_dir: str
+    num_proc: int  # the ranks this spec is launched on
     resume: bool = True
-    num_proc: int = 1  # the ranks this spec is launched on (the job always sets it)
     shuffle_buffer: int = 0
     reader_workers: int = 1
     seed: int = 0
