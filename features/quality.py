@@ -17,7 +17,7 @@ from enum import StrEnum
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from core.contract import EVENT_TYPES
+from core.contract import EVENT_TYPES, column
 
 EVENT_COLUMNS = ("user_id", "item_id", "event_type", "event_time")
 
@@ -46,7 +46,7 @@ RECORD_OPTIONS = {"ignoreNullFields": "false", "timestampFormat": "yyyy-MM-dd'T'
 def record_json(columns: list[str] | tuple[str, ...]) -> Column:
     """The row as a JSON string (null values kept as nulls, times exact to the microsecond, in
     the session time zone: UTC, so they end in Z)."""
-    return F.to_json(F.struct(*columns), RECORD_OPTIONS)
+    return F.to_json(F.struct(*[column(c) for c in columns]), RECORD_OPTIONS)
 
 
 def classify_events(events: DataFrame, *, items: DataFrame, horizon: dt.date, max_id_length: int = 256) -> DataFrame:
@@ -121,21 +121,24 @@ def event_counts(classified: DataFrame) -> DataFrame:
 
 
 def flag_dimension_rows(df: DataFrame, *, key: str) -> DataFrame:
-    """`df` with `reason` (null_id, duplicate or null) and `record` (the row as JSON).
+    """`row` (the raw row as a struct), `reason` (null_id, duplicate or null) and `record` (the
+    row as JSON). The raw columns stay inside `row`, so no name of theirs can meet the
+    columns made here; `row.*` gives them back.
 
     Of several rows with the same key, the one with the smallest JSON record is kept, so
     the choice does not depend on file order.
     """
-    record = record_json(df.columns)
-    first = Window.partitionBy(key).orderBy("record").rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    keyed = df.select(F.struct(*[column(c) for c in df.columns]).alias("row"),
+                      record_json(df.columns).alias("record"), column(key).alias("key"))
+    first = Window.partitionBy("key").orderBy("record").rowsBetween(Window.unboundedPreceding, Window.currentRow)
     return (
-        df.withColumn("record", record)
-        .withColumn("_rank", F.when(blank(key), F.lit(None)).otherwise(F.row_number().over(first)))
-        .withColumn(
-            "reason",
-            F.when(blank(key), F.lit(Reason.NULL_ID.value)).when(F.col("_rank") > 1, F.lit(Reason.DUPLICATE.value)),
+        keyed.withColumn("rank", F.when(blank("key"), F.lit(None)).otherwise(F.row_number().over(first)))
+        .select(
+            "row",
+            F.when(blank("key"), F.lit(Reason.NULL_ID.value)).when(F.col("rank") > 1, F.lit(Reason.DUPLICATE.value))
+            .alias("reason"),
+            "record",
         )
-        .select(*df.columns, "reason", "record")
     )
 
 

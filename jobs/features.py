@@ -159,7 +159,7 @@ def read_inputs(spark: SparkSession, config: Config, dates: Sequence[dt.date], *
         Raw.TAGS: quality.flag_dimension_rows(tags, key="tag_id"),
     }
     flagged = {t: df.persist(StorageLevel.MEMORY_AND_DISK) for t, df in flagged.items()}
-    clean = {t: df.where(F.col("reason").isNull()).drop("reason", "record") for t, df in flagged.items()}
+    clean = {t: df.where(F.col("reason").isNull()).select("row.*") for t, df in flagged.items()}
     dimension_bad = [
         df.where(F.col("reason").isNotNull()).select(F.lit(t.value).alias("source"), "reason", "record")
         for t, df in flagged.items()
@@ -213,12 +213,22 @@ def check_bad_fraction(qualities: Sequence[DateQuality], max_fraction: float) ->
 
 
 def publish(spark: SparkSession, config: Config, inputs: Inputs, *, dates: Sequence[dt.date], run_id: str) -> dict:
-    """Write every table; returns new_vocabulary and the table versions."""
+    """Write every table; returns new_vocabulary and the table versions.
+
+    Every output is planned once against an empty vocabulary before the first write: Spark
+    analyses a plan as it is built, so a planning error (a column that cannot be resolved)
+    stops the run with no table changed, instead of after the vocabulary is committed.
+    """
     conf, paths = config.features, config.paths
     uri = {t: warehouse_uri(paths, t) for t in Warehouse}
     info = {"run_id": run_id, "job": "features"}
     categorical = [f.name for f in inputs.fields if f.source.startswith("users.") and f.encoding == "vocab"]
     values = vocab.vocabulary_values(inputs.tags, users=inputs.users, categorical=categorical)
+    no_vocabulary = spark.createDataFrame([], vocab.VOCABULARY_SCHEMA)
+    no_catalogue = tag_catalogue(inputs.tags, vocabulary=no_vocabulary)
+    plan_outputs(inputs, conf=conf, dates=dates, run_id=run_id, vocabulary=no_vocabulary, catalogue=no_catalogue,
+                 item_tag_rows=item_tags(inputs.items, catalogue=no_catalogue))
+
     vocabulary, new_values = update_vocabulary(spark, uri[Warehouse.VOCABULARY], values, first_dt=dates[0],
                                                commit_info=info)
     catalogue = tag_catalogue(inputs.tags, vocabulary=vocabulary).persist()
@@ -229,18 +239,8 @@ def publish(spark: SparkSession, config: Config, inputs: Inputs, *, dates: Seque
             Warehouse.FIELDS.value: delta.write_arrow(fields_table(inputs.fields, sizes), uri[Warehouse.FIELDS],
                                                       mode="overwrite", commit_info=info)
         }
-        label_days = [d - DAY for d in dates]
-        events = quality.clean_events(inputs.classified)
-        outputs = {
-            Warehouse.USER_FEATURES: (dates, user_features(events, inputs, conf=conf, dates=dates,
-                                                           vocabulary=vocabulary, item_tag_rows=tag_rows)),
-            Warehouse.TAGS: (dates, tag_snapshots(daily_tag_counts(events, item_tag_rows=tag_rows),
-                                                  catalogue=catalogue, dates=dates, window_days=conf.window_days)),
-            Warehouse.SAMPLES: (label_days, samples(events, conf=conf, catalogue=catalogue, item_tag_rows=tag_rows,
-                                                    label_days=label_days)),
-            Warehouse.QUARANTINE: (dates, quarantine(inputs, dates=dates, window_days=conf.window_days,
-                                                     run_id=run_id)),
-        }
+        outputs = plan_outputs(inputs, conf=conf, dates=dates, run_id=run_id, vocabulary=vocabulary,
+                               catalogue=catalogue, item_tag_rows=tag_rows)
         for table, (partitions, df) in outputs.items():
             versions[table.value] = delta.write_table(
                 df, uri[table], mode="overwrite", partition_by=["dt"],
@@ -251,6 +251,31 @@ def publish(spark: SparkSession, config: Config, inputs: Inputs, *, dates: Seque
             df.unpersist()
     versions[Warehouse.VOCABULARY.value] = delta.table_version(uri[Warehouse.VOCABULARY])
     return {"new_vocabulary": new_values, "table_versions": versions}
+
+
+def plan_outputs(
+    inputs: Inputs,
+    *,
+    conf: FeaturesConf,
+    dates: Sequence[dt.date],
+    run_id: str,
+    vocabulary: DataFrame,
+    catalogue: DataFrame,
+    item_tag_rows: DataFrame,
+) -> dict[Warehouse, tuple[list[dt.date], DataFrame]]:
+    """The partitioned tables to write, each with the dates of the partitions it replaces."""
+    label_days = [d - DAY for d in dates]
+    events = quality.clean_events(inputs.classified)
+    return {
+        Warehouse.USER_FEATURES: (list(dates), user_features(events, inputs, conf=conf, dates=dates,
+                                                             vocabulary=vocabulary, item_tag_rows=item_tag_rows)),
+        Warehouse.TAGS: (list(dates), tag_snapshots(daily_tag_counts(events, item_tag_rows=item_tag_rows),
+                                                    catalogue=catalogue, dates=dates, window_days=conf.window_days)),
+        Warehouse.SAMPLES: (label_days, samples(events, conf=conf, catalogue=catalogue, item_tag_rows=item_tag_rows,
+                                                label_days=label_days)),
+        Warehouse.QUARANTINE: (list(dates), quarantine(inputs, dates=dates, window_days=conf.window_days,
+                                                       run_id=run_id)),
+    }
 
 
 def update_vocabulary(

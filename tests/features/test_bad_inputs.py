@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -29,12 +30,12 @@ def _write(path, table):
     pq.write_table(table, f"{path}/part-0.parquet")
 
 
-def _world(root, events: pa.Table, *, max_bad_fraction=0.5) -> Config:
+def _world(root, events: pa.Table, *, max_bad_fraction=0.5, users: pa.Table | None = None) -> Config:
     raw = f"{root}/raw"
     _write(f"{raw}/events", events)
     _write(f"{raw}/items", pa.table({"item_id": ["i1", "i2"], "tag_ids": [["t1"], ["t2"]]}))
     _write(f"{raw}/tags", pa.table({"tag_id": ["t1", "t2"], "tag_name": ["One", "Two"], "category": ["a", "b"]}))
-    _write(f"{raw}/users", pa.table({"user_id": ["u1", "u2"], "city": ["x", "y"]}))
+    _write(f"{raw}/users", users if users is not None else pa.table({"user_id": ["u1", "u2"], "city": ["x", "y"]}))
     return Config(paths=Paths(raw=raw, warehouse=f"{root}/wh", models=f"{root}/models"),
                   features=FeaturesConf(window_days=3, max_bad_fraction=max_bad_fraction, max_id_length=64))
 
@@ -112,3 +113,44 @@ def test_one_user_with_a_million_events_is_aggregated_exactly(spark, tmp_path):
     features = delta.read_table(spark, warehouse_uri(config.paths, Warehouse.USER_FEATURES)) \
         .where(F.col("user_id") == "whale").first()
     assert features["clicked_tags"][:1] == [features["clicked_tags"][0]] and len(features["clicked_tags"]) == 1
+
+
+def _table_versions(config: Config) -> dict[str, int | None]:
+    return {t.value: delta.table_version(warehouse_uri(config.paths, t)) for t in Warehouse}
+
+
+def test_attribute_names_the_job_cannot_carry_stop_it_before_any_write(spark, tmp_path):
+    """Names that would meet the job's own columns or Spark's name resolution (dotted, mixed
+    case, _-prefixed): a ContractError naming the column, and no table changes."""
+    config = _world(tmp_path, _events([(b"u1", "i1", "click", _at(1)), (b"u2", "i2", "impression", _at(2))]))
+    run(spark, config, [DAY - dt.timedelta(days=1)], run_id="before")
+    before = _table_versions(config)
+    tables = {name: delta.read_table(spark, warehouse_uri(config.paths, Warehouse(name))).collect()
+              for name, version in before.items() if version is not None}
+    assert set(tables) == {"vocabulary", "fields", "user_features", "tags", "samples", "quarantine"}
+    for name in ("geo.country", "_id", "_value", "_rank", "Reason", "Clicks", "DT", "home city"):
+        _write(f"{config.paths.raw}/users", pa.table({"user_id": ["u1", "u2"], name: ["x", "y"]}))
+        with pytest.raises(ContractError, match=rf"attribute column {re.escape(repr(name))} is not a valid "
+                                                r"attribute name: attribute names are lowercase identifiers"):
+            run(spark, config, [DAY], run_id="refused")
+        assert _table_versions(config) == before, name
+    for name, rows in tables.items():
+        assert sorted(delta.read_table(spark, warehouse_uri(config.paths, Warehouse(name))).collect()) == sorted(rows)
+
+
+def test_attributes_named_like_the_quality_steps_columns_are_encoded_like_any_other(spark, tmp_path):
+    """`reason` and `record` are plain attribute names: a duplicate user still goes to the
+    quarantine whole, and the kept rows are encoded with their own vocabularies."""
+    users = pa.table({"user_id": ["u1", "u2", "u2"], "reason": ["x", "y", "z"], "record": ["p", "q", "q"]})
+    config = _world(tmp_path, _events([(b"u1", "i1", "click", _at(1)), (b"u2", "i2", "impression", _at(2))]),
+                    users=users)
+    run(spark, config, [DAY], run_id="names")
+    wh = {t: delta.read_table(spark, warehouse_uri(config.paths, t))
+          for t in (Warehouse.USER_FEATURES, Warehouse.VOCABULARY, Warehouse.QUARANTINE)}
+    assert sorted(tuple(r) for r in wh[Warehouse.USER_FEATURES].select("user_id", "reason", "record").collect()) \
+        == [("u1", 2, 2), ("u2", 3, 3)]
+    vocabulary = wh[Warehouse.VOCABULARY].where(F.col("field").isin("reason", "record")).select("field", "value", "id")
+    assert sorted(tuple(r) for r in vocabulary.collect()) == [("reason", "x", 2), ("reason", "y", 3),
+                                                              ("record", "p", 2), ("record", "q", 3)]
+    quarantine = [(r["source"], r["reason"], r["record"]) for r in wh[Warehouse.QUARANTINE].collect()]
+    assert quarantine == [("users", "duplicate", '{"user_id":"u2","reason":"z","record":"q"}')]
