@@ -21,7 +21,8 @@ from core.tables import Warehouse, warehouse_uri
 class ModelStatus(str, Enum):
     CANDIDATE = "candidate"
     PUBLISHED = "published"
-    REJECTED = "rejected"
+    REJECTED = "rejected"  # failed the training job's publish rules
+    GATE_FAILED = "gate_failed"  # published by training, then failed the quality gates of its own night
 
 
 SCHEMA = pa.schema([

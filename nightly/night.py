@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pyspark.sql import SparkSession
 
 from core import delta, registry
-from core.config import Config
+from core.config import Config, Paths
 from core.tables import Warehouse, warehouse_uri
 from nightly import gates, plan, publish
 from nightly.lock import date_lock, exclusive
@@ -78,7 +78,14 @@ def run_night(spark: SparkSession, config: Config, date: dt.date, *, run_id: str
             result.gate_results = measure_gates(spark, config, date, model)
             out.metrics = {r.name: r.value for r in result.gate_results}
             out.message = "; ".join(r.describe() for r in result.gate_results if not r.passed)
-            gates.check(result.gate_results)
+            try:
+                gates.check(result.gate_results)
+            except gates.QualityGateError as exc:
+                withdrawn = withdraw_model(paths, model, date)
+                if not withdrawn:
+                    raise
+                out.message += f"; {withdrawn}"
+                raise gates.QualityGateError(f"{exc}\n{withdrawn}") from None
         _maybe_crash("gates")
 
         with stage(paths, result.run_id, "publish", date) as out:
@@ -113,6 +120,20 @@ def measure_gates(spark: SparkSession, config: Config, date: dt.date,
     )
     candidate.unpersist()
     return results
+
+
+def withdraw_model(paths: Paths, model: registry.ModelRecord, date: dt.date) -> str:
+    """After failed gates: a published model trained for this night (tonight, or by an earlier attempt
+    of it) becomes `gate_failed` in one registry commit, so the previous published model is current
+    again for scoring and for the training schedule. A model of an earlier night stays as it is.
+    Returns what was done ("" when nothing)."""
+    if model.status is not registry.ModelStatus.PUBLISHED or model.trained_for != date:
+        return ""
+    registry.set_status(paths, model.model_version, registry.ModelStatus.GATE_FAILED)
+    current = registry.latest_published(paths)
+    now = f"the latest published model is {current.model_version} again" if current is not None else \
+        "no published model is left: the next night trains one"
+    return f"model {model.model_version}, trained for {date}, is now {registry.ModelStatus.GATE_FAILED.value}; {now}"
 
 
 def model_auc(model: registry.ModelRecord) -> dict[str, float]:

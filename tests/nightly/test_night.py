@@ -10,7 +10,7 @@ from pyspark.testing import assertDataFrameEqual
 from core import delta, registry
 from core.config import config_from_dict
 from core.tables import Warehouse, warehouse_uri
-from nightly import night, publish
+from nightly import night, plan, publish
 from nightly.gates import QualityGateError
 from nightly.runlog import read_runs
 
@@ -21,7 +21,7 @@ D1, D2, D3 = START + dt.timedelta(days=4), START + dt.timedelta(days=5), START +
 PUBLISHED = (Warehouse.USER_TAG_PROFILES, Warehouse.PROFILES_LATEST)
 
 
-def _config(root, **gates):
+def _config(root, train_every=30, **gates):
     return config_from_dict({
         "paths": {"raw": f"{root}/raw", "warehouse": f"{root}/wh", "models": f"{root}/models"},
         "spark": {"master": "local[2]", "shuffle_partitions": 2},
@@ -31,7 +31,7 @@ def _config(root, **gates):
         "train": {"num_proc": 2, "window_days": 3, "epochs": 2, "batch_size": 128, "learning_rate": 0.02,
                   "publish_if": {"min_auc": 0.0, "max_auc_drop": 1.0}},
         "score": {"top_n": 5},
-        "nightly": {"train_every": 30, "gates": {"min_auc": 0.0, "min_stability": 0.0, "max_score_shift": 1.0,
+        "nightly": {"train_every": train_every, "gates": {"min_auc": 0.0, "min_stability": 0.0, "max_score_shift": 1.0,
                                                   "min_tag_coverage": 0.1, **gates}},
     })
 
@@ -104,6 +104,25 @@ def test_a_failed_gate_publishes_nothing_and_says_why(spark, world):
     assert staged.count() > 0  # the candidate stays in staging for inspection
     gate_rows = [r for r in read_runs(config.paths) if r["run_id"] == "n3-gate" and r["stage"] == "gates"]
     assert gate_rows[0]["status"] == "failed" and "profile_share" in gate_rows[0]["message"]
+
+
+def test_a_model_trained_tonight_whose_gates_fail_stops_being_the_published_model(spark, world):
+    config = _config(world, train_every=1, min_profile_share=1.5)
+    reused = registry.latest_published(config.paths)  # trained on the first night
+    before = _versions(config)
+    with pytest.raises(QualityGateError) as failed:
+        night.run_night(spark, config, D3, run_id="n3-trained-gate")
+    trained = [r for r in registry.list_models(config.paths) if r.trained_for == D3]
+    assert [r.status for r in trained] == [registry.ModelStatus.GATE_FAILED]
+    assert str(failed.value).endswith(f"model {trained[0].model_version}, trained for {D3}, is now gate_failed; "
+                                      f"the latest published model is {reused.model_version} again")
+    assert registry.latest_published(config.paths) == reused
+    assert registry.resolve(config.paths).model_version == reused.model_version  # what standalone score uses
+    assert not plan.training_due(_config(world), D3)  # with train_every=30 the next night reuses it
+    assert _versions(config) == before
+    assert publish.published_dates(config.paths) == [D1, D2]
+    gate_rows = [r for r in read_runs(config.paths) if r["run_id"] == "n3-trained-gate" and r["stage"] == "gates"]
+    assert gate_rows[0]["status"] == "failed" and "is now gate_failed" in gate_rows[0]["message"]
 
 
 def test_a_crash_between_stages_then_the_rerun_completes(spark, world, monkeypatch):
