@@ -60,15 +60,18 @@ def model_dir(paths: Paths, model_version: str) -> str:
 def list_models(paths: Paths) -> list[ModelRecord]:
     """Every registered version, oldest first."""
     uri = models_uri(paths)
-    if not delta.table_exists(uri):
+    return _records(uri, delta.table_version(uri))
+
+
+def _records(uri: str, version: int | None) -> list[ModelRecord]:
+    if version is None:
         return []
-    rows = delta.read_arrow(uri).to_pylist()
     records = [
         ModelRecord(
             model_version=r["model_version"], trained_for=r["trained_for"], status=ModelStatus(r["status"]),
             created_at=r["created_at"], metrics=json.loads(r["metrics"] or "{}"), path=r["path"],
         )
-        for r in rows
+        for r in delta.read_arrow(uri, version=version).to_pylist()
     ]
     return sorted(records, key=lambda r: (r.created_at, r.model_version))
 
@@ -76,16 +79,23 @@ def list_models(paths: Paths) -> list[ModelRecord]:
 def register(paths: Paths, record: ModelRecord) -> None:
     """Add a version, or replace the row of an existing one (one atomic commit).
 
-    The registry is small: it is rewritten whole, and Delta's optimistic concurrency
-    refuses a commit that raced another writer.
+    The registry is small: it is rewritten whole from the version read, and that commit
+    lands only on top of that version, so two jobs registering at once cannot drop each
+    other's rows: the one that loses the race reads again and rewrites.
     """
-    rows = [r for r in list_models(paths) if r.model_version != record.model_version] + [record]
-    table = pa.Table.from_pylist([{
-        "model_version": r.model_version, "trained_for": r.trained_for, "status": r.status.value,
-        "created_at": r.created_at, "metrics": json.dumps(r.metrics, sort_keys=True), "path": r.path,
-    } for r in rows], schema=SCHEMA)
-    delta.write_arrow(table, models_uri(paths), mode="overwrite",
-                      commit_info={"job": "register", "model_version": record.model_version})
+    uri = models_uri(paths)
+
+    def once() -> None:
+        read = delta.snapshot(uri)
+        rows = [r for r in _records(uri, read.version) if r.model_version != record.model_version] + [record]
+        table = pa.Table.from_pylist([{
+            "model_version": r.model_version, "trained_for": r.trained_for, "status": r.status.value,
+            "created_at": r.created_at, "metrics": json.dumps(r.metrics, sort_keys=True), "path": r.path,
+        } for r in rows], schema=SCHEMA)
+        delta.write_arrow(table, uri, mode="overwrite", based_on=read,
+                          commit_info={"job": "register", "model_version": record.model_version})
+
+    delta.retry_on_conflict(once)
 
 
 def set_status(paths: Paths, model_version: str, status: ModelStatus) -> None:

@@ -29,3 +29,29 @@ def test_latest_published_and_status_changes(tmp_path):
     assert registry.get_model(paths, "v1") == _record("v1", ModelStatus.PUBLISHED, 0)
     with pytest.raises(registry.UnknownModelError, match=r"'v9'; available: v1 \(published\), v2 \(published\)"):
         registry.resolve(paths, "v9")
+
+
+def _register_many(root: str, writer: str, count: int, start) -> None:
+    from core import registry as r
+    from core.config import Paths as P
+
+    paths = P(raw=f"{root}/r", warehouse=f"{root}/w", models=f"{root}/m")
+    start.wait()
+    for i in range(count):
+        r.register(paths, _record(f"{writer}{i}", ModelStatus.CANDIDATE, i))
+
+
+def test_two_processes_registering_at_once_keep_every_model(tmp_path):
+    """The registry is rewritten whole: without committing on top of the version read, one
+    writer's rewrite would drop the rows the other added in between."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    with context.Manager() as manager:
+        start = manager.Barrier(2)
+        with context.Pool(2) as pool:
+            for result in [pool.apply_async(_register_many, (str(tmp_path), w, 8, start)) for w in ("a", "b")]:
+                result.get(timeout=300)
+    paths = Paths(raw=str(tmp_path / "r"), warehouse=str(tmp_path / "w"), models=str(tmp_path / "m"))
+    assert sorted(registry.list_models(paths), key=lambda r: r.model_version) == [
+        _record(f"{w}{i}", ModelStatus.CANDIDATE, i) for w in ("a", "b") for i in range(8)]
