@@ -332,11 +332,11 @@ def read_arrow(uri: str, version: int | None = None, columns: Sequence[str] | No
     return dataset.to_table(columns=list(columns) if columns else None)
 
 
-def partition_values(uri: str, column: str = "dt") -> list[str]:
-    """The distinct live values of a partition column, from the Delta log alone."""
+def partition_values(uri: str, column: str = "dt", version: int | None = None) -> list[str]:
+    """The distinct live values of a partition column (at `version`, default latest), from the Delta log alone."""
     if not table_exists(uri):
         return []
-    return sorted({p[column] for p in DeltaTable(uri).partitions()})
+    return sorted({p[column] for p in open_table(uri, version).partitions()})
 
 
 def history(uri: str) -> list[dict]:

@@ -3,9 +3,9 @@
 Two schedulers starting the same night, or a `rollback --date` during that night's run: the
 second fails at once with a message naming the holder. The lock is the kernel's (`flock`) on
 a file that is never deleted, so it dies with its process: a crashed run leaves no lock
-behind, and there is no stale-lock takeover that two late starters could both win. Delta's
-optimistic concurrency stays the safety net underneath: even without the lock, two commits
-that race on one table cannot both land silently.
+behind, and there is no stale-lock takeover that two late starters could both win. Nights of
+different dates run side by side: the tables they share are read-modify-writes that commit
+only on top of the version they read (`core.delta.commit(based_on=...)`).
 
 The lock folder must be a filesystem that every host which may run the night sees (a shared
 mount such as NFS; a local folder only when one host runs every night); with the warehouse

@@ -51,12 +51,25 @@ def publish(spark: SparkSession, paths: Paths, date: dt.date, run_id: str) -> in
 
 
 def refresh_latest(spark: SparkSession, paths: Paths) -> None:
-    """`profiles_latest` holds exactly the newest published date of `user_tag_profiles`."""
-    dates = published_dates(paths)
+    """`profiles_latest` holds exactly the newest published date of `user_tag_profiles`.
+
+    Two nights publishing side by side can both refresh it: each copy commits only on top of
+    the `profiles_latest` version it started from, and the one that loses the race reads the
+    profiles again, so an older night's copy cannot land after a newer one's.
+    """
+    target = warehouse_uri(paths, Warehouse.PROFILES_LATEST)
     uri = profiles_uri(paths)
-    latest = read_profiles(spark, uri, dates[-1]) if dates else delta.read_table(spark, uri).limit(0)
-    delta.write_table(latest, warehouse_uri(paths, Warehouse.PROFILES_LATEST), mode="overwrite",
-                      commit_info={"job": "refresh_latest", "dt": dates[-1].isoformat() if dates else ""})
+
+    def once() -> None:
+        read = delta.snapshot(target)
+        source = delta.table_version(uri)
+        dates = delta.partition_values(uri, version=source)
+        latest = (read_profiles(spark, uri, dt.date.fromisoformat(dates[-1]), source) if dates
+                  else delta.read_table(spark, uri, source).limit(0))
+        delta.write_table(latest, target, mode="overwrite", based_on=read,
+                          commit_info={"job": "refresh_latest", "dt": dates[-1] if dates else ""})
+
+    delta.retry_on_conflict(once)
 
 
 def rollback_date(spark: SparkSession, paths: Paths, date: dt.date) -> str:
