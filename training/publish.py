@@ -2,7 +2,7 @@
 
 For every objective: validation AUC >= the floor (`min_auc_by_objective[o]`, else `min_auc`), and
 AUC >= (the last published model's AUC for that objective) - `max_auc_drop`. An undefined AUC
-(the validation set held one class only) fails the floor. Objectives the last published model
+(the validation set held one class only, or the model predicted NaN or inf) fails the floor. Objectives the last published model
 did not report are judged by the floor alone.
 """
 from __future__ import annotations
@@ -41,7 +41,8 @@ def decide(metrics: Mapping[str, Mapping[str, float]], rules: PublishRules, obje
 
 def _floor_failures(objective: str, value: float, floor: float) -> list[str]:
     if value is None or math.isnan(value):
-        return [f"{objective}: AUC is undefined (the validation set has one class only)"]
+        return [f"{objective}: AUC is undefined (a validation set with one class only, "
+                f"or non-finite predictions)"]
     if value < floor:
         return [f"{objective}: AUC {value:.4f} is below the floor {floor:.4f}"]
     return []

@@ -129,4 +129,4 @@ def test_non_finite_predictions_make_their_objective_metrics_nan_and_the_model_u
     decision = decide(json_safe(metrics), PublishRules(min_auc=0.0), ("ctr", "cvr"), previous=None)
     assert decision.status is ModelStatus.REJECTED
     assert [r for r in decision.reasons if r.startswith("cvr")] == [
-        "cvr: AUC is undefined (the validation set has one class only)"]
+        "cvr: AUC is undefined (a validation set with one class only, or non-finite predictions)"]
