@@ -2,8 +2,8 @@
 
 For every objective: validation AUC >= the floor (`min_auc_by_objective[o]`, else `min_auc`), and
 AUC >= (the last published model's AUC for that objective) - `max_auc_drop`. An undefined AUC
-(the validation set held one class only, or the model predicted NaN or inf) fails the floor. Objectives the last published model
-did not report are judged by the floor alone.
+(the validation set held one class only, or the model predicted NaN or inf) fails the floor.
+Objectives the last published model did not report are judged by the floor alone.
 """
 from __future__ import annotations
 

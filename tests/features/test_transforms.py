@@ -223,4 +223,5 @@ def test_quarantine_records_keep_event_times_to_the_microsecond(spark):
                                              "event_time": t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")},
                                             separators=(",", ":")))
                 for t in times]
-    assertDataFrameEqual(bad.select("reason", "record"), spark.createDataFrame(expected, "reason string, record string"))
+    assertDataFrameEqual(bad.select("reason", "record"),
+                         spark.createDataFrame(expected, "reason string, record string"))

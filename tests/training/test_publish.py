@@ -30,7 +30,8 @@ def test_first_model_above_the_floor_is_published():
     (_metrics(0.70, 0.61), PublishRules(min_auc=0.6, min_auc_by_objective={"cvr": 0.65}),
      ["cvr: AUC 0.6100 is below the floor 0.6500"]),
     (_metrics(0.50, math.nan), PublishRules(min_auc=0.6),
-     ["ctr: AUC 0.5000 is below the floor 0.6000", "cvr: AUC is undefined (a validation set with one class only, or non-finite predictions)"]),
+     ["ctr: AUC 0.5000 is below the floor 0.6000",
+      "cvr: AUC is undefined (a validation set with one class only, or non-finite predictions)"]),
     ({"ctr": {"auc": 0.9}}, PublishRules(min_auc=0.6),
      ["cvr: AUC is undefined (a validation set with one class only, or non-finite predictions)"]),
 ])
