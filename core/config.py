@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import os
+import posixpath
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -34,7 +37,6 @@ class Paths:
     locks: str = ""
 
     def validate(self) -> None:
-        roots = {}
         for name in ("raw", "warehouse", "models", "staging", "petastorm_cache", "reports", "locks"):
             value = getattr(self, name)
             if name in ("raw", "warehouse", "models") and not value.strip():
@@ -47,12 +49,32 @@ class Paths:
                                   f"valid: {', '.join(STORAGE_SCHEMES)}")
             if ".." in value.replace("\\", "/").split("/"):
                 raise ConfigError(f"paths.{name}={value!r} must not contain '..'")
-        for name in ("raw", "warehouse", "models"):
-            roots[name] = getattr(self, name).rstrip("/") + "/"
-        for a, b in (("raw", "warehouse"), ("raw", "models"), ("warehouse", "models")):
-            if roots[a].startswith(roots[b]) or roots[b].startswith(roots[a]):
+        self._check_overlaps()
+
+    def _check_overlaps(self) -> None:
+        """Refuse roots that share files: jobs overwrite, replace and vacuum what they own.
+
+        raw, warehouse, models and staging must not contain one another, except staging in a folder
+        whose name starts with `_` directly under warehouse (the default `warehouse/_staging`): no
+        table lives there. reports and locks must not contain any of them nor sit inside one, except
+        in such a `_` folder of warehouse, staging or models (the defaults `warehouse/_reports`,
+        `warehouse/_locks`). Paths are compared normalised (`normalise_path`).
+        """
+        data = {"raw": self.raw, "warehouse": self.warehouse, "models": self.models,
+                "staging": self.staging_root}
+        side = {"reports": self.reports_root, "locks": self.locks_root}
+        roots = {name: normalise_path(value) for name, value in {**data, **side}.items()}
+        pairs = [(a, b) for i, a in enumerate(data) for b in list(data)[i + 1:]]
+        pairs += [(a, b) for a in data for b in side]
+        allowed = {("staging", "warehouse")} | {(s, d) for s in side for d in ("warehouse", "staging", "models")}
+        for a, b in pairs:
+            for inner, outer in ((a, b), (b, a)):
+                if not _inside(roots[inner], roots[outer]):
+                    continue
+                if (inner, outer) in allowed and _under_underscore(roots[inner], roots[outer]):
+                    continue
                 raise ConfigError(f"paths.{a} ({roots[a]}) and paths.{b} ({roots[b]}) must not contain each "
-                                  f"other: jobs overwrite what they own")
+                                  f"other: jobs overwrite and vacuum what they own")
 
     @property
     def staging_root(self) -> str:
@@ -69,6 +91,34 @@ class Paths:
     @property
     def petastorm_root(self) -> str:
         return self.petastorm_cache or f"{self.models.rstrip('/')}/_petastorm_cache"
+
+
+def normalise_path(value: str) -> str:
+    """One spelling per location: `file://` dropped, local paths absolute, `.`, `//` and trailing `/` removed.
+
+    Remote URIs keep their scheme (`s3a` written as `s3`, `abfss` as `abfs`: the same stores) and
+    host, with the path part normalised the same way.
+    """
+    scheme, sep, rest = value.partition("://")
+    if not sep or scheme == "file":
+        return _clean(os.path.abspath(rest if sep else value))
+    host, _, path = rest.partition("/")
+    scheme = {"s3a": "s3", "abfss": "abfs"}.get(scheme, scheme)
+    return f"{scheme}://{host}{_clean('/' + path).rstrip('/')}"
+
+
+def _clean(path: str) -> str:
+    return posixpath.normpath(re.sub(r"/+", "/", path))
+
+
+def _inside(path: str, root: str) -> bool:
+    """Whether `path` is `root` or below it (both normalised)."""
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def _under_underscore(path: str, root: str) -> bool:
+    """Whether `path` lies under a folder directly inside `root` whose name starts with `_`."""
+    return path != root and path[len(root.rstrip("/")) + 1:].startswith("_")
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from core.config import Config, ConfigError, load_config
+from core.config import Config, ConfigError, config_from_dict, load_config, normalise_path
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 MINIMAL = "paths:\n  raw: /r\n  warehouse: /w\n  models: /m\n"
@@ -81,10 +81,69 @@ def test_required_paths(tmp_path):
 
 @pytest.mark.parametrize("override, message", [
     ("paths.raw=ftp://host/raw", r"unsupported scheme 'ftp'"),
-    ("paths.models=/w/models", r"paths.warehouse \(/w/\) and paths.models \(/w/models/\) must not contain each other"),
+    ("paths.models=/w/models", r"paths.warehouse \(/w\) and paths.models \(/w/models\) must not contain each other"),
     ("paths.raw=/data/../etc", r"must not contain '..'"),
-    ("paths.warehouse=/r", r"paths.raw \(/r/\) and paths.warehouse \(/r/\)"),
+    ("paths.warehouse=/r", r"paths.raw \(/r\) and paths.warehouse \(/r\)"),
 ])
 def test_paths_are_validated(tmp_path, override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(_write(tmp_path, MINIMAL), [override])
+
+
+@pytest.mark.parametrize("paths, first, second", [
+    ({"raw": "data/raw", "warehouse": "./data/raw"}, "raw", "warehouse"),
+    ({"raw": "data/raw", "warehouse": "{cwd}/data/raw"}, "raw", "warehouse"),
+    ({"raw": "/d/raw", "warehouse": "file:///d/raw"}, "raw", "warehouse"),
+    ({"raw": "/d/raw", "warehouse": "/d//raw"}, "raw", "warehouse"),
+    ({"raw": "data/raw/", "warehouse": "data/./raw"}, "raw", "warehouse"),
+    ({"raw": "/d/raw", "models": "file:///d/raw/./models"}, "raw", "models"),
+    ({"raw": "s3://b/raw", "warehouse": "s3a://b//raw/"}, "raw", "warehouse"),
+])
+def test_one_location_in_two_spellings_is_refused(tmp_path, monkeypatch, paths, first, second):
+    monkeypatch.chdir(tmp_path)
+    values = {"raw": "/r", "warehouse": "/w", "models": "/m"}
+    values.update({k: v.format(cwd=tmp_path) for k, v in paths.items()})
+    with pytest.raises(ConfigError, match=rf"paths.{first} \(.+\) and paths.{second} \(.+\) must not contain"
+                       ) as error:
+        config_from_dict({"paths": values})
+    named = f"paths.{first} ({normalise_path(values[first])}) and paths.{second} ({normalise_path(values[second])})"
+    assert str(error.value).startswith(named)
+    assert "//" not in named.split("://")[-1] and "/./" not in named and "file:" not in named
+
+
+@pytest.mark.parametrize("extra, first, second", [
+    ({"staging": "/w"}, "warehouse", "staging"),
+    ({"staging": "file:///w/"}, "warehouse", "staging"),
+    ({"staging": "/r"}, "raw", "staging"),
+    ({"staging": "/r/staging"}, "raw", "staging"),
+    ({"staging": "/m"}, "models", "staging"),
+    ({"staging": "/"}, "raw", "staging"),
+    ({"staging": "/w/user_tag_profiles"}, "warehouse", "staging"),  # inside a table
+    ({"locks": "/w/user_tag_profiles/_delta_log"}, "warehouse", "locks"),
+    ({"locks": "/r"}, "raw", "locks"),
+    ({"reports": "/w"}, "warehouse", "reports"),
+    ({"reports": "/s/profiles", "staging": "/s"}, "staging", "reports"),
+])
+def test_staging_reports_and_locks_must_not_overlap_what_jobs_own(extra, first, second):
+    with pytest.raises(ConfigError, match=rf"paths.{first} \(.+\) and paths.{second} \(.+\) must not contain"):
+        config_from_dict({"paths": {"raw": "/r", "warehouse": "/w", "models": "/m", **extra}})
+
+
+@pytest.mark.parametrize("extra", [
+    {},
+    {"staging": "/w/_staging", "reports": "/w/_reports", "locks": "/w/_locks"},
+    {"staging": "/s", "reports": "/s/_reports", "locks": "/m/_locks"},
+    {"staging": "s3://b/staging", "reports": "/reports", "locks": "/locks"},
+    {"reports": "/shared", "locks": "/shared"},
+])
+def test_separate_folders_and_underscore_folders_are_accepted(extra):
+    config = config_from_dict({"paths": {"raw": "/r", "warehouse": "/w", "models": "/m", **extra}})
+    assert config.paths.staging_root == extra.get("staging", "/w/_staging")
+
+
+def test_normalised_paths():
+    assert normalise_path("file:///d//raw/./x/") == "/d/raw/x"
+    assert normalise_path("s3a://bucket//a/./b/") == "s3://bucket/a/b"
+    assert normalise_path("abfss://c@acct.dfs.core.windows.net/x") == "abfs://c@acct.dfs.core.windows.net/x"
+    assert normalise_path("gs://bucket") == normalise_path("gs://bucket/") == "gs://bucket"
+    assert normalise_path("data/raw") == str(Path.cwd() / "data" / "raw")
