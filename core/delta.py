@@ -353,7 +353,9 @@ def restore(uri: str, version: int) -> int:
 def vacuum(uri: str, retention_hours: int = 168, dry_run: bool = False) -> list[str]:
     """Delete files no live version needs that are older than the retention window.
 
-    Also removes orphans left by a writer that died before its commit.
+    Also removes orphans left by a writer that died before its commit, and, as they look the
+    same, the files of a write still in progress that began before the window: callers keep the
+    window longer than any write (`jobs/vacuum.py` sets the floor).
     """
     if retention_hours < 0:
         raise ValueError("retention_hours must be >= 0")

@@ -1,8 +1,14 @@
-"""./spark-submit.sh vacuum [--retention-hours H] [--dry-run]: delete files no live version needs.
+"""./spark-submit.sh vacuum [--retention-hours H] [--force-retention] [--dry-run]: delete files no live version needs.
 
 Removes files of old versions and orphans left by writers that died before their commit.
-Only files older than the retention window are touched, so a write in flight (whose
-files are new and not yet committed) is never deleted; time travel works within it.
+Only files older than the retention window are touched. A write in progress has not
+committed its files yet, so they look like orphans: they are safe only while they are
+younger than the window. Two guards keep them so:
+- the window is at least MIN_RETENTION_HOURS (24 h, longer than any night may run) unless
+  `--force-retention` is given, and 168 h (one week) by default;
+- vacuum refuses to start while a nightly run (or a `rollback --date`) holds its lock.
+A job started on its own (`score`, a `features` backfill) takes no lock: only the window
+protects it. Time travel and `rollback --date` reach back as far as the window.
 """
 from __future__ import annotations
 
@@ -11,11 +17,24 @@ import sys
 from core import delta
 from core.cli import job_parser, parse_job_args
 from core.tables import Warehouse, staging_uri, warehouse_uri
+from nightly.lock import RunInProgressError, held_locks
 
 DEFAULT_RETENTION_HOURS = 168
+MIN_RETENTION_HOURS = 24
 
 
-def run(config, *, retention_hours: int = DEFAULT_RETENTION_HOURS, dry_run: bool = False) -> dict[str, int]:
+def run(config, *, retention_hours: int = DEFAULT_RETENTION_HOURS, dry_run: bool = False,
+        force_retention: bool = False) -> dict[str, int]:
+    """{table uri: files removed (or that would be, with dry_run)} over every warehouse and staging table.
+
+    Raises ValueError for a window below MIN_RETENTION_HOURS without force_retention, and
+    RunInProgressError while a nightly lock is held; nothing is deleted then.
+    """
+    check_retention(retention_hours, force_retention=force_retention or dry_run)
+    running = held_locks(config.paths)
+    if running and not dry_run:
+        raise RunInProgressError("nothing vacuumed: a run in progress may have written files it has not committed "
+                                 "yet; " + "; ".join(f"{path} is held by {who}" for path, who in running.items()))
     removed = {}
     for table in Warehouse:
         for uri in (warehouse_uri(config.paths, table), staging_uri(config.paths, table)):
@@ -24,15 +43,35 @@ def run(config, *, retention_hours: int = DEFAULT_RETENTION_HOURS, dry_run: bool
     return removed
 
 
+def check_retention(retention_hours: int, *, force_retention: bool) -> None:
+    if retention_hours < 0:
+        raise ValueError(f"the retention must be >= 0 hours, got {retention_hours}")
+    if retention_hours < MIN_RETENTION_HOURS and not force_retention:
+        raise ValueError(f"a retention of {retention_hours} h is below the {MIN_RETENTION_HOURS} h floor: files of a "
+                         f"write still in progress, and versions that rollback needs, could be deleted; pass "
+                         f"--force-retention only when no job writes and no rollback is needed")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = job_parser("vacuum every warehouse and staging Delta table", needs_date=False)
     parser.add_argument("--retention-hours", type=int, default=DEFAULT_RETENTION_HOURS,
-                        help=f"keep files younger than this (default {DEFAULT_RETENTION_HOURS}: one week)")
+                        help=f"keep files younger than this (default {DEFAULT_RETENTION_HOURS}: one week; "
+                             f"at least {MIN_RETENTION_HOURS} without --force-retention)")
+    parser.add_argument("--force-retention", action="store_true",
+                        help=f"allow a window below {MIN_RETENTION_HOURS} h: only when no job is writing")
     parser.add_argument("--dry-run", action="store_true", help="list what would be deleted")
     args, config = parse_job_args(parser, argv)
-    if args.retention_hours < 1 and not args.dry_run:
-        parser.error("--retention-hours must be >= 1: a shorter window could delete a write in flight")
-    for uri, count in run(config, retention_hours=args.retention_hours, dry_run=args.dry_run).items():
+    try:
+        check_retention(args.retention_hours, force_retention=args.force_retention or args.dry_run)
+    except ValueError as exc:
+        parser.error(str(exc))
+    try:
+        removed = run(config, retention_hours=args.retention_hours, dry_run=args.dry_run,
+                      force_retention=args.force_retention)
+    except RunInProgressError as exc:
+        print(f"[vacuum] {exc}", file=sys.stderr)
+        return 3
+    for uri, count in removed.items():
         print(f"[vacuum] {uri}: {count} file(s) {'would be ' if args.dry_run else ''}removed")
     return 0
 

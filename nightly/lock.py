@@ -69,6 +69,38 @@ def holder(paths: Paths, name: str) -> dict | None:
     return _read(lock_path(paths, name))
 
 
+def held_locks(paths: Paths, prefix: str = "nightly-") -> dict[str, str]:
+    """{lock file: its holder in words} for the locks under `paths.locks_root` whose names start
+    with `prefix` and that a live process holds now.
+
+    Changes nothing on disk: each lock file is probed with a shared, non-blocking flock that is
+    released at once (a run starting in that instant would fail as if a run held it). Empty when
+    `paths.locks_root` is not a filesystem path, where no lock can be taken.
+    """
+    root = paths.locks_root
+    if "://" in root and not root.startswith("file://"):
+        return {}
+    folder = root.removeprefix("file://").rstrip("/") or "/"
+    try:
+        names = sorted(n for n in os.listdir(folder) if n.startswith(prefix) and n.endswith(".lock"))
+    except FileNotFoundError:
+        return {}
+    held = {}
+    for file_name in names:
+        path = os.path.join(folder, file_name)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            held[path] = _describe(_read(path))
+        finally:
+            os.close(fd)  # releases the probe's lock, if it got one
+    return held
+
+
 def _read(path: str) -> dict | None:
     try:
         with open(path) as f:
