@@ -3,6 +3,8 @@
 Dispatches to `jobs/<job>.py:main` through Spark's own `spark-submit`. The master is
 `local[*]` unless `--master` or `$SPARK_MASTER` names a cluster; then the project's
 code is zipped and shipped to the executors with `--py-files`, as on any cluster.
+The project's own files are found by absolute path; relative paths in the job's arguments
+and configuration stay relative to the caller's working directory, which the driver keeps.
 """
 from __future__ import annotations
 
