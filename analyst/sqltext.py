@@ -1,9 +1,13 @@
 """A small SQL scanner: enough to find `:param` placeholders and to refuse anything but one query.
 
 It knows where strings, quoted identifiers and comments start and end in each dialect
-(Spark SQL: backslash escapes, `r'raw'` strings, backticks; DuckDB: doubled quotes,
-`E'...'` escapes, `$tag$...$tag$` strings, nested comments in both), so that a keyword or
-a `;` inside a string is never mistaken for code, and code is never mistaken for a string.
+(Spark SQL: backslash escapes, `r'raw'` and `r"raw"` strings, backticks, a `--` comment that
+goes on past a backslash at the end of a line; DuckDB: doubled quotes, `E'...'` escapes,
+`$tag$...$tag$` strings; nested comments in both), so that a keyword or a `;` inside a string
+is never mistaken for code, and code is never mistaken for a string.
+
+This check runs before either engine sees the text. On Spark, `analyst.spark_guard` then reads
+the query with Spark's own parser and refuses any plan that is not a plain query.
 """
 from __future__ import annotations
 
@@ -19,9 +23,11 @@ QUERY_STARTS = frozenset({"SELECT", "WITH"})
 FORBIDDEN_WORDS = frozenset({
     "INSERT", "UPDATE", "DELETE", "MERGE", "UPSERT", "CREATE", "DROP", "ALTER", "TRUNCATE", "COPY",
     "ATTACH", "DETACH", "INSTALL", "PRAGMA", "EXPORT", "IMPORT", "VACUUM", "CHECKPOINT", "GRANT", "REVOKE",
-    "CACHE", "UNCACHE", "REFRESH", "MSCK",
+    "CACHE", "UNCACHE", "REFRESH", "MSCK", "LOAD", "SET", "RESET", "CALL", "EXECUTE",
     # Spark functions that call arbitrary static Java methods.
     "REFLECT", "JAVA_METHOD", "TRY_REFLECT",
+    # Spark's TRANSFORM (...) USING 'program' runs a program; the array function of that name goes too.
+    "TRANSFORM",
 })
 
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
@@ -58,8 +64,7 @@ def scan(sql: str, dialect: Dialect) -> Iterator[Token]:
         if ch.isspace():
             i += 1
         elif sql.startswith("--", i):
-            end = sql.find("\n", i)
-            i = n if end < 0 else end + 1
+            i = _skip_line_comment(sql, i, dialect)
         elif sql.startswith("/*", i):
             i = _skip_block_comment(sql, i)
         elif ch == "'":
@@ -94,9 +99,9 @@ def scan(sql: str, dialect: Dialect) -> Iterator[Token]:
             word = _WORD.match(sql, i).group(0)
             end = i + len(word)
             prefix = word.upper()
-            if end < n and sql[end] == "'" and prefix in _string_prefixes(dialect):
-                # r'...' (Spark raw: no escapes), E'...' (DuckDB: backslash escapes), X'..'.
-                close = _skip_quoted(sql, end, "'", backslash=prefix == "E")
+            if end < n and sql[end] in _prefixed_quotes(prefix, dialect):
+                # Spark: r'...', r"..." (raw: no escapes), X'..', X".."; DuckDB: E'...' (backslash escapes), X'..', B'..'.
+                close = _skip_quoted(sql, end, sql[end], backslash=prefix == "E")
                 yield Token("string", sql[i:close], i, close)
                 i = close
             else:
@@ -179,8 +184,27 @@ def _check_dialect(dialect: str) -> None:
         raise ValueError(f"dialect must be 'spark' or 'duckdb', got {dialect!r}")
 
 
-def _string_prefixes(dialect: Dialect) -> frozenset[str]:
-    return frozenset({"R", "X"}) if dialect == "spark" else frozenset({"E", "X", "B"})
+def _prefixed_quotes(prefix: str, dialect: Dialect) -> str:
+    """The quotes that, right after the word `prefix`, open a prefixed string literal."""
+    if dialect == "spark":
+        return "'\"" if prefix in ("R", "X") else ""
+    return "'" if prefix in ("E", "X", "B") else ""
+
+
+def _skip_line_comment(sql: str, start: int, dialect: Dialect) -> int:
+    """The index just past the `--` comment at `start`.
+
+    Both engines end it at a CR or LF; Spark goes on past a backslash just before an LF.
+    """
+    i, n = start + 2, len(sql)
+    while i < n:
+        if dialect == "spark" and sql.startswith("\\\n", i):
+            i += 2
+        elif sql[i] in "\r\n":
+            return i + 1
+        else:
+            i += 1
+    return n
 
 
 def _skip_quoted(sql: str, start: int, quote: str, *, backslash: bool) -> int:
