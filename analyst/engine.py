@@ -1,16 +1,17 @@
 """Run one read-only query on Spark or DuckDB over the warehouse views; get an Arrow table back.
 
 `run` refuses anything but a single SELECT/WITH query before the engine sees it
-(`analyst.sqltext.check_read_only`), on both engines.
+(`analyst.sqltext.check_read_only`), on both engines; on Spark, Spark's own parser must then
+read it as a plain query too (`analyst.spark_guard`).
 """
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Iterator, Literal, Protocol
+from typing import TYPE_CHECKING, Iterator, Literal, Protocol, Sequence
 
 import pyarrow as pa
 
-from analyst import catalog
+from analyst import catalog, spark_guard
 from analyst.catalog import TableInfo
 from analyst.sqltext import Dialect, check_read_only, words
 from core.config import Config, Paths
@@ -33,30 +34,31 @@ class Engine(Protocol):
 
 
 class SparkEngine:
-    """Temp views over the live files of each table, on the caller's session (which it does not stop).
+    """Temp views over the live files of each table, in a session of its own on the caller's Spark
+    context (`spark_guard.analyst_session`: no SQL on files, no `${...}` substitution); the
+    caller's session keeps its settings and views, and is not stopped.
 
-    The table versions are fixed when the engine is made; a table's view is registered the
-    first time a query names it, so Spark lists only the files of the tables a query reads.
+    The table versions are fixed when the engine is made (or given as `tables`); a table's view
+    is registered the first time a query names it, so Spark lists only the files of the tables
+    a query reads.
     """
 
     dialect: Dialect = "spark"
 
-    def __init__(self, spark: "SparkSession", paths: Paths) -> None:
-        if spark.conf.get("spark.sql.parser.escapedStringLiterals", "false").lower() == "true":
-            raise ValueError("spark.sql.parser.escapedStringLiterals=true changes how string literals are "
-                             "escaped; the analyst queries need it false")
-        self.spark = spark
+    def __init__(self, spark: "SparkSession", paths: Paths, tables: Sequence[TableInfo] | None = None) -> None:
+        self.spark = spark_guard.analyst_session(spark)
         self.paths = paths
-        self.tables = catalog.warehouse_tables(paths)
+        self.tables = list(catalog.warehouse_tables(paths) if tables is None else tables)
         self._registered: set[str] = set()
 
     def run(self, sql: str) -> pa.Table:
         check_read_only(sql, self.dialect)
+        spark_guard.check_plan(self.spark, sql)  # before any view is registered
         named = words(sql, self.dialect)
         needed = [t for t in self.tables if t.name in named and t.name not in self._registered]
         catalog.register_spark_views(self.spark, self.paths, needed)
         self._registered.update(t.name for t in needed)
-        return self.spark.sql(sql).toArrow()
+        return spark_guard.analyzed_query(self.spark, sql).toArrow()
 
     def close(self) -> None:
         for name in sorted(self._registered):
@@ -69,8 +71,8 @@ class DuckDBEngine:
 
     dialect: Dialect = "duckdb"
 
-    def __init__(self, paths: Paths) -> None:
-        self.tables = catalog.warehouse_tables(paths)
+    def __init__(self, paths: Paths, tables: Sequence[TableInfo] | None = None) -> None:
+        self.tables = list(catalog.warehouse_tables(paths) if tables is None else tables)
         self.connection: "duckdb.DuckDBPyConnection" = catalog.duckdb_connection(paths, tables=self.tables)
 
     def run(self, sql: str) -> pa.Table:
@@ -82,10 +84,11 @@ class DuckDBEngine:
 
 
 @contextmanager
-def open_engine(name: EngineName, config: Config) -> Iterator[Engine]:
-    """An engine over the warehouse of `config`; Spark's session is built only for "spark" and stopped after."""
+def open_engine(name: EngineName, config: Config, tables: Sequence[TableInfo] | None = None) -> Iterator[Engine]:
+    """An engine over the warehouse of `config` (at the versions of `tables` when given, else the current ones);
+    Spark's session is built only for "spark" and stopped after."""
     if name == "duckdb":
-        engine: Engine = DuckDBEngine(config.paths)
+        engine: Engine = DuckDBEngine(config.paths, tables)
         try:
             yield engine
         finally:
@@ -95,7 +98,7 @@ def open_engine(name: EngineName, config: Config) -> Iterator[Engine]:
 
         spark = spark_session(config.spark)
         try:
-            yield SparkEngine(spark, config.paths)
+            yield SparkEngine(spark, config.paths, tables)
         finally:
             spark.stop()
     else:
