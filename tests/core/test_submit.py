@@ -16,8 +16,8 @@ def test_relative_conf_and_paths_resolve_against_the_callers_directory(tmp_path)
     delta.write_arrow(pa.table({"dt": [dt.date(2026, 11, 4)], "user_id": ["u0"]}), str(table), mode="overwrite")
     (table / "orphan.parquet").write_bytes(b"left by a dead writer")
     (caller / "conf.yaml").write_text("paths:\n  raw: r\n  warehouse: not-this-one\n  models: m\n")
-    done = subprocess.run([str(ROOT / "spark-submit.sh"), "vacuum", "--conf", "conf.yaml", "--set", "paths.warehouse=wh",
-                           "--dry-run", "--retention-hours", "0", "--master", "local[1]"],
+    done = subprocess.run([str(ROOT / "spark-submit.sh"), "vacuum", "--conf", "conf.yaml",
+                           "--set", "paths.warehouse=wh", "--dry-run", "--retention-hours", "0", "--master", "local[1]"],
                           cwd=caller, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "[vacuum] wh/user_tag_profiles: 1 file(s) would be removed" in done.stdout, done.stdout
