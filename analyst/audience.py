@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from analyst.catalog import published_dates, resolve_published_date
+from analyst.catalog import published_dates, resolve_published_date, warehouse_tables
 from analyst.engine import ENGINES, Engine, EngineName, open_engine
 from analyst.output import output_format, write_atomically
 from analyst.params import check_string, quote_string, render_literal
@@ -78,11 +78,15 @@ class AudienceSummary:
 
 
 def export_audience(engine: Engine, spec: AudienceSpec, output: str | Path,
-                    published: Sequence[dt.date]) -> AudienceSummary:
-    """Write the audience of `spec` to `output` (CSV or Parquet by extension) atomically; return the counts."""
+                    published: Sequence[dt.date] | None = None) -> AudienceSummary:
+    """Write the audience of `spec` to `output` (CSV or Parquet by extension) atomically; return the counts.
+
+    `published` (default: the published dates of the versions the engine reads) are the dates
+    `spec.date` must be one of.
+    """
     spec.validate()
     output_format(output)
-    date = resolve_published_date(spec.date, published)
+    date = resolve_published_date(spec.date, published_dates(engine.tables) if published is None else published)
     check_tags(engine, spec, date)
     dialect = engine.dialect
     counts = engine.run(tag_counts_sql(spec, date, dialect)).to_pylist()
@@ -166,10 +170,10 @@ def main(argv: list[str] | None = None, *, default_engine: EngineName = "duckdb"
     try:
         spec.validate()
         output_format(args.output)
-        published = published_dates(config.paths)
-        resolve_published_date(spec.date, published)
-        with open_engine(args.engine, config) as engine:
-            summary = export_audience(engine, spec, args.output, published)
+        tables = warehouse_tables(config.paths)  # one snapshot for the dates and the rows
+        resolve_published_date(spec.date, published_dates(tables))  # before Spark starts
+        with open_engine(args.engine, config, tables) as engine:
+            summary = export_audience(engine, spec, args.output)
     except ValueError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2

@@ -64,10 +64,17 @@ def warehouse_tables(paths: Paths) -> list[TableInfo]:
     return tables
 
 
-def published_dates(paths: Paths) -> list[dt.date]:
-    """The dates of `user_tag_profiles`, oldest first (empty if there is no such table)."""
-    uri = warehouse_uri(paths, PROFILES)
-    return [dt.date.fromisoformat(v) for v in delta.partition_values(uri)]
+def published_dates(tables: Sequence[TableInfo]) -> list[dt.date]:
+    """The dates of `user_tag_profiles` at its version in `tables` (from `warehouse_tables`), oldest first.
+
+    Take them from the same `tables` the engine reads, so that the dates and the rows come
+    from one version even when a publish or a rollback commits in between. Empty if there
+    is no such table.
+    """
+    profiles = [t for t in tables if t.name == PROFILES.value]
+    if not profiles:
+        return []
+    return [dt.date.fromisoformat(v) for v in delta.partition_values(profiles[0].uri, version=profiles[0].version)]
 
 
 def resolve_published_date(date: dt.date | None, published: Sequence[dt.date]) -> dt.date:

@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass
 from typing import Sequence
 
-from analyst.catalog import published_dates, warehouse_tables
+from analyst.catalog import TableInfo, published_dates, warehouse_tables
 from analyst.engine import ENGINES, EngineName, open_engine
 from analyst.output import format_table, output_format, write_atomically
 from analyst.params import ParamError, ParamSpec, Value
@@ -27,11 +27,16 @@ from core.tables import Warehouse
 
 @dataclass(frozen=True)
 class PreparedQuery:
-    """SQL ready for one engine: parameters bound and rendered, read-only checked."""
+    """SQL ready for one engine: parameters bound and rendered, read-only checked.
+
+    `tables` are the table versions the parameters were bound against (the published dates);
+    run the SQL on an engine over those same versions (`open_engine(..., prepared.tables)`).
+    """
 
     label: str
     sql: str
     values: dict[str, Value]
+    tables: tuple[TableInfo, ...]
 
 
 def build_parser(prog: str, default_engine: EngineName) -> argparse.ArgumentParser:
@@ -55,8 +60,14 @@ def build_parser(prog: str, default_engine: EngineName) -> argparse.ArgumentPars
 
 
 def prepare(paths: Paths, dialect: Dialect, *, query: str | None = None, name: str | None = None,
-            params: Sequence[str] = (), date: str | None = None) -> PreparedQuery:
-    """Bind and render an ad-hoc `query` or the named query `name`; refuse anything but one SELECT/WITH."""
+            params: Sequence[str] = (), date: str | None = None,
+            tables: Sequence[TableInfo] | None = None) -> PreparedQuery:
+    """Bind and render an ad-hoc `query` or the named query `name`; refuse anything but one SELECT/WITH.
+
+    `tables` (default: `warehouse_tables(paths)`, read once) pins the versions the published
+    dates come from; pass the engine's `tables` to bind against what the engine reads.
+    """
+    tables = tuple(warehouse_tables(paths) if tables is None else tables)
     given = parse_assignments(params)
     if name is not None:
         named = load_query(name)
@@ -68,7 +79,7 @@ def prepare(paths: Paths, dialect: Dialect, *, query: str | None = None, name: s
             if "date" in given:
                 raise ParamError("give the date once: --date or --param date=..., not both")
             given["date"] = date
-        _check_tables_exist(paths, name, template)
+        _check_tables_exist(paths, name, template, tables)
     else:
         if query is None:
             raise ParamError("give --query or --name")
@@ -81,10 +92,10 @@ def prepare(paths: Paths, dialect: Dialect, *, query: str | None = None, name: s
                 raise ParamError("--date needs a :date placeholder in --query, e.g. WHERE dt = :date")
             given["date"] = date
     needs_dates = any(s.type == "published_date" for s in specs)
-    values = bind(label, specs, given, published_dates(paths) if needs_dates else [])
+    values = bind(label, specs, given, published_dates(tables) if needs_dates else [])
     sql = render(template, specs, values, dialect)
     check_read_only(sql, dialect)
-    return PreparedQuery(label, sql, values)
+    return PreparedQuery(label, sql, values, tables)
 
 
 def main(argv: list[str] | None = None, *, default_engine: EngineName = "duckdb",
@@ -122,7 +133,7 @@ def describe_queries() -> str:
 def _run(config: Config, engine_name: EngineName, prepared: PreparedQuery, output: str | None,
          max_rows: int, prog: str) -> int:
     try:
-        with open_engine(engine_name, config) as engine:
+        with open_engine(engine_name, config, prepared.tables) as engine:
             result = engine.run(prepared.sql)
     except Exception as exc:  # the engine's own message: a SQL error, a missing table or column
         if not _is_engine_error(exc):
@@ -149,9 +160,9 @@ def _is_engine_error(exc: Exception) -> bool:
     return isinstance(exc, PySparkException)
 
 
-def _check_tables_exist(paths: Paths, name: str, sql: str) -> None:
+def _check_tables_exist(paths: Paths, name: str, sql: str, tables: Sequence[TableInfo]) -> None:
     needed = sorted(words(sql, "duckdb") & {t.value for t in Warehouse})
-    present = {t.name for t in warehouse_tables(paths)}
+    present = {t.name for t in tables}
     missing = [t for t in needed if t not in present]
     if missing:
         raise ParamError(f"{name} reads {', '.join(missing)}, which the warehouse {paths.warehouse} does not "

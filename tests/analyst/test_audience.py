@@ -35,7 +35,7 @@ def expect_audience(data, day, objective, tags, max_rank=None, min_score=None):
 
 def test_csv_export_on_duckdb(duck, warehouse, data, tmp_path):
     spec = AudienceSpec(tags=("t1", "t4", "t6"), max_rank=3)
-    summary = export_audience(duck, spec, tmp_path / "out" / "audience.csv", published_dates(warehouse))
+    summary = export_audience(duck, spec, tmp_path / "out" / "audience.csv")
     rows, per_tag = expect_audience(data, data.D2, "ctr", spec.tags, max_rank=3)
     assert summary.date == data.D2 and summary.users == len(rows) and summary.per_tag == per_tag
     assert per_tag["t6"] == 0 and any(r["matched_tags"] == 2 for r in rows)
@@ -47,7 +47,7 @@ def test_csv_export_on_duckdb(duck, warehouse, data, tmp_path):
 
 def test_parquet_export_on_spark_with_a_score_threshold_and_a_date(spark_engine, warehouse, data, tmp_path):
     spec = AudienceSpec(tags=("t1", "t3"), objective="ctr", date=data.D1, min_score=0.3)
-    summary = export_audience(spark_engine, spec, tmp_path / "audience.parquet", published_dates(warehouse))
+    summary = export_audience(spark_engine, spec, tmp_path / "audience.parquet")
     rows, per_tag = expect_audience(data, data.D1, "ctr", spec.tags, min_score=0.3)
     assert len(rows) >= 3 and summary.per_tag == per_tag and summary.users == len(rows)
     assert pq.read_table(summary.output).to_pylist() == rows
@@ -55,7 +55,7 @@ def test_parquet_export_on_spark_with_a_score_threshold_and_a_date(spark_engine,
 
 def test_the_same_audience_on_both_engines(duck, spark_engine, warehouse, data, tmp_path):
     spec = AudienceSpec(tags=("t2", "t4"), objective="cvr", max_rank=3, min_score=0.05)
-    published = published_dates(warehouse)
+    published = published_dates(spark_engine.tables)
     on_duck = export_audience(duck, spec, tmp_path / "d.parquet", published)
     on_spark = export_audience(spark_engine, spec, tmp_path / "s.parquet", published)
     expected, per_tag = expect_audience(data, data.D2, "cvr", spec.tags, 3, 0.05)
@@ -67,14 +67,14 @@ def test_a_date_without_profiles_lists_the_published_dates(duck, warehouse, tmp_
     spec = AudienceSpec(tags=("t1",), date=dt.date(2026, 11, 3))
     with pytest.raises(UnpublishedDateError,
                        match="no published profiles for 2026-11-03; published dates: 2026-11-01, 2026-11-02"):
-        export_audience(duck, spec, tmp_path / "a.csv", published_dates(warehouse))
+        export_audience(duck, spec, tmp_path / "a.csv")
     with pytest.raises(UnpublishedDateError, match="no published profiles yet"):
         export_audience(duck, AudienceSpec(tags=("t1",)), tmp_path / "a.csv", [])
     assert list(tmp_path.iterdir()) == []
 
 
 def test_unknown_tags_and_objectives_are_named(duck, warehouse, tmp_path):
-    published = published_dates(warehouse)
+    published = published_dates(duck.tables)
     with pytest.raises(UnknownTagError, match=r"unknown tag\(s\) on 2026-11-02: t11 \(close: t1\); zz"):
         export_audience(duck, AudienceSpec(tags=("t1", "t11", "zz")), tmp_path / "a.csv", published)
     with pytest.raises(ValueError, match="objective 'ctr_x_cvr' has no profiles on 2026-11-02; objectives: ctr, cvr"):
@@ -100,7 +100,7 @@ def test_a_failed_write_leaves_no_partial_file_and_keeps_the_old_one(duck, wareh
 
     monkeypatch.setattr(getattr(output_module, module_name), function, write_half_then_fail)
     with pytest.raises(OSError, match="disk full"):
-        export_audience(duck, AudienceSpec(tags=("t1",)), target, published_dates(warehouse))
+        export_audience(duck, AudienceSpec(tags=("t1",)), target)
     assert [p.name for p in tmp_path.iterdir()] == [name]
     assert target.read_bytes() == b"the previous audience"
 

@@ -49,7 +49,7 @@ def test_views_show_only_live_files_and_staged_tables_get_a_prefix(spark, tmp_pa
 
 def test_an_empty_warehouse_has_no_views_and_no_published_dates(tmp_path):
     paths = Paths(raw=str(tmp_path / "r"), warehouse=str(tmp_path / "w"), models=str(tmp_path / "m"))
-    assert catalog.warehouse_tables(paths) == [] and catalog.published_dates(paths) == []
+    assert catalog.warehouse_tables(paths) == [] and catalog.published_dates(catalog.warehouse_tables(paths)) == []
     engine = DuckDBEngine(paths)
     try:
         assert engine.run("SELECT 1 AS one").to_pylist() == [{"one": 1}]
