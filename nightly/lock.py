@@ -18,6 +18,7 @@ import fcntl
 import json
 import os
 import socket
+import time
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -50,8 +51,8 @@ def exclusive(paths: Paths, name: str, run_id: str) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RunInProgressError(f"another run holds {path}: {_describe(_read(path))}; wait for it "
-                                     f"(the lock goes with its process)") from None
+            raise RunInProgressError(f"another run holds {path}: {_describe(_holder_record(path))}; wait for "
+                                     f"it (the lock goes with its process)") from None
         holder = {"run_id": run_id, "pid": os.getpid(), "host": socket.gethostname(),
                   "since": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
         os.ftruncate(fd, 0)
@@ -99,6 +100,16 @@ def held_locks(paths: Paths, prefix: str = "nightly-") -> dict[str, str]:
         finally:
             os.close(fd)  # releases the probe's lock, if it got one
     return held
+
+
+def _holder_record(path: str, wait_s: float = 2.0) -> dict | None:
+    """The holder's record; a holder that has just taken the lock writes it a moment later, so wait briefly."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        current = _read(path)
+        if current or time.monotonic() >= deadline:
+            return current
+        time.sleep(0.05)
 
 
 def _read(path: str) -> dict | None:

@@ -53,3 +53,29 @@ def test_the_lock_folder_can_be_set_and_must_be_a_filesystem(tmp_path):
     remote = Paths(raw="s3://b/raw", warehouse="s3://b/wh", models="s3://b/models")
     with pytest.raises(ConfigError, match="set paths.locks"):
         lock_path(remote, NAME)
+
+
+def test_a_run_that_just_took_the_lock_is_named_once_it_has_written_its_record(tmp_path):
+    """Between its flock and writing its record, a new holder's file is empty: a second run
+    arriving then waits a moment for the record instead of naming nobody."""
+    import fcntl
+    import json
+    import threading
+
+    paths = _paths(tmp_path)
+    path = lock_path(paths, NAME)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # taken, record not written yet
+        record = {"run_id": "run-a", "pid": 1, "host": "h", "since": "2026-11-10T03:00:00+00:00"}
+        late = threading.Timer(0.3, lambda: os.pwrite(fd, json.dumps(record).encode(), 0))
+        late.start()
+        with pytest.raises(RunInProgressError) as refused:
+            with exclusive(paths, NAME, "run-b"):
+                pass
+        late.join()
+        assert str(refused.value) == (f"another run holds {path}: run run-a (pid 1 on h since "
+                                      f"2026-11-10T03:00:00+00:00); wait for it (the lock goes with its process)")
+    finally:
+        os.close(fd)
