@@ -91,18 +91,21 @@ def resolve_published_date(date: dt.date | None, published: Sequence[dt.date]) -
 
 
 def arrow_dataset(uri: str, version: int | None = None) -> ds.Dataset:
-    """The live files of a Delta table version as a lazy pyarrow dataset (filters skip whole partitions)."""
-    uri = _local_absolute(uri)
-    table = delta.open_table(uri, version)
+    """The live files of a Delta table version as a lazy pyarrow dataset (filters skip whole partitions).
+
+    The files are read through pyarrow's filesystem for `uri` (`core.delta.arrow_filesystem`).
+    """
+    table = delta.open_table(_local_absolute(uri), version)
     schema = pa.schema(table.schema().to_arrow())
-    files = table.file_uris()
-    if not files:
+    relative = table.get_add_actions(flatten=True).column("path").to_pylist()
+    if not relative:
         return ds.dataset(schema.empty_table())
+    filesystem, root, files = delta.arrow_filesystem(table.table_uri, relative)
     columns = table.metadata().partition_columns
     partitioning = ds.partitioning(pa.schema([schema.field(c) for c in columns]), flavor="hive") \
         if columns else None
-    return ds.dataset(files, schema=schema, format="parquet", partitioning=partitioning,
-                      partition_base_dir=uri.rstrip("/"))
+    return ds.dataset(files, schema=schema, format="parquet", partitioning=partitioning, filesystem=filesystem,
+                      partition_base_dir=root)
 
 
 def register_spark_views(spark: "SparkSession", paths: Paths,

@@ -20,7 +20,8 @@ import os
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Literal, Sequence, TypeVar
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Literal, Sequence, TypeVar
+from urllib.parse import unquote
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -33,6 +34,9 @@ from pyspark.sql import types as T
 from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
 
 from core import faults
+
+if TYPE_CHECKING:
+    from pyarrow import fs as pafs
 
 WriteMode = Literal["append", "overwrite"]
 Result = TypeVar("Result")
@@ -311,6 +315,26 @@ def read_table(spark: SparkSession, uri: str, version: int | None = None) -> Dat
     return spark.read.schema(schema).option("basePath", uri).parquet(*files).select(schema.fieldNames())
 
 
+def arrow_filesystem(uri: str, relative_paths: Sequence[str] = ()) -> tuple["pafs.FileSystem", str, list[str]]:
+    """pyarrow's filesystem for the table folder `uri`, the folder's path in it, and `relative_paths` there.
+
+    `uri` is a local path, `file://` or a store URI pyarrow knows (`s3://`, `gs://`, `abfs(s)://`,
+    `hdfs://`; credentials from the environment). The filesystem is resolved once per table; the
+    paths it returns have no scheme, as pyarrow wants them next to `filesystem=`. `relative_paths`
+    are URL-encoded and relative to the folder, as a Delta log's add actions hold them.
+    """
+    from pyarrow import fs as pafs
+
+    filesystem, root = pafs.FileSystem.from_uri(uri if "://" in uri else os.path.abspath(uri))
+    root = root.rstrip("/")
+    paths = []
+    for relative in relative_paths:
+        if "://" in relative or relative.startswith("/"):
+            raise ValueError(f"{uri}: data file {relative} is not inside the table folder")
+        paths.append(f"{root}/{unquote(relative)}")
+    return filesystem, root, paths
+
+
 def read_arrow(uri: str, version: int | None = None, columns: Sequence[str] | None = None) -> pa.Table:
     """Read a (small) table on the driver with pyarrow; partitioned tables included.
 
@@ -321,14 +345,15 @@ def read_arrow(uri: str, version: int | None = None, columns: Sequence[str] | No
     table = open_table(uri, version)
     schema = pa.schema(table.schema().to_arrow())
     partition_cols = table.metadata().partition_columns
-    files = table.file_uris()
-    if not files:
+    relative = table.get_add_actions(flatten=True).column("path").to_pylist()
+    if not relative:
         empty = schema.empty_table()
         return empty.select(list(columns)) if columns else empty
+    filesystem, root, files = arrow_filesystem(table.table_uri, relative)
     partitioning = ds.partitioning(pa.schema([schema.field(c) for c in partition_cols]), flavor="hive") \
         if partition_cols else None
-    dataset = ds.dataset(files, format="parquet", partitioning=partitioning,
-                         partition_base_dir=uri.rstrip("/"), schema=schema)
+    dataset = ds.dataset(files, format="parquet", partitioning=partitioning, filesystem=filesystem,
+                         partition_base_dir=root, schema=schema)
     return dataset.to_table(columns=list(columns) if columns else None)
 
 

@@ -55,3 +55,19 @@ def test_an_empty_warehouse_has_no_views_and_no_published_dates(tmp_path):
         assert engine.run("SELECT 1 AS one").to_pylist() == [{"one": 1}]
     finally:
         engine.close()
+
+
+def test_duckdb_reads_a_warehouse_given_as_a_file_uri_in_a_folder_with_a_space(tmp_path):
+    from urllib.parse import quote
+
+    root = tmp_path / "ware house"
+    delta.write_arrow(_runs([(D1, "score", 1), (D2, "score", 2)]), str(root / "runs"), mode="overwrite",
+                      partition_by=["dt"])
+    for warehouse in (str(root), "file://" + quote(str(root))):
+        paths = Paths(raw=str(tmp_path / "raw"), warehouse=warehouse, models=str(tmp_path / "models"))
+        engine = DuckDBEngine(paths)
+        try:
+            assert engine.run("SELECT dt, rows_out FROM runs ORDER BY dt").to_pylist() == [
+                {"dt": D1, "rows_out": 1}, {"dt": D2, "rows_out": 2}], warehouse
+        finally:
+            engine.close()

@@ -241,3 +241,55 @@ def test_two_processes_incrementing_one_counter_lose_no_update(tmp_path):
     assert [delta.read_arrow(uri, version=v).column("value")[0].as_py() for v in range(25)] == list(range(25))
     writers = [delta.read_arrow(uri, version=v).column("writer")[0].as_py() for v in range(1, 25)]
     assert sorted(writers) == ["a"] * 12 + ["b"] * 12
+
+
+def _small_table():
+    import pyarrow as pa
+
+    return pa.table({"dt": pa.array([D1, D2], pa.date32()), "k": ["a", "b"], "v": [1, 2]})
+
+
+def test_arrow_filesystem_resolves_local_paths_and_file_uris(tmp_path, monkeypatch):
+    from pyarrow import fs
+
+    monkeypatch.chdir(tmp_path)
+    filesystem, root, files = delta.arrow_filesystem("rel/t", ["dt=2026-11-01/part%20a.parquet"])
+    assert isinstance(filesystem, fs.LocalFileSystem)
+    assert (root, files) == (f"{tmp_path}/rel/t", [f"{tmp_path}/rel/t/dt=2026-11-01/part a.parquet"])
+    filesystem, root, _ = delta.arrow_filesystem("file:///data/ware%20house/t/")
+    assert isinstance(filesystem, fs.LocalFileSystem) and root == "/data/ware house/t"
+    for outside in ["/elsewhere/part.parquet", "s3://other/part.parquet"]:
+        with pytest.raises(ValueError, match="not inside the table folder"):
+            delta.arrow_filesystem(str(tmp_path), [outside])
+
+
+def test_arrow_filesystem_gives_paths_without_scheme_on_a_non_local_filesystem():
+    # pyarrow's in-memory mock:// filesystem stands in for an object store (no network here).
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+    from pyarrow import fs
+
+    table = _small_table()
+    filesystem, root, files = delta.arrow_filesystem("mock://bucket/wh/t", ["dt=2026-11-01/a.parquet",
+                                                                           "dt=2026-11-02/b.parquet"])
+    assert not isinstance(filesystem, fs.LocalFileSystem)
+    assert all("://" not in f and f.startswith(f"{root}/") for f in files)
+    for path, day in zip(files, (D1, D2)):
+        filesystem.create_dir(path.rsplit("/", 1)[0])
+        day_rows = table.filter(pc.equal(table.column("dt"), pa.scalar(day, pa.date32())))
+        pq.write_table(day_rows.drop_columns(["dt"]), path, filesystem=filesystem)
+    partitioning = ds.partitioning(table.select(["dt"]).schema, flavor="hive")
+    read = ds.dataset(files, format="parquet", filesystem=filesystem, partitioning=partitioning,
+                      partition_base_dir=root, schema=table.schema).to_table()
+    assert sorted(read.to_pylist(), key=lambda r: r["k"]) == table.to_pylist()
+
+
+def test_read_arrow_reads_a_table_in_a_folder_with_a_space_by_path_and_by_file_uri(tmp_path):
+    from urllib.parse import quote
+
+    uri = str(tmp_path / "ware house" / "t")
+    delta.write_arrow(_small_table(), uri, mode="overwrite", partition_by=["dt"])
+    for given in (uri, "file://" + quote(uri)):
+        assert sorted(delta.read_arrow(given).to_pylist(), key=lambda r: r["k"]) == _small_table().to_pylist()
