@@ -100,7 +100,8 @@ def scan(sql: str, dialect: Dialect) -> Iterator[Token]:
             end = i + len(word)
             prefix = word.upper()
             if end < n and sql[end] in _prefixed_quotes(prefix, dialect):
-                # Spark: r'...', r"..." (raw: no escapes), X'..', X".."; DuckDB: E'...' (backslash escapes), X'..', B'..'.
+                # Spark: r'...', r"..." (raw: no escapes), X'..', X"..";
+                # DuckDB: E'...' (backslash escapes), X'..', B'..'.
                 close = _skip_quoted(sql, end, sql[end], backslash=prefix == "E")
                 yield Token("string", sql[i:close], i, close)
                 i = close

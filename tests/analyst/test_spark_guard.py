@@ -13,7 +13,7 @@ from analyst.query import prepare
 from analyst.sqltext import ReadOnlyError, check_read_only, scan
 
 REFLECT_BEHIND_RAW_STRING = '''SELECT R"\\", reflect('java.lang.System','getProperty','user.name') AS x --"'''
-REFLECT_BEHIND_COMMENT = ("SELECT 1 AS a -- \\\n' \n, reflect('java.lang.System','getProperty','java.version') AS b --'")
+REFLECT_BEHIND_COMMENT = "SELECT 1 AS a -- \\\n' \n, reflect('java.lang.System','getProperty','java.version') AS b --'"
 
 
 def transform_behind_raw_string(target: str) -> str:
