@@ -19,7 +19,7 @@ from analyst.engine import ENGINES, EngineName, open_engine
 from analyst.output import format_table, output_format, write_atomically
 from analyst.params import ParamError, ParamSpec, Value
 from analyst.queries import DATE_PARAM, bind, describe_params, list_queries, load_query, parse_assignments, render
-from analyst.sqltext import Dialect, check_read_only, placeholders, words
+from analyst.sqltext import Dialect, ReadOnlyError, check_read_only, placeholders, words
 from core.cli import iso_date, job_parser, parse_job_args
 from core.config import Config, Paths
 from core.tables import Warehouse
@@ -135,6 +135,9 @@ def _run(config: Config, engine_name: EngineName, prepared: PreparedQuery, outpu
     try:
         with open_engine(engine_name, config, prepared.tables) as engine:
             result = engine.run(prepared.sql)
+    except ReadOnlyError as exc:  # Spark's own parser refused what the text check let through
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
     except Exception as exc:  # the engine's own message: a SQL error, a missing table or column
         if not _is_engine_error(exc):
             raise

@@ -131,3 +131,20 @@ def test_variables_are_not_substituted_in_queries_or_parameter_values(spark, spa
 def test_the_plan_check_needs_the_analyst_settings(spark):
     with pytest.raises(ValueError, match="analyst_session"):
         spark_guard.check_plan(spark, "SELECT 1")
+
+
+def test_a_query_refused_by_spark_parser_exits_2_like_any_refused_statement(spark_engine, warehouse, monkeypatch,
+                                                                             capsys):
+    import contextlib
+
+    from analyst import query as query_module
+
+    @contextlib.contextmanager
+    def the_test_engine(*args, **kwargs):
+        yield spark_engine
+
+    monkeypatch.setattr(query_module, "open_engine", the_test_engine)
+    overrides = [f"--set=paths.{k}={getattr(warehouse, k)}" for k in ("raw", "warehouse", "models")]
+    code = query_module.main([*overrides, "--engine", "spark", "--query", "SELECT * FROM IDENTIFIER('tags')"])
+    assert code == 2
+    assert "refused: Spark reads the query as PlanWithUnresolvedIdentifier" in capsys.readouterr().err
