@@ -12,7 +12,7 @@ with Spark about where a string or a comment ends:
   script transformation or reflection call.
 
 `analyst_session` makes the session the queries run on: its own SQL settings and temp
-views (the caller's session is left as it was), no SQL on files (`text.\\`/etc/passwd\\``)
+views (the caller's session is left as it was), no SQL on files (text.`/etc/passwd`)
 and no `${...}` substitution in the text.
 """
 from __future__ import annotations
