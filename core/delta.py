@@ -444,4 +444,11 @@ def _new_data_file(partition_values: dict[str, str | None]) -> str:
 
 
 def _partition_dir_value(value: str | None) -> str:
-    return "__HIVE_DEFAULT_PARTITION__" if value is None else value
+    """The folder name of a partition value. Values here are dates and model versions; one that
+    would need escaping in a path (Spark reads partition values back from the folders) is refused."""
+    if value is None:
+        return "__HIVE_DEFAULT_PARTITION__"
+    if not value or value in (".", "..") or any(c in value for c in '/\\%=:*?"<>|#') or not value.isprintable():
+        raise ValueError(f"partition value {value!r} cannot be a folder name as it is; "
+                         f"partition by dates, ids or versions without path characters")
+    return value

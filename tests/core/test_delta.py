@@ -293,3 +293,13 @@ def test_read_arrow_reads_a_table_in_a_folder_with_a_space_by_path_and_by_file_u
     delta.write_arrow(_small_table(), uri, mode="overwrite", partition_by=["dt"])
     for given in (uri, "file://" + quote(uri)):
         assert sorted(delta.read_arrow(given).to_pylist(), key=lambda r: r["k"]) == _small_table().to_pylist()
+
+
+@pytest.mark.parametrize("value", ["a/b", "..", "x=y", "50%", ""])
+def test_a_partition_value_that_is_not_a_plain_folder_name_is_refused(tmp_path, value):
+    import pyarrow as pa
+
+    uri = str(tmp_path / "t")
+    with pytest.raises(ValueError, match="cannot be a folder name"):
+        delta.write_arrow(pa.table({"part": [value], "k": [1]}), uri, mode="overwrite", partition_by=["part"])
+    assert not delta.table_exists(uri)
