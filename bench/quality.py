@@ -272,8 +272,11 @@ def sample_metrics(logits: Mapping[str, np.ndarray], examples: Examples, rows: n
 
 
 def model_metrics(model: ProfileModel, examples: Examples, rows: np.ndarray) -> dict[str, dict]:
-    predictions = predict(model, batches(examples, rows, 4096))
-    return sample_metrics(logits_of(predictions), examples, rows)
+    return sample_metrics(model_logits(model, examples, rows), examples, rows)
+
+
+def model_logits(model: ProfileModel, examples: Examples, rows: np.ndarray) -> dict[str, np.ndarray]:
+    return logits_of(predict(model, batches(examples, rows, 4096)))
 
 
 def logit(p: np.ndarray) -> np.ndarray:
@@ -331,6 +334,88 @@ def oracle_auc_noise(examples: Examples, rows: np.ndarray, truth: Truth) -> dict
         "cvr": user_bootstrap_se(examples.columns["conversion"][rows][clicked], logits["cvr"][clicked],
                                  groups[clicked]),
     }
+
+
+def weighted_auc(labels: np.ndarray, scores: np.ndarray) -> Callable[[np.ndarray], float]:
+    """AUC under per-sample weights, sorting once: `auc_of(weights)`. Ties count half, as in
+    `training.metrics.auc`; with unit weights the two agree."""
+    order = np.argsort(scores, kind="mergesort")
+    positive = np.asarray(labels, dtype=np.float64)[order] > 0.5
+    ordered = np.asarray(scores, dtype=np.float64)[order]
+    group = np.concatenate([[0], np.cumsum(np.diff(ordered) != 0)])  # tie group of each sorted sample
+
+    def auc_of(weights: np.ndarray) -> float:
+        w = np.asarray(weights, dtype=np.float64)[order]
+        pos = np.bincount(group, weights=w * positive)
+        neg = np.bincount(group, weights=w * ~positive)
+        below = np.cumsum(neg) - neg
+        total = pos.sum() * neg.sum()
+        return float(np.sum(pos * (below + 0.5 * neg)) / total) if total > 0 else float("nan")
+
+    return auc_of
+
+
+@dataclass(frozen=True)
+class PairedGap:
+    """Mean over seeds of AUC(mvke) - AUC(baseline), seed by seed, on one validation day."""
+
+    gap: float
+    data_se: float  # user-bootstrap SE of that mean, both models scored on the same resampled users
+    seed_se: float  # sd of the per-seed gaps / sqrt(seeds)
+
+    @property
+    def z(self) -> float:
+        total = float(np.hypot(self.data_se, self.seed_se))
+        return self.gap / total if total > 0 else float("nan")
+
+
+def paired_auc_gaps(labels: np.ndarray, groups: np.ndarray, mine: Sequence[np.ndarray],
+                    theirs: Mapping[str, Sequence[np.ndarray]], *, replicates: int = 200,
+                    seed: int = 0) -> dict[str, PairedGap]:
+    """MVKE's AUC gap to each baseline with a paired user bootstrap: every replicate reweights the
+    users (Poisson(1) each) once and scores all models on that one resample, so what the models
+    share (the same users, the same hard samples) cancels in the gap. `mine` and each `theirs[b]`
+    hold one score array per seed, the seeds in the same order."""
+    _, user = np.unique(groups, return_inverse=True)
+    aucs = {name: [weighted_auc(labels, s) for s in scores] for name, scores in {"mvke": mine, **theirs}.items()}
+    ones = np.ones(len(labels))
+    per_seed = {name: np.array([a(ones) for a in fns]) for name, fns in aucs.items()}
+    rng = np.random.default_rng(seed)
+    draws: dict[str, list[float]] = {name: [] for name in theirs}
+    for _ in range(replicates):
+        weights = rng.poisson(1.0, user.max() + 1)[user].astype(np.float64)
+        mvke = np.mean([a(weights) for a in aucs["mvke"]])
+        for name in theirs:
+            draws[name].append(mvke - np.mean([a(weights) for a in aucs[name]]))
+    out = {}
+    for name in theirs:
+        gaps = per_seed["mvke"] - per_seed[name]
+        seed_se = float(gaps.std(ddof=1) / np.sqrt(len(gaps))) if len(gaps) > 1 else 0.0
+        out[name] = PairedGap(float(gaps.mean()), float(np.nanstd(draws[name], ddof=1)), seed_se)
+    return out
+
+
+def objective_rows(examples: Examples, rows: np.ndarray, objective: str) -> tuple[np.ndarray, np.ndarray]:
+    """(mask over `rows`, labels) of the samples an objective is scored on: every sample for ctr,
+    the clicked ones for cvr (`cvr_mode=clicked`)."""
+    click = examples.columns["click"][rows]
+    if objective == "ctr":
+        return np.ones(len(rows), dtype=bool), click
+    clicked = click > 0.5
+    return clicked, examples.columns["conversion"][rows][clicked]
+
+
+def paired_gaps(logits: Mapping[tuple[str, int], Mapping[str, np.ndarray]], examples: Examples,
+                rows: np.ndarray, seeds: Sequence[int]) -> dict[str, dict[str, PairedGap]]:
+    """{objective: {baseline: MVKE's paired AUC gap}} from every (family, seed)'s validation logits."""
+    groups = examples.columns[USER_KEY][rows]
+    out = {}
+    for objective in OBJECTIVES:
+        mask, labels = objective_rows(examples, rows, objective)
+        series = {family: [logits[(family, s)][objective][mask] for s in seeds] for family in ("mvke", *BASELINES)}
+        out[objective] = paired_auc_gaps(labels, groups[mask], series["mvke"],
+                                         {b: series[b] for b in BASELINES})
+    return out
 
 
 # ---------------------------------------------------------------------------- profile metrics
@@ -463,12 +548,14 @@ def study(examples: Examples, tags: Tags, truth: Truth, budget: Budget, seeds: S
           log: Callable[[str], None], runs: Sequence[Run] = RUNS) -> dict:
     """Train every run for every seed; metrics, profile overlap, timings and MVKE diagnostics."""
     train_rows, valid_rows, user_ids, user_rows, true_top = reported_split(examples, tags, truth)
-    records, diagnostics = [], []
+    records, diagnostics, logits = [], [], {}
     for seed in seeds:
         for run in runs:
             trained = train(run, examples, train_rows, budget, seed)
+            predicted = model_logits(trained.model, examples, valid_rows)
+            logits.setdefault((run.family, seed), {}).update(predicted)  # two_tower: one objective per run
             record = {"family": run.family, "seed": seed, "seconds": trained.seconds,
-                      "metrics": model_metrics(trained.model, examples, valid_rows),
+                      "metrics": sample_metrics(predicted, examples, valid_rows),
                       "profile": profile_metrics(model_top_tags(trained.model, examples, user_rows, tags, 5),
                                                  true_top)}
             records.append(record)
@@ -476,8 +563,11 @@ def study(examples: Examples, tags: Tags, truth: Truth, budget: Budget, seeds: S
             if run.family == "mvke":
                 diagnostics.append(kernel_diagnostics(trained.model, tags))
     references = reference_results(examples, train_rows, valid_rows, truth, tags, user_ids.size, true_top)
+    families = {run.family for run in runs}
     return {"records": records, "references": references, "diagnostics": diagnostics,
             "noise": oracle_auc_noise(examples, valid_rows, truth),
+            "paired": (paired_gaps(logits, examples, valid_rows, seeds)
+                       if families >= {"mvke", *BASELINES} else {}),
             "counts": split_counts(examples, train_rows, valid_rows, user_ids.size)}
 
 
@@ -631,6 +721,21 @@ def verdict(summary: Mapping[str, dict]) -> list[str]:
     return lines
 
 
+def paired_text(paired: Mapping[str, Mapping[str, PairedGap]]) -> list[str]:
+    """MVKE's AUC gap to every baseline per objective, with its paired data SE and its seed SE."""
+    if not paired:
+        return []
+    lines = ["Paired AUC gaps, MVKE minus each baseline (mean over seeds; data SE: user bootstrap scoring both "
+             "models on the same resampled users, 200 replicates; seed SE: sd of the per-seed gaps / sqrt(seeds); "
+             "z: the gap over both SEs combined):", "",
+             "| objective | baseline | gap | data SE | seed SE | z |", "|---|---|---|---|---|---|"]
+    for objective, gaps in paired.items():
+        for baseline, g in gaps.items():
+            lines.append(f"| {objective} | {baseline} | {g.gap:+.4f} | {g.data_se:.4f} | {g.seed_se:.4f} | "
+                         f"{g.z:+.1f} |")
+    return lines + [""]
+
+
 def _sd(values: np.ndarray) -> float:
     return float(values.std(ddof=1)) if len(values) > 1 else 0.0
 
@@ -679,16 +784,18 @@ def report(result: dict, *, command: str, sizes: Mapping, budget: Budget, seeds:
         f"cvr_mode={CVR_MODE}; seeds {list(seeds)} (model init and batch order). Cells: mean ± sample sd over seeds.",
         f"Data noise (user-bootstrap SE of the oracle's AUC on the validation day): ctr {noise['ctr']:.4f}, "
         f"cvr {noise['cvr']:.4f}.", "",
-        "Validation day, per sample (CVR on clicked samples; GAUC weighted by impressions):", "",
+        "Validation day, per sample (CVR on clicked samples; GAUC weighted by each user's scored samples):", "",
         markdown_table(rows, SAMPLE_COLUMNS), "",
         "Profile of each validation user against the user's true top 5 tags per objective (score_block over "
         "every tag):", "",
         markdown_table(rows, PROFILE_COLUMNS), "",
         "MVKE against the best baseline of each metric:", "", *verdict(summary), "",
+        *paired_text(result.get("paired", {})),
         "Kernel diagnostics of the trained MVKE (mean ± sd over seeds):", "", *diagnostics_text(result["diagnostics"]),
         "", f"Timings (this machine: {platform.machine()}, {os.cpu_count()} cores shared with other jobs, torch threads "
         f"{torch.get_num_threads()}, Spark local[2]): "
-        + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()) + "; mean training seconds per seed: "
+        + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()) + "; mean training seconds per seed "
+        "(two_tower: its two models together): "
         + ", ".join(f"{f} {s:.1f}" for f, s in train_seconds.items()) + ".",
     ])
 

@@ -84,9 +84,18 @@ def test_study_fills_every_metric(quality, world):
         assert 0 <= stats["mean_entropy"] <= stats["uniform_entropy"] + 1e-9
         assert stats["facet_consistency"] >= 1 / stats["experts"]
 
+    assert {o: set(gaps) for o, gaps in result["paired"].items()} == {o: set(quality.BASELINES)
+                                                                         for o in quality.OBJECTIVES}
+    for objective in quality.OBJECTIVES:  # one seed: the paired gap is the plain AUC difference
+        for baseline, gap in result["paired"][objective].items():
+            expected = summary["mvke"][("metrics", objective, "auc")][0] - \
+                summary[baseline][("metrics", objective, "auc")][0]
+            assert gap.gap == pytest.approx(expected) and gap.seed_se == 0.0 and gap.data_se > 0
+
     block = quality.report(result, command="bench/quality.py --tiny", sizes={"users": NUM_USERS}, budget=budget,
                            seeds=[0], timings={"total": 1.0})
     assert "| mvke |" in block and "| oracle | " in block and "MVKE" in block
+    assert "| cvr | mind |" in block
 
 
 def test_tag_fields_reach_every_family(quality, world):
@@ -179,3 +188,33 @@ def test_generated_block_is_replaced_in_place(quality, tmp_path):
     assert "reading above" in text and "reading below" in text
     assert "second" in text and "first" not in text
     assert text.count(quality.BEGIN) == 1 and text.count(quality.END) == 1
+
+
+def test_paired_gaps_match_a_brute_force_paired_bootstrap(quality):
+    """The weighted AUC and the paired bootstrap against row repetition and training.metrics.auc."""
+    from training.metrics import auc
+
+    rng = np.random.default_rng(5)
+    n, users = 900, 120
+    groups = rng.integers(0, users, n)
+    labels = (rng.random(n) < 0.3).astype(np.float64)
+    mine = [np.round(labels + rng.normal(0, s, n), 1) for s in (0.9, 1.0)]  # rounded: ties
+    theirs = {"a": [np.round(labels + rng.normal(0, s, n), 1) for s in (1.1, 1.3)]}
+
+    weights = rng.poisson(1.0, n)
+    keep = np.repeat(np.arange(n), weights)
+    assert quality.weighted_auc(labels, mine[0])(weights) == pytest.approx(auc(labels[keep], mine[0][keep]))
+
+    (gap,) = quality.paired_auc_gaps(labels, groups, mine, theirs, replicates=30, seed=9).values()
+    per_seed = [auc(labels, m) - auc(labels, t) for m, t in zip(mine, theirs["a"])]
+    assert gap.gap == pytest.approx(np.mean(per_seed))
+    assert gap.seed_se == pytest.approx(np.std(per_seed, ddof=1) / np.sqrt(2))
+    _, user = np.unique(groups, return_inverse=True)
+    draw = np.random.default_rng(9)
+    replicate_gaps = []
+    for _ in range(30):
+        rows = np.repeat(np.arange(n), draw.poisson(1.0, user.max() + 1)[user])
+        replicate_gaps.append(np.mean([auc(labels[rows], m[rows]) - auc(labels[rows], t[rows])
+                                       for m, t in zip(mine, theirs["a"])]))
+    assert gap.data_se == pytest.approx(np.std(replicate_gaps, ddof=1))
+    assert gap.z == pytest.approx(gap.gap / np.hypot(gap.data_se, gap.seed_se))
