@@ -27,7 +27,9 @@ def tags_in_facets(world: World, rng: np.random.Generator, facets: np.ndarray) -
 
 
 def items_of_tags(world: World, rng: np.random.Generator, tags: np.ndarray) -> np.ndarray:
-    """One item index per tag among the items whose primary tag it is; rank k has weight (k + 1)^-zipf."""
+    """One item index per tag among the items whose primary tag it is, by rank: the continuous density
+    x^-zipf on [1, count + 1) inverted and floored, so rank k gets the mass of [k + 1, k + 2) (close to
+    Zipf's (k + 1)^-zipf)."""
     start = world.item_offsets[tags]
     count = world.item_offsets[tags + 1] - start
     u = rng.random(len(tags))
