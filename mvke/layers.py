@@ -66,11 +66,18 @@ class FieldEmbedding(nn.Module):
 
     def values(self, name: str, batch: Mapping[str, Tensor],
                tag_embedding: nn.Embedding | None = None) -> tuple[Tensor, Tensor]:
-        """Multi field `name` before pooling: its embedded values [B, L, E] and weights [B, L]."""
-        return self.table(name, tag_embedding)(batch[name]), batch[weights_key(name)]
+        """Multi field `name` before pooling: its embedded values [B, L, E] and weights [B, L] (padding: 0)."""
+        return self.table(name, tag_embedding)(batch[name]), present_weights(batch, name)
 
     def table(self, name: str, tag_embedding: nn.Embedding | None) -> nn.Embedding:
         return tag_embedding if name in self.tag_fields else self.tables[name]
+
+
+def present_weights(batch: Mapping[str, Tensor], name: str) -> Tensor:
+    """The weights [B, L] of multi field `name`, 0 wherever the id is the padding id 0: a value is
+    present when its id is real and its weight positive, as the scoring job reads it."""
+    weights = batch[weights_key(name)]
+    return weights * (batch[name] != PAD_ID).to(weights.dtype)
 
 
 def weighted_mean(values: Tensor, weights: Tensor) -> Tensor:

@@ -25,8 +25,8 @@ import torch
 from torch import Tensor, nn
 
 from mvke.base import ProfileModel
-from mvke.fields import FieldSpec, weights_key
-from mvke.layers import FieldEmbedding, mlp
+from mvke.fields import FieldSpec
+from mvke.layers import FieldEmbedding, mlp, present_weights
 from mvke.serving import Output, TagSide
 from mvke.tag_tower import TagTower
 
@@ -96,11 +96,11 @@ class MINDModel(ProfileModel):
 
     def user_mask(self, batch: Mapping[str, Tensor]) -> Tensor:
         """[B, K] bool: True for the first K_u interests of each user."""
-        return interest_count_mask(batch[weights_key(self.sequence_field)], self.num_interests)
+        return interest_count_mask(present_weights(batch, self.sequence_field), self.num_interests)
 
     def user_vectors(self, batch: Mapping[str, Tensor]) -> Tensor:
         """batch -> interests [B, K, E] (B users, K interests, E embedding); unused interests are 0."""
-        weights = batch[weights_key(self.sequence_field)]  # [B, L]
+        weights = present_weights(batch, self.sequence_field)  # [B, L]
         mask = interest_count_mask(weights, self.num_interests)  # [B, K]
         behaviours = self.tag_tower.id_embedding(batch[self.sequence_field])  # [B, L, E]
         capsules = self.extractor(behaviours, weights, mask)  # [B, K, E]

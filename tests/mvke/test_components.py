@@ -36,6 +36,26 @@ def test_field_embedding_single_and_weighted_mean():
     torch.testing.assert_close(out[1, 1], torch.zeros(3))
 
 
+def test_a_padding_id_with_a_weight_is_absent_as_in_scoring():
+    """Present = a real id with a positive weight (scoring's rule): padding does not dilute the mean
+    or count as a MIND behaviour, whatever weight it carries."""
+    from core.config import ModelConf
+    from mvke import build_model
+
+    torch.manual_seed(0)
+    emb = FieldEmbedding([FieldSpec("m", "multi", 6)], 3)
+    padded = {"m": torch.tensor([[2, 0, 0, 0, 0]]), "m_weights": torch.ones(1, 5)}
+    torch.testing.assert_close(emb(padded)[0, 0], emb.tables["m"].weight[2])
+
+    fields = [FieldSpec("clicked_tags", "multi", 8)]
+    mind = build_model(ModelConf(name="mind", embedding_dim=4, hidden_dim=4), fields, 8, 3)
+    history = torch.tensor([[2, 3, 4, 5, 0, 0, 0, 0], [2, 3, 4, 5, 6, 7, 0, 0]])
+    weighted_padding = {"clicked_tags": history, "clicked_tags_weights": torch.ones(2, 8)}
+    weighted_real = {"clicked_tags": history, "clicked_tags_weights": (history > 0).float()}
+    assert mind.user_mask(weighted_padding).sum(dim=1).tolist() == [2, 2]  # 4 and 6 behaviours, not 8
+    torch.testing.assert_close(mind.user_vectors(weighted_padding), mind.user_vectors(weighted_real))
+
+
 def test_all_zero_weights_give_no_nan_in_values_or_gradients():
     emb = FieldEmbedding([FieldSpec("m", "multi", 5)], 4)
     batch = {"m": torch.tensor([[3, 4], [0, 0]]), "m_weights": torch.zeros(2, 2)}
