@@ -35,11 +35,19 @@ def date_lock(date: dt.date) -> str:
 
 
 def lock_path(paths: Paths, name: str) -> str:
+    folder = _lock_folder(paths)
+    if folder is None:
+        raise ConfigError(f"the run lock needs a filesystem path, not {paths.locks_root!r}: set paths.locks to a "
+                          f"local or mounted folder that every driver of this pipeline sees")
+    return f"{folder.rstrip('/')}/{name}.lock"
+
+
+def _lock_folder(paths: Paths) -> str | None:
+    """`paths.locks_root` as a filesystem path, or None when it is a store URI (no flock there)."""
     root = paths.locks_root
     if "://" in root and not root.startswith("file://"):
-        raise ConfigError(f"the run lock needs a filesystem path, not {root!r}: set paths.locks to a local "
-                          f"or mounted folder that every driver of this pipeline sees")
-    return f"{root.removeprefix('file://').rstrip('/')}/{name}.lock"
+        return None
+    return root.removeprefix("file://")
 
 
 @contextmanager
@@ -78,10 +86,10 @@ def held_locks(paths: Paths, prefix: str = "nightly-") -> dict[str, str]:
     released at once (a run starting in that instant would fail as if a run held it). Empty when
     `paths.locks_root` is not a filesystem path, where no lock can be taken.
     """
-    root = paths.locks_root
-    if "://" in root and not root.startswith("file://"):
+    folder = _lock_folder(paths)
+    if folder is None:
         return {}
-    folder = root.removeprefix("file://").rstrip("/") or "/"
+    folder = folder.rstrip("/") or "/"
     try:
         names = sorted(n for n in os.listdir(folder) if n.startswith(prefix) and n.endswith(".lock"))
     except FileNotFoundError:
