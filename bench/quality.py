@@ -64,7 +64,7 @@ AFFINITY = {"ctr": "ctr_affinity", "cvr": "cvr_affinity"}
 BASELINES = ("two_tower", "hard_sharing", "mmoe", "mind")
 FAMILIES: tuple[ModelName, ...] = ("mvke", *BASELINES)
 ORACLE, TAG_PRIOR, POPULARITY = "oracle", "tag prior", "popularity"
-CVR_MODE = "clicked"
+CVR_MODE = "clicked"  # how cvr is scored, whatever it was trained with: pCVR on clicked samples
 GAUC_WEIGHTING = "impressions"
 PRIOR_STRENGTH = 20.0  # pseudo-samples pulling a tag's training rate towards the global rate
 SELECT_SEED = 1000
@@ -81,6 +81,7 @@ class Budget:
     embedding_dim: int
     hidden_dim: int
     tag_fields: tuple[str, ...] = ()  # user fields embedded with the tag tower's id table, in every family
+    cvr_mode: str = "clicked"  # how every multi-objective family trains cvr (model.cvr_mode)
 
 
 @dataclass(frozen=True)
@@ -98,8 +99,10 @@ class Run:
 
     def conf(self, budget: Budget, seed: int) -> ModelConf:
         extra = {"two_tower_objective": self.objective} if self.objective else {}
+        # ESMM needs a ctr output; a single-objective tower trains its objective alone.
+        cvr_mode = "clicked" if self.family == "two_tower" else budget.cvr_mode
         return ModelConf(name=self.family, embedding_dim=budget.embedding_dim, hidden_dim=budget.hidden_dim,
-                         tag_fields=budget.tag_fields, cvr_mode=CVR_MODE, seed=seed, **extra, **dict(self.options))
+                         tag_fields=budget.tag_fields, cvr_mode=cvr_mode, seed=seed, **extra, **dict(self.options))
 
 
 RUNS = (Run("mvke"), Run("two_tower", "ctr"), Run("two_tower", "cvr"), Run("hard_sharing"), Run("mmoe"),
@@ -781,7 +784,7 @@ def report(result: dict, *, command: str, sizes: Mapping, budget: Budget, seeds:
         f"Budget (every model): {budget.epochs} epochs, batch {budget.batch_size}, Adam lr {budget.learning_rate:g}, "
         f"embedding {budget.embedding_dim}, hidden {budget.hidden_dim}, "
         f"tag_fields {list(budget.tag_fields) or 'none'}, other ModelConf defaults; "
-        f"cvr_mode={CVR_MODE}; seeds {list(seeds)} (model init and batch order). Cells: mean ± sample sd over seeds.",
+        f"cvr trained with cvr_mode={budget.cvr_mode} (two_tower[cvr]: clicked), scored on clicked samples; seeds {list(seeds)} (model init and batch order). Cells: mean ± sample sd over seeds.",
         f"Data noise (user-bootstrap SE of the oracle's AUC on the validation day): ctr {noise['ctr']:.4f}, "
         f"cvr {noise['cvr']:.4f}.", "",
         "Validation day, per sample (CVR on clicked samples; GAUC weighted by each user's scored samples):", "",
@@ -835,6 +838,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--hidden-dim", type=int, default=32)
     add("--tag-fields", default="", help="comma-separated user fields of tag ids that every family embeds with "
                                           "the tag tower's id table (model.tag_fields; default none)")
+    add("--cvr-mode", choices=("clicked", "esmm"), default="clicked",
+        help="how every multi-objective family trains cvr (model.cvr_mode); cvr is always scored on clicked samples")
     add("--kernel-history", action="store_true",
         help="MVKE's kernels pool the clicked tags by attention (model.kernel_history; MVKE only)")
     add("--threads", type=int, default=1, help="torch threads (the machine is shared)")
@@ -857,7 +862,8 @@ def sizes_of(args: argparse.Namespace) -> dict:
 
 def budget_of(args: argparse.Namespace) -> Budget:
     tag_fields = tuple(name.strip() for name in args.tag_fields.split(",") if name.strip())
-    return Budget(args.epochs, args.batch_size, args.lr, args.embedding_dim, args.hidden_dim, tag_fields)
+    return Budget(args.epochs, args.batch_size, args.lr, args.embedding_dim, args.hidden_dim, tag_fields,
+                  args.cvr_mode)
 
 
 def runs_of(args: argparse.Namespace) -> tuple[Run, ...]:

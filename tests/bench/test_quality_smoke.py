@@ -2,6 +2,7 @@
 the profile path agrees with the model's own forward pass, and the doc block is replaced in place."""
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import sys
 from pathlib import Path
@@ -111,6 +112,31 @@ def test_tag_fields_reach_every_family(quality, world):
     assert quality.budget_of(quality.parse_args(["--tag-fields", "clicked_tags, converted_tags"])).tag_fields == \
         ("clicked_tags", "converted_tags")
     assert quality.budget_of(quality.parse_args([])).tag_fields == ()
+
+
+def test_cvr_mode_reaches_every_multi_objective_family(quality, world):
+    """--cvr-mode esmm trains every family with a ctr output ESMM-style; the single-objective towers
+    stay on their own labels, and cvr is scored on clicked samples either way."""
+    torch.set_num_threads(1)
+    examples, tags, truth = world
+    budget = quality.Budget(epochs=1, batch_size=64, learning_rate=0.01, embedding_dim=8, hidden_dim=8,
+                            cvr_mode="esmm")
+    assert {run.label: run.conf(budget, 0).cvr_mode for run in quality.RUNS} == {
+        "mvke": "esmm", "two_tower[ctr]": "clicked", "two_tower[cvr]": "clicked", "hard_sharing": "esmm",
+        "mmoe": "esmm", "mind": "esmm"}
+    assert quality.budget_of(quality.parse_args(["--cvr-mode", "esmm"])).cvr_mode == "esmm"
+    assert quality.budget_of(quality.parse_args([])).cvr_mode == "clicked"
+
+    train_rows, rows = examples.rows(~examples.is_validation), examples.rows(examples.is_validation)
+    esmm = quality.train(quality.Run("mvke"), examples, train_rows, budget, 0).model
+    clicked = quality.train(quality.Run("mvke"), examples, train_rows,
+                            dataclasses.replace(budget, cvr_mode="clicked"), 0).model
+    flat = lambda model: torch.cat([v.flatten().float() for v in model.state_dict().values()])  # noqa: E731
+    assert not torch.equal(flat(esmm), flat(clicked))  # same seed and batches: only the loss differs
+    logits = quality.model_logits(esmm, examples, rows)
+    clicked_rows = examples.columns["click"][rows] > 0.5
+    expected = quality.auc(examples.columns["conversion"][rows][clicked_rows], logits["cvr"][clicked_rows])
+    assert quality.model_metrics(esmm, examples, rows)["cvr"]["auc"] == pytest.approx(expected)
 
 
 def test_kernel_history_changes_mvke_only(quality):
