@@ -141,11 +141,15 @@ def _scan_rows(user_vecs: Tensor, user_mask: Tensor | None, tags: ScanTags,
 
 
 def _select(score: Tensor, cols: Tensor, min_score: float) -> Selection:
-    """Flatten [B, N] picks, dropping scores under the floor (a suffix of each row: ranks stay 1..n)."""
+    """Flatten [B, N] picks, dropping scores under the floor; the kept ones of a row are ranked 1..n.
+
+    For ctr_x_cvr the floor applies to the float64 score while the order is the float32 product's,
+    so a dropped pick can come before a kept one: ranks count the kept picks, not the positions.
+    """
     kept = (score >= min_score).numpy()  # [B, N]
     batch, width = score.shape
     rows = np.broadcast_to(np.arange(batch)[:, None], (batch, width))
-    rank = np.broadcast_to(np.arange(1, width + 1, dtype=np.int32)[None, :], (batch, width))
+    rank = np.cumsum(kept, axis=1, dtype=np.int32)  # [B, N], 1..n over the kept picks
     return Selection(rows=rows[kept], rank=rank[kept], cols=cols.numpy()[kept], score=score.numpy()[kept])
 
 

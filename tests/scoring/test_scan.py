@@ -69,6 +69,24 @@ def test_scan_block_applies_the_floor_and_the_combined_objective():
     assert picked[COMBINED_OBJECTIVE].rank.tolist() == [1]
 
 
+def test_the_floor_leaves_ranks_1_to_n_when_the_combined_ranking_and_score_disagree():
+    # Two tags whose float32 products p_ctr * p_cvr tie (ranked by lower tag_index) while the float64
+    # scores differ: the floor drops the first and keeps the second, which must then be rank 1.
+    cvr_low = np.float32(5.0)
+    cvr_high = np.nextafter(cvr_low, np.float32(6.0))
+    emb = np.eye(2, dtype=np.float32)
+    ctr = ObjectiveTags(experts=np.array([0]), gate=np.ones((2, 1), np.float32), emb=emb, serving=emb)
+    cvr = ObjectiveTags(experts=np.array([1]), gate=np.ones((2, 1), np.float32), emb=emb, serving=emb)
+    tags = ScanTags(tag_ids=np.array(["a", "b"], dtype=object), objectives={"ctr": ctr, "cvr": cvr})
+    users = torch.tensor([[[0.0, 0.0], [float(cvr_low), float(cvr_high)]]])  # [B=1, K=2, E=2]
+    scores = 0.5 / (1 + np.exp(-np.array([cvr_low, cvr_high], dtype=np.float64)))  # p_ctr = 0.5
+    assert scores[0] < scores[1]
+    plan = ScanPlan(top_n={COMBINED_OBJECTIVE: 2}, min_score=float(scores[1]), output="dot", temperature=1.0)
+    picked = scan_block(users, None, tags, plan)[COMBINED_OBJECTIVE]
+    assert (picked.rows.tolist(), picked.rank.tolist(), picked.cols.tolist()) == ([0], [1], [1])
+    np.testing.assert_allclose(picked.score, [scores[1]], rtol=1e-12)
+
+
 def test_scan_plan_adds_the_combined_objective_only_when_the_model_has_both_parts():
     plan = scan_plan(("ctr", "cvr"), output="dot", temperature=1.0, top_n=5, top_n_per_objective={"cvr": 2},
                      min_score=0.0, combined=True)
