@@ -95,8 +95,9 @@ def ensure_tag_index(uri: str, model: ProfileModel, model_version: str, tags: pa
     one commit that replaces that version's rows (a new tag, a changed category, or a model folder
     replaced under the same version all lead here).
 
-    A tag whose tag_index differs from the one stored for this model version means the tag
-    vocabulary was rebuilt after training: ScoringInputError, nothing written.
+    A tag whose tag_index differs from the one stored for this model version, or a new tag with
+    the tag_index of a stored one, means the tag vocabulary was rebuilt after training:
+    ScoringInputError, nothing written.
     """
     existing = read_tag_index(uri, model_version)
     rows = compute_tag_index(model, model_version, tags)
@@ -135,11 +136,17 @@ def probe_sides(model: ProfileModel) -> dict[str, TagSide]:
 
 
 def _check_same_vocabulary(existing: pa.Table, tags: pa.Table, model_version: str) -> None:
+    """Every tag keeps its stored tag_index, and no new tag takes the tag_index of a stored one."""
     stored = dict(zip(existing["tag_id"].to_pylist(), existing["tag_index"].to_pylist()))
-    changed = [(t, stored[t], i) for t, i in zip(tags["tag_id"].to_pylist(), tags["tag_index"].to_pylist())
-               if t in stored and stored[t] != i]
+    holders = {i: t for t, i in stored.items()}
+    changed = []
+    for tag, index in zip(tags["tag_id"].to_pylist(), tags["tag_index"].to_pylist()):
+        if tag in stored and stored[tag] != index:
+            changed.append(f"{tag}: {stored[tag]} -> {index}")
+        elif tag not in stored and index in holders:
+            changed.append(f"{tag}: {index}, stored for {holders[index]}")
     if changed:
-        shown = ", ".join(f"{t}: {old} -> {new}" for t, old, new in changed[:5])
+        shown = ", ".join(changed[:5])
         raise ScoringInputError(f"tag encoding changed since tag_index was written for model {model_version} "
                                 f"({len(changed)} tags, e.g. {shown}): the tags table does not match the model")
 

@@ -56,3 +56,14 @@ def test_a_tag_moved_to_another_index_is_refused(tmp_path):
     with pytest.raises(ScoringInputError, match=r"tag encoding changed.*\(2 tags, e.g. t02: 2 -> 13, t13: 13 -> 2\)"):
         ensure_tag_index(uri, _model(1), "v1", moved, {})
     assert delta.table_version(uri) == 0
+
+
+def test_a_new_tag_on_the_index_of_a_stored_one_is_refused(tmp_path):
+    # t02 is gone tonight and x02 has its tag_index: the model would score x02 with t02's embedding.
+    uri = str(tmp_path / "tag_index")
+    ensure_tag_index(uri, _model(1), "v1", _tags(), {})
+    renamed = _tags().set_column(0, "tag_id", pa.array(["x02"] + [f"t{i:02d}" for i in range(3, NUM_TAGS)]))
+    with pytest.raises(ScoringInputError, match=r"tag encoding changed.*\(1 tags, e.g. x02: 2, stored for t02\)"):
+        ensure_tag_index(uri, _model(1), "v1", renamed, {})
+    assert delta.table_version(uri) == 0
+    assert read_tag_index(uri, "v1")["tag_id"].to_pylist()[0] == "t02"
