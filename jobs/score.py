@@ -55,9 +55,10 @@ def run(spark: SparkSession, config: Config, date: dt.date, *, output_uri: str |
     """Score dt = `date`; write the profiles to `output_uri` (default: the warehouse's user_tag_profiles).
 
     Returns the summary: users scored, users with missing fields, rows written, model version,
-    tag counts and the table versions committed. Raises before writing anything on an unknown
-    model version (registry.UnknownModelError), inputs that do not fit the model
-    (inputs.ScoringInputError) or a top_n_per_objective key the model does not score (ValueError).
+    tag counts and the table versions committed. Raises before writing anything on bad score.*
+    settings (ConfigError), an unknown model version (registry.UnknownModelError), inputs that do
+    not fit the model (inputs.ScoringInputError) or a top_n_per_objective key the model does not
+    score (ValueError).
     """
     paths, conf = config.paths, config.score
     run_id = run_id or uuid.uuid4().hex
@@ -118,6 +119,7 @@ class CheckedInputs:
 
 def _checked_inputs(spark: SparkSession, config: Config, date: dt.date) -> CheckedInputs:
     paths, conf = config.paths, config.score
+    conf.validate()  # a Config built in Python has not been through the loader's checks
     record = registry.resolve(paths, conf.model_version)
     model_path = _local_path(record.path or registry.model_dir(paths, record.model_version))
     model = load_model(model_path)

@@ -5,6 +5,7 @@ import pyarrow as pa
 import pytest
 
 from core import delta
+from core.config import ConfigError
 from core.registry import ModelStatus, UnknownModelError
 from core.tables import Warehouse
 from jobs.score import run
@@ -85,6 +86,16 @@ def test_a_top_n_for_an_objective_the_model_does_not_score_is_refused(spark, wor
     world.day(D1, make_users(4, seed=1), make_tags())
     _refused(spark, world, world.config(top_n_per_objective={"ctcvr": 3}), D1, ValueError,
              r"names \['ctcvr'\].*valid: ctr, cvr, ctr_x_cvr")
+
+
+@pytest.mark.parametrize("setting", [{"min_score": 2.0}, {"top_n": 0}, {"block_size": 0}])
+def test_bad_settings_of_a_config_built_in_python_are_refused(spark, world, setting):
+    # run() is called from Python with Config objects that never went through the loader's checks:
+    # a floor above 1 or a top_n of 0 would replace dt=D with no rows, a block_size of 0 never ends.
+    world.publish("v1")
+    world.day(D1, make_users(4, seed=1), make_tags())
+    _refused(spark, world, world.config(**setting), D1, ConfigError, r"score\.(min_score|top_n|block_size)")
+    assert _versions(world) == dict.fromkeys(WRITTEN)
 
 
 def test_a_tag_vocabulary_rebuilt_since_the_tag_index_was_written_is_refused(spark, world):
