@@ -6,6 +6,8 @@
 Order of work: every check first (model version, field encodings, tags, user_features for D),
 then the writes: tag_index for the model version (once), user_tag_profiles for dt = D (one
 atomic partition replace), and optionally user_vectors. A failed check writes nothing.
+The nightly scores into staging with user_vectors off and writes them after its publish
+(`write_user_vectors`), so no vectors reach the warehouse before the night's gates pass.
 """
 from __future__ import annotations
 
@@ -67,9 +69,8 @@ def run(spark: SparkSession, config: Config, date: dt.date, *, output_uri: str |
     index = ensure_tag_index(warehouse_uri(paths, Warehouse.TAG_INDEX), night.model, night.version,
                              night.tags.seen, commit_info)
     scan = scan_tags(index.rows, night.scanned, probe_sides(night.model))
-    task = ScanTask(model_path=night.model_path, model_version=night.version, date=date, plan=night.plan,
-                    block_size=conf.block_size, threads=int(spark.sparkContext.getConf().get("spark.task.cpus", "1")))
-    users = _spread(model_inputs(night.features, night.model.spec.fields, config.features.max_multi_len), spark)
+    task = _scan_task(spark, config, night, date)
+    users = _model_users(spark, config, night)
     uri = output_uri or warehouse_uri(paths, Warehouse.USER_TAG_PROFILES)
     broadcast = spark.sparkContext.broadcast(scan)
     try:
@@ -81,10 +82,8 @@ def run(spark: SparkSession, config: Config, date: dt.date, *, output_uri: str |
     finally:
         broadcast.destroy()
     if conf.write_user_vectors:
-        vectors = users.mapInArrow(functools.partial(user_vectors, task=task), USER_VECTOR_SCHEMA)
-        versions["user_vectors"] = delta.write_table(
-            vectors, warehouse_uri(paths, Warehouse.USER_VECTORS), mode="overwrite", partition_by=["dt"],
-            replace_partitions=[date.isoformat()], commit_info=commit_info)
+        versions["user_vectors"] = _write_vectors(users, task, warehouse_uri(paths, Warehouse.USER_VECTORS),
+                                                  commit_info)
     return {
         "dt": date.isoformat(),
         "run_id": run_id,
@@ -101,6 +100,40 @@ def run(spark: SparkSession, config: Config, date: dt.date, *, output_uri: str |
         "output_uri": uri,
         "table_versions": versions,
     }
+
+
+def write_user_vectors(spark: SparkSession, config: Config, date: dt.date, *, run_id: str | None = None) -> dict:
+    """Write only the `user_vectors` partition of dt = `date`, with the model of `score.model_version`,
+    as one atomic partition replace (the nightly calls it after its publish, naming the published
+    profiles' model). Same checks as `run`, made before writing; returns model version, table
+    version and rows written.
+    """
+    night = _checked_inputs(spark, config, date)
+    uri = warehouse_uri(config.paths, Warehouse.USER_VECTORS)
+    commit_info = {"job": "user_vectors", "run_id": run_id or uuid.uuid4().hex, "dt": date.isoformat(),
+                   "model_version": night.version}
+    version = _write_vectors(_model_users(spark, config, night), _scan_task(spark, config, night, date), uri,
+                             commit_info)
+    return {"model_version": night.version, "table_version": version,
+            "rows_written": _rows_in_partition(uri, version, date)}
+
+
+def _write_vectors(users: DataFrame, task: ScanTask, uri: str, commit_info: dict) -> int:
+    """x_k(u) of every user of `users` into the partition dt = task.date of `uri`; returns the version."""
+    vectors = users.mapInArrow(functools.partial(user_vectors, task=task), USER_VECTOR_SCHEMA)
+    return delta.write_table(vectors, uri, mode="overwrite", partition_by=["dt"],
+                             replace_partitions=[task.date.isoformat()], commit_info=commit_info)
+
+
+def _scan_task(spark: SparkSession, config: Config, night: CheckedInputs, date: dt.date) -> ScanTask:
+    return ScanTask(model_path=night.model_path, model_version=night.version, date=date, plan=night.plan,
+                    block_size=config.score.block_size,
+                    threads=int(spark.sparkContext.getConf().get("spark.task.cpus", "1")))
+
+
+def _model_users(spark: SparkSession, config: Config, night: CheckedInputs) -> DataFrame:
+    """user_features of D as the model's inputs, spread over the cluster's cores."""
+    return _spread(model_inputs(night.features, night.model.spec.fields, config.features.max_multi_len), spark)
 
 
 @dataclass(frozen=True)

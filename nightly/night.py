@@ -1,15 +1,17 @@
-"""One night, end to end: features -> train (when due) -> score -> gates -> publish -> report.
+"""One night, end to end: features -> train (when due) -> score -> gates -> publish -> vectors -> report.
 
 Every stage appends a row to `runs`. Nothing reaches the published tables before the
-gates pass: scoring writes to staging, and publishing is one atomic partition replace.
-A crash anywhere leaves the published tables as they were; a rerun redoes the night.
+gates pass: scoring writes to staging (without user_vectors), publishing is one atomic
+partition replace, and only then are the user_vectors of the date written, with the model
+of the published profiles (when `score.write_user_vectors`). A crash before the publish
+leaves the published tables as they were; a rerun redoes the night.
 """
 from __future__ import annotations
 
 import datetime as dt
 import os
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from pyspark.sql import SparkSession
 
@@ -20,7 +22,7 @@ from nightly import gates, plan, publish
 from nightly.lock import date_lock, exclusive
 from nightly.runlog import stage
 
-STAGES = ("features", "train", "score", "gates", "publish", "report")
+STAGES = ("features", "train", "score", "gates", "publish", "vectors", "report")
 FAULT_ENV = "MVKE_FAULT_CRASH_AFTER"  # test-only: raise after the named stage
 
 
@@ -70,7 +72,8 @@ def run_night(spark: SparkSession, config: Config, date: dt.date, *, run_id: str
         _maybe_crash("train")
 
         with stage(paths, result.run_id, "score", date) as out:
-            scored = score_job.run(spark, config, date, output_uri=publish.candidate_uri(paths), run_id=result.run_id)
+            staged = replace(config, score=replace(config.score, write_user_vectors=False))  # vectors: after publish
+            scored = score_job.run(spark, staged, date, output_uri=publish.candidate_uri(paths), run_id=result.run_id)
             out.metrics = _plain(scored)
         _maybe_crash("score")
 
@@ -93,12 +96,31 @@ def run_night(spark: SparkSession, config: Config, date: dt.date, *, run_id: str
             out.metrics = {"version": publish.publish(spark, paths, date, result.run_id)}
         _maybe_crash("publish")
 
+        with stage(paths, result.run_id, "vectors", date) as out:
+            out.metrics = write_vectors(spark, config, date, scored["model_version"], result.run_id)
+            out.rows_out = out.metrics.get("rows_written")
+            out.message = (f"user_vectors of {date} written with {scored['model_version']}" if out.metrics
+                           else "skipped: score.write_user_vectors is off")
+        _maybe_crash("vectors")
+
         with stage(paths, result.run_id, "report", date) as out:
             written = report.write_report(spark, config, date, result)
             result.report_path = written.path
             out.message = written.path + (f"; not computed: {', '.join(written.not_computed)}"
                                           if written.not_computed else "")
     return result
+
+
+def write_vectors(spark: SparkSession, config: Config, date: dt.date, model_version: str, run_id: str) -> dict:
+    """After a publish: the user_vectors partition of `date` from `model_version`, the model of the
+    published profiles (not `latest`, which another date's night may have moved meanwhile), in one
+    atomic partition replace. Returns the write's summary, {} when `score.write_user_vectors` is off."""
+    from jobs import score as score_job
+
+    if not config.score.write_user_vectors:
+        return {}
+    pinned = replace(config, score=replace(config.score, model_version=model_version))
+    return score_job.write_user_vectors(spark, pinned, date, run_id=run_id)
 
 
 def measure_gates(spark: SparkSession, config: Config, date: dt.date,

@@ -4,12 +4,16 @@ from __future__ import annotations
 import datetime as dt
 import os
 
+import numpy as np
 import pytest
+import torch
 from pyspark.testing import assertDataFrameEqual
 
 from core import delta, registry
 from core.config import config_from_dict
 from core.tables import Warehouse, warehouse_uri
+from mvke.artifact import load_model
+from mvke.fields import weights_key
 from nightly import night, plan, publish
 from nightly.gates import QualityGateError
 from nightly.runlog import read_runs
@@ -21,7 +25,7 @@ D1, D2, D3 = START + dt.timedelta(days=4), START + dt.timedelta(days=5), START +
 PUBLISHED = (Warehouse.USER_TAG_PROFILES, Warehouse.PROFILES_LATEST)
 
 
-def _config(root, train_every=30, **gates):
+def _config(root, train_every=30, vectors=False, **gates):
     return config_from_dict({
         "paths": {"raw": f"{root}/raw", "warehouse": f"{root}/wh", "models": f"{root}/models"},
         "spark": {"master": "local[2]", "shuffle_partitions": 2},
@@ -30,7 +34,7 @@ def _config(root, train_every=30, **gates):
         "model": {"embedding_dim": 8, "hidden_dim": 16},
         "train": {"num_proc": 2, "window_days": 3, "epochs": 2, "batch_size": 128, "learning_rate": 0.02,
                   "publish_if": {"min_auc": 0.0, "max_auc_drop": 1.0}},
-        "score": {"top_n": 5},
+        "score": {"top_n": 5, "write_user_vectors": vectors},
         "nightly": {"train_every": train_every, "gates": {"min_auc": 0.0, "min_stability": 0.0, "max_score_shift": 1.0,
                                                   "min_tag_coverage": 0.1, **gates}},
     })
@@ -143,3 +147,72 @@ def test_rollback_restores_the_previous_state(spark, world):
     publish.rollback_date(spark, config.paths, D3)
     assert publish.published_dates(config.paths) == [D1, D2]
     assertDataFrameEqual(_table(spark, config, Warehouse.PROFILES_LATEST), d2)
+
+
+# user_vectors: written by the nightly only after its publish, with the published profiles' model.
+
+def _vectors(spark, config, date):
+    return _table(spark, config, Warehouse.USER_VECTORS).where(f"dt = DATE'{date}'")
+
+
+def _model_vectors(spark, config, date, version):
+    """(user ids, x(u) [U, K*E], mask [U, K]) of every user of `date`, from the registered model's own
+    user tower in one call on inputs built here from user_features (no Spark scan, no executor code)."""
+    record = registry.get_model(config.paths, version)
+    model = load_model(record.path or registry.model_dir(config.paths, version))
+    rows = sorted(_table(spark, config, Warehouse.USER_FEATURES).where(f"dt = DATE'{date}'").collect(),
+                  key=lambda r: r["user_id"])
+    width, batch = config.features.max_multi_len, {}
+    for f in model.spec.fields:
+        known = lambda i, size=f.vocab_size: i if i < size else 1  # noqa: E731 (ids newer than the model: unknown)
+        if f.kind == "single":
+            batch[f.name] = torch.tensor([known(r[f.name] or 0) for r in rows])
+            continue
+        ids = [[known(i) for i in (r[f.name] or [])[:width]] for r in rows]
+        weights = [list(r[weights_key(f.name)] or [])[:width] for r in rows]
+        batch[f.name] = torch.tensor([v + [0] * (width - len(v)) for v in ids])
+        batch[weights_key(f.name)] = torch.tensor([w + [0.0] * (width - len(w)) for w in weights], dtype=torch.float32)
+    with torch.no_grad():
+        vectors, mask = model.user_vectors(batch), model.user_mask(batch)
+    if mask is None:
+        mask = torch.ones(vectors.shape[:2], dtype=torch.bool)
+    return [r["user_id"] for r in rows], vectors.reshape(len(rows), -1).numpy(), mask.numpy()
+
+
+def test_a_published_night_writes_the_user_vectors_of_the_published_model_and_a_rerun_rewrites_them(spark, world):
+    config = _config(world, vectors=True)
+    uri = warehouse_uri(config.paths, Warehouse.USER_VECTORS)
+    result = night.run_night(spark, config, D3, run_id="n3-vectors")
+    assert publish.published_dates(config.paths) == [D1, D2, D3]
+    published = publish.read_profiles(spark, publish.profiles_uri(config.paths), D3)
+    assert {r["model_version"] for r in published.select("model_version").distinct().collect()} == \
+        {result.model_version}
+    assert delta.partition_values(uri) == [D3.isoformat()]  # only the published date, nothing from staging
+    written = sorted(_vectors(spark, config, D3).collect(), key=lambda r: r["user_id"])
+    assert {r["model_version"] for r in written} == {result.model_version}
+    users, expected, mask = _model_vectors(spark, config, D3, result.model_version)
+    assert [r["user_id"] for r in written] == users
+    np.testing.assert_allclose(np.array([r["user_vector"] for r in written]), expected, rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(np.array([r["vector_mask"] for r in written]), mask)
+    rows = {r["stage"]: r for r in read_runs(config.paths) if r["run_id"] == "n3-vectors"}
+    assert [s for s in night.STAGES if rows[s]["status"] == "succeeded"] == list(night.STAGES)
+    assert rows["vectors"]["rows_out"] == len(users)
+    assert "user_vectors" not in rows["score"]["metrics"]["table_versions"]  # the score stage wrote none
+
+    before, version = _table(spark, config, Warehouse.USER_VECTORS).toPandas(), delta.table_version(uri)
+    night.run_night(spark, config, D3, run_id="n3-vectors-again")
+    assert delta.table_version(uri) == version + 1  # one partition replace
+    after = _table(spark, config, Warehouse.USER_VECTORS)
+    assertDataFrameEqual(after, spark.createDataFrame(before, schema=after.schema), rtol=0.0, atol=0.0)
+
+
+def test_a_night_whose_gates_fail_leaves_user_vectors_as_they_were(spark, world):
+    config = _config(world, vectors=True, min_profile_share=1.5)
+    uri = warehouse_uri(config.paths, Warehouse.USER_VECTORS)
+    before = delta.table_version(uri), delta.partition_values(uri)
+    assert D2.isoformat() not in before[1]
+    with pytest.raises(QualityGateError, match="profile_share"):
+        night.run_night(spark, config, D2, run_id="n2-vectors-gate")
+    assert (delta.table_version(uri), delta.partition_values(uri)) == before
+    stages = {r["stage"] for r in read_runs(config.paths) if r["run_id"] == "n2-vectors-gate"}
+    assert "vectors" not in stages and "publish" not in stages
