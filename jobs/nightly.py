@@ -11,7 +11,7 @@ from nightly.night import run_night
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = job_parser("features -> train -> score -> quality gates -> publish -> report, for one date")
+    parser = job_parser("features -> train -> score -> quality gates -> publish -> vectors -> report, for one date")
     parser.add_argument("--run-id", default=None, help="an id for this run (default: <date>-<random>)")
     args, config = parse_job_args(parser, argv)
     spark = spark_session(config.spark)
