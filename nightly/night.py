@@ -72,7 +72,10 @@ def run_night(spark: SparkSession, config: Config, date: dt.date, *, run_id: str
         _maybe_crash("train")
 
         with stage(paths, result.run_id, "score", date) as out:
-            staged = replace(config, score=replace(config.score, write_user_vectors=False))  # vectors: after publish
+            # The model resolved above, which the gates judge: `latest` may have moved since, if a night
+            # for another date published a model meanwhile. Vectors come after the publish.
+            staged = replace(config, score=replace(config.score, model_version=model.model_version,
+                                                   write_user_vectors=False))
             scored = score_job.run(spark, staged, date, output_uri=publish.candidate_uri(paths), run_id=result.run_id)
             out.metrics = _plain(scored)
         _maybe_crash("score")

@@ -1,6 +1,7 @@
 """Consecutive nights end to end on a small synthetic world: real Spark, Delta, Horovod."""
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 
@@ -216,3 +217,30 @@ def test_a_night_whose_gates_fail_leaves_user_vectors_as_they_were(spark, world)
     assert (delta.table_version(uri), delta.partition_values(uri)) == before
     stages = {r["stage"] for r in read_runs(config.paths) if r["run_id"] == "n2-vectors-gate"}
     assert "vectors" not in stages and "publish" not in stages
+
+
+def test_the_night_scores_with_the_model_its_gates_judge(spark, world, monkeypatch):
+    """A night for another date can publish a newer model while this one runs (each night locks
+    only its own date): the profiles must still come from the model the train stage resolved."""
+    config = _config(world)
+    current = registry.latest_published(config.paths)
+    newer = dataclasses.replace(current, model_version=current.model_version + "-newer",
+                                created_at=current.created_at + dt.timedelta(seconds=1))
+    real_resolve = registry.resolve
+
+    def resolve_then_another_night_publishes(paths, model_version="latest"):
+        record = real_resolve(paths, model_version)
+        monkeypatch.setattr(registry, "resolve", real_resolve)
+        registry.register(paths, newer)  # a real registry commit, landing right after the train stage's read
+        return record
+
+    monkeypatch.setattr(registry, "resolve", resolve_then_another_night_publishes)
+    try:
+        result = night.run_night(spark, config, D3, run_id="n3-race")
+        assert registry.latest_published(config.paths).model_version == newer.model_version  # the race happened
+        day = publish.read_profiles(spark, publish.profiles_uri(config.paths), D3)
+        assert [r.model_version for r in day.select("model_version").distinct().collect()] == \
+            [current.model_version] == [result.model_version]
+    finally:
+        registry.set_status(config.paths, newer.model_version, registry.ModelStatus.REJECTED)
+
