@@ -3,6 +3,7 @@
     .venv/bin/python bench/quality.py [--users 4000] [--seeds 3] [--epochs 3] [--lr 0.01]
                                       [--doc docs/quality.md | --no-doc] [--work-dir DIR]
     .venv/bin/python bench/quality.py --select        # the one-off choice of lr and epochs
+    .venv/bin/python bench/quality.py --cvr-mode esmm  # every multi-objective family trains cvr ESMM-style
 
 One synthetic world (`synthetic.dataset.generate`) is written to a temporary folder; the
 feature job (`jobs.features.run`, one backfill call through `training.inputs.ensure_window`)
