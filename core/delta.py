@@ -125,17 +125,10 @@ def write_table(
     partitions (rows of `df` outside them are an error). Creates the table if needed.
     `based_on`: see `commit`.
     """
-    _check_write_args(df, uri, mode, partition_by, replace_partitions)
+    _check_write_args(df.columns, uri, mode, partition_by, replace_partitions)
     arrow_schema = spark_to_arrow_schema(df.schema)
     written = write_files(df, uri, partition_by=partition_by)
-    if replace_partitions is not None:
-        column = partition_by[0]
-        stray = {a.partition_values[column] for a in written.adds} - {str(v) for v in replace_partitions}
-        if stray:
-            raise ValueError(
-                f"{uri}: rows for {column} in {sorted(stray)} are outside the partitions being replaced "
-                f"{sorted(map(str, replace_partitions))}"
-            )
+    _check_inside_replaced(uri, written.adds, partition_by, replace_partitions)
     return commit(uri, written.adds, arrow_schema, mode=mode, partition_by=partition_by,
                   replace_partitions=replace_partitions, commit_info=commit_info, based_on=based_on)
 
@@ -218,6 +211,7 @@ def write_arrow(
     Files are written with this project's pyarrow, so every reader here can read them
     (delta-rs's own writer emits Arrow view types that pyarrow 14 cannot read).
     """
+    _check_write_args(table.column_names, uri, mode, partition_by, replace_partitions)
     root = uri.rstrip("/")
     partition_cols = list(partition_by)
     data_schema = pa.schema([f for f in table.schema if f.name not in partition_cols])
@@ -232,6 +226,7 @@ def write_arrow(
                               modification_time=now_ms, data_change=True,
                               stats=json.dumps({"numRecords": part.num_rows})))
     os.makedirs(root, exist_ok=True)
+    _check_inside_replaced(uri, adds, partition_by, replace_partitions)
     return commit(uri, adds, table.schema, mode=mode, partition_by=partition_by,
                   replace_partitions=replace_partitions, commit_info=commit_info, based_on=based_on)
 
@@ -398,15 +393,15 @@ def arrow_to_spark_schema(schema: pa.Schema) -> T.StructType:
 
 
 def _check_write_args(
-    df: DataFrame, uri: str, mode: str, partition_by: Sequence[str], replace_partitions: Sequence[str] | None
+    columns: Sequence[str], uri: str, mode: str, partition_by: Sequence[str], replace_partitions: Sequence[str] | None
 ) -> None:
     if mode not in ("append", "overwrite"):
         raise ValueError(f"mode must be 'append' or 'overwrite', got {mode!r}")
     if not uri or uri != uri.strip():
         raise ValueError(f"table uri must be a non-empty path without surrounding spaces, got {uri!r}")
-    missing = [c for c in partition_by if c not in df.columns]
+    missing = [c for c in partition_by if c not in columns]
     if missing:
-        raise ValueError(f"partition columns {missing} are not in the DataFrame columns {df.columns}")
+        raise ValueError(f"partition columns {missing} are not in the DataFrame columns {list(columns)}")
     if replace_partitions is not None:
         if mode != "overwrite":
             raise ValueError("replace_partitions needs mode='overwrite'")
@@ -414,6 +409,21 @@ def _check_write_args(
             raise ValueError("replace_partitions needs exactly one partition column")
         if not replace_partitions:
             raise ValueError("replace_partitions must name at least one partition value")
+
+
+def _check_inside_replaced(
+    uri: str, adds: list[AddAction], partition_by: Sequence[str], replace_partitions: Sequence[str] | None
+) -> None:
+    """Refuse files outside the partitions being replaced: they would be added next to that partition's rows."""
+    if replace_partitions is None:
+        return
+    column = partition_by[0]
+    stray = {a.partition_values[column] for a in adds} - {str(v) for v in replace_partitions}
+    if stray:
+        raise ValueError(
+            f"{uri}: rows for {column} in {sorted(stray, key=str)} are outside the partitions being replaced "
+            f"{sorted(map(str, replace_partitions))}"
+        )
 
 
 def _split_by_partition(table: pa.Table, columns: list[str]) -> Iterable[tuple[tuple, pa.Table]]:

@@ -303,3 +303,18 @@ def test_a_partition_value_that_is_not_a_plain_folder_name_is_refused(tmp_path, 
     with pytest.raises(ValueError, match="cannot be a folder name"):
         delta.write_arrow(pa.table({"part": [value], "k": [1]}), uri, mode="overwrite", partition_by=["part"])
     assert not delta.table_exists(uri)
+
+
+def test_write_arrow_refuses_rows_outside_the_replaced_partition_and_changes_nothing(tmp_path):
+    import pyarrow as pa
+
+    uri = str(tmp_path / "t")
+    delta.write_arrow(_small_table(), uri, mode="overwrite", partition_by=["dt"])
+    both_days = pa.table({"dt": pa.array([D1, D2], pa.date32()), "k": ["x", "y"], "v": [9, 8]})
+    with pytest.raises(ValueError, match=r"rows for dt in \['2026-11-02'\] are outside the partitions being replaced"):
+        delta.write_arrow(both_days, uri, mode="overwrite", partition_by=["dt"], replace_partitions=[D1.isoformat()])
+    with pytest.raises(ValueError, match="replace_partitions needs mode='overwrite'"):
+        delta.write_arrow(both_days.slice(0, 1), uri, mode="append", partition_by=["dt"],
+                          replace_partitions=[D1.isoformat()])
+    assert delta.table_version(uri) == 0
+    assert sorted(delta.read_arrow(uri).to_pylist(), key=lambda r: r["k"]) == _small_table().to_pylist()
