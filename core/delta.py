@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import posixpath
 import time
 import uuid
 from dataclasses import dataclass
@@ -138,7 +139,7 @@ def write_files(df: DataFrame, uri: str, *, partition_by: Sequence[str] = ()) ->
 
     Only one small row per file comes back to the driver.
     """
-    root = uri.rstrip("/")
+    filesystem, root, _ = arrow_filesystem(uri)  # resolved here: executors have their own working directory
     arrow_schema = spark_to_arrow_schema(df.schema)
     data_schema = pa.schema([f for f in arrow_schema if f.name not in partition_by])
     partition_cols = list(partition_by)
@@ -156,8 +157,9 @@ def write_files(df: DataFrame, uri: str, *, partition_by: Sequence[str] = ()) ->
                     if key not in writers:
                         values = dict(zip(partition_cols, key))
                         rel = _new_data_file(values)
-                        os.makedirs(os.path.dirname(f"{root}/{rel}"), exist_ok=True)
-                        writers[key] = (pq.ParquetWriter(f"{root}/{rel}", data_schema), rel, values)
+                        filesystem.create_dir(posixpath.dirname(f"{root}/{rel}"), recursive=True)
+                        writers[key] = (pq.ParquetWriter(f"{root}/{rel}", data_schema, filesystem=filesystem),
+                                        rel, values)
                         counts[key] = 0
                     writers[key][0].write_table(part.select(data_schema.names).cast(data_schema))
                     counts[key] += part.num_rows
@@ -170,7 +172,7 @@ def write_files(df: DataFrame, uri: str, *, partition_by: Sequence[str] = ()) ->
             [
                 {
                     "path": rel,
-                    "size": os.path.getsize(f"{root}/{rel}"),
+                    "size": filesystem.get_file_info(f"{root}/{rel}").size,
                     "partition_values": list(values.items()),
                     "num_records": counts[key],
                 }
@@ -179,7 +181,7 @@ def write_files(df: DataFrame, uri: str, *, partition_by: Sequence[str] = ()) ->
             schema=to_arrow_schema(_FILE_ROW),
         )
 
-    os.makedirs(root, exist_ok=True)
+    filesystem.create_dir(root, recursive=True)
     rows = df.mapInArrow(write_task, _FILE_ROW).collect()
     now_ms = int(time.time() * 1000)
     adds = [
@@ -212,7 +214,7 @@ def write_arrow(
     (delta-rs's own writer emits Arrow view types that pyarrow 14 cannot read).
     """
     _check_write_args(table.column_names, uri, mode, partition_by, replace_partitions)
-    root = uri.rstrip("/")
+    filesystem, root, _ = arrow_filesystem(uri)
     partition_cols = list(partition_by)
     data_schema = pa.schema([f for f in table.schema if f.name not in partition_cols])
     adds = []
@@ -220,12 +222,12 @@ def write_arrow(
     for key, part in _split_by_partition(table, partition_cols):
         values = dict(zip(partition_cols, key))
         rel = _new_data_file(values)
-        os.makedirs(os.path.dirname(f"{root}/{rel}"), exist_ok=True)
-        pq.write_table(part.select(data_schema.names), f"{root}/{rel}")
-        adds.append(AddAction(path=rel, size=os.path.getsize(f"{root}/{rel}"), partition_values=values,
+        filesystem.create_dir(posixpath.dirname(f"{root}/{rel}"), recursive=True)
+        pq.write_table(part.select(data_schema.names), f"{root}/{rel}", filesystem=filesystem)
+        adds.append(AddAction(path=rel, size=filesystem.get_file_info(f"{root}/{rel}").size, partition_values=values,
                               modification_time=now_ms, data_change=True,
                               stats=json.dumps({"numRecords": part.num_rows})))
-    os.makedirs(root, exist_ok=True)
+    filesystem.create_dir(root, recursive=True)
     _check_inside_replaced(uri, adds, partition_by, replace_partitions)
     return commit(uri, adds, table.schema, mode=mode, partition_by=partition_by,
                   replace_partitions=replace_partitions, commit_info=commit_info, based_on=based_on)

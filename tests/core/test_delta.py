@@ -318,3 +318,25 @@ def test_write_arrow_refuses_rows_outside_the_replaced_partition_and_changes_not
                           replace_partitions=[D1.isoformat()])
     assert delta.table_version(uri) == 0
     assert sorted(delta.read_arrow(uri).to_pylist(), key=lambda r: r["k"]) == _small_table().to_pylist()
+
+
+def test_writes_go_to_file_uris_and_to_relative_paths_of_the_drivers_working_directory(spark, tmp_path, monkeypatch):
+    """Executors resolve nothing themselves: a `file://` URI is not a folder name, and a relative path is
+    relative to where the command runs, not to the executor JVM's working directory."""
+    from urllib.parse import quote
+
+    import pyarrow as pa
+
+    monkeypatch.chdir(tmp_path)
+    df = _rows(spark, [(D1, "a", 1.0, [1]), (D2, "b", 2.0, [2])])
+    expected = [{"dt": D1, "user_id": "a", "score": 1.0, "tags": [1]}, {"dt": D2, "user_id": "b", "score": 2.0, "tags": [2]}]
+    small = pa.table({"k": ["z"], "v": [7]})
+    for uri, folder in [("file://" + quote(f"{tmp_path}/ware house/t"), tmp_path / "ware house" / "t"),
+                        ("rel/t", tmp_path / "rel" / "t")]:
+        assert delta.write_table(df, uri, mode="overwrite", partition_by=["dt"]) == 0
+        assert sorted(delta.read_arrow(uri).to_pylist(), key=lambda r: r["user_id"]) == expected
+        assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.parquet")) == \
+            sorted(DeltaTable(str(folder)).get_add_actions(flatten=True).column("path").to_pylist())
+        assert delta.write_arrow(small, uri + "_small", mode="overwrite") == 0
+        assert delta.read_arrow(uri + "_small").to_pylist() == small.to_pylist()
+    assert sorted(os.listdir(tmp_path)) == ["rel", "ware house"]
