@@ -39,7 +39,9 @@ def check_paths(config) -> list[str]:
         parent = os.path.abspath(path.removeprefix("file://"))
         while not os.path.exists(parent):  # the nearest existing folder is where it will be created
             parent = os.path.dirname(parent)
-        if not os.access(parent, os.W_OK):
+        if not os.path.isdir(parent):  # nothing can be created in or below a file
+            problems.append(f"paths.{name}={path}: {parent} is a file, not a folder")
+        elif not os.access(parent, os.W_OK):
             problems.append(f"paths.{name}={path}: {parent} is not writable")
     return problems
 
