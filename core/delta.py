@@ -306,10 +306,25 @@ def read_table(spark: SparkSession, uri: str, version: int | None = None) -> Dat
     """Exactly the live rows of `uri` at `version` (latest by default), as a Spark DataFrame."""
     table = open_table(uri, version)
     schema = arrow_to_spark_schema(table.schema().to_arrow())
-    files = table.file_uris()
+    base, files = _spark_paths(uri, table)
     if not files:
         return spark.createDataFrame([], schema)
-    return spark.read.schema(schema).option("basePath", uri).parquet(*files).select(schema.fieldNames())
+    return spark.read.schema(schema).option("basePath", base).parquet(*files).select(schema.fieldNames())
+
+
+def _spark_paths(uri: str, table: DeltaTable) -> tuple[str, list[str]]:
+    """The table folder and its live files as Spark reads them.
+
+    Local tables (a path, relative or not, or `file://`) give absolute `file://` paths, decoded: Spark
+    resolves a relative path against the JVM's working directory and would read delta-rs's `%20` literally.
+    """
+    from pyarrow import fs as pafs
+
+    relative = table.get_add_actions(flatten=True).column("path").to_pylist()
+    filesystem, root, files = arrow_filesystem(table.table_uri, relative)
+    if isinstance(filesystem, pafs.LocalFileSystem):
+        return f"file://{root}", [f"file://{f}" for f in files]
+    return uri, table.file_uris()
 
 
 def arrow_filesystem(uri: str, relative_paths: Sequence[str] = ()) -> tuple["pafs.FileSystem", str, list[str]]:

@@ -340,3 +340,20 @@ def test_writes_go_to_file_uris_and_to_relative_paths_of_the_drivers_working_dir
         assert delta.write_arrow(small, uri + "_small", mode="overwrite") == 0
         assert delta.read_arrow(uri + "_small").to_pylist() == small.to_pylist()
     assert sorted(os.listdir(tmp_path)) == ["rel", "ware house"]
+
+
+def test_read_table_reads_folders_with_spaces_file_uris_and_relative_paths(spark, tmp_path, monkeypatch):
+    """delta-rs hands out file paths with `%20`, and Spark would resolve a relative path against the JVM's
+    working directory: read_table gives Spark absolute, decoded paths."""
+    from urllib.parse import quote
+
+    import pyarrow as pa
+
+    monkeypatch.chdir(tmp_path)
+    table = pa.table({"part": ["a b", "c", "c"], "k": ["x", "y", "z"], "v": [1, 2, 3]})
+    expected = spark.createDataFrame([("a b", "x", 1), ("c", "y", 2), ("c", "z", 3)], "part string, k string, v long")
+    delta.write_arrow(table, str(tmp_path / "ware house" / "t"), mode="overwrite", partition_by=["part"])
+    delta.write_arrow(table, "rel/t", mode="overwrite", partition_by=["part"])
+    for uri in [str(tmp_path / "ware house" / "t"), "file://" + quote(f"{tmp_path}/ware house/t/"), "rel/t"]:
+        assertDataFrameEqual(delta.read_table(spark, uri), expected)
+        assertDataFrameEqual(delta.read_table(spark, uri, version=0), expected)
