@@ -3,7 +3,8 @@
 Runs one small task per executor core and reports, per executor host and process: the
 Python version, where the project's code was imported from (the shipped archive on a
 cluster), and the versions of torch, horovod, deltalake and pyarrow. Also checks that
-the configured paths are usable from the driver. Exits non-zero if anything is off.
+the configured paths (the data roots and staging, reports, locks, petastorm cache, defaults
+included) are usable from the driver. Exits non-zero if anything is off.
 """
 from __future__ import annotations
 
@@ -31,9 +32,13 @@ def probe_executor(_: object) -> list[dict]:
 
 
 def check_paths(config) -> list[str]:
+    """Every local root a job writes must be a folder, or creatable as one, and writable."""
+    paths = config.paths
+    roots = {"raw": paths.raw, "warehouse": paths.warehouse, "models": paths.models,
+             "staging": paths.staging_root, "reports": paths.reports_root, "locks": paths.locks_root,
+             "petastorm_cache": paths.petastorm_root}
     problems = []
-    for name in ("raw", "warehouse", "models"):
-        path = getattr(config.paths, name)
+    for name, path in roots.items():
         if "://" in path and not path.startswith("file://"):
             continue  # remote storage: checked by the first job that writes
         parent = os.path.abspath(path.removeprefix("file://"))

@@ -32,4 +32,26 @@ def test_a_path_that_is_or_sits_under_a_file_is_a_problem(spark, tmp_path, capsy
     for path in (blocker, blocker / "below"):  # the root itself a file; a file in the way of creating it
         code, _, problems = _run(tmp_path, capsys, **{key: str(path)})
         assert code == 1
-        assert problems == [f"paths.{key}={path}: {blocker} is a file, not a folder"]
+        # the default staging, reports and locks live in the warehouse, the petastorm cache in models
+        derived = {"warehouse": ["staging", "reports", "locks"], "models": ["petastorm_cache"]}.get(key, [])
+        defaults = {"staging": "_staging", "reports": "_reports", "locks": "_locks",
+                    "petastorm_cache": "_petastorm_cache"}
+        assert problems == [f"paths.{key}={path}: {blocker} is a file, not a folder"] + [
+            f"paths.{name}={path}/{defaults[name]}: {blocker} is a file, not a folder" for name in derived]
+
+
+@pytest.mark.parametrize("key", ["staging", "reports", "locks", "petastorm_cache"])
+def test_the_other_roots_jobs_write_are_checked_too(spark, tmp_path, capsys, key):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("not a folder")
+    code, _, problems = _run(tmp_path, capsys, **{key: str(blocker / key)})
+    assert code == 1
+    assert problems == [f"paths.{key}={blocker / key}: {blocker} is a file, not a folder"]
+
+
+def test_the_default_roots_beside_the_warehouse_are_checked_where_they_will_be(spark, tmp_path, capsys):
+    (tmp_path / "wh").mkdir()
+    (tmp_path / "wh" / "_locks").write_text("a file where the default locks folder goes")
+    code, _, problems = _run(tmp_path, capsys)
+    assert code == 1
+    assert problems == [f"paths.locks={tmp_path}/wh/_locks: {tmp_path}/wh/_locks is a file, not a folder"]
