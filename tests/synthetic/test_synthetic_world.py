@@ -95,3 +95,9 @@ def test_bad_generate_settings_are_refused_with_the_key_named(override, message)
 def test_the_local_conf_loads_with_the_new_fields_defaulted():
     conf = load_config(DEFAULT_CONF).generate
     assert conf.bad_row_share == 0.0 and conf.block_users == 1000 and conf.end_date > conf.start_date
+
+
+def test_a_negative_seed_is_refused_with_the_key_named():
+    conf = load_config(DEFAULT_CONF, ["generate.seed=-1"]).generate  # accepted by the config
+    with pytest.raises(ConfigError, match=r"generate.seed must be >= 0, got -1"):
+        build_world(conf)
