@@ -279,6 +279,8 @@ def commit(
     existing = table.metadata().partition_columns
     if list(existing) != list(partition_by):
         raise ValueError(f"{uri} is partitioned by {existing}, not {list(partition_by)}")
+    if mode == "append" or replace_partitions is not None:
+        schema = _schema_for_partial_write(uri, table.schema(), schema, append=mode == "append")
     filters = None
     if replace_partitions is not None:
         filters = [(partition_by[0], "in", [str(v) for v in replace_partitions])]
@@ -292,6 +294,41 @@ def commit(
             raise _concurrent(uri, based_on) from None
         raise
     return DeltaTable(uri).version()
+
+
+def _schema_for_partial_write(uri: str, current: Schema, new: Schema, *, append: bool) -> Schema:
+    """The schema a write that keeps some of the table's rows commits, or a ValueError.
+
+    The committed schema becomes the whole table's, and delta-rs checks nothing: an append's new
+    columns vanished and its missing ones read null, a partition replace dropped its missing columns
+    from every other partition, and a changed type made the other files unreadable. So an append must
+    have the table's columns and types; a partition replace keeps the types, may add columns (older
+    rows read null) and keeps the table's columns its rows lack (its rows read null there).
+    """
+    old = {f["name"]: f for f in json.loads(current.to_json())["fields"]}
+    fresh = {f["name"]: f for f in json.loads(new.to_json())["fields"]}
+    retyped = {n: (_bare_type(old[n]["type"]), _bare_type(fresh[n]["type"])) for n in old if n in fresh}
+    retyped = {n: types for n, types in retyped.items() if types[0] != types[1]}
+    if retyped:
+        changes = ", ".join(f"{n} {json.dumps(a)} -> {json.dumps(b)}" for n, (a, b) in sorted(retyped.items()))
+        raise ValueError(f"{uri}: the write would change column types ({changes}); overwrite the whole table instead")
+    if append and old.keys() != fresh.keys():
+        raise ValueError(f"{uri}: an append must have the table's columns; "
+                         f"missing {sorted(old.keys() - fresh.keys())}, extra {sorted(fresh.keys() - old.keys())}")
+    kept = [{**f, "nullable": True} for n, f in old.items() if n not in fresh]
+    if not kept:
+        return new
+    return Schema.from_json(json.dumps({"type": "struct", "fields": [*fresh.values(), *kept]}))
+
+
+def _bare_type(value: object) -> object:
+    """A Delta type from a schema's JSON without its nullability and metadata, to compare types alone."""
+    if isinstance(value, dict):
+        return {k: _bare_type(v) for k, v in value.items()
+                if k not in ("nullable", "containsNull", "valueContainsNull", "metadata")}
+    if isinstance(value, list):
+        return [_bare_type(v) for v in value]
+    return value
 
 
 def _concurrent(uri: str, based_on: Snapshot) -> ConcurrentCommitError:

@@ -357,3 +357,42 @@ def test_read_table_reads_folders_with_spaces_file_uris_and_relative_paths(spark
     for uri in [str(tmp_path / "ware house" / "t"), "file://" + quote(f"{tmp_path}/ware house/t/"), "rel/t"]:
         assertDataFrameEqual(delta.read_table(spark, uri), expected)
         assertDataFrameEqual(delta.read_table(spark, uri, version=0), expected)
+
+
+def test_an_append_with_other_columns_is_refused_and_changes_nothing(spark, tmp_path):
+    """delta-rs would commit it: the extra column vanished and the missing one read null."""
+    import pyarrow as pa
+
+    uri = str(tmp_path / "t")
+    original = pa.table({"k": ["a"], "v": pa.array([1], pa.int64())})
+    delta.write_arrow(original, uri, mode="overwrite")
+    for other in [pa.table({"k": ["b"], "w": [2.5]}), pa.table({"k": ["b"]}),
+                  pa.table({"k": ["b"], "v": pa.array([2], pa.int64()), "w": [2.5]})]:
+        with pytest.raises(ValueError, match="an append must have the table's columns"):
+            delta.write_arrow(other, uri, mode="append")
+    with pytest.raises(ValueError, match=r"change column types \(v \"long\" -> \"string\"\)"):
+        delta.write_table(spark.createDataFrame([("b", "2")], "k string, v string"), uri, mode="append")
+    assert delta.table_version(uri) == 0
+    assert delta.read_arrow(uri).to_pylist() == original.to_pylist()
+    same = spark.createDataFrame([(2, "b")], "v long, k string")  # column order does not matter
+    assert delta.write_table(same, uri, mode="append") == 1
+    assert sorted(delta.read_arrow(uri).to_pylist(), key=lambda r: r["k"]) == [{"k": "a", "v": 1}, {"k": "b", "v": 2}]
+
+
+def test_replacing_a_partition_keeps_the_other_partitions_columns(spark, tmp_path):
+    """The write's schema becomes the table's: a partition written without a column must not drop
+    that column from the other partitions, and a new column reads null in them."""
+    uri = str(tmp_path / "t")
+    delta.write_table(spark.createDataFrame([(D1, "a", 1), (D2, "b", 2)], "dt date, k string, v long"), uri,
+                      mode="overwrite", partition_by=["dt"])
+    new_d1 = spark.createDataFrame([(D1, "x", 9.5)], "dt date, k string, w double")
+    delta.write_table(new_d1, uri, mode="overwrite", partition_by=["dt"], replace_partitions=[D1.isoformat()])
+    expected = spark.createDataFrame([(D1, "x", 9.5, None), (D2, "b", None, 2)], "dt date, k string, w double, v long")
+    assertDataFrameEqual(delta.read_table(spark, uri), expected)
+    assert sorted(delta.read_arrow(uri).to_pylist(), key=lambda r: r["k"]) == \
+        [{"dt": D2, "k": "b", "w": None, "v": 2}, {"dt": D1, "k": "x", "w": 9.5, "v": None}]
+    with pytest.raises(ValueError, match=r"change column types \(v \"long\" -> \"string\"\)"):
+        delta.write_table(spark.createDataFrame([(D1, "y", "7")], "dt date, k string, v string"), uri,
+                          mode="overwrite", partition_by=["dt"], replace_partitions=[D1.isoformat()])
+    assert delta.table_version(uri) == 1
+    assertDataFrameEqual(delta.read_table(spark, uri), expected)
