@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import math
 import os
 import posixpath
 import re
@@ -564,8 +565,8 @@ def _convert(hint: Any, value: Any, key: str) -> Any:
             raise ConfigError(f"{key}={value!r} must be an integer")
         return value
     if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}={value!r} must be a number")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+            raise ConfigError(f"{key}={value!r} must be a number")  # NaN would pass every range check
         return float(value)
     if hint is str:
         if isinstance(value, (dict, list)):

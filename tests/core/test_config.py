@@ -64,6 +64,10 @@ def test_config_is_frozen(tmp_path):
     (["score.combined=maybe"], r"score.combined='maybe' must be true or false"),
     (["paths.raw="], r"paths.raw is required"),
     (["trainnum_proc"], r"--set expects key=value"),
+    (["model.temperature=.nan"], r"model.temperature=nan must be a number"),
+    (["features.decay_half_life_days=.NaN"], r"features.decay_half_life_days=nan must be a number"),
+    (["features.activity_buckets=[1, .nan, 4]"], r"features.activity_buckets\[1\]=nan must be a number"),
+    (["model.loss_weights={ctr: .nan}"], r"model.loss_weights.ctr=nan must be a number"),
 ])
 def test_bad_keys_and_values_name_the_key(tmp_path, overrides, message):
     with pytest.raises(ConfigError, match=message):
