@@ -52,14 +52,24 @@ def metric_rows(model_version: str, history: dict) -> pa.Table:
 
 
 def write_train_metrics(paths: Paths, model_version: str, rows: pa.Table) -> int:
-    """Replace this version's rows of `train_metrics` (one commit; other versions kept)."""
+    """Replace this version's rows of `train_metrics` (one commit; other versions kept).
+
+    The table is rewritten from the version read, and the commit lands only on top of that
+    version: two trainings finishing at once cannot drop each other's rows (the loser reads again).
+    """
     uri = warehouse_uri(paths, Warehouse.TRAIN_METRICS)
-    if delta.table_exists(uri):
-        existing = delta.read_arrow(uri).cast(SCHEMA)
-        keep = existing.filter(pc.not_equal(existing["model_version"], model_version))
-        rows = pa.concat_tables([keep, rows])
-    return delta.write_arrow(rows, uri, mode="overwrite",
-                             commit_info={"job": "train", "model_version": model_version})
+
+    def once() -> int:
+        read = delta.snapshot(uri)
+        table = rows
+        if read.version is not None:
+            existing = delta.read_arrow(uri, version=read.version).cast(SCHEMA)
+            keep = existing.filter(pc.not_equal(existing["model_version"], model_version))
+            table = pa.concat_tables([keep, rows])
+        return delta.write_arrow(table, uri, mode="overwrite", based_on=read,
+                                 commit_info={"job": "train", "model_version": model_version})
+
+    return delta.retry_on_conflict(once)
 
 
 def plot_curves(history: dict, path: Path, title: str) -> Path:
