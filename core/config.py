@@ -159,6 +159,8 @@ class GenerateConf:
     block_users: int = 1000
 
     def validate(self) -> None:
+        if self.seed < 0:  # numpy's SeedSequence takes non-negative integers only
+            raise ConfigError(f"generate.seed must be >= 0, got {self.seed}")
         for name in ("users", "items", "tags", "categories", "facets", "days", "partitions", "block_users"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"generate.{name} must be >= 1, got {getattr(self, name)}")

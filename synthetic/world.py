@@ -16,7 +16,7 @@ from enum import IntEnum
 
 import numpy as np
 
-from core.config import ConfigError, GenerateConf
+from core.config import GenerateConf
 
 CTR_FACET_WEIGHT = 0.8
 CVR_OWN_FACET_WEIGHT = 0.6
@@ -90,8 +90,7 @@ def rng_for(seed: int, stream: Stream, block: int = 0) -> np.random.Generator:
 
 
 def build_world(conf: GenerateConf) -> World:
-    if conf.seed < 0:  # numpy's SeedSequence takes non-negative integers only
-        raise ConfigError(f"generate.seed must be >= 0, got {conf.seed}")
+    conf.validate()  # a GenerateConf built in Python has not been through the config loader
     rng = rng_for(conf.seed, Stream.WORLD)
     num_tags, num_facets = conf.tags, conf.facets
     tag_facet = rng.permutation(np.arange(num_tags) % num_facets)

@@ -86,6 +86,7 @@ def test_user_interests_do_not_depend_on_which_users_are_asked_for():
     ("generate.block_users=0", r"generate.block_users must be >= 1"),
     ("generate.targeting_share=1.5", r"generate.targeting_share must be in \[0, 1\]"),
     ("generate.interest_concentration=0", r"generate.interest_concentration must be > 0"),
+    ("generate.seed=-1", r"generate.seed must be >= 0, got -1"),
 ])
 def test_bad_generate_settings_are_refused_with_the_key_named(override, message):
     with pytest.raises(ConfigError, match=message):
@@ -97,7 +98,9 @@ def test_the_local_conf_loads_with_the_new_fields_defaulted():
     assert conf.bad_row_share == 0.0 and conf.block_users == 1000 and conf.end_date > conf.start_date
 
 
-def test_a_negative_seed_is_refused_with_the_key_named():
-    conf = load_config(DEFAULT_CONF, ["generate.seed=-1"]).generate  # accepted by the config
+def test_settings_built_in_python_are_checked_before_drawing():
+    """The loader checks generate.*; a GenerateConf built in Python meets the same checks."""
     with pytest.raises(ConfigError, match=r"generate.seed must be >= 0, got -1"):
-        build_world(conf)
+        build_world(dataclasses.replace(CONF, seed=-1))
+    with pytest.raises(ConfigError, match=r"generate.items \(10\) must be >= generate.tags"):
+        build_world(dataclasses.replace(CONF, items=10))
