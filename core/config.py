@@ -510,12 +510,24 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
     if not sep or not key:
         raise ConfigError(f"--set expects key=value, got {item!r}")
     node = raw
-    parts = key.split(".")
+    parts = _override_path(key.split("."))
     for part in parts[:-1]:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"--set {key}: {part} is not a section")
     node[parts[-1]] = yaml.safe_load(value) if value != "" else ""
+
+
+def _override_path(parts: list[str]) -> list[str]:
+    """The sections and key a --set names: below a mapping setting (`spark.extra`) the rest of the
+    key is one entry, dots included (`spark.extra.spark.sql.shuffle.partitions`)."""
+    cls: Any = Config
+    for i, part in enumerate(parts[:-1]):
+        hint = typing.get_type_hints(cls).get(part) if dataclasses.is_dataclass(cls) else None
+        if typing.get_origin(hint) is dict:
+            return parts[:i + 1] + [".".join(parts[i + 1:])]
+        cls = hint
+    return parts
 
 
 def _build(cls: type, raw: Any, prefix: str) -> Any:

@@ -151,3 +151,13 @@ def test_normalised_paths():
     assert normalise_path("abfss://c@acct.dfs.core.windows.net/x") == "abfs://c@acct.dfs.core.windows.net/x"
     assert normalise_path("gs://bucket") == normalise_path("gs://bucket/") == "gs://bucket"
     assert normalise_path("data/raw") == str(Path.cwd() / "data" / "raw")
+
+
+def test_set_reaches_a_spark_option_whose_name_has_dots():
+    config = load_config(CONF_DIR / "local.yaml", ["spark.extra.spark.sql.shuffle.partitions=8",
+                                        "spark.extra.spark.executor.cores=2", "spark.master=local[1]"])
+    assert config.spark.extra == {**load_config(CONF_DIR / "local.yaml").spark.extra,
+                                  "spark.sql.shuffle.partitions": "8", "spark.executor.cores": "2"}
+    assert config.spark.master == "local[1]"
+    with pytest.raises(ConfigError, match="--set spark.master.x: master is not a section"):
+        load_config(CONF_DIR / "local.yaml", ["spark.master.x=1"])
