@@ -13,6 +13,7 @@ import posixpath
 import re
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -477,7 +478,7 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    raw = yaml.safe_load(path.read_text()) or {}
+    raw = yaml.load(path.read_text(), Loader=_TextKeepingLoader) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping, got {type(raw).__name__}")
     for item in overrides:
@@ -515,7 +516,38 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"--set {key}: {part} is not a section")
-    node[parts[-1]] = yaml.safe_load(value) if value != "" else ""
+    node[parts[-1]] = yaml.load(value, Loader=_TextKeepingLoader) if value != "" else ""
+
+
+@dataclass(frozen=True)
+class _Typed:
+    """An unquoted YAML scalar that YAML read as a number, boolean, null or date, with the text it
+    was written as: a string setting gets that text ("007", "1:30", "no"), not str() of the value."""
+
+    text: str
+    value: Any
+
+
+class _TextKeepingLoader(yaml.SafeLoader):
+    """yaml.SafeLoader whose typed plain scalars come back as `_Typed`."""
+
+
+def _keeping_text(construct: Callable[[yaml.SafeLoader, yaml.Node], Any]) -> Callable[..., _Typed]:
+    return lambda loader, node: _Typed(node.value, construct(loader, node))
+
+
+for _tag, _construct in (("int", yaml.SafeLoader.construct_yaml_int), ("float", yaml.SafeLoader.construct_yaml_float),
+                         ("bool", yaml.SafeLoader.construct_yaml_bool), ("null", yaml.SafeLoader.construct_yaml_null),
+                         ("timestamp", yaml.SafeLoader.construct_yaml_timestamp)):
+    _TextKeepingLoader.add_constructor(f"tag:yaml.org,2002:{_tag}", _keeping_text(_construct))
+
+
+def _value(raw: Any) -> Any:
+    return raw.value if isinstance(raw, _Typed) else raw
+
+
+def _text(raw: Any) -> str:
+    return raw.text if isinstance(raw, _Typed) else str(raw)
 
 
 def _override_path(parts: list[str]) -> list[str]:
@@ -531,6 +563,9 @@ def _override_path(parts: list[str]) -> list[str]:
 
 
 def _build(cls: type, raw: Any, prefix: str) -> Any:
+    raw = _value(raw)
+    if isinstance(raw, dict):
+        raw = {_text(k): v for k, v in raw.items()}
     if not isinstance(raw, dict):
         raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {raw!r}")
     hints = typing.get_type_hints(cls)
@@ -552,9 +587,14 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
         raise ConfigError(f"missing required key(s): {', '.join(prefix + m for m in missing)}") from exc
 
 
-def _convert(hint: Any, value: Any, key: str) -> Any:
+def _convert(hint: Any, raw: Any, key: str) -> Any:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
+    value = _value(raw)
+    if hint is str:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{key}={value!r} must be a string")
+        return "" if value is None else _text(raw)
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, key + ".")
     if origin is Literal:
@@ -564,12 +604,12 @@ def _convert(hint: Any, value: Any, key: str) -> Any:
     if origin in (types.UnionType, typing.Union):
         raise ConfigError(f"{key}: union types are not supported in config")
     if origin is tuple:
-        items = value if isinstance(value, (list, tuple)) else [value]
+        items = value if isinstance(value, (list, tuple)) else [raw]
         return tuple(_convert(args[0], v, f"{key}[{i}]") for i, v in enumerate(items))
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{key} must be a mapping, got {value!r}")
-        return {str(k): _convert(args[1], v, f"{key}.{k}") for k, v in value.items()}
+        return {_text(k): _convert(args[1], v, f"{key}.{_text(k)}") for k, v in value.items()}
     if hint is bool:
         if isinstance(value, bool):
             return value
@@ -582,10 +622,6 @@ def _convert(hint: Any, value: Any, key: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
             raise ConfigError(f"{key}={value!r} must be a number")  # NaN would pass every range check
         return float(value)
-    if hint is str:
-        if isinstance(value, (dict, list)):
-            raise ConfigError(f"{key}={value!r} must be a string")
-        return "" if value is None else str(value)
     if hint is dt.date:
         if isinstance(value, dt.date):
             return value

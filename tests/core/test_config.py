@@ -161,3 +161,22 @@ def test_set_reaches_a_spark_option_whose_name_has_dots():
     assert config.spark.master == "local[1]"
     with pytest.raises(ConfigError, match="--set spark.master.x: master is not a section"):
         load_config(CONF_DIR / "local.yaml", ["spark.master.x=1"])
+
+
+def test_string_settings_keep_the_text_they_were_written_as(tmp_path):
+    """YAML reads 007, 1:30, no and 1.10 as numbers or booleans; a string setting must get the text."""
+    overrides = ["score.model_version=0012", "score.exclude_tags=[007, 1:30, no, 1.10, '08']",
+                 "spark.extra.spark.executor.cores=02", "score.top_n=7"]
+    config = load_config(CONF_DIR / "local.yaml", overrides)
+    assert config.score.model_version == "0012"
+    assert config.score.exclude_tags == ("007", "1:30", "no", "1.10", "08")
+    assert config.spark.extra["spark.executor.cores"] == "02"
+    assert config.score.top_n == 7  # typed settings still get the typed value
+
+    text = (CONF_DIR / "local.yaml").read_text() + "\n"
+    written = tmp_path / "conf.yaml"
+    written.write_text(text.replace("score:\n", "score:\n  exclude_tags: [007, off]\n  model_version: 1.50\n", 1))
+    from_file = load_config(written)
+    assert (from_file.score.exclude_tags, from_file.score.model_version) == (("007", "off"), "1.50")
+    with pytest.raises(ConfigError, match=r"score.top_n='x' must be an integer"):
+        load_config(CONF_DIR / "local.yaml", ["score.top_n=x"])
