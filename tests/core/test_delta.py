@@ -9,6 +9,7 @@ from pyspark.sql import Row
 from pyspark.testing import assertDataFrameEqual
 
 from core import delta
+from tests.racing import at_once
 
 D1, D2 = dt.date(2026, 11, 1), dt.date(2026, 11, 2)
 
@@ -151,19 +152,12 @@ def _replace_day(uri: str, writer: int, rounds: int, start) -> list[str]:
 def test_two_processes_replacing_one_partition_never_leave_both_writers_rows(tmp_path):
     """Delta's optimistic concurrency without the nightly lock: after every race the partition holds
     exactly one commit's rows (one writer, one round, 3 rows), never a mix or a duplicate."""
-    import multiprocessing
-
     import pyarrow as pa
 
     uri = str(tmp_path / "t")
     delta.write_arrow(pa.table({"dt": pa.array(["2026-11-10"]), "writer": pa.array([-1]), "round": pa.array([-1]),
                                 "k": pa.array([0])}), uri, mode="overwrite", partition_by=["dt"])
-    context = multiprocessing.get_context("spawn")
-    with context.Manager() as manager:
-        start = manager.Barrier(2)
-        with context.Pool(2) as pool:
-            results = [pool.apply_async(_replace_day, (uri, w, 15, start)) for w in (0, 1)]
-            outcomes = [r.get(timeout=300) for r in results]
+    outcomes = at_once(_replace_day, [(uri, w, 15) for w in (0, 1)])
     live = delta.read_arrow(uri).to_pandas()
     assert sorted(live["k"]) == [0, 1, 2]
     assert live[["writer", "round"]].drop_duplicates().shape[0] == 1
@@ -228,16 +222,9 @@ def _increment(uri: str, writer: str, rounds: int, start) -> None:
 def test_two_processes_incrementing_one_counter_lose_no_update(tmp_path):
     """The lost update that a blind overwrite allows: with snapshots and retries every increment
     lands, one per version, each on top of the previous value."""
-    import multiprocessing
-
     uri = str(tmp_path / "counter")
     delta.write_arrow(_counter(0, "setup"), uri, mode="overwrite")
-    context = multiprocessing.get_context("spawn")
-    with context.Manager() as manager:
-        start = manager.Barrier(2)
-        with context.Pool(2) as pool:
-            for result in [pool.apply_async(_increment, (uri, w, 12, start)) for w in ("a", "b")]:
-                result.get(timeout=300)
+    at_once(_increment, [(uri, w, 12) for w in ("a", "b")])
     assert [delta.read_arrow(uri, version=v).column("value")[0].as_py() for v in range(25)] == list(range(25))
     writers = [delta.read_arrow(uri, version=v).column("writer")[0].as_py() for v in range(1, 25)]
     assert sorted(writers) == ["a"] * 12 + ["b"] * 12

@@ -5,6 +5,7 @@ import pytest
 from core import registry
 from core.config import Paths
 from core.registry import ModelRecord, ModelStatus
+from tests.racing import at_once
 
 T0 = dt.datetime(2026, 11, 1, 3, 0, tzinfo=dt.timezone.utc)
 
@@ -44,14 +45,7 @@ def _register_many(root: str, writer: str, count: int, start) -> None:
 def test_two_processes_registering_at_once_keep_every_model(tmp_path):
     """The registry is rewritten whole: without committing on top of the version read, one
     writer's rewrite would drop the rows the other added in between."""
-    import multiprocessing
-
-    context = multiprocessing.get_context("spawn")
-    with context.Manager() as manager:
-        start = manager.Barrier(2)
-        with context.Pool(2) as pool:
-            for result in [pool.apply_async(_register_many, (str(tmp_path), w, 8, start)) for w in ("a", "b")]:
-                result.get(timeout=300)
+    at_once(_register_many, [(str(tmp_path), w, 8) for w in ("a", "b")])
     paths = Paths(raw=str(tmp_path / "r"), warehouse=str(tmp_path / "w"), models=str(tmp_path / "m"))
     assert sorted(registry.list_models(paths), key=lambda r: r.model_version) == [
         _record(f"{w}{i}", ModelStatus.CANDIDATE, i) for w in ("a", "b") for i in range(8)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 from core import delta
 from core.config import Paths
 from core.tables import Warehouse, warehouse_uri
+from tests.racing import at_once
 from training import report
 
 
@@ -56,12 +57,5 @@ def _write_many(root: str, writer: str, count: int, start) -> None:
 def test_two_trainings_writing_at_once_keep_every_version(tmp_path):
     """The table is rewritten whole: without committing on top of the version read, one writer's
     rewrite would drop the rows the other added in between."""
-    import multiprocessing
-
-    context = multiprocessing.get_context("spawn")
-    with context.Manager() as manager:
-        start = manager.Barrier(2)
-        with context.Pool(2) as pool:
-            for result in [pool.apply_async(_write_many, (str(tmp_path), w, 12, start)) for w in ("a", "b")]:
-                result.get(timeout=300)
+    at_once(_write_many, [(str(tmp_path), w, 12) for w in ("a", "b")])
     assert _stored(_paths(tmp_path)) == _expected([(f"{w}{i}", 0.1 * (i + 1)) for w in ("a", "b") for i in range(12)])
