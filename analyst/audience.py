@@ -33,7 +33,7 @@ EXPORT_COLUMNS = ("user_id", "tag_id", "rank", "score", "matched_tags")
 
 
 class UnknownTagError(ValueError):
-    """A requested tag that neither the profiles of the date nor the tags table know."""
+    """A requested tag that neither the profiles nor the tags table of the date know."""
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,11 @@ def export_audience(engine: Engine, spec: AudienceSpec, output: str | Path,
 
 
 def check_tags(engine: Engine, spec: AudienceSpec, date: dt.date) -> None:
-    """The objective must have profiles on `date`; every tag must be known (profiles or tags table)."""
+    """The objective must have profiles on `date`; every tag must be known on `date` (its profiles or its tags).
+
+    A tag only the tags table of another date knows (a retired or not yet created tag) is unknown:
+    the profiles of `date` cannot hold it, so its audience would be empty without a word.
+    """
     day = render_literal(date, "date", engine.dialect)
     rows = engine.run(f"SELECT DISTINCT objective, tag_id FROM user_tag_profiles WHERE dt = {day}").to_pylist()
     objectives = sorted({r["objective"] for r in rows})
@@ -107,7 +111,7 @@ def check_tags(engine: Engine, spec: AudienceSpec, date: dt.date) -> None:
                          f"objectives: {', '.join(objectives) or 'none'}")
     known = {r["tag_id"] for r in rows}
     if any(t.name == "tags" for t in engine.tables):
-        known |= {r["tag_id"] for r in engine.run("SELECT DISTINCT tag_id FROM tags").to_pylist()}
+        known |= {r["tag_id"] for r in engine.run(f"SELECT DISTINCT tag_id FROM tags WHERE dt = {day}").to_pylist()}
     unknown = [t for t in spec.tags if t not in known]
     if unknown:
         hints = []

@@ -12,6 +12,9 @@ from analyst import audience as audience_module
 from analyst import output as output_module
 from analyst.audience import AudienceSpec, UnknownTagError, export_audience
 from analyst.catalog import UnpublishedDateError, published_dates
+from analyst.engine import DuckDBEngine, SparkEngine
+from core import delta
+from core.config import Paths
 
 CSV_TYPES = {"user_id": pa.string(), "tag_id": pa.string(), "rank": pa.int32(), "score": pa.float64(),
              "matched_tags": pa.int64()}
@@ -84,6 +87,34 @@ def test_unknown_tags_and_objectives_are_named(duck, warehouse, tmp_path):
     with pytest.raises(ValueError, match="must end with .csv or .parquet"):
         export_audience(duck, AudienceSpec(tags=("t1",)), tmp_path / "a.json", published)
     assert list(tmp_path.iterdir()) == []
+
+
+def _tags_by_date(days_tags) -> pa.Table:
+    rows = [(day, tag) for day, tags in days_tags.items() for tag in tags]
+    return pa.table({"dt": pa.array([d for d, _ in rows], pa.date32()), "tag_id": pa.array([t for _, t in rows])})
+
+
+def test_a_tag_only_another_date_knows_is_unknown(spark, warehouse, data, tmp_path):
+    # t7 was retired after D1, t8 is new on D2 and in nobody's profile yet.
+    paths = Paths(raw=str(tmp_path / "raw"), warehouse=str(tmp_path / "warehouse"), models=str(tmp_path / "models"))
+    profiles = delta.read_arrow(f"{warehouse.warehouse}/user_tag_profiles")
+    delta.write_arrow(profiles, f"{paths.warehouse}/user_tag_profiles", mode="overwrite", partition_by=["dt"])
+    catalogue = sorted(data.tags)
+    delta.write_arrow(_tags_by_date({data.D1: [*catalogue, "t7"], data.D2: [*catalogue, "t8"]}),
+                      f"{paths.warehouse}/tags", mode="overwrite", partition_by=["dt"])
+    for engine in (DuckDBEngine(paths), SparkEngine(spark, paths)):
+        try:
+            with pytest.raises(UnknownTagError, match=r"^unknown tag\(s\) on 2026-11-02: t7$"):
+                export_audience(engine, AudienceSpec(tags=("t1", "t7")), tmp_path / "a.csv")
+            assert not (tmp_path / "a.csv").exists()
+            on_d2 = export_audience(engine, AudienceSpec(tags=("t1", "t8")), tmp_path / "d2.csv")
+            assert on_d2.per_tag == expect_audience(data, data.D2, "ctr", ("t1", "t8"))[1]
+            on_d1 = export_audience(engine, AudienceSpec(tags=("t1", "t7"), date=data.D1), tmp_path / "d1.csv")
+            assert on_d1.per_tag == expect_audience(data, data.D1, "ctr", ("t1", "t7"))[1]
+            with pytest.raises(UnknownTagError, match=r"^unknown tag\(s\) on 2026-11-01: t8$"):
+                export_audience(engine, AudienceSpec(tags=("t8",), date=data.D1), tmp_path / "a.csv")
+        finally:
+            engine.close()
 
 
 @pytest.mark.parametrize("name,writer", [("audience.parquet", "pq.write_table"), ("audience.csv", "pcsv.write_csv")])
