@@ -33,6 +33,8 @@ def write_atomically(table: pa.Table, path: str | Path) -> Path:
     fmt = output_format(target)
     if target.is_dir():
         raise ValueError(f"output {str(target)!r} is a directory")
+    if fmt == "csv":
+        check_csv_columns(table, target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex}")
     try:
@@ -45,6 +47,14 @@ def write_atomically(table: pa.Table, path: str | Path) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     return target
+
+
+def check_csv_columns(table: pa.Table, path: str | Path) -> None:
+    """A CSV cell holds one value: refuse nested columns (lists, structs, maps) with a clear message."""
+    nested = [f"{f.name} ({f.type})" for f in table.schema if pa.types.is_nested(f.type)]
+    if nested:
+        raise ValueError(f"output {str(path)!r}: CSV cannot hold the nested column(s) {', '.join(nested)}; "
+                         "write a .parquet file instead")
 
 
 def format_table(table: pa.Table, max_rows: int = 100) -> str:

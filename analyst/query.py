@@ -144,7 +144,11 @@ def _run(config: Config, engine_name: EngineName, prepared: PreparedQuery, outpu
         print(f"{prog}: error: {str(exc).strip()}", file=sys.stderr)
         return 1
     if output:
-        path = write_atomically(result, output)
+        try:
+            path = write_atomically(result, output)
+        except ValueError as exc:  # a result the format cannot hold
+            print(f"{prog}: error: {exc}", file=sys.stderr)
+            return 2
         print(f"wrote {result.num_rows} rows to {path}")
     else:
         print(format_table(result, max_rows))

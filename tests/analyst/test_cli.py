@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
 import pytest
 
 from jobs import sql as sql_job
@@ -62,6 +63,23 @@ def test_sql_job_writes_csv_and_parquet(warehouse, data, no_spark, tmp_path, cap
     assert code == 0
     assert f"wrote 1 rows to {out}" in capsys.readouterr().out
     assert pcsv.read_csv(out).to_pylist() == [{"dt": data.D1, "n": sum(1 for r in data.rows if r[0] == data.D1)}]
+
+
+def test_a_nested_result_is_refused_for_csv_and_written_to_parquet(warehouse, data, no_spark, tmp_path, capsys):
+    query = ["--query", "SELECT user_id, list(tag_id ORDER BY rank) AS tags FROM user_tag_profiles "
+                        "WHERE dt = :date AND objective = 'ctr' GROUP BY user_id ORDER BY user_id"]
+    csv_out = tmp_path / "profiles.csv"
+    code = sql_job.main([*_overrides(warehouse), "--engine", "duckdb", *query, "--output", str(csv_out)])
+    assert code == 2
+    assert (f"error: output {str(csv_out)!r}: CSV cannot hold the nested column(s) tags (list<l: string>); "
+            "write a .parquet file instead") in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+    parquet_out = tmp_path / "profiles.parquet"
+    assert sql_job.main([*_overrides(warehouse), "--engine", "duckdb", *query, "--output", str(parquet_out)]) == 0
+    ranked = sorted((u, r, t) for d, u, o, r, t, _, _ in data.rows if d == data.D2 and o == "ctr")
+    expected = [{"user_id": user, "tags": [t for u, _, t in ranked if u == user]}
+                for user in sorted({u for u, _, _ in ranked})]
+    assert pq.read_table(parquet_out).to_pylist() == expected
 
 
 @pytest.mark.parametrize("args,code,message", [
