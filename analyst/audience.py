@@ -65,7 +65,7 @@ class AudienceSpec:
         if self.max_rank is not None:
             rules.append(f"rank <= {self.max_rank}")
         if self.min_score is not None:
-            rules.append(f"score >= {self.min_score:g}")
+            rules.append(f"score >= {self.min_score!r}")  # as given: :g would round it
         return f"audience of {date.isoformat()} ({', '.join(rules)})"
 
 

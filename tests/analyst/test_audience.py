@@ -154,3 +154,16 @@ def test_the_cli_prints_sizes_per_tag_without_spark(warehouse, data, tmp_path, m
                                  "--engine", "duckdb"])
     assert code == 2
     assert "no published profiles for 2026-10-01" in capsys.readouterr().err
+
+
+def test_the_cli_prints_the_score_threshold_it_applied(warehouse, data, tmp_path, capsys):
+    # 0.4500001 leaves out u2's t1 at 0.45: printed rounded ("score >= 0.45") it would seem to let it in.
+    overrides = [f"--set=paths.{k}={getattr(warehouse, k)}" for k in ("raw", "warehouse", "models")]
+    out = tmp_path / "a.csv"
+    code = audience_module.main([*overrides, "--tags", "t1", "--min-score", "0.4500001", "--output", str(out),
+                                 "--engine", "duckdb"])
+    rows, _ = expect_audience(data, data.D2, "ctr", ("t1",), min_score=0.4500001)
+    assert code == 0
+    assert "u2" not in [r["user_id"] for r in rows]
+    assert capsys.readouterr().out.splitlines()[0] == \
+        f"audience of 2026-11-02 (objective ctr, score >= 0.4500001): {len(rows)} users -> {out}"
