@@ -21,7 +21,7 @@ import posixpath
 import time
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Literal, Sequence, TypeVar
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Literal, Mapping, Sequence, TypeVar
 from urllib.parse import unquote
 
 import pyarrow as pa
@@ -384,17 +384,25 @@ def arrow_filesystem(uri: str, relative_paths: Sequence[str] = ()) -> tuple["paf
     return filesystem, root, paths
 
 
-def read_arrow(uri: str, version: int | None = None, columns: Sequence[str] | None = None) -> pa.Table:
+def read_arrow(uri: str, version: int | None = None, columns: Sequence[str] | None = None, *,
+               partition: Mapping[str, object] | None = None) -> pa.Table:
     """Read a (small) table on the driver with pyarrow; partitioned tables included.
 
-    For metadata-sized tables (vocabularies, model lists, run logs), never for data tables.
+    For metadata-sized tables (vocabularies, model lists, run logs, one day of tags), never for
+    data tables. `partition` ({column: value}, e.g. {"dt": date}) reads only the files of that
+    partition, chosen from the Delta log: the other partitions' files are never opened.
     """
     import pyarrow.dataset as ds
 
     table = open_table(uri, version)
     schema = pa.schema(table.schema().to_arrow())
     partition_cols = table.metadata().partition_columns
-    relative = table.get_add_actions(flatten=True).column("path").to_pylist()
+    adds = pa.table(table.get_add_actions(flatten=True))
+    for column, value in (partition or {}).items():
+        if column not in partition_cols:
+            raise ValueError(f"{uri}: {column!r} is not a partition column (those are {partition_cols})")
+        adds = adds.filter(_in_partition(adds[f"partition.{column}"], _partition_value(value)))
+    relative = adds.column("path").to_pylist()
     if not relative:
         empty = schema.empty_table()
         return empty.select(list(columns)) if columns else empty
@@ -404,6 +412,13 @@ def read_arrow(uri: str, version: int | None = None, columns: Sequence[str] | No
     dataset = ds.dataset(files, format="parquet", partitioning=partitioning, filesystem=filesystem,
                          partition_base_dir=root, schema=schema)
     return dataset.to_table(columns=list(columns) if columns else None)
+
+
+def _in_partition(values: pa.ChunkedArray, wanted: str | None) -> pa.ChunkedArray:
+    """Which add actions hold partition value `wanted` (None: the null partition)."""
+    if wanted is None:
+        return pc.is_null(values)
+    return pc.fill_null(pc.equal(values.cast(pa.string()), wanted), False)
 
 
 def partition_values(uri: str, column: str = "dt", version: int | None = None) -> list[str]:

@@ -137,12 +137,12 @@ def read_tags(paths: Paths, date: dt.date) -> pa.Table:
     files of that date only (the table gains a partition a day).
     """
     uri = warehouse_uri(paths, Warehouse.TAGS)
-    if date.isoformat() not in delta.partition_values(uri):
-        raise ScoringInputError(f"no tags for dt={date.isoformat()} in {uri}")
-    tags = _read_partition(uri, date, ["tag_id", "tag_index", "category_id"])
+    if not delta.table_exists(uri):
+        raise ScoringInputError(f"no tags for dt={date.isoformat()}: there is no tags table at {uri}")
+    tags = delta.read_arrow(uri, columns=["tag_id", "tag_index", "category_id"], partition={"dt": date})
     tags = tags.cast(pa.schema([("tag_id", pa.string()), ("tag_index", pa.int32()), ("category_id", pa.int32())]))
     if tags.num_rows == 0:
-        raise ScoringInputError(f"the tags table has no rows for dt={date.isoformat()}")
+        raise ScoringInputError(f"no tags for dt={date.isoformat()} in {uri}")
     for column in ("tag_id", "tag_index"):
         if tags[column].null_count or pc.count_distinct(tags[column]).as_py() != tags.num_rows:
             raise ScoringInputError(f"tags for dt={date.isoformat()}: {column} must be unique and not null")
@@ -150,19 +150,6 @@ def read_tags(paths: Paths, date: dt.date) -> pa.Table:
         raise ScoringInputError(f"tags for dt={date.isoformat()}: tag_index must be >= {FIRST_REAL_ID} "
                                 f"(0 is missing, 1 unknown)")
     return tags.sort_by("tag_index")
-
-
-def _read_partition(uri: str, date: dt.date, columns: list[str]) -> pa.Table:
-    """`columns` of the rows of dt = `date` of the Delta table at `uri`, read from that date's files."""
-    import pyarrow.dataset as ds
-
-    table = delta.open_table(uri)
-    adds = pa.table(table.get_add_actions(flatten=True))
-    adds = adds.filter(pc.equal(adds["partition.dt"].cast(pa.string()), date.isoformat()))
-    filesystem, _, files = delta.arrow_filesystem(table.table_uri, adds["path"].to_pylist())
-    schema = pa.schema(table.schema().to_arrow())
-    return ds.dataset(files, format="parquet", filesystem=filesystem,
-                      schema=pa.schema([schema.field(c) for c in columns])).to_table()
 
 
 def split_tags(tags: pa.Table, num_tags: int) -> TagSet:

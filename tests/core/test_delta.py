@@ -383,3 +383,23 @@ def test_replacing_a_partition_keeps_the_other_partitions_columns(spark, tmp_pat
                           mode="overwrite", partition_by=["dt"], replace_partitions=[D1.isoformat()])
     assert delta.table_version(uri) == 1
     assertDataFrameEqual(delta.read_table(spark, uri), expected)
+
+
+def test_read_arrow_of_one_partition_opens_that_partitions_files_only(tmp_path):
+    import pyarrow as pa
+
+    uri = str(tmp_path / "t")
+    rows = pa.table({"dt": pa.array([D1, D2, D1], pa.date32()), "k": ["a", "b", "c"], "v": [1, 2, 3]})
+    delta.write_arrow(rows, uri, mode="overwrite", partition_by=["dt"])
+    # Spoil the other day's files: reading D1 must not even open them.
+    for name in os.listdir(tmp_path / "t" / f"dt={D2.isoformat()}"):
+        (tmp_path / "t" / f"dt={D2.isoformat()}" / name).write_bytes(b"not parquet")
+    expected_d1 = [{"dt": D1, "k": "a", "v": 1}, {"dt": D1, "k": "c", "v": 3}]
+    for value in (D1, D1.isoformat()):
+        got = delta.read_arrow(uri, partition={"dt": value})
+        assert sorted(got.to_pylist(), key=lambda r: r["k"]) == expected_d1
+    assert sorted(delta.read_arrow(uri, columns=["k"], partition={"dt": D1}).column("k").to_pylist()) == ["a", "c"]
+    empty = delta.read_arrow(uri, columns=["k", "v"], partition={"dt": dt.date(2020, 1, 1)})
+    assert empty.num_rows == 0 and empty.schema.names == ["k", "v"]
+    with pytest.raises(ValueError, match="'k' is not a partition column"):
+        delta.read_arrow(uri, partition={"k": "a"})

@@ -5,9 +5,10 @@ import glob
 import os
 
 import pyarrow as pa
+import pytest
 
 from core.tables import Warehouse
-from scoring.inputs import read_tags
+from scoring.inputs import ScoringInputError, read_tags
 from tests.scoring.warehouse import D1, D2, make_tags
 
 
@@ -31,3 +32,11 @@ def test_read_tags_reads_the_files_of_its_date_only(world):
     for path in other_day:
         os.remove(path)
     assert read_tags(world.paths, D1).equals(_expected(d1))
+
+
+def test_read_tags_names_the_date_it_has_no_tags_for(world):
+    with pytest.raises(ScoringInputError, match=f"no tags for dt={D1.isoformat()}: there is no tags table at "):
+        read_tags(world.paths, D1)
+    world.write_tags(D1, make_tags())
+    with pytest.raises(ScoringInputError, match=f"no tags for dt={D2.isoformat()} in "):
+        read_tags(world.paths, D2)
