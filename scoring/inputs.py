@@ -119,14 +119,18 @@ def missing_any(model_fields: Sequence[FieldSpec]) -> Column:
 
 
 def unknown_any(model_fields: Sequence[FieldSpec]) -> Column:
-    """True for a user with an id the model has not seen (>= its vocab_size): scored as 1, unknown."""
+    """True for a user with an id the model has not seen (>= its vocab_size): scored as 1, unknown.
+
+    A multi field's id counts only with a weight > 0: at weight 0 it does not reach the score.
+    """
     checks = []
     for spec in model_fields:
         ids = F.col(spec.name)
         if spec.kind == "single":
             checks.append(F.coalesce(ids >= spec.vocab_size, F.lit(False)))
         else:
-            checks.append(F.coalesce(F.exists(ids, lambda i: i >= spec.vocab_size), F.lit(False)))
+            unknown = F.zip_with(ids, F.col(weights_key(spec.name)), lambda i, w: (i >= spec.vocab_size) & (w > 0))
+            checks.append(F.coalesce(F.exists(unknown, lambda u: u), F.lit(False)))
     return _any(checks)
 
 

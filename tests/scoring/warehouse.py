@@ -68,6 +68,9 @@ def make_users(count: int, seed: int) -> list[dict]:
         })
     users[0].update(age=None, clicked_tags=None, clicked_tags_weights=None)
     users[1].update(interests=[], interests_weights=[])
+    # Every id known to the model but one newer than it, at weight 0: it does not count as unknown.
+    users[2].update(age=2, city=3, clicked_tags=[2], clicked_tags_weights=[1.0],
+                    interests=[3, 8], interests_weights=[1.0, 0.0])
     return users
 
 
@@ -89,8 +92,15 @@ def is_missing(user: dict) -> bool:
 
 
 def has_unknown(user: dict) -> bool:
-    return any(any(i >= f.vocab_size for i in ([user[f.name]] if f.kind == "single" else user[f.name] or [])
-                   if i is not None) for f in MODEL_FIELDS)
+    """An id at or past the model's vocabulary that reaches the score (a multi field's at weight > 0)."""
+    for f in MODEL_FIELDS:
+        if f.kind == "single":
+            values = [(user[f.name], 1.0)]
+        else:
+            values = zip(user[f.name] or [], user[f.name + "_weights"] or [])
+        if any(i is not None and i >= f.vocab_size and w > 0 for i, w in values):
+            return True
+    return False
 
 
 def reference_probabilities(model, users: list[dict], tags: list[dict]) -> dict[str, np.ndarray]:
