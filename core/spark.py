@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import TypeVar
 
 from pyspark.sql import SparkSession
 
 from core.config import SparkConf
+
+E = TypeVar("E", bound=Exception)
 
 
 def prepare_environment() -> None:
@@ -48,3 +51,21 @@ def spark_session(conf: SparkConf) -> SparkSession:
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     return spark
+
+
+def raised_on_executor(exc: Exception, error: type[E]) -> E | None:
+    """The `error` an executor's Python code raised, rebuilt from the Spark exception that carries it.
+
+    Spark hands the driver a PythonException holding the worker's traceback as text; a job that
+    raises its own error on an executor gets it back here, to report in one line. None when
+    `exc` did not come from an `error` raised in a Python worker.
+    """
+    from pyspark.errors import PythonException
+
+    if not isinstance(exc, PythonException):
+        return None
+    prefix = f"{error.__module__}.{error.__qualname__}: "
+    for line in str(exc).splitlines():
+        if line.startswith(prefix):
+            return error(line[len(prefix):])
+    return None

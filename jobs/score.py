@@ -27,7 +27,7 @@ from pyspark.sql import functions as F
 from core import delta, registry
 from core.cli import job_parser, parse_job_args
 from core.config import Config
-from core.spark import spark_session
+from core.spark import raised_on_executor, spark_session
 from core.tables import Warehouse, warehouse_uri
 from features.examples import model_inputs
 from mvke.artifact import load_model
@@ -36,6 +36,7 @@ from scoring import inputs
 from scoring.executor import PROFILE_SCHEMA, USER_VECTOR_SCHEMA, ScanTask, score_users, user_vectors
 from scoring.scan import ScanPlan, scan_plan
 from scoring.tag_index import ensure_tag_index, probe_sides, scan_tags
+from scoring.topn import UndefinedScoreError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,6 +80,11 @@ def run(spark: SparkSession, config: Config, date: dt.date, *, output_uri: str |
                                                            replace_partitions=[date.isoformat()],
                                                            commit_info=commit_info),
                     "tag_index": index.table_version}
+    except Exception as exc:  # a NaN score is found on an executor: say which model and user, in one line
+        undefined = raised_on_executor(exc, UndefinedScoreError)
+        if undefined is None:
+            raise
+        raise undefined from None
     finally:
         broadcast.destroy()
     if conf.write_user_vectors:

@@ -24,6 +24,7 @@ from torch import Tensor
 from mvke.base import ProfileModel
 from mvke.fields import FieldSpec, weights_key
 from scoring.scan import ScanPlan, Selection, scan_block
+from scoring.topn import UndefinedScoreError
 
 PROFILE_SCHEMA = T.StructType([
     T.StructField("dt", T.DateType()),
@@ -71,7 +72,11 @@ def score_users(batches: Iterator[pa.RecordBatch], *, task: ScanTask, tags: Broa
     for block in user_blocks(batches, task.block_size):
         with torch.inference_mode():
             inputs = tensor_batch(block, model.spec.fields)
-            selections = scan_block(block_user_vectors(model, inputs), model.user_mask(inputs), scan, task.plan)
+            vecs = block_user_vectors(model, inputs)
+            try:
+                selections = scan_block(vecs, model.user_mask(inputs), scan, task.plan)
+            except UndefinedScoreError:
+                raise UndefinedScoreError(_undefined_score(vecs, block["user_id"], task.model_version)) from None
         yield profile_batch(block["user_id"], selections, tag_ids, task, schema)
 
 
@@ -95,6 +100,15 @@ def user_vectors(batches: Iterator[pa.RecordBatch], *, task: ScanTask) -> Iterat
             _lists(pa.array(vecs.reshape(-1).numpy(), pa.float32()), batch, num_vectors * dim),
             _lists(pa.array(mask.reshape(-1).numpy(), pa.bool_()), batch, num_vectors),
         ], schema=schema)
+
+
+def _undefined_score(vecs: Tensor, user_ids: pa.ChunkedArray, model_version: str) -> str:
+    """Who a NaN score belongs to: the first user whose vectors hold one, else the tag side."""
+    broken = torch.isnan(vecs).flatten(1).any(dim=1).nonzero().flatten()
+    if broken.numel() == 0:
+        return f"model {model_version} gives NaN scores, with no NaN in any user vector: its tag vectors hold NaN"
+    return (f"model {model_version} gives NaN scores to {broken.numel()} of {len(user_ids)} users of a block, "
+            f"e.g. user {user_ids[int(broken[0])].as_py()}: the model's weights or these users' features are broken")
 
 
 def block_user_vectors(model: ProfileModel, inputs: Mapping[str, Tensor]) -> Tensor:

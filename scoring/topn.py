@@ -25,11 +25,15 @@ import torch
 from torch import Tensor
 
 
+class UndefinedScoreError(ValueError):
+    """A NaN among the scores: the model is broken, and a ranking is undefined."""
+
+
 def top_n(scores: Tensor, n: int) -> tuple[Tensor, Tensor]:
     """scores [B, T] float32 -> values [B, min(n, T)], cols [B, min(n, T)] int64.
 
-    Descending by value, ties by lowest column. A NaN score is a ValueError (a broken model:
-    it has no place in a ranking).
+    Descending by value, ties by lowest column. A NaN score is an UndefinedScoreError (a broken
+    model: it has no place in a ranking).
     """
     scores = scores.detach().contiguous()
     if scores.dtype != torch.float32:
@@ -44,7 +48,7 @@ def top_n(scores: Tensor, n: int) -> tuple[Tensor, Tensor]:
     floor = scores.as_strided((batch, keep, group), (num_cols, group, 1)).amax(dim=2).amin(dim=1)  # [B]
     bad_row = _top_rows(scores.numpy(), floor.numpy(), values, cols)
     if bad_row >= 0:
-        raise ValueError(f"scores of row {bad_row} contain NaN: the model produced an undefined score")
+        raise UndefinedScoreError(f"scores of row {bad_row} contain NaN: the model produced an undefined score")
     return torch.from_numpy(values), torch.from_numpy(cols)
 
 

@@ -1,8 +1,11 @@
 """Every refusal is a clear error raised before anything is written."""
 from __future__ import annotations
 
+import re
+
 import pyarrow as pa
 import pytest
+import torch
 
 from core import delta
 from core.config import ConfigError
@@ -11,6 +14,7 @@ from core.tables import Warehouse
 from jobs.score import run
 from scoring.inputs import ScoringInputError, read_tags, split_tags
 from scoring.tag_index import ensure_tag_index
+from scoring.topn import UndefinedScoreError
 from tests.scoring.warehouse import D1, D2, NUM_TAGS, TABLE_FIELDS, make_tags, make_users
 
 WRITTEN = (Warehouse.USER_TAG_PROFILES, Warehouse.TAG_INDEX, Warehouse.USER_VECTORS)
@@ -109,3 +113,23 @@ def test_a_tag_vocabulary_rebuilt_since_the_tag_index_was_written_is_refused(spa
     _refused(spark, world, world.config(), D2, ScoringInputError,
              r"tag encoding changed since tag_index was written for model v1 \(2 tags, e.g. t04: 4 -> 3, t03: 3 -> 4\)")
     assert delta.table_version(world.uri(Warehouse.USER_TAG_PROFILES)) is None
+
+
+def _nan_embedding(model, field: str, ids: list[int]) -> None:
+    with torch.no_grad():
+        getattr(model.field_embedding.tables, field).weight[ids] = float("nan")
+
+
+def test_a_model_giving_nan_scores_is_named_with_a_user_in_one_line_and_writes_nothing(spark, world):
+    # The NaN is found on an executor; the driver must still say in one line what is broken.
+    users = make_users(6, seed=1)
+    for i, user in enumerate(users):
+        user["city"] = 5 if i in (2, 4) else 3
+    world.publish("v1", tamper=lambda model: _nan_embedding(model, "city", [5]))
+    world.day(D1, users, make_tags())
+    with pytest.raises(UndefinedScoreError) as caught:
+        run(spark, world.config(block_size=4), D1)
+    assert re.fullmatch(r"model v1 gives NaN scores to [12] of [1-4] users of a block, e\.g\. user u1_0[24]: "
+                        r"the model's weights or these users' features are broken", str(caught.value))
+    assert _versions(world) == {Warehouse.USER_TAG_PROFILES: None, Warehouse.TAG_INDEX: 0,
+                                Warehouse.USER_VECTORS: None}

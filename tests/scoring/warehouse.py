@@ -159,9 +159,13 @@ class World:
     def uri(self, table: Warehouse) -> str:
         return warehouse_uri(self.paths, table)
 
-    def publish(self, version: str, case: str = "mvke", status=registry.ModelStatus.PUBLISHED, minute: int = 0):
+    def publish(self, version: str, case: str = "mvke", status=registry.ModelStatus.PUBLISHED, minute: int = 0,
+                tamper=None):
+        """Register a fresh model; `tamper(model)` may change its weights before it is saved."""
         conf = model_conf(case)
         model = build_model(conf, MODEL_FIELDS, NUM_TAGS, NUM_CATEGORIES).eval()
+        if tamper is not None:
+            tamper(model)
         path = registry.model_dir(self.paths, version)
         save_model(model, conf, MODEL_FIELDS, NUM_TAGS, NUM_CATEGORIES, path)
         registry.register(self.paths, registry.ModelRecord(version, D1, status, T0 + dt.timedelta(minutes=minute),
