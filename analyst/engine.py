@@ -77,10 +77,24 @@ class DuckDBEngine:
 
     def run(self, sql: str) -> pa.Table:
         check_read_only(sql, self.dialect)
-        return self.connection.execute(sql).arrow()
+        return integer_sums(self.connection.execute(sql).arrow())
 
     def close(self) -> None:
         self.connection.close()
+
+
+def integer_sums(table: pa.Table) -> pa.Table:
+    """DuckDB's SUM of integers is a HUGEINT, which reaches Arrow as decimal128(38, 0); Spark's is
+    a bigint. Such columns become int64, so a file written from either engine has the same types;
+    a column whose values do not fit int64 stays decimal."""
+    for i, field in enumerate(table.schema):
+        if pa.types.is_decimal128(field.type) and (field.type.precision, field.type.scale) == (38, 0):
+            try:
+                column = table.column(i).cast(pa.int64())
+            except pa.ArrowInvalid:  # past int64: keep every digit
+                continue
+            table = table.set_column(i, field.with_type(pa.int64()), column)
+    return table
 
 
 @contextmanager

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import itertools
 
+import pyarrow as pa
 import pytest
 
 from analyst.queries import list_queries, load_query
@@ -152,3 +153,20 @@ def test_named_query_on_spark(case, spark_engine, warehouse, data):
     name, params, expect = CASES[case]
     prepared = prepare(warehouse, "spark", name=name, params=params)
     assert spark_engine.run(prepared.sql).to_pylist() == expect(data)
+
+
+def test_sums_of_integers_come_back_as_int64_from_both_engines(duck, spark_engine, data):
+    # DuckDB sums integers into a HUGEINT (decimal128(38, 0) in Arrow); Spark into a bigint. An
+    # analyst's parquet file must not change type with the engine.
+    sql = ("SELECT objective, COUNT(*) AS n, SUM(rank) AS rank_sum, SUM(score) AS score_sum "
+           "FROM user_tag_profiles GROUP BY objective ORDER BY objective")
+    expected = []
+    for objective in sorted({row[2] for row in data.rows}):
+        rows = [row for row in data.rows if row[2] == objective]
+        expected.append({"objective": objective, "n": len(rows), "rank_sum": sum(r[3] for r in rows),
+                         "score_sum": pytest.approx(sum(r[5] for r in rows))})
+    for engine in (duck, spark_engine):
+        result = engine.run(sql)
+        assert [(f.name, f.type) for f in result.schema] == [
+            ("objective", pa.string()), ("n", pa.int64()), ("rank_sum", pa.int64()), ("score_sum", pa.float64())]
+        assert result.to_pylist() == expected
