@@ -54,9 +54,20 @@ def build_parser(prog: str, default_engine: EngineName) -> argparse.ArgumentPars
     parser.add_argument("--engine", choices=ENGINES, default=default_engine,
                         help=f"duckdb: no Spark at all; spark: a Spark session (default {default_engine})")
     parser.add_argument("--output", help="write the result to this .csv or .parquet file instead of printing it")
-    parser.add_argument("--max-rows", type=int, default=100, help="rows to print (default 100)")
+    parser.add_argument("--max-rows", type=_row_count, default=100, help="rows to print (default 100)")
     parser.add_argument("--show-sql", action="store_true", help="print the SQL that runs (to stderr)")
     return parser
+
+
+def _row_count(value: str) -> int:
+    """--max-rows: a whole number >= 0 (0 prints the row count alone)."""
+    try:
+        rows = int(value)
+    except ValueError:
+        rows = -1
+    if rows < 0:
+        raise argparse.ArgumentTypeError(f"not a row count (a whole number >= 0): {value!r}")
+    return rows
 
 
 def prepare(paths: Paths, dialect: Dialect, *, query: str | None = None, name: str | None = None,

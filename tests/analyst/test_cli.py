@@ -96,6 +96,23 @@ def test_errors_exit_non_zero_with_a_message(warehouse, no_spark, capsys, args, 
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("value", ["-1", "ten", "2.5"])
+def test_max_rows_must_be_a_row_count(warehouse, no_spark, capsys, value):
+    with pytest.raises(SystemExit) as stopped:
+        sql_job.main([*_overrides(warehouse), "--engine", "duckdb", "--query", "SELECT 1", "--max-rows", value])
+    assert stopped.value.code == 2
+    assert f"argument --max-rows: not a row count (a whole number >= 0): {value!r}" in capsys.readouterr().err
+
+
+def test_max_rows_0_prints_the_row_count_alone(warehouse, data, no_spark, capsys):
+    code = sql_job.main([*_overrides(warehouse), "--engine", "duckdb", "--max-rows", "0",
+                         "--query", "SELECT tag_id FROM tags WHERE dt = :date ORDER BY tag_id"])
+    assert code == 0
+    count = len(data.tags)
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last == f"({count} rows; {count} more not shown, use --output or --max-rows)"
+
+
 def test_list_shows_every_named_query(capsys):
     assert sql_job.main(["--list"]) == 0
     out = capsys.readouterr().out
