@@ -52,9 +52,6 @@ def user_snapshots(
     attribute_names = [f.name for f in fields if f.source.startswith("users.")]
     every_date = F.explode(F.array(*[F.lit(d) for d in sorted(dates)])).alias("dt")
     list_names = [f.name for f in fields if f.kind == "multi"]
-    lists = entries.groupBy("dt", "user_id").agg(  # collect_list skips the nulls of other fields
-        *[F.collect_list(F.when(F.col("field") == name, F.col("entry"))).alias(name) for name in list_names]
-    )
 
     def row(df: DataFrame, first: list[Column], **given: Column) -> DataFrame:
         nulls = {**{a: F.lit(None).cast("int") for a in attribute_names},
@@ -66,8 +63,12 @@ def user_snapshots(
     union = (
         row(attributes, [every_date, F.col("user_id")], **{a: F.col(a) for a in attribute_names})
         .unionByName(row(activity, keys, **{c: F.col(c) for c in ACTIVITY_COUNTS}))
-        .unionByName(row(lists, keys, **{name: F.col(name) for name in list_names}))
     )
+    if list_names:  # a field list without multi fields has no lists (and agg needs a column)
+        lists = entries.groupBy("dt", "user_id").agg(  # collect_list skips the nulls of other fields
+            *[F.collect_list(F.when(F.col("field") == name, F.col("entry"))).alias(name) for name in list_names]
+        )
+        union = union.unionByName(row(lists, keys, **{name: F.col(name) for name in list_names}))
     reduced = union.groupBy("dt", "user_id").agg(  # at most one non-null value per column and key
         *[F.max(a).alias(a) for a in attribute_names],
         *[F.coalesce(F.max(c), F.lit(0)).alias(c) for c in ACTIVITY_COUNTS],

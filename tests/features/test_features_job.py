@@ -319,3 +319,21 @@ def test_vocabulary_keeps_every_id_and_appends_new_values_after_the_max(spark, n
                            and (r.tag_id, r.tag_index, r.category_id) in catalogue for r in sampled)
     per_user = [r.user_id for r in sampled]
     assert set(per_user) <= {u for u, _ in labelled} and max(per_user.count(u) for u in per_user) <= 2
+
+
+# ---- which fields exist ------------------------------------------------------------------------
+
+def test_a_field_list_without_list_fields_publishes_the_single_fields(spark, tmp_path):
+    """features.behaviour_fields may leave out every multi field (here: only the counts), or be
+    empty: the snapshots then hold the attributes and the fields asked for, nothing else."""
+    world = World()
+    world.write(str(tmp_path / "raw"))
+    for behaviour in (("impressions", "clicks"), ()):
+        features = dataclasses.replace(scenario.CONF, behaviour_fields=behaviour)
+        config = scenario.config(str(tmp_path / "-".join(behaviour)), str(tmp_path / "raw"), features=features)
+        night = snapshot(spark, config, run(spark, config, [D1, D2], run_id="singles", as_of=AS_OF))
+        columns = ["dt", "user_id", *sorted(("age", "gender", "score", "vip", *behaviour))]
+        expected = spark.createDataFrame(world.user_features([D1, D2], world.first_vocabulary(D1)),
+                                         scenario.user_features_schema()).select(*columns)
+        assertDataFrameEqual(night.tables["user_features"], expected)
+        assert [r["name"] for r in night.tables["fields"].orderBy("name").collect()] == columns[2:]
