@@ -16,6 +16,7 @@ from core import delta
 from core.config import BEHAVIOUR_FIELDS, FeaturesConf
 from core.contract import ContractError, UserAttributes
 from features import vocabulary as vocab
+from features.samples import SAMPLE_COLUMNS
 
 if TYPE_CHECKING:
     from mvke.fields import FieldSpec
@@ -28,7 +29,8 @@ FIELDS_SCHEMA = pa.schema([("name", pa.string()), ("kind", pa.string()), ("encod
 # package; tests check these copies against it).
 WEIGHTS_SUFFIX = "_weights"
 MODEL_KEYS = ("tag", "tag_category", "click", "conversion")
-RESERVED_NAMES = ("dt", "user_id", vocab.TAG, vocab.CATEGORY, *MODEL_KEYS)
+# training_examples puts every field beside the samples' columns, so those are taken too.
+RESERVED_NAMES = tuple(dict.fromkeys((*SAMPLE_COLUMNS, vocab.TAG, vocab.CATEGORY, *MODEL_KEYS)))
 
 
 @dataclass(frozen=True)

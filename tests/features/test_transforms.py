@@ -6,6 +6,7 @@ import datetime as dt
 import json
 
 import pytest
+from pyspark.errors import AnalysisException
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
@@ -151,6 +152,18 @@ def test_attribute_names_must_not_clash_with_feature_or_batch_names():
     fields = schema.define_fields(UserAttributes(categorical=("city",), numeric=("age",)), conf)
     assert [f.name for f in fields] == sorted(["city", "age", *conf.behaviour_fields])
 
+
+
+@pytest.mark.parametrize("name", ["source", "tag_id", "tag_index", "category_id"])
+def test_attribute_names_must_not_clash_with_the_sample_columns_examples_carry(spark, name):
+    """training_examples puts a snapshot's fields beside the samples' columns: an attribute named
+    like one would make the examples' columns ambiguous, failing training after the job published."""
+    snapshots = spark.createDataFrame([(X, "u1", 2)], f"dt date, user_id string, {name} int")
+    samples = spark.createDataFrame([(X, "u1", "t1", 2, 2, 1, 0, "impression")], SAMPLES)
+    with pytest.raises(AnalysisException, match="AMBIGUOUS_REFERENCE"):
+        training_examples(samples, snapshots, [(name, "single", 3)], 3)
+    with pytest.raises(ContractError, match=rf"\['{name}'\] clash"):
+        schema.define_fields(UserAttributes(categorical=(name, "city"), numeric=()), FeaturesConf())
 
 def test_the_schema_module_mirrors_the_model_contract():
     from mvke import fields as model_fields
