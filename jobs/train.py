@@ -24,6 +24,7 @@ from pyspark.sql import functions as F
 from core.cli import job_parser, parse_job_args
 from core.config import Config, ConfigError
 from core.registry import ModelStatus
+from mvke.builder import check_conf_fits, check_fields
 from training import artifact, publish, report
 from training.checkpoint import remove_checkpoints, resumable_epoch
 from training.data import model_columns, petastorm_converters
@@ -52,6 +53,7 @@ def run(spark: SparkSession, config: Config, date: dt.date, *, fault: FaultInjec
     check_publish_objectives(config)
     backfilled = ensure_window(spark, config, window_days(date, config.train.window_days))
     inputs = read_inputs(spark, config, date)
+    check_model_fits(config, inputs)
     version = artifact.model_version(config.model.name, date, version_fingerprint(config, date, inputs))
     staging = artifact.staging_dir(config.paths, version)
     shutil.rmtree(staging, ignore_errors=True)
@@ -82,6 +84,13 @@ def check_publish_objectives(config: Config) -> None:
     if unknown:
         raise ConfigError(f"train.publish_if.min_auc_by_objective names {unknown}; "
                           f"valid: {list(config.model.objectives)}")
+
+
+def check_model_fits(config: Config, inputs: TrainingInputs) -> None:
+    """The builder's checks of the model conf against the fields table and vocabulary sizes, on the driver:
+    failing first in every Horovod rank, a misfit surfaced as a worker failure to rerun and resume."""
+    check_fields(inputs.fields)
+    check_conf_fits(config.model, inputs.fields, inputs.num_tags, inputs.num_categories)
 
 
 def horovod_nics(nics: tuple[str, ...], master: str) -> tuple[str, ...]:

@@ -203,6 +203,21 @@ def test_vocabulary_mismatch_fails_before_training(spark, tmp_path):
     assert_nothing_published(config)
 
 
+@pytest.mark.parametrize("model, message", [
+    ({"tag_fields": ("interests",)}, r"model.tag_fields: 'interests' is not a feature field; "
+                                      r"fields: \['city', 'clicked_tags'\]"),
+    ({"name": "mind", "sequence_field": "city"}, r"model.sequence_field='city' must be a multi-valued field"),
+])
+def test_a_model_conf_that_does_not_fit_the_fields_fails_before_any_worker_starts(spark, config, model, message):
+    """The builder's checks run on the driver against the fields table, not first in every Horovod rank,
+    where they surfaced as a WorkerFailedError saying 'rerun the same command to resume'."""
+    config = dataclasses.replace(config, model=dataclasses.replace(config.model, **model))
+    with pytest.raises(ValueError, match=message):
+        train.run(spark, config, RUN_DATE)
+    assert_nothing_published(config)
+    assert not artifact_leftovers(config)  # no checkpoint folder, no Petastorm cache
+
+
 def test_empty_window_names_the_days(spark, config):
     with pytest.raises(EmptyWindowError, match="2026-11-28, 2026-11-29, 2026-11-30"):
         train.run(spark, config, dt.date(2026, 12, 1))
