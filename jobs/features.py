@@ -110,9 +110,7 @@ def run(
     dates = tuple(sorted(set(dates)))
     if not dates:
         raise ValueError("run needs at least one date")
-    as_of = as_of or dt.datetime.now(dt.timezone.utc).date()
-    if as_of < dates[-1] - DAY:
-        raise ValueError(f"as_of {as_of} is before the last run date {dates[-1]}: that night has not happened yet")
+    as_of = checked_as_of(dates, as_of)
     run_id = run_id or f"features-{dates[-1]}-{uuid.uuid4().hex[:12]}"
     conf = config.features
     inputs = read_inputs(spark, config, dates, as_of=as_of)
@@ -129,6 +127,16 @@ def run(
         "quality": {q.date.isoformat(): q.as_dict() for q in qualities},
         **published,
     }
+
+
+def checked_as_of(dates: Sequence[dt.date], as_of: dt.date | None) -> dt.date:
+    """`as_of` (default: today, UTC, by the wall clock); ValueError for a run date more than one
+    day after it, a night that has not happened yet."""
+    as_of = as_of or dt.datetime.now(dt.timezone.utc).date()
+    if max(dates) - DAY > as_of:
+        raise ValueError(f"run date {max(dates)} is more than one day after as_of {as_of}: "
+                         f"that night has not happened yet")
+    return as_of
 
 
 def format_summary(summary: dict) -> str:
@@ -394,11 +402,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-id", dest="run_id", help="id recorded in quarantine and commit info")
     args, config = parse_job_args(parser, argv)
     dates = parse_dates(args, parser)
+    try:
+        as_of = checked_as_of(dates, args.as_of)
+    except ValueError as exc:
+        parser.error(str(exc))
     from core.spark import spark_session
 
     spark = spark_session(config.spark)
     try:
-        summary = run(spark, config, dates, run_id=args.run_id, as_of=args.as_of)
+        summary = run(spark, config, dates, run_id=args.run_id, as_of=as_of)
     except (ContractError, TooManyBadRows) as exc:
         print(f"features: {exc}", file=sys.stderr)
         return 1

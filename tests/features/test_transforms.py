@@ -165,6 +165,7 @@ def test_attribute_names_must_not_clash_with_the_sample_columns_examples_carry(s
     with pytest.raises(ContractError, match=rf"\['{name}'\] clash"):
         schema.define_fields(UserAttributes(categorical=(name, "city"), numeric=()), FeaturesConf())
 
+
 def test_the_schema_module_mirrors_the_model_contract():
     from mvke import fields as model_fields
 
@@ -188,6 +189,19 @@ def test_dates_from_the_command_line(argv, dates):
     with pytest.raises(SystemExit):
         parse_dates(parser.parse_args(["--date", "2026-11-05", "--to", "2026-11-07"]), parser)
 
+
+
+@pytest.mark.parametrize("argv", [["--date", "2026-11-12"], ["--from", "2026-11-08", "--to", "2026-11-12"]])
+def test_a_run_date_whose_night_has_not_happened_is_a_usage_error(argv, tmp_path, capsys):
+    """More than one day after --as-of: refused with one line, before Spark starts (no traceback)."""
+    from jobs.features import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main([*argv, "--as-of", "2026-11-10", "--set", f"paths.warehouse={tmp_path}/wh"])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith(
+        "error: run date 2026-11-12 is more than one day after as_of 2026-11-10: that night has not happened yet")
+    assert not (tmp_path / "wh").exists()
 
 @pytest.mark.parametrize("dates", [
     [dt.date(2026, 11, 10)],
