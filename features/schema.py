@@ -76,7 +76,8 @@ def define_fields(attributes: UserAttributes, conf: FeaturesConf) -> list[FieldD
     """All fields, sorted by name: user attributes, then the conf's behaviour fields.
 
     Raises ContractError when an attribute's name clashes with a behaviour field, a
-    reserved column or batch key, or a multi field's weights column.
+    reserved column or batch key, or a multi field's weights column, and when
+    `attribute_buckets` names anything but a numeric attribute (its edges would go unused).
     """
     behaviour = [behaviour_field(name, conf) for name in conf.behaviour_fields]
     taken = {*RESERVED_NAMES, *BEHAVIOUR_FIELDS, *(name + WEIGHTS_SUFFIX for name in BEHAVIOUR_FIELDS)}
@@ -84,6 +85,10 @@ def define_fields(attributes: UserAttributes, conf: FeaturesConf) -> list[FieldD
     if clashes:
         raise ContractError(f"raw table users: attribute column(s) {clashes} clash with feature or reserved names; "
                             f"rename them or list them in features.ignore_attributes")
+    unused = sorted(set(conf.attribute_buckets) - set(attributes.numeric))
+    if unused:
+        raise ContractError(f"features.attribute_buckets names {unused}, which the users table has no numeric "
+                            f"attribute for (numeric attributes: {list(attributes.numeric)})")
     users = [FieldDef(name, "single", "vocab", f"users.{name}", vocabulary=name) for name in attributes.categorical]
     users += [FieldDef(name, "single", "bucket", f"users.{name}",
                        edges=conf.attribute_buckets.get(name, conf.numeric_buckets)) for name in attributes.numeric]

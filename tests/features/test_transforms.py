@@ -166,6 +166,20 @@ def test_attribute_names_must_not_clash_with_the_sample_columns_examples_carry(s
         schema.define_fields(UserAttributes(categorical=(name, "city"), numeric=()), FeaturesConf())
 
 
+
+@pytest.mark.parametrize("name", ["agee", "city"])
+def test_attribute_buckets_must_name_a_numeric_attribute_of_the_users_table(name):
+    """Edges for a misspelt or a non-numeric attribute would be ignored without a word, the
+    attribute falling back to numeric_buckets (or not being bucketed at all)."""
+    attributes = UserAttributes(categorical=("city",), numeric=("age",))
+    fields = schema.define_fields(attributes, FeaturesConf(attribute_buckets={"age": (1.0, 5.0)}))
+    assert [f for f in fields if f.source.startswith("users.")] == [
+        schema.FieldDef("age", "single", "bucket", "users.age", edges=(1.0, 5.0)),
+        schema.FieldDef("city", "single", "vocab", "users.city", vocabulary="city"),
+    ]
+    with pytest.raises(ContractError, match=rf"features.attribute_buckets names \['{name}'\]"):
+        schema.define_fields(attributes, FeaturesConf(attribute_buckets={name: (1.0,)}))
+
 def test_the_schema_module_mirrors_the_model_contract():
     from mvke import fields as model_fields
 
