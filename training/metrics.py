@@ -12,6 +12,9 @@ Definitions (docs/training.md repeats them):
 Each returns NaN when undefined (no positives, no negatives, no samples). A NaN score makes
 AUC and GAUC NaN (it has no rank), and `binary_metrics` gives NaN for every metric of an
 objective with any non-finite prediction, so the publish rules reject such a model.
+`objective_metrics` ranks samples for AUC and GAUC by their log-probability, computed from the
+logits: sigmoid rounds every logit above ~37 to exactly 1.0 in float64, which would tie samples
+the model orders. An infinite logit (a finite probability of 0 or 1) counts as non-finite.
 """
 from __future__ import annotations
 
@@ -91,17 +94,29 @@ def calibration(labels: np.ndarray, probs: np.ndarray) -> float:
     return float(np.mean(probs) / np.mean(labels))
 
 
+def log_sigmoid(logits: np.ndarray) -> np.ndarray:
+    """log(sigmoid(x)), distinct where sigmoid(x) rounds to 1.0; NaN for a non-finite logit."""
+    logits = np.asarray(logits, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        return np.where(np.isfinite(logits), -np.logaddexp(0.0, -logits), np.nan)
+
+
 def binary_metrics(labels: np.ndarray, probs: np.ndarray, groups: np.ndarray,
-                   weighting: GaucWeighting = "impressions") -> dict[str, float]:
-    """Every metric of one objective, plus the sample and positive counts; NaN metrics for non-finite predictions."""
+                   weighting: GaucWeighting = "impressions", *, scores: np.ndarray | None = None) -> dict[str, float]:
+    """Every metric of one objective, plus the sample and positive counts; NaN metrics for non-finite predictions.
+
+    `scores` rank the samples for AUC and GAUC (default `probs`): an increasing function of `probs`
+    that does not round to ties where `probs` do, such as the log-probability.
+    """
     labels = np.asarray(labels, dtype=np.float64)
     probs = np.asarray(probs, dtype=np.float64)
+    scores = probs if scores is None else np.asarray(scores, dtype=np.float64)
     counts = {"samples": float(labels.size), "positives": float(labels.sum())}
-    if not np.isfinite(probs).all():
+    if not (np.isfinite(probs).all() and np.isfinite(scores).all()):
         return {**dict.fromkeys(("auc", "gauc", "log_loss", "calibration"), float("nan")), **counts}
     return {
-        "auc": auc(labels, probs),
-        "gauc": gauc(labels, probs, groups, weighting),
+        "auc": auc(labels, scores),
+        "gauc": gauc(labels, scores, groups, weighting),
         "log_loss": log_loss(labels, probs),
         "calibration": calibration(labels, probs),
         **counts,
@@ -119,23 +134,26 @@ def objective_metrics(logits: Mapping[str, np.ndarray], click: np.ndarray, conve
     """
     out = {}
     for objective in logits:
-        probs, labels, keep = _objective_view(objective, logits, click, conversion, cvr_mode)
-        out[objective] = binary_metrics(labels[keep], probs[keep], np.asarray(groups)[keep], weighting)
+        probs, log_probs, labels, keep = _objective_view(objective, logits, click, conversion, cvr_mode)
+        out[objective] = binary_metrics(labels[keep], probs[keep], np.asarray(groups)[keep], weighting,
+                                        scores=log_probs[keep])
     return out
 
 
 def _objective_view(objective: str, logits: Mapping[str, np.ndarray], click: np.ndarray,
-                    conversion: np.ndarray, cvr_mode: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                    conversion: np.ndarray, cvr_mode: str) -> tuple[np.ndarray, ...]:
+    """(probability, log-probability, label, samples kept) of one objective."""
     click = np.asarray(click, dtype=np.float64)
     conversion = np.asarray(conversion, dtype=np.float64)
     everything = np.ones(click.shape, dtype=bool)
     if objective == "ctr":
-        return sigmoid(logits["ctr"]), click, everything
+        return sigmoid(logits["ctr"]), log_sigmoid(logits["ctr"]), click, everything
     if objective != "cvr":
         raise ValueError(f"no label for objective {objective!r}; valid: ctr, cvr")
     if cvr_mode == "clicked":
-        return sigmoid(logits["cvr"]), conversion, click > 0.5
-    return sigmoid(logits["ctr"]) * sigmoid(logits["cvr"]), click * conversion, everything
+        return sigmoid(logits["cvr"]), log_sigmoid(logits["cvr"]), conversion, click > 0.5
+    probs = sigmoid(logits["ctr"]) * sigmoid(logits["cvr"])
+    return probs, log_sigmoid(logits["ctr"]) + log_sigmoid(logits["cvr"]), click * conversion, everything
 
 
 def _average_ranks(values: np.ndarray) -> np.ndarray:

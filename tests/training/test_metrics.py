@@ -130,3 +130,50 @@ def test_non_finite_predictions_make_their_objective_metrics_nan_and_the_model_u
     assert decision.status is ModelStatus.REJECTED
     assert [r for r in decision.reasons if r.startswith("cvr")] == [
         "cvr: AUC is undefined (a validation set with one class only, or non-finite predictions)"]
+
+
+def test_confident_logits_whose_probabilities_round_to_one_are_still_ranked():
+    """sigmoid(x) is exactly 1.0 in float64 above x ~ 37: ranked on probabilities, such samples tied
+    (AUC 0.5 for a model that orders every pair right). The metrics rank what the logits order."""
+    ctr = np.array([50.0, 40.0, 45.0, 38.0, 60.0, 39.0, -2.0, 1.0])
+    cvr = ctr.copy()  # esmm: p = sigmoid(ctr) ** 2, ordered as ctr
+    click = np.array([1, 0, 1, 0, 1, 0, 0, 1])
+    conversion = click.copy()
+    users = np.array([1, 1, 2, 2, 3, 3, 3, 3])
+    assert sigmoid(ctr[:6]).tolist() == [1.0] * 6
+    clicked = objective_metrics({"ctr": ctr, "cvr": cvr}, click, conversion, users, cvr_mode="clicked")
+    assert clicked["ctr"]["auc"] == pytest.approx(brute_force_auc(click, ctr)) == pytest.approx(13 / 16)
+    per_user = [brute_force_auc(click[users == u], ctr[users == u]) for u in (1, 2, 3)]
+    assert per_user == [1.0, 1.0, 0.75]
+    assert clicked["ctr"]["gauc"] == pytest.approx((2 * 1.0 + 2 * 1.0 + 4 * 0.75) / 8)
+    assert clicked["ctr"]["log_loss"] == pytest.approx(log_loss(click, sigmoid(ctr)))
+    esmm = objective_metrics({"ctr": ctr, "cvr": cvr}, click, conversion, users, cvr_mode="esmm")
+    assert esmm["cvr"]["auc"] == pytest.approx(13 / 16)
+    assert esmm["cvr"]["gauc"] == pytest.approx(clicked["ctr"]["gauc"])
+    assert esmm["cvr"]["calibration"] == pytest.approx(calibration(click, sigmoid(ctr) ** 2))
+
+
+def test_infinite_logits_make_their_objective_metrics_nan_and_the_model_unpublishable():
+    """An infinite logit is a finite probability (0 or 1), so it passed as a prediction; the model overflowed."""
+    from core.config import PublishRules
+    from core.registry import ModelStatus
+    from training.artifact import json_safe
+    from training.publish import decide
+
+    click = np.array([1, 0, 1, 0, 1, 1])
+    conversion = np.array([1, 0, 0, 0, 1, 0])
+    users = np.array([1, 1, 2, 2, 3, 3])
+    ctr = np.array([2.0, -1.0, 0.5, -2.0, 1.0, 0.0])
+    for bad in (math.inf, -math.inf):
+        cvr = np.array([1.0, 3.0, bad, 2.0, -0.5, 0.2])  # on a clicked sample
+        metrics = objective_metrics({"ctr": ctr, "cvr": cvr}, click, conversion, users, cvr_mode="clicked")
+        assert metrics["ctr"] == binary_metrics(click, sigmoid(ctr), users)
+        assert json_safe(metrics["cvr"]) == {"auc": None, "gauc": None, "log_loss": None, "calibration": None,
+                                             "samples": 4.0, "positives": 2.0}
+        decision = decide(json_safe(metrics), PublishRules(min_auc=0.0), ("ctr", "cvr"), previous=None)
+        assert decision.status is ModelStatus.REJECTED
+        esmm = objective_metrics({"ctr": ctr, "cvr": cvr}, click, conversion, users, cvr_mode="esmm")
+        assert all(math.isnan(esmm["cvr"][m]) for m in ("auc", "gauc", "log_loss", "calibration"))
+    unclicked = objective_metrics({"ctr": ctr, "cvr": np.array([1.0, math.inf, 0.3, 2.0, -0.5, 0.2])}, click,
+                                  conversion, users, cvr_mode="clicked")
+    assert math.isfinite(unclicked["cvr"]["auc"])  # the inf is on a sample the cvr metrics do not see
