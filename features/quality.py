@@ -34,10 +34,15 @@ class Reason(StrEnum):
     UNKNOWN_TAG = "unknown_tag"
 
 
+# What str.isspace calls whitespace (tabs, line breaks, Unicode spaces; none above U+3000), where
+# Spark's trim alone strips only the space character.
+WHITESPACE = "".join(c for c in map(chr, range(0x3001)) if c.isspace())
+
+
 def blank(column: str | Column) -> Column:
     """Null, or only whitespace (the value read as a string)."""
     value = (F.col(column) if isinstance(column, str) else column).cast("string")
-    return value.isNull() | (F.trim(value) == "")
+    return value.isNull() | (F.trim(value, F.lit(WHITESPACE)) == "")
 
 
 RECORD_OPTIONS = {"ignoreNullFields": "false", "timestampFormat": "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX"}

@@ -266,3 +266,26 @@ def test_quarantine_records_keep_event_times_to_the_microsecond(spark):
                 for t in times]
     assertDataFrameEqual(bad.select("reason", "record"),
                          spark.createDataFrame(expected, "reason string, record string"))
+
+
+ODD_IDS = ["u1", "  ", "\t", "\r\n", " \u00a0", "\u3000", "\u2028", "u\t1", " u1 ", "\u00e9", "\U0001f600"]
+
+
+def test_ids_of_whitespace_alone_are_blank_whatever_the_whitespace(spark):
+    """Tabs, line breaks and Unicode spaces are as blank as spaces: such an event, user or
+    attribute value has no id (null_id, 0), while ids with other characters, odd or not, are kept."""
+    items = spark.createDataFrame([("i1",)], "item_id string")
+    events = spark.createDataFrame([(u, "i1", "click", dt.datetime(2026, 11, 9, tzinfo=UTC)) for u in ODD_IDS],
+                                   "user_id string, item_id string, event_type string, event_time timestamp")
+    classified = quality.classify_events(events, items=items, horizon=D)
+    assertDataFrameEqual(classified.select("user_id", "reason"), spark.createDataFrame(
+        [(u, None if u.strip() else "null_id") for u in ODD_IDS], "user_id string, reason string"))
+
+    users = spark.createDataFrame([(u, u) for u in ODD_IDS], "user_id string, city string")
+    flagged = quality.flag_dimension_rows(users, key="user_id").select("row.user_id", "reason")
+    assertDataFrameEqual(flagged, classified.select("user_id", "reason"))
+
+    values = vocab.vocabulary_values(users.limit(0).select(F.lit("t").alias("tag_id"), F.lit("c").alias("category")),
+                                     users=users, categorical=["city"])
+    assertDataFrameEqual(values.where(F.col("field") == "city").select("value"),
+                         spark.createDataFrame([(u,) for u in ODD_IDS if u.strip()], "value string"))
