@@ -21,7 +21,6 @@ from core.config import CvrMode, ModelConf
 
 OBJECTIVE_LABELS: dict[str, str] = {"ctr": "click", "cvr": "conversion"}
 DIVERSITY_TERM = "diversity"
-_LOG_ONE = -1e-7
 
 
 class ProfileLoss(nn.Module):
@@ -80,9 +79,12 @@ class ProfileLoss(nn.Module):
 
 
 def esmm_loss(ctr_logit: Tensor, cvr_logit: Tensor, ctcvr_label: Tensor) -> Tensor:
-    """Mean BCE of p_ctcvr = sigmoid(ctr) * sigmoid(cvr) against click * conversion, in log space."""
-    log_p = (F.logsigmoid(ctr_logit) + F.logsigmoid(cvr_logit)).clamp(max=_LOG_ONE)  # [B]
-    log_not_p = torch.log(-torch.expm1(log_p))  # [B], log(1 - p)
+    """Mean BCE of p_ctcvr = sigmoid(ctr) * sigmoid(cvr) against click * conversion, in log space.
+
+    log(1 - p) uses 1 - s(a) s(b) = s(-a) + s(a) s(-b), exact however close p is to 1.
+    """
+    log_p = F.logsigmoid(ctr_logit) + F.logsigmoid(cvr_logit)  # [B]
+    log_not_p = torch.logaddexp(F.logsigmoid(-ctr_logit), F.logsigmoid(ctr_logit) + F.logsigmoid(-cvr_logit))  # [B]
     return -(ctcvr_label * log_p + (1 - ctcvr_label) * log_not_p).mean()
 
 

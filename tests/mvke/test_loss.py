@@ -80,6 +80,32 @@ def test_esmm_is_finite_for_confident_logits_and_needs_ctr():
         loss_fn({"cvr": CVR}, BATCH)
 
 
+def test_esmm_loss_and_gradient_stay_exact_when_both_towers_are_confident():
+    """-log(1 - p) for p = sigmoid(a) sigmoid(b) near 1: a clamp of log p at -1e-7 cut the loss of a
+    confident wrong ctcvr (a, b > ~17, label 0) to 16.1 and its gradient to 0, so it was never corrected."""
+    loss_fn = ProfileLoss(loss_weights={"ctr": 0.0}, cvr_mode="esmm")
+    ctr = torch.tensor([20.0, 40.0, 40.0, -40.0, 3.0, 20.0], requires_grad=True)
+    cvr = torch.tensor([20.0, 40.0, -40.0, 40.0, -2.0, 20.0], requires_grad=True)
+    click = torch.tensor([1.0, 1.0, 1.0, 0.0, 1.0, 1.0])
+    conversion = torch.tensor([0.0, 0.0, 0.0, 0.0, 1.0, 1.0])
+
+    def exact(a: float, b: float, y: float) -> float:  # 1 - s(a) s(b) = s(-a) + s(a) s(-b), in float64
+        log_p = math.log(_sig(a)) + math.log(_sig(b))
+        return -log_p if y else -math.log(_sig(-a) + _sig(a) * _sig(-b))
+
+    def grad_a(a: float, b: float, y: float) -> float:  # d/da, with d log s(a)/da = s(-a)
+        p = _sig(a) * _sig(b)
+        return -_sig(-a) if y else p * _sig(-a) / (_sig(-a) + _sig(a) * _sig(-b))
+
+    values = list(zip(ctr.tolist(), cvr.tolist(), (click * conversion).tolist()))
+    loss = loss_fn({"ctr": ctr, "cvr": cvr}, {"click": click, "conversion": conversion})
+    assert loss.item() == pytest.approx(sum(exact(*v) for v in values) / 6, rel=1e-5)
+    loss.backward()
+    expected = torch.tensor([grad_a(*v) / 6 for v in values])
+    torch.testing.assert_close(ctr.grad, expected, rtol=1e-4, atol=1e-12)
+    assert ctr.grad[0].item() == pytest.approx(0.5 / 6, rel=1e-4)  # not 0: the wrong, confident pair learns
+
+
 def test_diversity_term_is_mean_squared_off_diagonal_cosine():
     kernels = torch.tensor([[1.0, 0.0], [0.0, 3.0], [1.0, 1.0]])
     # cos: (0,1) = 0, (0,2) = 1/sqrt2, (1,2) = 1/sqrt2 -> squares 0, 0.5, 0.5 (each pair twice)
