@@ -45,26 +45,24 @@ class GenerationSummary:
 
 
 def generate(spark: SparkSession, conf: GenerateConf, paths: Paths) -> GenerationSummary:
-    """Replace the raw tables under `paths.raw` with synthetic data; one Delta commit per table."""
+    """Replace the raw tables under `paths.raw` with synthetic data; one Delta commit per table.
+
+    Every table's files are written before the first commit, so a failure while drawing or
+    writing (the ground truth, U x T rows, is by far the largest) leaves every table as it
+    was, never new tags and items beside old events.
+    """
     world = build_world(conf)
-    rows = {}
-    for table, df in raw_frames(spark, world).items():
+    frames = raw_frames(spark, world)
+    for table, df in frames.items():
         if table in SCHEMAS:
             check_schema(df.schema, table)
-        rows[table.value] = replace_table(df, raw_uri(paths, table), {"writer": "synthetic", "seed": str(conf.seed)})
+    written = {table: delta.write_files(df, raw_uri(paths, table)) for table, df in frames.items()}
+    commit_info = {"writer": "synthetic", "seed": str(conf.seed)}
+    for table, df in frames.items():
+        delta.commit(raw_uri(paths, table), written[table].adds, delta.spark_to_arrow_schema(df.schema),
+                     mode="overwrite", commit_info=commit_info)
+    rows = {table.value: files.num_records for table, files in written.items()}
     return GenerationSummary(rows=rows, events_by_type=count_event_types(spark, paths))
-
-
-def replace_table(df: DataFrame, uri: str, commit_info: dict[str, str]) -> int:
-    """Overwrite the Delta table at `uri` with `df` in one commit; return the rows written.
-
-    `delta.write_table(df, uri, mode="overwrite")`, returning the row count the executors
-    report instead of the version, so no second pass over the data is needed to count.
-    """
-    written = delta.write_files(df, uri)
-    delta.commit(uri, written.adds, delta.spark_to_arrow_schema(df.schema), mode="overwrite",
-                 commit_info=commit_info)
-    return written.num_records
 
 
 def raw_frames(spark: SparkSession, world: World) -> dict[Raw, DataFrame]:

@@ -1,6 +1,8 @@
 """The generated Delta tables: contract, determinism, event rules, ground truth, planted structure."""
 import dataclasses
 import datetime as dt
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -213,3 +215,17 @@ def test_bad_rows_are_added_on_top_of_the_same_good_rows_in_the_documented_numbe
     # each is a good event moved to its time of day, 3650 days after start_date + days (= END)
     future_day = END + pd.Timedelta(days=3650)
     assert ((after.event_time >= future_day) & (after.event_time < future_day + pd.Timedelta(days=1))).all()
+
+
+def test_a_failed_run_publishes_no_table(spark, tmp_path):
+    """The ground truth (U x T rows, by far the largest table) fails to write: no table takes the new seed."""
+    paths = _paths(tmp_path)
+    generate(spark, CONF, paths)
+    blocked = raw_uri(paths, Raw.GROUND_TRUTH)
+    shutil.rmtree(blocked)
+    Path(blocked).write_text("not a folder")  # the ground truth's files cannot be written under it
+    with pytest.raises(FileExistsError):
+        generate(spark, dataclasses.replace(CONF, seed=4), paths)
+    before = raw_frames(spark, build_world(CONF))
+    for table in (Raw.TAGS, Raw.ITEMS, Raw.USERS, Raw.EVENTS):
+        assertDataFrameEqual(delta.read_table(spark, raw_uri(paths, table)), before[table])
