@@ -5,8 +5,8 @@ are checked in this order and the first that applies wins, so per-reason counts 
 to the bad rows: null_id, invalid_utf8 (an id or event type that is not valid UTF-8),
 id_too_long (an id longer than `max_id_length` bytes), null_event_time, unknown_event_type, future, unknown_item,
 duplicate (the extra copies of an otherwise clean event; one copy stays clean).
-Dimension tables (users, items, tags) have null_id and duplicate (same key, the row
-with the smallest JSON record stays), and items referring to a tag missing from the
+Dimension tables (users, items, tags) have null_id, invalid_utf8 (the key) and duplicate
+(same key, the row with the smallest JSON record stays), and items referring to a tag missing from the
 tags table give one unknown_tag row per (item, tag).
 """
 from __future__ import annotations
@@ -126,9 +126,9 @@ def event_counts(classified: DataFrame) -> DataFrame:
 
 
 def flag_dimension_rows(df: DataFrame, *, key: str) -> DataFrame:
-    """`row` (the raw row as a struct), `reason` (null_id, duplicate or null) and `record` (the
-    row as JSON). The raw columns stay inside `row`, so no name of theirs can meet the
-    columns made here; `row.*` gives them back.
+    """`row` (the raw row as a struct), `reason` (null_id, invalid_utf8 (the key), duplicate
+    or null) and `record` (the row as JSON). The raw columns stay inside `row`, so no name
+    of theirs can meet the columns made here; `row.*` gives them back.
 
     Of several rows with the same key, the one with the smallest JSON record is kept, so
     the choice does not depend on file order.
@@ -140,7 +140,9 @@ def flag_dimension_rows(df: DataFrame, *, key: str) -> DataFrame:
         keyed.withColumn("rank", F.when(blank("key"), F.lit(None)).otherwise(F.row_number().over(first)))
         .select(
             "row",
-            F.when(blank("key"), F.lit(Reason.NULL_ID.value)).when(F.col("rank") > 1, F.lit(Reason.DUPLICATE.value))
+            F.when(blank("key"), F.lit(Reason.NULL_ID.value))
+            .when(~F.is_valid_utf8("key"), F.lit(Reason.INVALID_UTF8.value))
+            .when(F.col("rank") > 1, F.lit(Reason.DUPLICATE.value))
             .alias("reason"),
             "record",
         )

@@ -289,3 +289,17 @@ def test_ids_of_whitespace_alone_are_blank_whatever_the_whitespace(spark):
                                      users=users, categorical=["city"])
     assertDataFrameEqual(values.where(F.col("field") == "city").select("value"),
                          spark.createDataFrame([(u,) for u in ODD_IDS if u.strip()], "value string"))
+
+
+def test_dimension_keys_that_are_not_utf8_are_quarantined_like_event_ids(spark):
+    """A tag, item or user key that is not valid UTF-8 is bad as it is in an event: kept, it
+    would be published (vocabulary, tags, profiles) as a string no UTF-8 reader can decode."""
+    keys = [("74 31", "t1, first record"), ("74 FF", "bad byte"), ("C3 28", "bad sequence"), ("", "blank"),
+            ("74 31", "t1, second record"), ("C3 A9", "valid é")]
+    tags = spark.createDataFrame(keys, "hex string, tag_name string").select(
+        F.unhex(F.regexp_replace("hex", " ", "")).cast("string").alias("tag_id"), "tag_name")
+    flagged = quality.flag_dimension_rows(tags, key="tag_id").select("row.tag_name", "reason")
+    assertDataFrameEqual(flagged, spark.createDataFrame(
+        [("t1, first record", None), ("bad byte", "invalid_utf8"), ("bad sequence", "invalid_utf8"),
+         ("blank", "null_id"), ("t1, second record", "duplicate"), ("valid é", None)],
+        "tag_name string, reason string"))
