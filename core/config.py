@@ -301,12 +301,14 @@ class ModelConf:
             raise ConfigError(
                 f"model.expert_sets keys {sorted(self.expert_sets)} must equal model.objectives {list(self.objectives)}"
             )
+        if len(set(self.objectives)) != len(self.objectives):
+            raise ConfigError(f"model.objectives must not repeat an objective, got {list(self.objectives)}")
         for objective, experts in self.expert_sets.items():
             bad = [k for k in experts if not 0 <= k < self.num_experts]
-            if bad or not experts:
+            if bad or not experts or len(set(experts)) != len(experts):  # a repeat would count twice in the gate
                 raise ConfigError(
                     f"model.expert_sets.{objective} = {list(experts)}: experts must be a non-empty subset of "
-                    f"0..{self.num_experts - 1}"
+                    f"0..{self.num_experts - 1}, each expert once"
                 )
         if set(self.loss_weights) - set(self.objectives):
             raise ConfigError(f"model.loss_weights keys must be among {list(self.objectives)}")
