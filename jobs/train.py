@@ -28,7 +28,7 @@ from mvke.builder import check_conf_fits, check_fields
 from training import artifact, publish, report
 from training.checkpoint import remove_checkpoints, resumable_epoch
 from training.data import model_columns, petastorm_converters
-from training.errors import EmptyWindowError, TrainingError
+from training.errors import EmptyWindowError, ModelMismatchError, TrainingError
 from training.inputs import VALIDATION_FLAG, TrainingInputs, ensure_window, read_inputs, window_days
 from training.worker import FaultInjection, WorkerSpec, launch
 
@@ -89,8 +89,11 @@ def check_publish_objectives(config: Config) -> None:
 def check_model_fits(config: Config, inputs: TrainingInputs) -> None:
     """The builder's checks of the model conf against the fields table and vocabulary sizes, on the driver:
     failing first in every Horovod rank, a misfit surfaced as a worker failure to rerun and resume."""
-    check_fields(inputs.fields)
-    check_conf_fits(config.model, inputs.fields, inputs.num_tags, inputs.num_categories)
+    try:
+        check_fields(inputs.fields)
+        check_conf_fits(config.model, inputs.fields, inputs.num_tags, inputs.num_categories)
+    except ValueError as exc:
+        raise ModelMismatchError(f"the model settings do not fit the fields table: {exc}") from None
 
 
 def horovod_nics(nics: tuple[str, ...], master: str) -> tuple[str, ...]:
@@ -192,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     spark = spark_session(config.spark)
     try:
         result = run(spark, config, args.date, fault=FaultInjection.from_env(os.environ))
-    except TrainingError as exc:
+    except (TrainingError, ConfigError) as exc:
         print(f"train: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     finally:

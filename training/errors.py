@@ -18,6 +18,10 @@ class NonFiniteLossError(TrainingError):
     """The training loss became NaN or infinite."""
 
 
+class ModelMismatchError(TrainingError):
+    """The model settings do not fit the fields table, the tag or the category vocabulary."""
+
+
 class VocabularyMismatchError(TrainingError):
     """Ids in the data do not fit the vocabulary sizes the model is built with."""
 

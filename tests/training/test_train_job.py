@@ -23,8 +23,8 @@ from core.tables import Warehouse, warehouse_uri
 from jobs import train
 from mvke import load_model
 from training.checkpoint import CheckpointMismatchError, checkpoint_path
-from training.errors import (EmptyWindowError, MissingSamplesError, NonFiniteLossError, VocabularyMismatchError,
-                             WorkerFailedError)
+from training.errors import (EmptyWindowError, MissingSamplesError, ModelMismatchError, NonFiniteLossError,
+                             VocabularyMismatchError, WorkerFailedError)
 from training.inputs import ensure_window, window_days, with_validation_flag
 from training.metrics import objective_metrics
 from training.worker import FaultInjection
@@ -212,7 +212,7 @@ def test_a_model_conf_that_does_not_fit_the_fields_fails_before_any_worker_start
     """The builder's checks run on the driver against the fields table, not first in every Horovod rank,
     where they surfaced as a WorkerFailedError saying 'rerun the same command to resume'."""
     config = dataclasses.replace(config, model=dataclasses.replace(config.model, **model))
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ModelMismatchError, match="the model settings do not fit the fields table: " + message):
         train.run(spark, config, RUN_DATE)
     assert_nothing_published(config)
     assert not artifact_leftovers(config)  # no checkpoint folder, no Petastorm cache
@@ -280,6 +280,17 @@ def test_main_returns_1_with_the_message_on_a_training_error(tmp_path, capsys, m
     monkeypatch.setattr("core.spark.spark_session", lambda conf: _NoSpark())
     assert train.main(["--conf", str(conf), "--date", "2026-11-05"]) == 1
     assert "EmptyWindowError: training window 2026-11-03..2026-11-04 is incomplete" in capsys.readouterr().err
+
+
+def test_main_returns_1_with_the_message_on_a_config_error(tmp_path, capsys, monkeypatch):
+    conf = tmp_path / "c.yaml"
+    conf.write_text(f"paths:\n  raw: {tmp_path}/raw\n  warehouse: {tmp_path}/wh\n  models: {tmp_path}/m\n"
+                    "train:\n  publish_if:\n    min_auc_by_objective: {ctcvr: 0.6}\n")
+    monkeypatch.setattr("core.spark.spark_session", lambda conf: _NoSpark())
+    assert train.main(["--conf", str(conf), "--date", "2026-11-05"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("train: ConfigError: train.publish_if.min_auc_by_objective names ['ctcvr']")
+    assert "\n" not in err
 
 
 class _NoSpark:
