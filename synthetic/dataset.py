@@ -56,6 +56,7 @@ def generate(spark: SparkSession, conf: GenerateConf, paths: Paths) -> Generatio
     for table, df in frames.items():
         if table in SCHEMAS:
             check_schema(df.schema, table)
+        check_replaceable(raw_uri(paths, table))
     written = {table: delta.write_files(df, raw_uri(paths, table)) for table, df in frames.items()}
     commit_info = {"writer": "synthetic", "seed": str(conf.seed)}
     for table, df in frames.items():
@@ -63,6 +64,16 @@ def generate(spark: SparkSession, conf: GenerateConf, paths: Paths) -> Generatio
                      mode="overwrite", commit_info=commit_info)
     rows = {table.value: files.num_records for table, files in written.items()}
     return GenerationSummary(rows=rows, events_by_type=count_event_types(spark, paths))
+
+
+def check_replaceable(uri: str) -> None:
+    """Refuse, before anything is written, a table that an unpartitioned overwrite cannot replace."""
+    if not delta.table_exists(uri):
+        return
+    partitioned = list(delta.open_table(uri).metadata().partition_columns)
+    if partitioned:
+        raise ValueError(f"{uri} is partitioned by {partitioned}; generate writes unpartitioned tables, "
+                         "so move the table away first")
 
 
 def raw_frames(spark: SparkSession, world: World) -> dict[Raw, DataFrame]:

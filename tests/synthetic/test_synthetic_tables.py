@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from pyspark.sql import types as T
 from pyspark.testing import assertDataFrameEqual
@@ -223,9 +224,27 @@ def test_a_failed_run_publishes_no_table(spark, tmp_path):
     generate(spark, CONF, paths)
     blocked = raw_uri(paths, Raw.GROUND_TRUTH)
     shutil.rmtree(blocked)
-    Path(blocked).write_text("not a folder")  # the ground truth's files cannot be written under it
+    Path(blocked).symlink_to(tmp_path / "unmounted" / "ground_truth")  # a volume that is gone: no file can be written
     with pytest.raises(FileExistsError):
         generate(spark, dataclasses.replace(CONF, seed=4), paths)
     before = raw_frames(spark, build_world(CONF))
     for table in (Raw.TAGS, Raw.ITEMS, Raw.USERS, Raw.EVENTS):
         assertDataFrameEqual(delta.read_table(spark, raw_uri(paths, table)), before[table])
+
+
+def test_a_table_it_cannot_replace_is_refused_before_any_table_changes(spark, tmp_path):
+    """A raw events table partitioned by day meets the contract, but generate only writes unpartitioned tables."""
+    paths = _paths(tmp_path)
+    generate(spark, CONF, paths)
+    events = raw_uri(paths, Raw.EVENTS)
+    shutil.rmtree(events)
+    day = dt.date(2026, 3, 1)
+    delta.write_arrow(pa.table({"user_id": ["u1"], "item_id": ["i1"], "event_type": ["click"],
+                                "event_time": pa.array([dt.datetime(2026, 3, 1)], pa.timestamp("us", tz="UTC")),
+                                "dt": [day]}), events, mode="overwrite", partition_by=["dt"])
+    with pytest.raises(ValueError, match=r"events is partitioned by \['dt'\]"):
+        generate(spark, dataclasses.replace(CONF, seed=4), paths)
+    before = raw_frames(spark, build_world(CONF))
+    for table in (Raw.TAGS, Raw.ITEMS, Raw.USERS, Raw.GROUND_TRUTH):
+        assertDataFrameEqual(delta.read_table(spark, raw_uri(paths, table)), before[table])
+    assert delta.partition_values(events) == [day.isoformat()]
