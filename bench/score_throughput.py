@@ -123,17 +123,16 @@ def run_bench(args: argparse.Namespace, root: Path) -> dict:
                      top_n_per_objective={}, min_score=0.0, combined=True)
     task = ScanTask(model_path=model_path, model_version="bench", date=DATE, plan=plan,
                     block_size=args.block_size, threads=1)
-    users_path = str(root / "user_features")
     everything = sorted({*args.sizes, *args.torch_sizes, *args.als_sizes, *args.mind_sizes},
                         key=lambda size: (size[1], size[0]))
     mind = build_model(dataclasses.replace(conf, name="mind"), FIELDS, NUM_TAGS, NUM_CATEGORIES).eval() \
         if args.mind_sizes else None
-    write_users(spark, users_path, max(u for u, _ in everything), cores)
+    users_paths = write_user_sets(spark, root, [u for u, _ in everything], cores)
     results: dict = {"meta": {"cores": cores, "torch_threads": torch.get_num_threads(), "cpu": platform.processor(),
                               "block_size": args.block_size, "load_before": os.getloadavg()},
                      "rows": []}
     smallest = everything[0]
-    time_spark_scan(spark, users_path, smallest[0], tag_side(model, smallest[1]), task)  # warm-up
+    time_spark_scan(spark, users_paths[smallest[0]], tag_side(model, smallest[1]), task)  # warm-up
     scans, mind_scans = {}, {}
     for num_users, num_tags in everything:
         size = (num_users, num_tags)
@@ -147,7 +146,7 @@ def run_bench(args: argparse.Namespace, root: Path) -> dict:
         row = {"users": num_users, "tags": num_tags, "load": os.getloadavg()[0],
                "repeats": f"{reps}/{torch_reps}/{als_reps}"}
         if size in args.sizes or size in args.als_sizes:
-            row["mvke_spark"] = _median(reps, lambda: time_spark_scan(spark, users_path, num_users, scan, task))
+            row["mvke_spark"] = _median(reps, lambda: time_spark_scan(spark, users_paths[num_users], scan, task))
         if size in args.torch_sizes or size in args.als_sizes or size in args.mind_sizes:
             row["torch_alone"] = _median(torch_reps, lambda: time_torch_scan(model, num_users, scan, plan,
                                                                              args.block_size))
@@ -155,7 +154,7 @@ def run_bench(args: argparse.Namespace, root: Path) -> dict:
             row["mind_torch"] = _median(torch_reps, lambda: time_torch_scan(mind, num_users, mind_scans[num_tags],
                                                                             plan, args.block_size))
         if size in args.als_sizes:
-            als_path = write_als_model(root / f"als_{num_users}_{num_tags}", num_users, num_tags)
+            als_path = write_als_model(root / f"als_{num_users}_{num_tags}", num_users, num_tags, cores)
             row["als_spark"] = _median(als_reps, lambda: time_als(spark, als_path))
             shutil.rmtree(als_path, ignore_errors=True)
         row["load"] = (row["load"], os.getloadavg()[0])  # 1-minute load average when the size started, ended
@@ -163,7 +162,7 @@ def run_bench(args: argparse.Namespace, root: Path) -> dict:
         print(json.dumps(row), flush=True)
     if args.job:
         largest = max(u for u, _ in everything)
-        results["job"] = [time_job(spark, root, model, conf, users_path, largest, t, args.block_size)
+        results["job"] = [time_job(spark, root, model, conf, users_paths[largest], largest, t, args.block_size)
                           for t in sorted({t for _, t in everything})]
     results["meta"]["load_after"] = os.getloadavg()
     if args.json:
@@ -172,8 +171,21 @@ def run_bench(args: argparse.Namespace, root: Path) -> dict:
     return results
 
 
+def write_user_sets(spark: SparkSession, root: Path, counts: list[int], cores: int) -> dict[int, str]:
+    """{user count: path}: one `write_users` set per count, so that every size is spread over all files.
+
+    (Prefixes `n < count` of one set written at the largest count would lie in its first files
+    only: at an eighth of the largest count or less, Spark scanned them in one task, on one core.)
+    """
+    paths = {}
+    for count in sorted(set(counts)):
+        paths[count] = str(root / f"user_features_{count}")
+        write_users(spark, paths[count], count, cores)
+    return paths
+
+
 def write_users(spark: SparkSession, path: str, count: int, cores: int) -> None:
-    """user_features-shaped Parquet (dt, user_id, fields), `n` = user number for taking prefixes."""
+    """user_features-shaped Parquet (dt, user_id, n = the user's number, fields) of `count` users."""
     n = F.col("id")
     singles = [((n * p + 3) % (f.vocab_size - 2) + 2).cast("int").alias(f.name)
                for f in FIELDS if f.kind == "single" for p in [SINGLE_PRIMES[f.name]]]
@@ -193,8 +205,8 @@ def tag_side(model, num_tags: int) -> ScanTags:
     return scan_tags(compute_tag_index(model, "bench", tags), tags, probe_sides(model))
 
 
-def time_spark_scan(spark: SparkSession, users_path: str, num_users: int, scan: ScanTags, task: ScanTask) -> float:
-    users = spark.read.parquet(users_path).where(F.col("n") < num_users).drop("n")
+def time_spark_scan(spark: SparkSession, users_path: str, scan: ScanTags, task: ScanTask) -> float:
+    users = spark.read.parquet(users_path).drop("n")
     broadcast = spark.sparkContext.broadcast(scan)
     profiles = model_inputs(users, FIELDS, MULTI_LEN).mapInArrow(
         functools.partial(score_users, task=task, tags=broadcast), PROFILE_SCHEMA)
@@ -224,8 +236,13 @@ def time_torch_scan(model, num_users: int, scan: ScanTags, plan, block_size: int
     return time.perf_counter() - start
 
 
-def write_als_model(path: Path, num_users: int, num_tags: int) -> str:
-    """Random factors of rank RANK in ALSModel's on-disk layout (metadata + userFactors + itemFactors)."""
+def write_als_model(path: Path, num_users: int, num_tags: int, cores: int) -> str:
+    """Random factors of rank RANK in ALSModel's on-disk layout (metadata + userFactors + itemFactors).
+
+    The user factors go to 4 x cores files, as `write_users`: recommendForAllUsers runs one task
+    per user-factor partition, and a single file (up to 125,000 users each, as before) left all
+    but one core idle at 100k users while mvke_spark used them all.
+    """
     (path / "metadata").mkdir(parents=True)
     metadata = {"class": "org.apache.spark.ml.recommendation.ALSModel", "timestamp": int(time.time() * 1000),
                 "sparkVersion": "4.0.5", "uid": "ALS_bench", "paramMap": {"blockSize": 4096},
@@ -233,10 +250,11 @@ def write_als_model(path: Path, num_users: int, num_tags: int) -> str:
                                     "predictionCol": "prediction", "blockSize": 4096}, "rank": RANK}
     (path / "metadata" / "part-00000").write_text(json.dumps(metadata) + "\n")
     rng = np.random.default_rng(0)
-    for name, count in (("userFactors", num_users), ("itemFactors", num_tags)):
+    for name, count, per_file in (("userFactors", num_users, -(-num_users // (4 * cores))),
+                                  ("itemFactors", num_tags, 125_000)):
         (path / name).mkdir()
-        for part, first in enumerate(range(0, count, 125_000)):
-            rows = min(125_000, count - first)
+        for part, first in enumerate(range(0, count, per_file)):
+            rows = min(per_file, count - first)
             values = rng.standard_normal((rows, RANK), dtype=np.float32).reshape(-1)
             features = pa.ListArray.from_arrays(pa.array(np.arange(rows + 1, dtype=np.int32) * RANK), values)
             pq.write_table(pa.table({"id": pa.array(np.arange(first, first + rows, dtype=np.int32)),
@@ -279,7 +297,7 @@ def time_job(spark: SparkSession, root: Path, model, conf: ModelConf, users_path
                      "conversions": pa.array(np.zeros(num_tags, np.int64)),
                      "popularity_rank": pa.array(np.arange(1, num_tags + 1, dtype=np.int32))})
     delta.write_arrow(tags, warehouse_uri(paths, Warehouse.TAGS), mode="overwrite", partition_by=["dt"])
-    users = spark.read.parquet(users_path).where(F.col("n") < num_users).drop("n")
+    users = spark.read.parquet(users_path).drop("n")
     delta.write_table(users, warehouse_uri(paths, Warehouse.USER_FEATURES), mode="overwrite", partition_by=["dt"])
     config = Config(paths=paths, score=ScoreConf(top_n=TOP_N, block_size=block_size))
     start = time.perf_counter()
