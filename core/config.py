@@ -134,6 +134,11 @@ class SparkConf:
     extra: dict[str, str] = field(default_factory=dict)
 
 
+# The last day a generated day may be: the bad rows' future timestamps (10 years on) must stay
+# inside Spark's range, which ends with year 9999.
+LAST_GENERATED_DAY = dt.date(9989, 12, 31)
+
+
 @dataclass(frozen=True)
 class GenerateConf:
     """Sizes and knobs of the synthetic behaviour logs (see docs/synthetic.md)."""
@@ -186,6 +191,13 @@ class GenerateConf:
             raise ConfigError(f"generate.targeting_share must be in [0, 1], got {self.targeting_share}")
         if not 0 <= self.bad_row_share < 1:
             raise ConfigError(f"generate.bad_row_share must be in [0, 1), got {self.bad_row_share}")
+        if type(self.start_date) is not dt.date:
+            raise ConfigError(f"generate.start_date must be a date, got {self.start_date!r}")
+        span = dt.timedelta(days=self.days - 1)  # from the first generated day to the last
+        if span > LAST_GENERATED_DAY - dt.date.min or self.start_date > LAST_GENERATED_DAY - span:
+            raise ConfigError(f"the generated days must end by {LAST_GENERATED_DAY}, got generate.start_date="
+                              f"{self.start_date} and generate.days={self.days} (bad rows are dated up to 10 "
+                              f"years later, and Spark's dates end with year 9999)")
 
     @property
     def end_date(self) -> dt.date:
@@ -535,7 +547,12 @@ class _TextKeepingLoader(yaml.SafeLoader):
 
 
 def _keeping_text(construct: Callable[[yaml.SafeLoader, yaml.Node], Any]) -> Callable[..., _Typed]:
-    return lambda loader, node: _Typed(node.value, construct(loader, node))
+    def typed(loader: yaml.SafeLoader, node: yaml.Node) -> _Typed:
+        try:
+            return _Typed(node.value, construct(loader, node))
+        except ValueError:  # looks like a date but is none (2026-02-30): the setting's own check names it
+            return _Typed(node.value, node.value)
+    return typed
 
 
 for _tag, _construct in (("int", yaml.SafeLoader.construct_yaml_int), ("float", yaml.SafeLoader.construct_yaml_float),
@@ -625,6 +642,8 @@ def _convert(hint: Any, raw: Any, key: str) -> Any:
             raise ConfigError(f"{key}={value!r} must be a number")  # NaN would pass every range check
         return float(value)
     if hint is dt.date:
+        if isinstance(value, dt.datetime):  # a datetime is a date to isinstance
+            raise ConfigError(f"{key}={_text(raw)!r} must be a date YYYY-MM-DD, not a date and time")
         if isinstance(value, dt.date):
             return value
         try:

@@ -1,5 +1,6 @@
 """The driver-side parameters and the numpy draws, without Spark."""
 import dataclasses
+import datetime as dt
 
 import numpy as np
 import pytest
@@ -104,3 +105,12 @@ def test_settings_built_in_python_are_checked_before_drawing():
         build_world(dataclasses.replace(CONF, seed=-1))
     with pytest.raises(ConfigError, match=r"generate.items \(10\) must be >= generate.tags"):
         build_world(dataclasses.replace(CONF, items=10))
+    with pytest.raises(ConfigError, match=r"generate.start_date must be a date, got datetime.datetime\(2026, 11, 1, 5"):
+        build_world(dataclasses.replace(CONF, start_date=dt.datetime(2026, 11, 1, 5)))
+
+
+def test_the_last_day_that_can_be_generated_is_accepted():
+    dataclasses.replace(CONF, start_date=dt.date(9989, 12, 31), days=1).validate()
+    dataclasses.replace(CONF, start_date=dt.date(9989, 12, 30), days=2).validate()
+    with pytest.raises(ConfigError, match="must end by 9989-12-31"):
+        dataclasses.replace(CONF, start_date=dt.date(9989, 12, 30), days=3).validate()
