@@ -27,7 +27,8 @@ one multi field of 8 tags per user; top 10 per user and objective.
   tags, 3 of them used; label-aware attention per user and tag, `mvke.serving.score_block`)
   beside MVKE's torch alone, at --mind-sizes: what MVKE's tag-only gate saves in the scan.
 Timings are medians over --repeats runs (--big-repeats for users*tags > 2.5e9); the first Spark
-scan (Python workers starting, model loading) is a warm-up and is not timed.
+scan (Python workers starting, model loading) is a warm-up and is not timed, and so is a first
+block of torch_alone (and of mind_torch) in this process.
 """
 from __future__ import annotations
 
@@ -133,6 +134,8 @@ def run_bench(args: argparse.Namespace, root: Path) -> dict:
                      "rows": []}
     smallest = everything[0]
     time_spark_scan(spark, users_paths[smallest[0]], tag_side(model, smallest[1]), task)  # warm-up
+    for warm in [m for m in (model, mind) if m is not None]:  # warm-up here: numba's top-N, first torch calls
+        time_torch_scan(warm, min(smallest[0], args.block_size), tag_side(warm, smallest[1]), plan, args.block_size)
     scans, mind_scans = {}, {}
     for num_users, num_tags in everything:
         size = (num_users, num_tags)
