@@ -80,7 +80,11 @@ def ensure_window(spark: SparkSession, config: Config, window: Sequence[dt.date]
     features_job.run(spark, config, runs)
     still = missing_days(config, window)
     if still:
-        raise _missing_error(still, window, f"the feature job backfill for {_days(runs)} did not write them")
+        hint = f"the feature job backfill for {_days(runs)} did not write them"
+        if Warehouse.SAMPLES.value in still:  # the likely cause, not the backfill's failure
+            hint += ("; the feature job writes no samples for a day without impressions: check the raw "
+                     "events of the samples days named")
+        raise _missing_error(still, window, hint)
     return runs
 
 

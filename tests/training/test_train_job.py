@@ -252,7 +252,9 @@ def test_build_missing_runs_the_feature_job_once_for_the_missing_days(spark, tmp
     shutil.rmtree(config.paths.warehouse)
     write_warehouse(config.paths.warehouse, days=DAYS[:2])
     monkeypatch.setattr(features_job, "run", lambda *args: None)
-    with pytest.raises(MissingSamplesError, match="the feature job backfill for 2026-11-04, 2026-11-05 did not"):
+    with pytest.raises(MissingSamplesError, match="the feature job backfill for 2026-11-04, 2026-11-05 did not write "
+                                                  "them; the feature job writes no samples for a day without "
+                                                  "impressions: check the raw events of the samples days named"):
         ensure_window(spark, config, window)
 
 
