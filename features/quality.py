@@ -5,7 +5,8 @@ are checked in this order and the first that applies wins, so per-reason counts 
 to the bad rows: null_id, invalid_utf8 (an id or event type that is not valid UTF-8),
 id_too_long (an id longer than `max_id_length` bytes), null_event_time, unknown_event_type, future, unknown_item,
 duplicate (the extra copies of an otherwise clean event; one copy stays clean).
-Dimension tables (users, items, tags) have null_id, invalid_utf8 (the key) and duplicate
+Dimension tables (users, items, tags) have null_id, invalid_utf8 (the key or any other string of
+the row: a tag name, a category, an attribute value, a tag id of an item) and duplicate
 (same key, the row with the smallest JSON record stays), and items referring to a tag missing from the
 tags table give one unknown_tag row per (item, tag).
 """
@@ -16,6 +17,7 @@ from enum import StrEnum
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from core.contract import EVENT_TYPES, column
 
@@ -126,27 +128,43 @@ def event_counts(classified: DataFrame) -> DataFrame:
 
 
 def flag_dimension_rows(df: DataFrame, *, key: str) -> DataFrame:
-    """`row` (the raw row as a struct), `reason` (null_id, invalid_utf8 (the key), duplicate
+    """`row` (the raw row as a struct), `reason` (null_id, invalid_utf8 (any string of the row), duplicate
     or null) and `record` (the row as JSON). The raw columns stay inside `row`, so no name
     of theirs can meet the columns made here; `row.*` gives them back.
 
-    Of several rows with the same key, the one with the smallest JSON record is kept, so
-    the choice does not depend on file order.
+    Of several rows with the same key, the one with the smallest JSON record of those whose
+    strings are valid UTF-8 is kept, so the choice does not depend on file order.
     """
     keyed = df.select(F.struct(*[column(c) for c in df.columns]).alias("row"),
-                      record_json(df.columns).alias("record"), column(key).alias("key"))
-    first = Window.partitionBy("key").orderBy("record").rowsBetween(Window.unboundedPreceding, Window.currentRow)
+                      record_json(df.columns).alias("record"), column(key).alias("key"),
+                      valid_utf8(df.schema).alias("valid_utf8"))
+    first = (Window.partitionBy("key").orderBy(F.desc("valid_utf8"), "record")
+             .rowsBetween(Window.unboundedPreceding, Window.currentRow))
     return (
         keyed.withColumn("rank", F.when(blank("key"), F.lit(None)).otherwise(F.row_number().over(first)))
         .select(
             "row",
             F.when(blank("key"), F.lit(Reason.NULL_ID.value))
-            .when(~F.is_valid_utf8("key"), F.lit(Reason.INVALID_UTF8.value))
+            .when(~F.col("valid_utf8"), F.lit(Reason.INVALID_UTF8.value))
             .when(F.col("rank") > 1, F.lit(Reason.DUPLICATE.value))
             .alias("reason"),
             "record",
         )
     )
+
+
+def valid_utf8(schema: T.StructType) -> Column:
+    """True when every string of the row (string columns and string arrays) is valid UTF-8 or null."""
+    def valid(value: Column) -> Column:
+        return F.coalesce(F.is_valid_utf8(value), F.lit(True))
+
+    result = F.lit(True)
+    for f in schema.fields:
+        if isinstance(f.dataType, T.StringType):
+            result = result & valid(column(f.name))
+        elif isinstance(f.dataType, T.ArrayType) and isinstance(f.dataType.elementType, T.StringType):
+            result = result & F.coalesce(F.forall(column(f.name), valid), F.lit(True))
+    return result
 
 
 def unknown_item_tags(items: DataFrame, *, tags: DataFrame) -> DataFrame:

@@ -291,6 +291,28 @@ def test_ids_of_whitespace_alone_are_blank_whatever_the_whitespace(spark):
                          spark.createDataFrame([(u,) for u in ODD_IDS if u.strip()], "value string"))
 
 
+def test_a_dimension_row_with_any_string_not_utf8_is_quarantined_and_a_valid_copy_kept(spark):
+    """A bad tag name, category or item tag id would reach the published tags and vocabulary as
+    a string no UTF-8 reader can decode; of two rows of one key, the valid one stays."""
+    rows = [("t1", "74 61 67", "63 31"), ("t2", "FF", "63 31"), ("t3", "6E", "C3 28"), ("t3", "6F", "63 32"),
+            ("t4", "6E", None)]
+    tags = spark.createDataFrame(rows, "tag_id string, name_hex string, category_hex string").select(
+        "tag_id", F.unhex(F.regexp_replace("name_hex", " ", "")).cast("string").alias("tag_name"),
+        F.unhex(F.regexp_replace("category_hex", " ", "")).cast("string").alias("category"))
+    flagged = quality.flag_dimension_rows(tags, key="tag_id").select("row.tag_id", "row.tag_name", "reason")
+    assertDataFrameEqual(flagged.where(F.col("reason").isNull() | (F.col("tag_id") != "t2")), spark.createDataFrame(
+        [("t1", "tag", None), ("t3", "n", "invalid_utf8"), ("t3", "o", None), ("t4", "n", None)],
+        "tag_id string, tag_name string, reason string"))
+    assert [r.reason for r in flagged.where(F.col("tag_id") == "t2").collect()] == ["invalid_utf8"]
+    items = spark.createDataFrame([("i1", ["74 31", "74 32"]), ("i2", ["74 31", "FF FE"]), ("i3", None)],
+                                  "item_id string, tag_hex array<string>").select(
+        "item_id", F.transform("tag_hex", lambda h: F.unhex(F.regexp_replace(h, " ", "")).cast("string"))
+        .alias("tag_ids"))
+    assertDataFrameEqual(quality.flag_dimension_rows(items, key="item_id").select("row.item_id", "reason"),
+                         spark.createDataFrame([("i1", None), ("i2", "invalid_utf8"), ("i3", None)],
+                                               "item_id string, reason string"))
+
+
 def test_dimension_keys_that_are_not_utf8_are_quarantined_like_event_ids(spark):
     """A tag, item or user key that is not valid UTF-8 is bad as it is in an event: kept, it
     would be published (vocabulary, tags, profiles) as a string no UTF-8 reader can decode."""
