@@ -275,24 +275,20 @@ def test_user_split_keeps_each_user_on_one_side_every_day(spark):
     assert all(r["is_validation"] == (r["dt"] == DAYS[-1]) for r in last_day)
 
 
-def test_main_returns_1_with_the_message_on_a_training_error(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("train_yaml, message", [
+    ("  build_missing: false\n  window_days: 2\n",
+     "train: EmptyWindowError: training window 2026-11-03..2026-11-04 is incomplete"),
+    ("  publish_if:\n    min_auc_by_objective: {ctcvr: 0.6}\n",
+     "train: ConfigError: train.publish_if.min_auc_by_objective names ['ctcvr']"),
+], ids=["training_error", "config_error"])
+def test_main_returns_1_with_the_message_in_one_line(tmp_path, capsys, monkeypatch, train_yaml, message):
     conf = tmp_path / "c.yaml"
     conf.write_text(f"paths:\n  raw: {tmp_path}/raw\n  warehouse: {tmp_path}/wh\n  models: {tmp_path}/m\n"
-                    "train:\n  build_missing: false\n  window_days: 2\n")
-    monkeypatch.setattr("core.spark.spark_session", lambda conf: _NoSpark())
-    assert train.main(["--conf", str(conf), "--date", "2026-11-05"]) == 1
-    assert "EmptyWindowError: training window 2026-11-03..2026-11-04 is incomplete" in capsys.readouterr().err
-
-
-def test_main_returns_1_with_the_message_on_a_config_error(tmp_path, capsys, monkeypatch):
-    conf = tmp_path / "c.yaml"
-    conf.write_text(f"paths:\n  raw: {tmp_path}/raw\n  warehouse: {tmp_path}/wh\n  models: {tmp_path}/m\n"
-                    "train:\n  publish_if:\n    min_auc_by_objective: {ctcvr: 0.6}\n")
+                    "train:\n" + train_yaml)
     monkeypatch.setattr("core.spark.spark_session", lambda conf: _NoSpark())
     assert train.main(["--conf", str(conf), "--date", "2026-11-05"]) == 1
     err = capsys.readouterr().err.strip()
-    assert err.startswith("train: ConfigError: train.publish_if.min_auc_by_objective names ['ctcvr']")
-    assert "\n" not in err
+    assert err.startswith(message) and "\n" not in err
 
 
 class _NoSpark:
