@@ -7,7 +7,8 @@ id_too_long (an id longer than `max_id_length` bytes), null_event_time, unknown_
 duplicate (the extra copies of an otherwise clean event; one copy stays clean).
 Dimension tables (users, items, tags) have null_id, invalid_utf8 (the key or any other string of
 the row: a tag name, a category, an attribute value, a tag id of an item) and duplicate
-(same key, the row with the smallest JSON record stays), and items referring to a tag missing from the
+(same key; of the rows with valid strings, the one with the smallest JSON record stays), and
+items referring to a tag missing from the
 tags table give one unknown_tag row per (item, tag).
 """
 from __future__ import annotations
@@ -60,7 +61,7 @@ def classify_events(events: DataFrame, *, items: DataFrame, horizon: dt.date, ma
     """One row per distinct (event, reason) with `copies`, the number of identical raw rows.
 
     `items` are the clean items (item_id); `horizon` is the first day that cannot have
-    happened yet (the day after the run's last date): events on or after it are future.
+    happened yet (the job passes as_of + 1 day): events on or after it are future.
     `always` marks rows read by every run date (no event_time, or future); the others
     belong to the windows containing `day`.
     """
