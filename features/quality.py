@@ -8,8 +8,7 @@ duplicate (the extra copies of an otherwise clean event; one copy stays clean).
 Dimension tables (users, items, tags) have null_id, invalid_utf8 (the key or any other string of
 the row: a tag name, a category, an attribute value, a tag id of an item) and duplicate
 (same key; of the rows with valid strings, the one with the smallest JSON record stays), and
-items referring to a tag missing from the
-tags table give one unknown_tag row per (item, tag).
+items referring to a tag missing from the tags table give one unknown_tag row per (item, tag).
 """
 from __future__ import annotations
 
