@@ -6,7 +6,8 @@ to the bad rows: null_id, invalid_utf8 (an id or event type that is not valid UT
 id_too_long (an id longer than `max_id_length` bytes), null_event_time, unknown_event_type, future, unknown_item,
 duplicate (the extra copies of an otherwise clean event; one copy stays clean).
 Dimension tables (users, items, tags) have null_id, invalid_utf8 (the key or any other string of
-the row: a tag name, a category, an attribute value, a tag id of an item) and duplicate
+the row: a tag name, a category, an attribute value, a tag id of an item), id_too_long (a
+user_id or item_id, as in the events) and duplicate
 (same key; of the rows with valid strings, the one with the smallest JSON record stays), and
 items referring to a tag missing from the tags table give one unknown_tag row per (item, tag).
 """
@@ -127,10 +128,11 @@ def event_counts(classified: DataFrame) -> DataFrame:
     )
 
 
-def flag_dimension_rows(df: DataFrame, *, key: str) -> DataFrame:
-    """`row` (the raw row as a struct), `reason` (null_id, invalid_utf8 (any string of the row), duplicate
-    or null) and `record` (the row as JSON). The raw columns stay inside `row`, so no name
-    of theirs can meet the columns made here; `row.*` gives them back.
+def flag_dimension_rows(df: DataFrame, *, key: str, max_key_length: int | None = None) -> DataFrame:
+    """`row` (the raw row as a struct), `reason` (null_id, invalid_utf8 (any string of the row),
+    id_too_long (a key over `max_key_length` bytes, when given), duplicate or null) and `record`
+    (the row as JSON). The raw columns stay inside `row`, so no name of theirs can meet the
+    columns made here; `row.*` gives them back.
 
     Of several rows with the same key, the one with the smallest JSON record of those whose
     strings are valid UTF-8 is kept, so the choice does not depend on file order.
@@ -138,6 +140,7 @@ def flag_dimension_rows(df: DataFrame, *, key: str) -> DataFrame:
     keyed = df.select(F.struct(*[column(c) for c in df.columns]).alias("row"),
                       record_json(df.columns).alias("record"), column(key).alias("key"),
                       valid_utf8(df.schema).alias("valid_utf8"))
+    too_long = F.lit(False) if max_key_length is None else F.octet_length("key") > max_key_length
     first = (Window.partitionBy("key").orderBy(F.desc("valid_utf8"), "record")
              .rowsBetween(Window.unboundedPreceding, Window.currentRow))
     return (
@@ -146,6 +149,7 @@ def flag_dimension_rows(df: DataFrame, *, key: str) -> DataFrame:
             "row",
             F.when(blank("key"), F.lit(Reason.NULL_ID.value))
             .when(~F.col("valid_utf8"), F.lit(Reason.INVALID_UTF8.value))
+            .when(too_long, F.lit(Reason.ID_TOO_LONG.value))
             .when(F.col("rank") > 1, F.lit(Reason.DUPLICATE.value))
             .alias("reason"),
             "record",

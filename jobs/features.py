@@ -162,8 +162,8 @@ def read_inputs(spark: SparkSession, config: Config, dates: Sequence[dt.date], *
     fields = define_fields(attributes, conf)
 
     flagged = {
-        Raw.USERS: quality.flag_dimension_rows(users, key="user_id"),
-        Raw.ITEMS: quality.flag_dimension_rows(items, key="item_id"),
+        Raw.USERS: quality.flag_dimension_rows(users, key="user_id", max_key_length=conf.max_id_length),
+        Raw.ITEMS: quality.flag_dimension_rows(items, key="item_id", max_key_length=conf.max_id_length),
         Raw.TAGS: quality.flag_dimension_rows(tags, key="tag_id"),
     }
     flagged = {t: df.persist(StorageLevel.MEMORY_AND_DISK) for t, df in flagged.items()}

@@ -69,6 +69,20 @@ def test_non_utf8_and_overlong_ids_are_quarantined_by_reason(spark, tmp_path):
     assert [(r["user_id"], r["tag_id"], r["click"]) for r in samples.collect()] == [("u1", "t1", 1), ("u2", "t2", 0)]
 
 
+def test_an_overlong_user_key_is_quarantined_as_its_events_are(spark, tmp_path):
+    """A user_id over max_id_length is quarantined in the events; its users row must be too, or
+    the user is published with attributes alone under an id no event can carry."""
+    long_id = "u" * 65  # max_id_length is 64 bytes
+    users = pa.table({"user_id": ["u1", long_id, "u" * 64], "city": ["x", "y", "z"]})
+    config = _world(tmp_path, _events([(b"u1", "i1", "impression", _at(1))]), users=users)
+    run(spark, config, [DAY], run_id="long-key")
+    rows = delta.read_table(spark, warehouse_uri(config.paths, Warehouse.QUARANTINE)).collect()
+    assert [(r["source"], r["reason"], json.loads(r["record"])) for r in rows] == [
+        ("users", "id_too_long", {"user_id": long_id, "city": "y"})]
+    snapshot = delta.read_table(spark, warehouse_uri(config.paths, Warehouse.USER_FEATURES))
+    assert sorted(r["user_id"] for r in snapshot.collect()) == ["u1", "u" * 64]
+
+
 def test_an_empty_day_publishes_empty_samples_and_yesterdays_users(spark, tmp_path):
     config = _world(tmp_path, _events([(b"u1", "i1", "impression", dt.datetime(2026, 11, 8, 5, tzinfo=UTC))]))
     run(spark, config, [DAY], run_id="empty-day")
