@@ -45,7 +45,7 @@ WHITESPACE = "".join(c for c in map(chr, range(0x3001)) if c.isspace())
 def blank(column: str | Column) -> Column:
     """Null, or only whitespace (the value read as a string)."""
     value = (F.col(column) if isinstance(column, str) else column).cast("string")
-    return value.isNull() | (F.trim(value, F.lit(WHITESPACE)) == "")
+    return value.isNull() | (F.btrim(value, F.lit(WHITESPACE)) == "")
 
 
 RECORD_OPTIONS = {"ignoreNullFields": "false", "timestampFormat": "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX"}
