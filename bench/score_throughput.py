@@ -194,7 +194,7 @@ def write_user_sets(spark: SparkSession, root: Path, counts: list[int], cores: i
 
 
 def write_users(spark: SparkSession, path: str, count: int, cores: int) -> None:
-    """user_features-shaped Parquet (dt, user_id, n = the user's number, fields) of `count` users."""
+    """user_features-shaped Parquet (dt, user_id, fields) of `count` users."""
     n = F.col("id")
     singles = [((n * p + 3) % (f.vocab_size - 2) + 2).cast("int").alias(f.name)
                for f in FIELDS if f.kind == "single" for p in [SINGLE_PRIMES[f.name]]]
@@ -202,7 +202,7 @@ def write_users(spark: SparkSession, path: str, count: int, cores: int) -> None:
                           lambda i: ((n * 31 + i * 1009) % MAX_TAGS + 2).cast("int"))
     weights = F.transform(F.sequence(F.lit(0), F.lit(MULTI_LEN - 1)), lambda i: F.lit(1.0).cast("float"))
     (spark.range(count, numPartitions=4 * cores)
-     .select(F.lit(DATE).alias("dt"), F.format_string("u%08d", n).alias("user_id"), n.alias("n"), *singles,
+     .select(F.lit(DATE).alias("dt"), F.format_string("u%08d", n).alias("user_id"), *singles,
              clicked.alias("clicked_tags"), weights.alias("clicked_tags_weights"))
      .write.mode("overwrite").parquet(path))
 
@@ -215,7 +215,7 @@ def tag_side(model, num_tags: int) -> ScanTags:
 
 
 def time_spark_scan(spark: SparkSession, users_path: str, scan: ScanTags, task: ScanTask) -> float:
-    users = spark.read.parquet(users_path).drop("n")
+    users = spark.read.parquet(users_path)
     broadcast = spark.sparkContext.broadcast(scan)
     profiles = model_inputs(users, FIELDS, MULTI_LEN).mapInArrow(
         functools.partial(score_users, task=task, tags=broadcast), PROFILE_SCHEMA)
@@ -306,7 +306,7 @@ def time_job(spark: SparkSession, root: Path, model, conf: ModelConf, users_path
                      "conversions": pa.array(np.zeros(num_tags, np.int64)),
                      "popularity_rank": pa.array(np.arange(1, num_tags + 1, dtype=np.int32))})
     delta.write_arrow(tags, warehouse_uri(paths, Warehouse.TAGS), mode="overwrite", partition_by=["dt"])
-    users = spark.read.parquet(users_path).drop("n")
+    users = spark.read.parquet(users_path)
     delta.write_table(users, warehouse_uri(paths, Warehouse.USER_FEATURES), mode="overwrite", partition_by=["dt"])
     config = Config(paths=paths, score=ScoreConf(top_n=TOP_N, block_size=block_size))
     start = time.perf_counter()

@@ -39,7 +39,7 @@ def test_every_user_count_is_scanned_on_every_core(spark, bench, tmp_path):
     for count in counts:
         users = spark.read.parquet(paths[count])
         assert sum(1 for rows in rows_per_partition(users) if rows) >= cores, count
-        got = users.orderBy("n").toPandas()
+        got = users.orderBy("user_id").toPandas()  # u%08d: in user number order
         expected = bench.user_tensors(count)  # written independently, as torch tensors
         assert got["user_id"].tolist() == [f"u{i:08d}" for i in range(count)]
         for name, values in expected.items():
