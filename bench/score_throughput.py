@@ -62,6 +62,7 @@ from mvke.artifact import save_model
 from mvke.builder import build_model
 from mvke.fields import FieldSpec
 from scoring.executor import PROFILE_SCHEMA, ScanTask, block_user_vectors, score_users
+from scoring.memory import keep_freed_memory
 from scoring.scan import ScanTags, scan_block, scan_plan
 from scoring.tag_index import compute_tag_index, probe_sides, scan_tags
 
@@ -114,6 +115,7 @@ def parse_args() -> argparse.Namespace:
 def run_bench(args: argparse.Namespace, root: Path) -> dict:
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
+    keep_freed_memory()  # what the executors' scoring workers do, for torch_alone in this process
     spark = spark_session(SparkConf(master="local[*]", app_name="score-bench", driver_memory="8g",
                                     shuffle_partitions=8))
     cores = spark.sparkContext.defaultParallelism

@@ -23,6 +23,7 @@ from torch import Tensor
 
 from mvke.base import ProfileModel
 from mvke.fields import FieldSpec, weights_key
+from scoring.memory import keep_freed_memory
 from scoring.scan import ScanPlan, Selection, scan_block
 from scoring.topn import UndefinedScoreError
 
@@ -64,7 +65,7 @@ class ScanTask:
 
 def score_users(batches: Iterator[pa.RecordBatch], *, task: ScanTask, tags: Broadcast) -> Iterator[pa.RecordBatch]:
     """mapInArrow: user_features batches -> PROFILE_SCHEMA rows (top-N per user and objective)."""
-    torch.set_num_threads(task.threads)
+    prepare_worker(task.threads)
     model = cached_model(task.model_path)
     scan = tags.value
     tag_ids = pa.array(scan.tag_ids, pa.string())
@@ -82,7 +83,7 @@ def score_users(batches: Iterator[pa.RecordBatch], *, task: ScanTask, tags: Broa
 
 def user_vectors(batches: Iterator[pa.RecordBatch], *, task: ScanTask) -> Iterator[pa.RecordBatch]:
     """mapInArrow: user_features batches -> USER_VECTOR_SCHEMA rows (x_k(u) for every k)."""
-    torch.set_num_threads(task.threads)
+    prepare_worker(task.threads)
     model = cached_model(task.model_path)
     schema = to_arrow_schema(USER_VECTOR_SCHEMA)
     for block in user_blocks(batches, task.block_size):
@@ -100,6 +101,12 @@ def user_vectors(batches: Iterator[pa.RecordBatch], *, task: ScanTask) -> Iterat
             _lists(pa.array(vecs.reshape(-1).numpy(), pa.float32()), batch, num_vectors * dim),
             _lists(pa.array(mask.reshape(-1).numpy(), pa.bool_()), batch, num_vectors),
         ], schema=schema)
+
+
+def prepare_worker(threads: int) -> None:
+    """torch's threads for this Python process, and malloc kept from page-faulting every block in."""
+    torch.set_num_threads(threads)
+    keep_freed_memory()
 
 
 def _undefined_score(vecs: Tensor, user_ids: pa.ChunkedArray, model_version: str) -> str:
