@@ -61,6 +61,19 @@ class WrittenFiles:
     num_records: int
 
 
+@dataclass(frozen=True)
+class ArrowMap:
+    """A mapInArrow-style function run on the executors right before the Parquet writer.
+
+    `function` takes the Arrow batches of a DataFrame's rows and yields batches of `schema`; they
+    go into the files as they are. Spark's own `df.mapInArrow(function, schema)` followed by the
+    write would turn every output row into a Spark row and back into Arrow between the two.
+    """
+
+    function: Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]
+    schema: T.StructType
+
+
 class ConcurrentCommitError(RuntimeError):
     """Another writer committed to the table after the snapshot a read-modify-write was based on."""
 
@@ -118,34 +131,41 @@ def write_table(
     replace_partitions: Sequence[str] | None = None,
     commit_info: dict[str, str] | None = None,
     based_on: Snapshot | None = None,
+    through: ArrowMap | None = None,
 ) -> int:
     """Write `df` to the Delta table at `uri` in one atomic commit; return the new version.
 
     mode="append" adds rows. mode="overwrite" replaces the whole table, or, when
     `replace_partitions` lists values of the single partition column, only those
     partitions (rows of `df` outside them are an error). Creates the table if needed.
-    `based_on`: see `commit`.
+    `based_on`: see `commit`. `through`: the rows written are `through.function`'s output for
+    the rows of `df` (see ArrowMap), with `through.schema`.
     """
-    _check_write_args(df.columns, uri, mode, partition_by, replace_partitions)
-    arrow_schema = spark_to_arrow_schema(df.schema)
-    written = write_files(df, uri, partition_by=partition_by)
+    schema = df.schema if through is None else through.schema
+    _check_write_args(schema.names, uri, mode, partition_by, replace_partitions)
+    arrow_schema = spark_to_arrow_schema(schema)
+    written = write_files(df, uri, partition_by=partition_by, through=through)
     _check_inside_replaced(uri, written.adds, partition_by, replace_partitions)
     return commit(uri, written.adds, arrow_schema, mode=mode, partition_by=partition_by,
                   replace_partitions=replace_partitions, commit_info=commit_info, based_on=based_on)
 
 
-def write_files(df: DataFrame, uri: str, *, partition_by: Sequence[str] = ()) -> WrittenFiles:
-    """Executors write `df` as Parquet files under `uri`; nothing is committed.
+def write_files(df: DataFrame, uri: str, *, partition_by: Sequence[str] = (),
+                through: ArrowMap | None = None) -> WrittenFiles:
+    """Executors write `df` (or `through`'s output for it) as Parquet files under `uri`; nothing
+    is committed.
 
     Only one small row per file comes back to the driver.
     """
     filesystem, root, _ = arrow_filesystem(uri)  # resolved here: executors have their own working directory
-    arrow_schema = spark_to_arrow_schema(df.schema)
+    arrow_schema = spark_to_arrow_schema(df.schema if through is None else through.schema)
     data_schema = pa.schema([f for f in arrow_schema if f.name not in partition_by])
     partition_cols = list(partition_by)
 
     def write_task(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         faults.maybe_kill_executor()
+        if through is not None:
+            batches = through.function(batches)
         writers: dict[tuple, tuple[pq.ParquetWriter, str, dict[str, str | None]]] = {}
         counts: dict[tuple, int] = {}
         try:

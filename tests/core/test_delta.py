@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 from deltalake import DeltaTable
 from pyspark.sql import Row
+from pyspark.sql import types as T
 from pyspark.testing import assertDataFrameEqual
 
 from core import delta
@@ -403,3 +404,50 @@ def test_read_arrow_of_one_partition_opens_that_partitions_files_only(tmp_path):
     assert empty.num_rows == 0 and empty.schema.names == ["k", "v"]
     with pytest.raises(ValueError, match="'k' is not a partition column"):
         delta.read_arrow(uri, partition={"k": "a"})
+
+
+def _ranked(batches):
+    """Each input row (dt, user_id, n) becomes rows rank 1..n with score rank * 0.5; n < 0 fails."""
+    import pyarrow as pa
+
+    for batch in batches:
+        rows = batch.to_pylist()
+        if any(r["n"] < 0 for r in rows):
+            raise ValueError("negative n")
+        out = [{"dt": r["dt"], "user_id": r["user_id"], "rank": k, "score": k * 0.5}
+               for r in rows for k in range(1, r["n"] + 1)]
+        yield pa.RecordBatch.from_pylist(out, schema=pa.schema([("dt", pa.date32()), ("user_id", pa.string()),
+                                                                ("rank", pa.int32()), ("score", pa.float64())]))
+
+
+RANKED = delta.ArrowMap(_ranked, T.StructType([T.StructField("dt", T.DateType()), T.StructField("user_id", T.StringType()),
+                                               T.StructField("rank", T.IntegerType()),
+                                               T.StructField("score", T.DoubleType())]))
+
+
+def test_a_write_through_an_arrow_map_commits_the_maps_output(spark, tmp_path):
+    uri = str(tmp_path / "t")
+    users = spark.createDataFrame([(D1, "a", 2), (D1, "b", 0), (D2, "c", 3)], "dt date, user_id string, n int")
+    delta.write_table(users, uri, mode="overwrite", partition_by=["dt"], through=RANKED)
+    rerun_d2 = spark.createDataFrame([(D2, "c", 1), (D2, "d", 1)], "dt date, user_id string, n int")
+    delta.write_table(rerun_d2, uri, mode="overwrite", partition_by=["dt"], replace_partitions=[D2.isoformat()],
+                      through=RANKED)
+    expected = spark.createDataFrame(
+        [(D1, "a", 1, 0.5), (D1, "a", 2, 1.0), (D2, "c", 1, 0.5), (D2, "d", 1, 0.5)],
+        "dt date, user_id string, rank int, score double")
+    assertDataFrameEqual(delta.read_table(spark, uri), expected)
+
+
+def test_a_write_through_an_arrow_map_checks_the_maps_columns_and_fails_whole(spark, tmp_path):
+    uri = str(tmp_path / "t")
+    users = spark.createDataFrame([(D1, "a", 1)], "dt date, user_id string, n int")
+    with pytest.raises(ValueError, match=r"partition columns \['n'\] are not in"):
+        delta.write_table(users, uri, mode="overwrite", partition_by=["n"], through=RANKED)
+    delta.write_table(users, uri, mode="overwrite", partition_by=["dt"], through=RANKED)
+    broken = spark.createDataFrame([(D1, "x", 1), (D1, "y", -1)], "dt date, user_id string, n int").coalesce(1)
+    with pytest.raises(Exception, match="negative n"):
+        delta.write_table(broken, uri, mode="overwrite", partition_by=["dt"], replace_partitions=[D1.isoformat()],
+                          through=RANKED)
+    assert delta.table_version(uri) == 0
+    assertDataFrameEqual(delta.read_table(spark, uri),
+                         spark.createDataFrame([(D1, "a", 1, 0.5)], "dt date, user_id string, rank int, score double"))
