@@ -1,9 +1,9 @@
 """Build the synthetic raw tables as Spark DataFrames and write them as Delta tables.
 
 Users, events, items and ground truth are generated on the executors: `spark.range`
-enumerates block ids, and each block's rows are drawn with numpy inside `mapInArrow`
-from its own seed stream (seed, stream, block). Only the small `World` travels in the
-task closures; nothing of size users or items is built on the driver.
+enumerates block ids, and each block's rows are drawn with numpy inside the writer's task
+(`core.delta.ArrowMap`) from its own seed stream (seed, stream, block). Only the small
+`World` travels in the task closures; nothing of size users or items is built on the driver.
 """
 from __future__ import annotations
 
@@ -52,15 +52,16 @@ def generate(spark: SparkSession, conf: GenerateConf, paths: Paths) -> Generatio
     was, never new tags and items beside old events.
     """
     world = build_world(conf)
-    frames = raw_frames(spark, world)
-    for table, df in frames.items():
+    sources = raw_sources(spark, world)
+    for table, source in sources.items():
         if table in SCHEMAS:
-            check_schema(df.schema, table)
+            check_schema(source.schema, table)
         check_replaceable(raw_uri(paths, table))
-    written = {table: delta.write_files(df, raw_uri(paths, table)) for table, df in frames.items()}
+    written = {table: delta.write_files(source.rows, raw_uri(paths, table), through=source.through)
+               for table, source in sources.items()}
     commit_info = {"writer": "synthetic", "seed": str(conf.seed)}
-    for table, df in frames.items():
-        delta.commit(raw_uri(paths, table), written[table].adds, delta.spark_to_arrow_schema(df.schema),
+    for table, source in sources.items():
+        delta.commit(raw_uri(paths, table), written[table].adds, delta.spark_to_arrow_schema(source.schema),
                      mode="overwrite", commit_info=commit_info)
     rows = {table.value: files.num_records for table, files in written.items()}
     return GenerationSummary(rows=rows, events_by_type=count_event_types(spark, paths))
@@ -76,39 +77,40 @@ def check_replaceable(uri: str) -> None:
                          "so move the table away first")
 
 
-def raw_frames(spark: SparkSession, world: World) -> dict[Raw, DataFrame]:
+@dataclass(frozen=True)
+class TableSource:
+    """A raw table as the writer gets it: `rows`, or `through`'s output for `rows` (the block ids
+    whose rows are drawn inside the executor tasks, straight into the Parquet writer)."""
+
+    rows: DataFrame
+    through: delta.ArrowMap | None = None
+
+    @property
+    def schema(self) -> T.StructType:
+        return self.rows.schema if self.through is None else self.through.schema
+
+    def frame(self) -> DataFrame:
+        """The table's rows as a DataFrame (for reading them without writing)."""
+        return self.rows if self.through is None else self.rows.mapInArrow(self.through.function, self.schema)
+
+
+def raw_sources(spark: SparkSession, world: World) -> dict[Raw, TableSource]:
+    rows = list(zip(world.tag_ids.tolist(), world.tag_names.tolist(), world.tag_categories.tolist()))
+    user_blocks = _blocks(spark, world.num_user_blocks, world.conf.partitions)
     return {
-        Raw.TAGS: tags_frame(spark, world),
-        Raw.ITEMS: items_frame(spark, world),
-        Raw.USERS: users_frame(spark, world),
-        Raw.EVENTS: events_frame(spark, world),
-        Raw.GROUND_TRUTH: ground_truth_frame(spark, world),
+        Raw.TAGS: TableSource(spark.createDataFrame(rows, SCHEMAS[Raw.TAGS])),
+        Raw.ITEMS: TableSource(_blocks(spark, num_item_blocks(world), world.conf.partitions),
+                               _drawn(lambda block: [items_batch(world, block)], ITEMS_SCHEMA)),
+        Raw.USERS: TableSource(user_blocks, _drawn(lambda block: [users_batch(world, block)], USERS_SCHEMA)),
+        Raw.EVENTS: TableSource(user_blocks, _drawn(lambda block: [events_batch(world, block)], EVENTS_SCHEMA)),
+        Raw.GROUND_TRUTH: TableSource(user_blocks, _drawn(lambda block: ground_truth_batches(world, block),
+                                                          GROUND_TRUTH_SCHEMA)),
     }
 
 
-def tags_frame(spark: SparkSession, world: World) -> DataFrame:
-    rows = list(zip(world.tag_ids.tolist(), world.tag_names.tolist(), world.tag_categories.tolist()))
-    return spark.createDataFrame(rows, SCHEMAS[Raw.TAGS])
-
-
-def items_frame(spark: SparkSession, world: World) -> DataFrame:
-    return _from_blocks(spark, num_item_blocks(world), world.conf.partitions,
-                        lambda block: [items_batch(world, block)], ITEMS_SCHEMA)
-
-
-def users_frame(spark: SparkSession, world: World) -> DataFrame:
-    return _from_blocks(spark, world.num_user_blocks, world.conf.partitions,
-                        lambda block: [users_batch(world, block)], USERS_SCHEMA)
-
-
-def events_frame(spark: SparkSession, world: World) -> DataFrame:
-    return _from_blocks(spark, world.num_user_blocks, world.conf.partitions,
-                        lambda block: [events_batch(world, block)], EVENTS_SCHEMA)
-
-
-def ground_truth_frame(spark: SparkSession, world: World) -> DataFrame:
-    return _from_blocks(spark, world.num_user_blocks, world.conf.partitions,
-                        lambda block: ground_truth_batches(world, block), GROUND_TRUTH_SCHEMA)
+def raw_frames(spark: SparkSession, world: World) -> dict[Raw, DataFrame]:
+    """Every raw table's rows as a DataFrame, drawn when read (what `generate` writes)."""
+    return {table: source.frame() for table, source in raw_sources(spark, world).items()}
 
 
 def count_event_types(spark: SparkSession, paths: Paths) -> dict[str, int]:
@@ -119,14 +121,18 @@ def count_event_types(spark: SparkSession, paths: Paths) -> dict[str, int]:
     return {**ordered, **dict(sorted(counts.items()))}
 
 
-def _from_blocks(spark: SparkSession, num_blocks: int, partitions: int, batches_of: BlockBatches,
-                 schema: T.StructType) -> DataFrame:
-    """Rows of blocks 0 .. num_blocks - 1, each block generated inside an executor task."""
+def _blocks(spark: SparkSession, num_blocks: int, partitions: int) -> DataFrame:
+    """Block ids 0 .. num_blocks - 1 (column `block`), spread over the tasks."""
+    return spark.range(0, num_blocks, 1, numPartitions=max(1, min(partitions, num_blocks))).select(
+        F.col("id").alias("block"))
+
+
+def _drawn(batches_of: BlockBatches, schema: T.StructType) -> delta.ArrowMap:
+    """Block ids -> the rows of those blocks, generated inside the executor task."""
 
     def generate_blocks(id_batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for ids in id_batches:
             for block in ids.column(0).to_pylist():
                 yield from batches_of(block)
 
-    blocks = spark.range(0, num_blocks, 1, numPartitions=max(1, min(partitions, num_blocks)))
-    return blocks.select(F.col("id").alias("block")).mapInArrow(generate_blocks, schema)
+    return delta.ArrowMap(generate_blocks, schema)

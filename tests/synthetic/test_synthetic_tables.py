@@ -16,7 +16,6 @@ from core.config import GenerateConf, Paths
 from core.contract import SCHEMAS, check_schema, read_raw
 from core.tables import Raw, raw_uri
 from synthetic import build_world, generate, raw_frames, user_interests
-from synthetic.dataset import events_frame
 
 CONF = GenerateConf(seed=3, users=400, items=120, tags=30, facets=5, categories=6, days=5,
                     start_date=dt.date(2026, 3, 1), block_users=100, partitions=2)
@@ -192,7 +191,7 @@ def test_some_tags_have_no_category(spark, clean):
 
 def test_bad_rows_are_added_on_top_of_the_same_good_rows_in_the_documented_numbers(spark, frames):
     _, events, items, _, _, _ = frames
-    dirty = events_frame(spark, build_world(dataclasses.replace(CONF, bad_row_share=BAD_SHARE)))
+    dirty = raw_frames(spark, build_world(dataclasses.replace(CONF, bad_row_share=BAD_SHARE)))[Raw.EVENTS]
     check_schema(dirty.schema, Raw.EVENTS)
     dirty = dirty.toPandas()
     columns = ["user_id", "item_id", "event_type", "event_time"]
