@@ -11,10 +11,12 @@ Not a test. Workload: an MVKE model with K=5 experts of E=64 (ctr uses experts 0
 the combined ctr_x_cvr), random weights (the speed does not depend on them), 4 single fields and
 one multi field of 8 tags per user; top 10 per user and objective.
 
-- mvke_spark: the job's executor path (`scoring.executor.score_users` through mapInArrow over
-  Parquet user features, tag matrices broadcast) into Spark's `noop` sink: everything but the
-  Delta write. With --job, also the whole `jobs.score.run` (checks, counts, tag_index, Delta
-  commit of every profile row) once per tag count at the largest user count.
+- mvke_spark: the job's executor path over Parquet user features, tag matrices broadcast:
+  `core.delta.write_files` through `scoring.executor.score_users`, so the profile rows go from
+  the scan into Parquet files (deleted after each run) without becoming Spark rows. Everything
+  the job does per user but the Delta commit; the files are more than ALS's `noop` sink gets.
+  With --job, also the whole `jobs.score.run` (checks, counts, tag_index, Delta commit of every
+  profile row) once per tag count at the largest user count.
 - torch_alone: the same per-block work (user tower + `scoring.scan.scan_block`) in this process
   over in-memory tensors, with --torch-threads threads (default torch's, one per core): the limit
   Spark's overhead is measured against.
@@ -217,14 +219,15 @@ def tag_side(model, num_tags: int) -> ScanTags:
 
 
 def time_spark_scan(spark: SparkSession, users_path: str, scan: ScanTags, task: ScanTask) -> float:
-    users = spark.read.parquet(users_path)
+    users = model_inputs(spark.read.parquet(users_path), FIELDS, MULTI_LEN)
     broadcast = spark.sparkContext.broadcast(scan)
-    profiles = model_inputs(users, FIELDS, MULTI_LEN).mapInArrow(
-        functools.partial(score_users, task=task, tags=broadcast), PROFILE_SCHEMA)
+    profiles = delta.ArrowMap(functools.partial(score_users, task=task, tags=broadcast), PROFILE_SCHEMA)
+    out = Path(users_path).parent / "profiles"
     start = time.perf_counter()
-    profiles.write.format("noop").mode("overwrite").save()
+    delta.write_files(users, str(out), partition_by=["dt"], through=profiles)
     elapsed = time.perf_counter() - start
     broadcast.destroy()
+    shutil.rmtree(out)
     return elapsed
 
 

@@ -75,10 +75,11 @@ def run(spark: SparkSession, config: Config, date: dt.date, *, output_uri: str |
     uri = output_uri or warehouse_uri(paths, Warehouse.USER_TAG_PROFILES)
     broadcast = spark.sparkContext.broadcast(scan)
     try:
-        profiles = users.mapInArrow(functools.partial(score_users, task=task, tags=broadcast), PROFILE_SCHEMA)
-        versions = {"user_tag_profiles": delta.write_table(profiles, uri, mode="overwrite", partition_by=["dt"],
+        # The profile rows go from the scan straight into the Parquet writer, never becoming Spark rows.
+        profiles = delta.ArrowMap(functools.partial(score_users, task=task, tags=broadcast), PROFILE_SCHEMA)
+        versions = {"user_tag_profiles": delta.write_table(users, uri, mode="overwrite", partition_by=["dt"],
                                                            replace_partitions=[date.isoformat()],
-                                                           commit_info=commit_info),
+                                                           commit_info=commit_info, through=profiles),
                     "tag_index": index.table_version}
     except Exception as exc:  # a NaN score is found on an executor: say which model and user, in one line
         undefined = raised_on_executor(exc, UndefinedScoreError)
@@ -126,9 +127,9 @@ def write_user_vectors(spark: SparkSession, config: Config, date: dt.date, *, ru
 
 def _write_vectors(users: DataFrame, task: ScanTask, uri: str, commit_info: dict) -> int:
     """x_k(u) of every user of `users` into the partition dt = task.date of `uri`; returns the version."""
-    vectors = users.mapInArrow(functools.partial(user_vectors, task=task), USER_VECTOR_SCHEMA)
-    return delta.write_table(vectors, uri, mode="overwrite", partition_by=["dt"],
-                             replace_partitions=[task.date.isoformat()], commit_info=commit_info)
+    vectors = delta.ArrowMap(functools.partial(user_vectors, task=task), USER_VECTOR_SCHEMA)
+    return delta.write_table(users, uri, mode="overwrite", partition_by=["dt"],
+                             replace_partitions=[task.date.isoformat()], commit_info=commit_info, through=vectors)
 
 
 def _scan_task(spark: SparkSession, config: Config, night: CheckedInputs, date: dt.date) -> ScanTask:
