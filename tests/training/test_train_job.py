@@ -279,8 +279,12 @@ def test_user_split_keeps_each_user_on_one_side_every_day(spark):
     ("  build_missing: false\n  window_days: 2\n",
      "train: EmptyWindowError: training window 2026-11-03..2026-11-04 is incomplete"),
     ("  publish_if:\n    min_auc_by_objective: {ctcvr: 0.6}\n",
-     "train: ConfigError: train.publish_if.min_auc_by_objective names ['ctcvr']"),
-], ids=["training_error", "config_error"])
+     "train: ConfigError: train.publish_if.min_auc_by_objective names ['ctcvr'], which model mvke does not train; "
+     "valid: ['ctr', 'cvr']"),
+    ("  publish_if:\n    min_auc_by_objective: {cvr: 0.6}\nmodel:\n  name: two_tower\n",
+     "train: ConfigError: train.publish_if.min_auc_by_objective names ['cvr'], which model two_tower does not train; "
+     "valid: ['ctr']"),
+], ids=["training_error", "config_error", "floor_of_an_objective_two_tower_does_not_train"])
 def test_main_returns_1_with_the_message_in_one_line(tmp_path, capsys, monkeypatch, train_yaml, message):
     conf = tmp_path / "c.yaml"
     conf.write_text(f"paths:\n  raw: {tmp_path}/raw\n  warehouse: {tmp_path}/wh\n  models: {tmp_path}/m\n"
