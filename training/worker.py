@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -142,6 +143,7 @@ def _train_epochs(spec: WorkerSpec, model, loss_fn, optimizer, train_data, valid
 
     history = start["history"]
     for epoch in range(start["epoch"], spec.epochs):
+        opened = time.perf_counter()
         with epoch_batches(train_data, spec.fields, multi_len=spec.multi_len, batch_size=spec.batch_size,
                            cur_shard=hvd.rank(), shard_count=hvd.size(),  # Horovod: this rank's shard
                            steps=spec.steps_per_epoch, seed=spec.seed, epoch=epoch,
@@ -151,6 +153,7 @@ def _train_epochs(spec: WorkerSpec, model, loss_fn, optimizer, train_data, valid
                                  reduce=average_over_ranks(hvd),  # Horovod: mean over ranks
                                  workers=hvd.size(), log_every=spec.log_every,  # Horovod: global samples/s
                                  on_log=_progress(spec, hvd.rank()))
+        result = result.over(time.perf_counter() - opened)  # the reader's open and close are data path too
         validation = _validate(spec, model, validation_data, hvd)
         _record(history, result, validation, hvd.rank())
         if hvd.rank() == 0:

@@ -94,3 +94,13 @@ def test_inf_weights_stop_before_any_update(batches):
     with pytest.raises(NonFiniteLossError, match="training loss is nan at epoch 0 step 1"):
         train_epoch(model, loss_fn, optimizer, bad, epoch=0)
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+
+
+def test_an_epoch_timed_over_a_longer_wall_time_keeps_everything_but_its_rate(batches):
+    """The worker re-times each epoch from its reader's open to its close (EpochResult.over)."""
+    model, loss_fn, optimizer = _setup()
+    result = train_epoch(model, loss_fn, optimizer, batches, epoch=0)
+    longer = result.over(result.seconds + 2.0)
+    assert longer.seconds == result.seconds + 2.0 and longer.samples_per_s == 256 / (result.seconds + 2.0)
+    assert (longer.epoch, longer.steps, longer.last_step, longer.samples, longer.loss, longer.logs) == \
+        (result.epoch, result.steps, result.last_step, result.samples, result.loss, result.logs)
