@@ -15,8 +15,9 @@ per process and torch threads per process, three ways:
 - horovod in-memory, num_proc N: the same Horovod set-up (DistributedOptimizer, the loss averaged
   over ranks every step) on in-memory batches of the rank's share: what N ranks cost without
   the data path, so that pipeline / horovod-in-memory isolates Spark + Petastorm.
-Samples/s is each run's own per-epoch figure from `train_epoch` (all ranks' samples over the
-epoch's wall time, data loading included; validation and checkpoints excluded). The first
+Samples/s is each run's own per-epoch figure (all ranks' samples over the epoch's wall time,
+data loading included, for the job's path from the opening of the epoch's Petastorm reader to
+its closing; validation and checkpoints excluded). The first
 epoch of every run is warm-up and skipped; each figure is the median over repetitions of the
 median steady epoch; the paths take turns within each repetition.
 """
