@@ -60,8 +60,9 @@ def check_csv_columns(table: pa.Table, path: str | Path) -> None:
 def format_table(table: pa.Table, max_rows: int = 100) -> str:
     """An aligned text table of the first `max_rows` rows, then the row count."""
     names = table.column_names
-    shown = table.slice(0, max_rows).to_pylist()
-    cells = [[_cell(row[name]) for name in names] for row in shown]
+    shown = table.slice(0, max_rows)
+    columns = [column.to_pylist() for column in shown.columns]  # by position: names can repeat
+    cells = [[_cell(column[i]) for column in columns] for i in range(shown.num_rows)]
     numeric = [pa.types.is_integer(f.type) or pa.types.is_floating(f.type) or pa.types.is_decimal(f.type)
                for f in table.schema]
     widths = [max([len(n), *(len(r[i]) for r in cells)]) for i, n in enumerate(names)]
@@ -70,7 +71,7 @@ def format_table(table: pa.Table, max_rows: int = 100) -> str:
         return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)).rstrip()
 
     lines = [line(names), line(["-" * w for w in widths]), *(line(r) for r in cells)]
-    more = table.num_rows - len(shown)
+    more = table.num_rows - shown.num_rows
     count = f"({table.num_rows} row{'s' if table.num_rows != 1 else ''}"
     lines.append(f"{count}; {more} more not shown, use --output or --max-rows)" if more > 0 else f"{count})")
     return "\n".join(lines)

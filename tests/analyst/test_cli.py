@@ -140,3 +140,14 @@ def test_spark_submit_sql_prints_the_change(warehouse, data):
     assert result.returncode == 0, result.stderr[-3000:]
     assert _table_rows(result.stdout) == [_expected_change_line(data, "t1", 2)]
     assert "tag_audience_change on spark" in result.stdout + result.stderr
+
+
+def test_columns_with_the_same_name_each_print_their_own_values(warehouse, no_spark, capsys):
+    code = sql_job.main([*_overrides(warehouse), "--engine", "duckdb",
+                         "--query", "SELECT tag_id, tag_index AS n, tag_index * 10 AS n FROM tags "
+                                    "WHERE dt = :date AND tag_id IN ('t1', 't2') ORDER BY tag_id"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    lines = captured.out.strip().splitlines()
+    assert lines[0].split() == ["tag_id", "n", "n"]
+    assert _table_rows(captured.out) == [["t1", "2", "20"], ["t2", "3", "30"]]
