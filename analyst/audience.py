@@ -24,7 +24,7 @@ from typing import Sequence
 
 from analyst.catalog import published_dates, resolve_published_date, warehouse_tables
 from analyst.engine import ENGINES, Engine, EngineName, open_engine
-from analyst.output import output_format, write_atomically
+from analyst.output import check_outside_pipeline, output_format, write_atomically
 from analyst.params import check_string, quote_string, render_literal
 from analyst.sqltext import Dialect
 from core.cli import iso_date, job_parser, parse_job_args
@@ -174,6 +174,7 @@ def main(argv: list[str] | None = None, *, default_engine: EngineName = "duckdb"
     try:
         spec.validate()
         output_format(args.output)
+        check_outside_pipeline(args.output, config.paths)
         tables = warehouse_tables(config.paths)  # one snapshot for the dates and the rows
         resolve_published_date(spec.date, published_dates(tables))  # before Spark starts
         with open_engine(args.engine, config, tables) as engine:

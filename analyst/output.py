@@ -5,11 +5,14 @@ import datetime as dt
 import os
 import uuid
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import pyarrow as pa
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
+
+if TYPE_CHECKING:
+    from core.config import Paths
 
 OutputFormat = Literal["csv", "parquet"]
 _FORMATS: dict[str, OutputFormat] = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
@@ -21,6 +24,23 @@ def output_format(path: str | Path) -> OutputFormat:
     if suffix not in _FORMATS:
         raise ValueError(f"output {str(path)!r} must end with .csv or .parquet")
     return _FORMATS[suffix]
+
+
+def check_outside_pipeline(path: str | Path, paths: "Paths") -> None:
+    """Refuse an output file inside a folder the pipeline owns (warehouse, staging, raw, models).
+
+    The analyst commands only read those: a result written there could replace a table's live
+    data file (`--output warehouse/user_tag_profiles/dt=.../part-....parquet`) or land among them.
+    """
+    target = Path(os.path.realpath(path))
+    roots = {"warehouse": paths.warehouse, "staging": paths.staging_root, "raw": paths.raw, "models": paths.models}
+    for name, root in roots.items():
+        if not root or ("://" in root and not root.startswith("file://")):
+            continue  # an object store: a local output file cannot be inside it
+        folder = Path(os.path.realpath(root.removeprefix("file://")))
+        if target == folder or folder in target.parents:
+            raise ValueError(f"output {str(path)!r} is inside paths.{name} ({root}), which the analyst commands "
+                             "only read; write it somewhere else")
 
 
 def write_atomically(table: pa.Table, path: str | Path) -> Path:

@@ -16,7 +16,7 @@ from typing import Sequence
 
 from analyst.catalog import TableInfo, published_dates, warehouse_tables
 from analyst.engine import ENGINES, EngineName, open_engine
-from analyst.output import format_table, output_format, write_atomically
+from analyst.output import check_outside_pipeline, format_table, output_format, write_atomically
 from analyst.params import ParamError, ParamSpec, Value
 from analyst.queries import DATE_PARAM, bind, describe_params, list_queries, load_query, parse_assignments, render
 from analyst.sqltext import Dialect, ReadOnlyError, check_read_only, placeholders, words
@@ -118,6 +118,7 @@ def main(argv: list[str] | None = None, *, default_engine: EngineName = "duckdb"
     try:
         if args.output:
             output_format(args.output)
+            check_outside_pipeline(args.output, config.paths)
         prepared = prepare(config.paths, args.engine, query=args.query, name=args.name, params=args.param,
                            date=args.date.isoformat() if args.date else None)
     except ValueError as exc:

@@ -151,3 +151,33 @@ def test_columns_with_the_same_name_each_print_their_own_values(warehouse, no_sp
     lines = captured.out.strip().splitlines()
     assert lines[0].split() == ["tag_id", "n", "n"]
     assert _table_rows(captured.out) == [["t1", "2", "20"], ["t2", "3", "30"]]
+
+
+def test_output_inside_the_warehouse_is_refused_and_the_tables_stay_intact(warehouse, data, no_spark, tmp_path,
+                                                                          capsys):
+    import shutil
+
+    from analyst import audience as audience_module
+    from core.config import Paths
+
+    own = Paths(raw=str(tmp_path / "raw"), warehouse=str(tmp_path / "warehouse"), models=str(tmp_path / "models"))
+    shutil.copytree(warehouse.warehouse, own.warehouse)
+    live = sorted((tmp_path / "warehouse" / "user_tag_profiles" / "dt=2026-11-02").glob("*.parquet"))[0]
+    before = live.read_bytes()
+    count = ["--query", "SELECT COUNT(*) AS n FROM user_tag_profiles"]
+    targets = [live, tmp_path / "warehouse" / "new.csv", tmp_path / "warehouse" / "_staging" / "x.parquet",
+               tmp_path / "models" / "x.csv"]
+    for target in targets:
+        code = sql_job.main([*_overrides(own), "--engine", "duckdb", "--output", str(target), *count])
+        err = capsys.readouterr().err
+        assert code == 2, (target, err)
+        assert "which the analyst commands only read" in err
+        code = audience_module.main([*_overrides(own), "--engine", "duckdb", "--tags", "t1", "--output", str(target)])
+        assert code == 2
+        assert "which the analyst commands only read" in capsys.readouterr().err
+    assert live.read_bytes() == before
+    assert not (tmp_path / "warehouse" / "new.csv").exists() and not (tmp_path / "models").exists()
+    assert sql_job.main([*_overrides(own), "--engine", "duckdb", *count]) == 0
+    assert _table_rows(capsys.readouterr().out) == [[str(len(data.rows))]]
+    assert sql_job.main([*_overrides(own), "--engine", "duckdb", "--output", str(tmp_path / "n.csv"), *count]) == 0
+    assert pcsv.read_csv(tmp_path / "n.csv").to_pylist() == [{"n": len(data.rows)}]
