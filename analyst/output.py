@@ -1,6 +1,7 @@
 """Show a result as a text table, or write it to CSV/Parquet atomically (temporary file, then rename)."""
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import uuid
@@ -55,14 +56,18 @@ def write_atomically(table: pa.Table, path: str | Path) -> Path:
         raise ValueError(f"output {str(target)!r} is a directory")
     if fmt == "csv":
         check_csv_columns(table, target)
-    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex}")
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
         if fmt == "csv":
             pcsv.write_csv(table, tmp)
         else:
             pq.write_table(table, tmp)
         os.replace(tmp, target)
+    except OSError as exc:  # a folder that is a file, no permission, a full disk: one line, not a traceback
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise ValueError(f"output {str(target)!r} cannot be written: {exc.strerror or exc}") from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

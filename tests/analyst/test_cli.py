@@ -181,3 +181,25 @@ def test_output_inside_the_warehouse_is_refused_and_the_tables_stay_intact(wareh
     assert _table_rows(capsys.readouterr().out) == [[str(len(data.rows))]]
     assert sql_job.main([*_overrides(own), "--engine", "duckdb", "--output", str(tmp_path / "n.csv"), *count]) == 0
     assert pcsv.read_csv(tmp_path / "n.csv").to_pylist() == [{"n": len(data.rows)}]
+
+
+def test_an_output_that_cannot_be_written_stops_with_one_line(warehouse, no_spark, tmp_path, capsys):
+    from analyst import audience as audience_module
+
+    (tmp_path / "a_file").write_text("x")
+    for target in (tmp_path / "a_file" / "out.csv", tmp_path / "a_file" / "sub" / "out.parquet"):
+        code = sql_job.main([*_overrides(warehouse), "--engine", "duckdb", "--output", str(target),
+                             "--query", "SELECT 1 AS x"])
+        err = capsys.readouterr().err
+        assert code == 2
+        assert err.splitlines()[-1].startswith(f"spark-submit.sh sql: error: output {str(target)!r} cannot be "
+                                               "written: ")
+        assert "Traceback" not in err
+        code = audience_module.main([*_overrides(warehouse), "--engine", "duckdb", "--tags", "t1",
+                                     "--output", str(target)])
+        err = capsys.readouterr().err
+        assert code == 2
+        assert err.splitlines()[-1].startswith(f"python -m analyst.audience: error: output {str(target)!r} cannot "
+                                               "be written: ")
+    assert (tmp_path / "a_file").read_text() == "x"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
