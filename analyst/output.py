@@ -19,6 +19,11 @@ OutputFormat = Literal["csv", "parquet"]
 _FORMATS: dict[str, OutputFormat] = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
 
+class OutputWriteError(OSError, ValueError):
+    """The output file could not be written. Still an OSError; a ValueError as well, so that the
+    commands report it in one line with status 2 like any other bad output."""
+
+
 def output_format(path: str | Path) -> OutputFormat:
     """The format a path's extension names: .csv, or .parquet / .pq."""
     suffix = Path(path).suffix.lower()
@@ -67,7 +72,7 @@ def write_atomically(table: pa.Table, path: str | Path) -> Path:
     except OSError as exc:  # a folder that is a file, no permission, a full disk: one line, not a traceback
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
-        raise ValueError(f"output {str(target)!r} cannot be written: {exc.strerror or exc}") from exc
+        raise OutputWriteError(f"output {str(target)!r} cannot be written: {exc.strerror or exc}") from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
