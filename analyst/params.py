@@ -13,16 +13,18 @@ from typing import Literal, Union
 
 from analyst.sqltext import Dialect
 
-ParamType = Literal["string", "int", "float", "date", "published_date"]
-PARAM_TYPES: tuple[ParamType, ...] = ("string", "int", "float", "date", "published_date")
+ParamType = Literal["string", "objective", "int", "float", "date", "published_date"]
+PARAM_TYPES: tuple[ParamType, ...] = ("string", "objective", "int", "float", "date", "published_date")
 Value = Union[str, int, float, dt.date, None]
 
 LATEST = "latest"  # a published_date default: the latest published date
 PREVIOUS = "previous"  # a published_date default: the published date just before the `date` parameter
+# The objectives the scoring job writes into user_tag_profiles, spelled as there (lower case).
+OBJECTIVES = ("ctr", "cvr", "ctr_x_cvr")
 _INT_RANGE = (-(2**63), 2**63 - 1)
 _NULL_TYPES = {
-    "spark": {"string": "STRING", "int": "BIGINT", "float": "DOUBLE", "date": "DATE", "published_date": "DATE"},
-    "duckdb": {"string": "VARCHAR", "int": "BIGINT", "float": "DOUBLE", "date": "DATE", "published_date": "DATE"},
+    "spark": {"string": "STRING", "objective": "STRING", "int": "BIGINT", "float": "DOUBLE", "date": "DATE", "published_date": "DATE"},
+    "duckdb": {"string": "VARCHAR", "objective": "VARCHAR", "int": "BIGINT", "float": "DOUBLE", "date": "DATE", "published_date": "DATE"},
 }
 
 
@@ -50,6 +52,8 @@ def parse_value(spec: ParamSpec, text: str) -> Value:
         return None
     if spec.type == "string":
         return check_string(spec.name, text)
+    if spec.type == "objective":
+        return check_objective(spec, text)
     try:
         if spec.type == "int":
             value = int(text.strip())
@@ -74,13 +78,24 @@ def check_string(name: str, text: str) -> str:
     return text
 
 
+def check_objective(spec: ParamSpec, text: str) -> str:
+    """`text` if it is one of `OBJECTIVES` or the parameter's own default (e.g. `all`), as written.
+
+    No case folding: the profiles hold `ctr`, so `CTR` would match no row and count 0 users.
+    """
+    valid = [*OBJECTIVES, *([spec.default] if spec.default not in (None, "null", *OBJECTIVES) else [])]
+    if text not in valid:
+        raise ParamError(f"parameter {spec.name}={text!r} must be one of {', '.join(valid)}")
+    return text
+
+
 def render_literal(value: Value, type_: ParamType, dialect: Dialect) -> str:
     """`value` as a SQL literal of the dialect."""
     if value is None:
         return f"CAST(NULL AS {_NULL_TYPES[dialect][type_]})"
-    if type_ == "string":
+    if type_ in ("string", "objective"):
         if not isinstance(value, str):
-            raise TypeError(f"a string parameter needs a str, got {value!r}")
+            raise TypeError(f"a {type_} parameter needs a str, got {value!r}")
         return quote_string(value, dialect)
     if type_ == "int":
         if isinstance(value, bool) or not isinstance(value, int):

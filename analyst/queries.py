@@ -3,6 +3,7 @@
 A query file starts with comment lines: a description, then one line per parameter,
 
     -- :tag        string                the tag id, e.g. t12
+    -- :objective  objective = ctr       one of ctr, cvr, ctr_x_cvr (or its default, e.g. all)
     -- :date       published_date = latest
     -- :previous_date published_date = previous   the published date before :date
     -- :max_rank   int = 5               counts a user when rank <= max_rank

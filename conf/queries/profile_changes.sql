@@ -3,7 +3,7 @@
 -- who lost it (in then, not now; users without a profile now included). Most changed first.
 -- :date           published_date = latest    a published date (default: the latest)
 -- :previous_date  published_date = previous  compare with (default: the published date before :date)
--- :objective      string = ctr               ctr, cvr or ctr_x_cvr
+-- :objective      objective = ctr            ctr, cvr or ctr_x_cvr
 -- :max_rank       int = 5                    a user holds a tag when its rank <= max_rank
 WITH top_tags AS (
   SELECT DISTINCT p.dt, p.user_id, p.tag_id

@@ -3,7 +3,7 @@
 -- Every tag of that date's profiles gets a row (0 when nobody qualifies), or only :tag.
 -- :tag        string = null            one tag id (default: every tag)
 -- :date       published_date = latest  a published date (default: the latest)
--- :objective  string = ctr             ctr, cvr or ctr_x_cvr
+-- :objective  objective = ctr          ctr, cvr or ctr_x_cvr
 -- :max_rank   int = null               count a user when rank <= max_rank (default: any rank)
 -- :min_score  float = null             count a user when score >= min_score (default: any score)
 WITH qualified AS (

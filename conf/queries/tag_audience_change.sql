@@ -4,7 +4,7 @@
 -- :date           published_date = latest    a published date (default: the latest)
 -- :previous_date  published_date = previous  compare with (default: the published date before :date)
 -- :max_rank       int = 5                    count a user when the tag's rank <= max_rank
--- :objective      string = ctr               ctr, cvr or ctr_x_cvr
+-- :objective      objective = ctr            ctr, cvr or ctr_x_cvr
 SELECT :tag AS tag_id,
        :objective AS objective,
        :max_rank AS max_rank,

@@ -1,7 +1,7 @@
 -- Pairs of tags that share users' top max_rank on a published date: users with both tags,
 -- users with each, and the Jaccard index users_both / (users_a + users_b - users_both).
 -- :date       published_date = latest  a published date (default: the latest)
--- :objective  string = ctr             ctr, cvr or ctr_x_cvr
+-- :objective  objective = ctr          ctr, cvr or ctr_x_cvr
 -- :max_rank   int = 5                  a user holds a tag when its rank <= max_rank
 -- :tag        string = null            only the pairs with this tag (default: all pairs)
 -- :min_users  int = 1                  only pairs shared by at least this many users

@@ -203,3 +203,14 @@ def test_an_output_that_cannot_be_written_stops_with_one_line(warehouse, no_spar
                                                "be written: ")
     assert (tmp_path / "a_file").read_text() == "x"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
+
+
+def test_an_objective_in_the_wrong_case_stops_with_one_line(warehouse, no_spark, capsys):
+    # objective=CTR matched no profile row and printed every tag with 0 users.
+    code = sql_job.main([*_overrides(warehouse), "--engine", "duckdb", "--name", "tag_audience",
+                         "--param", "objective=CTR", "--param", "max_rank=2"])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert captured.out == ""
+    assert captured.err == ("spark-submit.sh sql: error: parameter objective='CTR' must be one of ctr, cvr, "
+                            "ctr_x_cvr\n")

@@ -102,3 +102,27 @@ def test_a_quoted_tag_cannot_widen_the_query(tag, duck, spark_engine, warehouse)
         assert engine.run(prepared.sql).to_pylist() == [{
             "tag_id": tag, "objective": "ctr", "max_rank": 5, "dt": dt.date(2026, 11, 2), "users": 0,
             "previous_dt": dt.date(2026, 11, 1), "previous_users": 0, "difference": 0}]
+
+
+@pytest.mark.parametrize("name,params,valid", [
+    ("tag_audience", ["objective=CTR"], "ctr, cvr, ctr_x_cvr"),
+    ("tag_audience_change", ["tag=t1", "objective=Cvr"], "ctr, cvr, ctr_x_cvr"),
+    ("tag_cooccurrence", ["objective=click"], "ctr, cvr, ctr_x_cvr"),
+    ("profile_changes", ["objective=ctr "], "ctr, cvr, ctr_x_cvr"),
+    ("user_top_tags", ["user=u1", "objective=ALL"], "ctr, cvr, ctr_x_cvr, all"),
+])
+def test_an_objective_that_is_not_one_is_refused(warehouse, name, params, valid):
+    # The profiles hold lower-case objectives: objective=CTR matched no row and counted 0 users.
+    objective = params[-1].split("=", 1)[1]
+    with pytest.raises(ParamError, match=f"^parameter objective={objective!r} must be one of {valid}$"):
+        prepare(warehouse, "duckdb", name=name, params=params)
+
+
+def test_the_objectives_and_all_are_accepted(warehouse):
+    for objective in ("ctr", "cvr", "ctr_x_cvr"):
+        assert prepare(warehouse, "duckdb", name="tag_audience", params=[f"objective={objective}"]).values[
+            "objective"] == objective
+    assert prepare(warehouse, "duckdb", name="user_top_tags", params=["user=u1", "objective=all"]).values[
+        "objective"] == "all"
+    with pytest.raises(ParamError, match="must be one of ctr, cvr, ctr_x_cvr$"):
+        prepare(warehouse, "duckdb", name="tag_audience", params=["objective=all"])
