@@ -109,7 +109,8 @@ def bind(query_name: str, specs: Sequence[ParamSpec], given: Mapping[str, str],
 
     Unknown and missing parameters are errors that list the valid ones. A published_date
     must be one of `published` (the dates of user_tag_profiles); `latest` is the last one,
-    `previous` the one before the `date` parameter (NULL if there is none).
+    `previous` the one before the `date` parameter (NULL if there is none). A parameter whose
+    default is `previous` must be before `date` when given.
     """
     names = [s.name for s in specs]
     unknown = sorted(set(given) - set(names))
@@ -129,9 +130,18 @@ def bind(query_name: str, specs: Sequence[ParamSpec], given: Mapping[str, str],
         elif spec.type == "published_date":
             date = None if text == LATEST else parse_value(spec, text)
             values[spec.name] = resolve_published_date(date, published)
+            if spec.default == PREVIOUS:
+                _check_before_date(spec.name, values[spec.name], values["date"])
         else:
             values[spec.name] = parse_value(spec, text)
     return values
+
+
+def _check_before_date(name: str, earlier: dt.date, date: dt.date) -> None:
+    """A date to compare `date` with (default `previous`) must come before it: on or after it, a
+    change query would compare a day with itself or run backwards, and print that as a result."""
+    if earlier >= date:
+        raise ParamError(f"parameter {name}={earlier.isoformat()} must be before date={date.isoformat()}")
 
 
 def render(sql: str, specs: Sequence[ParamSpec], values: Mapping[str, Value], dialect: Dialect) -> str:

@@ -214,3 +214,13 @@ def test_an_objective_in_the_wrong_case_stops_with_one_line(warehouse, no_spark,
     assert captured.out == ""
     assert captured.err == ("spark-submit.sh sql: error: parameter objective='CTR' must be one of ctr, cvr, "
                             "ctr_x_cvr\n")
+
+
+def test_a_previous_date_not_before_the_date_stops_with_one_line(warehouse, no_spark, capsys):
+    code = sql_job.main([*_overrides(warehouse), "--engine", "duckdb", "--name", "tag_audience_change",
+                         "--param", "tag=t1", "--param", "previous_date=2026-11-02"])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert captured.out == ""
+    assert captured.err == ("spark-submit.sh sql: error: parameter previous_date=2026-11-02 must be before "
+                            "date=2026-11-02\n")

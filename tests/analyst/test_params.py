@@ -126,3 +126,20 @@ def test_the_objectives_and_all_are_accepted(warehouse):
         "objective"] == "all"
     with pytest.raises(ParamError, match="must be one of ctr, cvr, ctr_x_cvr$"):
         prepare(warehouse, "duckdb", name="tag_audience", params=["objective=all"])
+
+
+@pytest.mark.parametrize("name,params,previous,date", [
+    ("tag_audience_change", ["tag=t1", "previous_date=2026-11-02"], "2026-11-02", "2026-11-02"),
+    ("tag_audience_change", ["tag=t1", "date=2026-11-01", "previous_date=2026-11-02"], "2026-11-02", "2026-11-01"),
+    ("profile_changes", ["previous_date=2026-11-02"], "2026-11-02", "2026-11-02"),
+    ("profile_changes", ["date=2026-11-01", "previous_date=2026-11-02"], "2026-11-02", "2026-11-01"),
+])
+def test_a_previous_date_on_or_after_the_date_is_refused(warehouse, name, params, previous, date):
+    # Accepted, it compared a day with itself (difference 0) or ran the change backwards.
+    with pytest.raises(ParamError, match=f"^parameter previous_date={previous} must be before date={date}$"):
+        prepare(warehouse, "duckdb", name=name, params=params)
+
+
+def test_an_earlier_previous_date_is_accepted(warehouse):
+    prepared = prepare(warehouse, "duckdb", name="profile_changes", params=["previous_date=2026-11-01"])
+    assert prepared.values["date"] == dt.date(2026, 11, 2) and prepared.values["previous_date"] == dt.date(2026, 11, 1)
