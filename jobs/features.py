@@ -129,6 +129,17 @@ def run(
     }
 
 
+def checked_horizon(as_of: dt.date | None, *, today: dt.date | None = None) -> dt.date | None:
+    """`--as-of` as given; ValueError when it is after tomorrow (UTC, one day of slack for
+    clocks ahead of UTC): every event up to it would pass as real, none as `future`.
+    Only the command line checks this; `run(as_of=...)` may pin any horizon (synthetic worlds)."""
+    latest = (today or dt.datetime.now(dt.timezone.utc).date()) + DAY
+    if as_of is not None and as_of > latest:
+        raise ValueError(f"--as-of {as_of} is after {latest} (tomorrow, UTC): "
+                         f"events up to it would not be quarantined as future")
+    return as_of
+
+
 def checked_as_of(dates: Sequence[dt.date], as_of: dt.date | None) -> dt.date:
     """`as_of` (default: today, UTC, by the wall clock); ValueError for a run date more than one
     day after it, a night that has not happened yet."""
@@ -403,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     args, config = parse_job_args(parser, argv)
     dates = parse_dates(args, parser)
     try:
-        as_of = checked_as_of(dates, args.as_of)
+        as_of = checked_as_of(dates, checked_horizon(args.as_of))
     except ValueError as exc:
         parser.error(str(exc))
     from core.spark import spark_session

@@ -217,6 +217,37 @@ def test_a_run_date_whose_night_has_not_happened_is_a_usage_error(argv, tmp_path
         "error: run date 2026-11-12 is more than one day after as_of 2026-11-10: that night has not happened yet")
     assert not (tmp_path / "wh").exists()
 
+def test_an_as_of_after_tomorrow_is_a_usage_error(tmp_path, capsys):
+    """A mistyped --as-of in the future would let future-dated events pass as real: refused."""
+    from jobs.features import main
+
+    today = dt.datetime.now(dt.timezone.utc).date()
+    as_of = today + dt.timedelta(days=30)
+    with pytest.raises(SystemExit) as stopped:
+        main(["--date", today.isoformat(), "--as-of", as_of.isoformat(),
+              "--set", f"paths.warehouse={tmp_path}/wh"])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith(
+        f"error: --as-of {as_of} is after {today + dt.timedelta(days=1)} (tomorrow, UTC): "
+        f"events up to it would not be quarantined as future")
+    assert not (tmp_path / "wh").exists()
+
+
+@pytest.mark.parametrize(("as_of", "accepted"), [
+    (None, True), (dt.date(2026, 11, 1), True), (dt.date(2026, 11, 12), True),
+    (dt.date(2026, 11, 13), True), (dt.date(2026, 11, 14), False), (dt.date(2027, 11, 12), False),
+])
+def test_the_horizon_may_be_at_most_tomorrow(as_of, accepted):
+    from jobs.features import checked_horizon
+
+    today = dt.date(2026, 11, 12)
+    if accepted:
+        assert checked_horizon(as_of, today=today) == as_of
+    else:
+        with pytest.raises(ValueError, match=f"--as-of {as_of} is after 2026-11-13"):
+            checked_horizon(as_of, today=today)
+
+
 @pytest.mark.parametrize("dates", [
     [dt.date(2026, 11, 10)],
     [dt.date(2026, 11, 8) + dt.timedelta(days=i) for i in range(5)],
