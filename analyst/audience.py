@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import difflib
 import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from analyst.catalog import published_dates, resolve_published_date, warehouse_tables
+from analyst.catalog import (UnknownTagError, published_dates, resolve_published_date, unknown_tags_message,
+                             warehouse_tables)
 from analyst.engine import ENGINES, Engine, EngineName, open_engine
 from analyst.output import check_outside_pipeline, output_format, write_atomically
 from analyst.params import check_string, quote_string, render_literal
@@ -30,10 +30,6 @@ from analyst.sqltext import Dialect
 from core.cli import iso_date, job_parser, parse_job_args
 
 EXPORT_COLUMNS = ("user_id", "tag_id", "rank", "score", "matched_tags")
-
-
-class UnknownTagError(ValueError):
-    """A requested tag that neither the profiles nor the tags table of the date know."""
 
 
 @dataclass(frozen=True)
@@ -114,11 +110,7 @@ def check_tags(engine: Engine, spec: AudienceSpec, date: dt.date) -> None:
         known |= {r["tag_id"] for r in engine.run(f"SELECT DISTINCT tag_id FROM tags WHERE dt = {day}").to_pylist()}
     unknown = [t for t in spec.tags if t not in known]
     if unknown:
-        hints = []
-        for tag in unknown:
-            close = difflib.get_close_matches(tag, sorted(known), n=5, cutoff=0.6)
-            hints.append(f"{tag} (close: {', '.join(close)})" if close else tag)
-        raise UnknownTagError(f"unknown tag(s) on {date.isoformat()}: {'; '.join(hints)}")
+        raise UnknownTagError(unknown_tags_message(unknown, known, [date]))
 
 
 def _qualified_sql(spec: AudienceSpec, date: dt.date, dialect: Dialect) -> str:

@@ -16,6 +16,7 @@ The views are a snapshot: the versions current when they were registered.
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
@@ -37,6 +38,10 @@ STAGING_PREFIX = "staging_"
 
 class UnpublishedDateError(ValueError):
     """A date with no published profiles; the message lists the published dates."""
+
+
+class UnknownTagError(ValueError):
+    """A requested tag that neither the profiles nor the tags table of the date know."""
 
 
 @dataclass(frozen=True)
@@ -88,6 +93,42 @@ def resolve_published_date(date: dt.date | None, published: Sequence[dt.date]) -
         more = f" (the last 14 of {len(published)})" if len(published) > 14 else ""
         raise UnpublishedDateError(f"no published profiles for {date.isoformat()}; published dates{more}: {shown}")
     return date
+
+
+def known_tags(tables: Sequence[TableInfo], dates: Sequence[dt.date],
+               among: Sequence[str] | None = None) -> set[str]:
+    """The tag ids that the profiles or the `tags` rows of `dates` hold, at the versions in `tables`
+    (only those of `among` when given: then the files are read for those tags alone)."""
+    wanted = ds.field("dt").isin(pa.array(list(dates), pa.date32()))
+    if among is not None:
+        wanted &= ds.field("tag_id").isin(pa.array(list(among), pa.string()))
+    known: set[str] = set()
+    for info in tables:
+        if info.name in (PROFILES.value, Warehouse.TAGS.value):
+            rows = arrow_dataset(info.uri, info.version).to_table(columns=["tag_id"], filter=wanted)
+            known.update(rows.column("tag_id").unique().to_pylist())
+    return known
+
+
+def check_known_tags(tables: Sequence[TableInfo], tags: Sequence[str], dates: Sequence[dt.date]) -> None:
+    """Raise `UnknownTagError` unless the profiles or the `tags` rows of one of `dates` hold each tag.
+
+    A tag no such row holds (a typo, a retired or not yet created tag) would count 0 users
+    without a word, like a real tag that nobody has; a real tag with 0 users passes.
+    """
+    known = known_tags(tables, dates, tags)
+    unknown = [t for t in tags if t not in known]
+    if unknown:
+        raise UnknownTagError(unknown_tags_message(unknown, known_tags(tables, dates), dates))
+
+
+def unknown_tags_message(unknown: Sequence[str], known: set[str], dates: Sequence[dt.date]) -> str:
+    """`unknown tag(s) on D: t11 (close: t1); zz`, with up to 5 close known tag ids per unknown tag."""
+    hints = []
+    for tag in unknown:
+        close = difflib.get_close_matches(tag, sorted(known), n=5, cutoff=0.6)
+        hints.append(f"{tag} (close: {', '.join(close)})" if close else tag)
+    return f"unknown tag(s) on {' or '.join(d.isoformat() for d in dates)}: {'; '.join(hints)}"
 
 
 def arrow_dataset(uri: str, version: int | None = None) -> ds.Dataset:

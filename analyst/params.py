@@ -13,8 +13,8 @@ from typing import Literal, Union
 
 from analyst.sqltext import Dialect
 
-ParamType = Literal["string", "objective", "int", "float", "date", "published_date"]
-PARAM_TYPES: tuple[ParamType, ...] = ("string", "objective", "int", "float", "date", "published_date")
+ParamType = Literal["string", "objective", "tag", "int", "float", "date", "published_date"]
+PARAM_TYPES: tuple[ParamType, ...] = ("string", "objective", "tag", "int", "float", "date", "published_date")
 Value = Union[str, int, float, dt.date, None]
 
 LATEST = "latest"  # a published_date default: the latest published date
@@ -23,8 +23,8 @@ PREVIOUS = "previous"  # a published_date default: the published date just befor
 OBJECTIVES = ("ctr", "cvr", "ctr_x_cvr")
 _INT_RANGE = (-(2**63), 2**63 - 1)
 _NULL_TYPES = {
-    "spark": {"string": "STRING", "objective": "STRING", "int": "BIGINT", "float": "DOUBLE", "date": "DATE", "published_date": "DATE"},
-    "duckdb": {"string": "VARCHAR", "objective": "VARCHAR", "int": "BIGINT", "float": "DOUBLE", "date": "DATE", "published_date": "DATE"},
+    "spark": {"string": "STRING", "objective": "STRING", "tag": "STRING", "int": "BIGINT", "float": "DOUBLE", "date": "DATE", "published_date": "DATE"},
+    "duckdb": {"string": "VARCHAR", "objective": "VARCHAR", "tag": "VARCHAR", "int": "BIGINT", "float": "DOUBLE", "date": "DATE", "published_date": "DATE"},
 }
 
 
@@ -50,7 +50,7 @@ def parse_value(spec: ParamSpec, text: str) -> Value:
     """The typed value of `text` for `spec` ('null' stands for SQL NULL where the default is null)."""
     if text == "null" and spec.default == "null":
         return None
-    if spec.type == "string":
+    if spec.type in ("string", "tag"):  # a tag must also be known on the query's dates (query.prepare)
         return check_string(spec.name, text)
     if spec.type == "objective":
         return check_objective(spec, text)
@@ -93,7 +93,7 @@ def render_literal(value: Value, type_: ParamType, dialect: Dialect) -> str:
     """`value` as a SQL literal of the dialect."""
     if value is None:
         return f"CAST(NULL AS {_NULL_TYPES[dialect][type_]})"
-    if type_ in ("string", "objective"):
+    if type_ in ("string", "objective", "tag"):
         if not isinstance(value, str):
             raise TypeError(f"a {type_} parameter needs a str, got {value!r}")
         return quote_string(value, dialect)

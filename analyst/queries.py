@@ -2,14 +2,17 @@
 
 A query file starts with comment lines: a description, then one line per parameter,
 
-    -- :tag        string                the tag id, e.g. t12
+    -- :tag        tag                   a tag id known on the query's dates, e.g. t12
     -- :objective  objective = ctr       one of ctr, cvr, ctr_x_cvr (or its default, e.g. all)
     -- :date       published_date = latest
     -- :previous_date published_date = previous   the published date before :date
     -- :max_rank   int = 5               counts a user when rank <= max_rank
     -- :min_score  float = null          optional; null leaves the condition out
 
-A parameter without `= default` is required. Every placeholder of the SQL must be declared
+Types: string; objective (ctr, cvr, ctr_x_cvr, or the parameter's own default such as all);
+tag (a tag id, which `analyst.query.prepare` refuses unless the profiles or the tags table of
+one of the query's published dates hold it); int; float; date; published_date (one of the
+dates of user_tag_profiles). A parameter without `= default` is required. Every placeholder of the SQL must be declared
 and every declared parameter used. The SQL is written in the common subset of Spark SQL
 and DuckDB SQL, so one file runs on both engines.
 """
@@ -81,6 +84,10 @@ def parse_query(name: str, text: str) -> NamedQuery:
             params.append(spec)
         elif not params:
             description.append(stripped.lstrip("-").strip())
+    tags = [p.name for p in params if p.type == "tag"]
+    if tags and not any(p.name == "date" and p.type == "published_date" for p in params):
+        raise ParamError(f"query {name}: tag parameter(s) {', '.join(tags)} need a published_date :date "
+                         "(a tag is checked against the tags of the query's dates)")
     declared = [p.name for p in params]
     used = placeholders(text, "duckdb")
     if sorted(used) != sorted(declared):

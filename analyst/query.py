@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass
 from typing import Sequence
 
-from analyst.catalog import TableInfo, published_dates, warehouse_tables
+from analyst.catalog import TableInfo, check_known_tags, published_dates, warehouse_tables
 from analyst.engine import ENGINES, EngineName, open_engine
 from analyst.output import check_outside_pipeline, format_table, output_format, write_atomically
 from analyst.params import ParamError, ParamSpec, Value
@@ -104,6 +104,7 @@ def prepare(paths: Paths, dialect: Dialect, *, query: str | None = None, name: s
             given["date"] = date
     needs_dates = any(s.type == "published_date" for s in specs)
     values = bind(label, specs, given, published_dates(tables) if needs_dates else [])
+    _check_tags_known(specs, values, tables)
     sql = render(template, specs, values, dialect)
     check_read_only(sql, dialect)
     return PreparedQuery(label, sql, values, tables)
@@ -177,6 +178,15 @@ def _is_engine_error(exc: Exception) -> bool:
     except ImportError:  # pragma: no cover - pyspark is always installed here
         return False
     return isinstance(exc, PySparkException)
+
+
+def _check_tags_known(specs: Sequence[ParamSpec], values: dict[str, Value], tables: Sequence[TableInfo]) -> None:
+    """Each tag parameter given must be known on one of the query's published dates (its profiles or tags rows):
+    an unknown tag is an error naming it, not an audience of 0."""
+    tags = [values[s.name] for s in specs if s.type == "tag" and values[s.name] is not None]
+    dates = [values[s.name] for s in specs if s.type == "published_date" and values[s.name] is not None]
+    if tags:
+        check_known_tags(tables, tags, dates)
 
 
 def _check_tables_exist(paths: Paths, name: str, sql: str, tables: Sequence[TableInfo]) -> None:

@@ -1,7 +1,7 @@
 -- Audience size per tag on a published date: distinct users whose profile holds the tag at
 -- rank <= max_rank and with score >= min_score (both conditions when both are given).
 -- Every tag of that date's profiles gets a row (0 when nobody qualifies), or only :tag.
--- :tag        string = null            one tag id (default: every tag)
+-- :tag        tag = null               one tag id (default: every tag)
 -- :date       published_date = latest  a published date (default: the latest)
 -- :objective  objective = ctr          ctr, cvr or ctr_x_cvr
 -- :max_rank   int = null               count a user when rank <= max_rank (default: any rank)

@@ -1,6 +1,6 @@
 -- How many users have a tag in their top max_rank on a published date, how many had it on
 -- the previous published date, and the difference (previous_* are NULL on the first date).
--- :tag            string                     the tag id
+-- :tag            tag                        the tag id
 -- :date           published_date = latest    a published date (default: the latest)
 -- :previous_date  published_date = previous  compare with (default: the published date before :date)
 -- :max_rank       int = 5                    count a user when the tag's rank <= max_rank

@@ -3,7 +3,7 @@
 -- :date       published_date = latest  a published date (default: the latest)
 -- :objective  objective = ctr          ctr, cvr or ctr_x_cvr
 -- :max_rank   int = 5                  a user holds a tag when its rank <= max_rank
--- :tag        string = null            only the pairs with this tag (default: all pairs)
+-- :tag        tag = null               only the pairs with this tag (default: all pairs)
 -- :min_users  int = 1                  only pairs shared by at least this many users
 -- :limit      int = 100                at most this many pairs, most shared first
 WITH top_tags AS (

@@ -224,3 +224,15 @@ def test_a_previous_date_not_before_the_date_stops_with_one_line(warehouse, no_s
     assert captured.out == ""
     assert captured.err == ("spark-submit.sh sql: error: parameter previous_date=2026-11-02 must be before "
                             "date=2026-11-02\n")
+
+
+def test_an_unknown_tag_stops_with_one_line_naming_it(warehouse, data, no_spark, capsys):
+    code = sql_job.main([*_overrides(warehouse), "--engine", "duckdb", "--name", "tag_audience", "--param", "tag=t11"])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert captured.out == ""
+    assert captured.err == "spark-submit.sh sql: error: unknown tag(s) on 2026-11-02: t11 (close: t1)\n"
+    code = sql_job.main([*_overrides(warehouse), "--engine", "duckdb", "--name", "tag_audience", "--param", "tag=t6"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert _table_rows(captured.out) == [["2026-11-02", "ctr", "t6", "0"]]

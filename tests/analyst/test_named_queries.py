@@ -6,6 +6,7 @@ import itertools
 import pyarrow as pa
 import pytest
 
+from analyst.catalog import UnknownTagError
 from analyst.queries import list_queries, load_query
 from analyst.query import prepare
 
@@ -170,3 +171,58 @@ def test_sums_of_integers_come_back_as_int64_from_both_engines(duck, spark_engin
         assert [(f.name, f.type) for f in result.schema] == [
             ("objective", pa.string()), ("n", pa.int64()), ("rank_sum", pa.int64()), ("score_sum", pa.float64())]
         assert result.to_pylist() == expected
+
+
+# ---- tags: an unknown tag is an error naming it; a known tag nobody holds counts 0 ---------------
+
+@pytest.mark.parametrize("name,params,message", [
+    ("tag_audience", ["tag=t11"], "unknown tag(s) on 2026-11-02: t11 (close: t1)"),
+    ("tag_audience", ["tag=T1", "date=2026-11-01"], "unknown tag(s) on 2026-11-01: T1"),
+    ("tag_audience_change", ["tag=zz"], "unknown tag(s) on 2026-11-02 or 2026-11-01: zz"),
+    ("tag_audience_change", ["tag=tt3", "date=2026-11-01"], "unknown tag(s) on 2026-11-01: tt3 (close: t3)"),
+    ("tag_cooccurrence", ["tag=t99"], "unknown tag(s) on 2026-11-02: t99"),
+])
+def test_an_unknown_tag_is_an_error_naming_it(warehouse, name, params, message):
+    # It counted 0 users, like a real tag that nobody holds.
+    with pytest.raises(UnknownTagError) as refused:
+        prepare(warehouse, "duckdb", name=name, params=params)
+    assert str(refused.value) == message
+
+
+def test_a_known_tag_that_nobody_holds_counts_0(duck, warehouse, data):
+    # t6 is only in the tags table; t5 is in D1's profiles, in nobody's on D2.
+    assert not any(row[4] == "t6" for row in data.rows)
+    assert not any(row[4] == "t5" and row[0] == data.D2 for row in data.rows)
+    for tag in ("t5", "t6"):
+        change = prepare(warehouse, "duckdb", name="tag_audience_change", params=[f"tag={tag}"])
+        assert duck.run(change.sql).to_pylist() == expect_tag_audience_change(data, tag, data.D2, data.D1, 5, "ctr")
+        audience = prepare(warehouse, "duckdb", name="tag_audience", params=[f"tag={tag}"])
+        assert duck.run(audience.sql).to_pylist() == [
+            {"dt": data.D2, "objective": "ctr", "tag_id": tag, "users": 0}]
+    assert expect_tag_audience_change(data, "t5", data.D2, data.D1, 5, "ctr")[0]["previous_users"] == 2
+
+
+def test_a_tag_is_known_on_the_dates_of_the_query(tmp_path, warehouse, data):
+    from analyst.engine import DuckDBEngine
+    from core import delta
+    from core.config import Paths
+
+    # D2's tags rows lack t3 and t4 (known there through the profiles); t7 is only in D1's tags rows.
+    paths = Paths(raw=str(tmp_path / "raw"), warehouse=str(tmp_path / "warehouse"), models=str(tmp_path / "models"))
+    profiles = delta.read_arrow(f"{warehouse.warehouse}/user_tag_profiles")
+    delta.write_arrow(profiles, f"{paths.warehouse}/user_tag_profiles", mode="overwrite", partition_by=["dt"])
+    rows = [(data.D1, t) for t in ("t1", "t2", "t3", "t7")] + [(data.D2, t) for t in ("t1", "t2")]
+    delta.write_arrow(pa.table({"dt": pa.array([d for d, _ in rows], pa.date32()),
+                                "tag_id": pa.array([t for _, t in rows])}),
+                      f"{paths.warehouse}/tags", mode="overwrite", partition_by=["dt"])
+    engine = DuckDBEngine(paths)
+    try:
+        for tag in ("t3", "t4"):
+            prepared = prepare(paths, "duckdb", name="tag_audience", params=[f"tag={tag}"], tables=engine.tables)
+            assert engine.run(prepared.sql).to_pylist() == expect_tag_audience(data, data.D2, "ctr", tag)
+        with pytest.raises(UnknownTagError, match=r"^unknown tag\(s\) on 2026-11-02: t7$"):
+            prepare(paths, "duckdb", name="tag_audience", params=["tag=t7"], tables=engine.tables)
+        change = prepare(paths, "duckdb", name="tag_audience_change", params=["tag=t7"], tables=engine.tables)
+        assert engine.run(change.sql).to_pylist() == expect_tag_audience_change(data, "t7", data.D2, data.D1, 5, "ctr")
+    finally:
+        engine.close()

@@ -3,12 +3,16 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pyarrow as pa
 import pytest
 
-from analyst.catalog import UnpublishedDateError
+from analyst.catalog import UnknownTagError, UnpublishedDateError
+from analyst.engine import DuckDBEngine, SparkEngine
 from analyst.params import ParamError, ParamSpec, parse_value, render_literal
 from analyst.queries import parse_query
 from analyst.query import prepare
+from core import delta
+from core.config import Paths
 
 NASTY = ["t1' OR '1'='1", "t1\\' OR 1=1 --", "\\", "''", "a\\\\'b", "$$ DROP $$", "é ✓ \"q\" `b`",
          "x'; DROP TABLE tags; --"]
@@ -16,7 +20,7 @@ NASTY = ["t1' OR '1'='1", "t1\\' OR 1=1 --", "\\", "''", "a\\\\'b", "$$ DROP $$"
 
 @pytest.mark.parametrize("params,message", [
     (["tag=t1", "colour=red"],
-     r"unknown parameter\(s\) colour for tag_audience_change; its parameters: tag \(string\)"),
+     r"unknown parameter\(s\) colour for tag_audience_change; its parameters: tag \(tag\)"),
     ([], r"missing parameter\(s\) tag for tag_audience_change"),
     (["tag=t1", "max_rank=five"], r"max_rank='five' must be an integer"),
     (["tag=t1", "max_rank=2.5"], r"max_rank='2.5' must be an integer"),
@@ -94,14 +98,39 @@ def test_quoted_strings_round_trip_on_both_engines(duck, spark_engine):
         assert engine.run(f"SELECT {columns}").to_pylist() == [{f"s{i}": v for i, v in enumerate(NASTY)}]
 
 
+@pytest.fixture(scope="module")
+def nasty_tags_warehouse(tmp_path_factory, warehouse) -> Paths:
+    """The test warehouse, its tags table also holding the NASTY tag ids on both dates (nobody's profile has them)."""
+    root = tmp_path_factory.mktemp("nasty_tags")
+    paths = Paths(raw=str(root / "raw"), warehouse=str(root / "warehouse"), models=str(root / "models"))
+    profiles = delta.read_arrow(f"{warehouse.warehouse}/user_tag_profiles")
+    delta.write_arrow(profiles, f"{paths.warehouse}/user_tag_profiles", mode="overwrite", partition_by=["dt"])
+    rows = [(day, tag) for day in (dt.date(2026, 11, 1), dt.date(2026, 11, 2)) for tag in ["t1", *NASTY]]
+    delta.write_arrow(pa.table({"dt": pa.array([d for d, _ in rows], pa.date32()),
+                                "tag_id": pa.array([t for _, t in rows])}),
+                      f"{paths.warehouse}/tags", mode="overwrite", partition_by=["dt"])
+    return paths
+
+
 @pytest.mark.parametrize("tag", NASTY[:2])
-def test_a_quoted_tag_cannot_widen_the_query(tag, duck, spark_engine, warehouse):
+def test_a_quoted_tag_cannot_widen_the_query(tag, spark, nasty_tags_warehouse):
     # Were the quote to escape, "OR 1=1" would count every user who holds any tag.
-    for engine in (duck, spark_engine):
-        prepared = prepare(warehouse, engine.dialect, name="tag_audience_change", params=[f"tag={tag}"])
-        assert engine.run(prepared.sql).to_pylist() == [{
-            "tag_id": tag, "objective": "ctr", "max_rank": 5, "dt": dt.date(2026, 11, 2), "users": 0,
-            "previous_dt": dt.date(2026, 11, 1), "previous_users": 0, "difference": 0}]
+    for engine in (DuckDBEngine(nasty_tags_warehouse), SparkEngine(spark, nasty_tags_warehouse)):
+        try:
+            prepared = prepare(nasty_tags_warehouse, engine.dialect, name="tag_audience_change",
+                               params=[f"tag={tag}"], tables=engine.tables)
+            assert engine.run(prepared.sql).to_pylist() == [{
+                "tag_id": tag, "objective": "ctr", "max_rank": 5, "dt": dt.date(2026, 11, 2), "users": 0,
+                "previous_dt": dt.date(2026, 11, 1), "previous_users": 0, "difference": 0}]
+        finally:
+            engine.close()
+
+
+def test_a_quoted_unknown_tag_is_named_as_given(warehouse):
+    for tag in NASTY:
+        with pytest.raises(UnknownTagError) as refused:
+            prepare(warehouse, "duckdb", name="tag_audience", params=[f"tag={tag}"])
+        assert str(refused.value).startswith(f"unknown tag(s) on 2026-11-02: {tag}")
 
 
 @pytest.mark.parametrize("name,params,valid", [
