@@ -132,13 +132,18 @@ def tag_counts_sql(spec: AudienceSpec, date: dt.date, dialect: Dialect) -> str:
 
 
 def audience_sql(spec: AudienceSpec, date: dt.date, dialect: Dialect) -> str:
-    """One row per qualifying user: the best qualifying tag, its rank and score, and the number of tags matched."""
+    """One row per qualifying user: the best qualifying tag, its rank and score, and the number of tags matched.
+
+    matched_tags counts distinct tags, so a (user, objective, tag) row written twice for a date
+    counts once. Spark has no COUNT(DISTINCT ...) OVER, hence the GROUP BY joined back.
+    """
     return (
         f"WITH qualified AS ({_qualified_sql(spec, date, dialect)}), "
         "ranked AS (SELECT user_id, tag_id, rank, score, "
-        "ROW_NUMBER() OVER (PARTITION BY user_id ORDER BY rank, score DESC, tag_id) AS pick, "
-        "COUNT(*) OVER (PARTITION BY user_id) AS matched_tags FROM qualified) "
-        f"SELECT {', '.join(EXPORT_COLUMNS)} FROM ranked WHERE pick = 1 ORDER BY user_id"
+        "ROW_NUMBER() OVER (PARTITION BY user_id ORDER BY rank, score DESC, tag_id) AS pick FROM qualified), "
+        "matched AS (SELECT user_id, COUNT(DISTINCT tag_id) AS matched_tags FROM qualified GROUP BY user_id), "
+        "best AS (SELECT user_id, tag_id, rank, score FROM ranked WHERE pick = 1) "
+        f"SELECT {', '.join(EXPORT_COLUMNS)} FROM best JOIN matched USING (user_id) ORDER BY user_id"
     )
 
 

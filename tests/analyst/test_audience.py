@@ -167,3 +167,35 @@ def test_the_cli_prints_the_score_threshold_it_applied(warehouse, data, tmp_path
     assert "u2" not in [r["user_id"] for r in rows]
     assert capsys.readouterr().out.splitlines()[0] == \
         f"audience of 2026-11-02 (objective ctr, score >= 0.4500001): {len(rows)} users -> {out}"
+
+
+def _warehouse_with_rows(tmp_path, warehouse, rows) -> Paths:
+    """A copy of the test warehouse whose user_tag_profiles also hold `rows` (dt, user, objective, rank, tag,
+    score, model_version), appended as a commit of their own."""
+    paths = Paths(raw=str(tmp_path / "raw"), warehouse=str(tmp_path / "warehouse"), models=str(tmp_path / "models"))
+    profiles = delta.read_arrow(f"{warehouse.warehouse}/user_tag_profiles")
+    delta.write_arrow(profiles, f"{paths.warehouse}/user_tag_profiles", mode="overwrite", partition_by=["dt"])
+    delta.write_arrow(delta.read_arrow(f"{warehouse.warehouse}/tags"), f"{paths.warehouse}/tags", mode="overwrite",
+                      partition_by=["dt"])
+    columns = list(zip(*rows))
+    extra = pa.table([pa.array(values, field.type) for values, field in zip(columns, profiles.schema)],
+                     schema=profiles.schema)
+    delta.write_arrow(extra, f"{paths.warehouse}/user_tag_profiles", mode="append", partition_by=["dt"])
+    return paths
+
+
+def test_a_duplicated_profile_row_counts_its_tag_once(spark, warehouse, data, tmp_path):
+    # u1's t1 (rank 2) twice on D2: COUNT(*) made matched_tags 3 for the two tags t1, t2.
+    duplicate = next(row for row in data.rows if row[:3] == (data.D2, "u1", "ctr") and row[4] == "t1")
+    paths = _warehouse_with_rows(tmp_path, warehouse, [duplicate])
+    assert len(delta.read_arrow(f"{paths.warehouse}/user_tag_profiles")) == len(data.rows) + 1
+    spec = AudienceSpec(tags=("t1", "t2"))
+    expected, per_tag = expect_audience(data, data.D2, "ctr", spec.tags)
+    assert {"user_id": "u1", "tag_id": "t2", "rank": 1, "score": 0.85, "matched_tags": 2} in expected
+    for engine in (DuckDBEngine(paths), SparkEngine(spark, paths)):
+        try:
+            summary = export_audience(engine, spec, tmp_path / f"{engine.dialect}.parquet")
+            assert pq.read_table(summary.output).to_pylist() == expected, engine.dialect
+            assert summary.per_tag == per_tag and summary.users == len(expected)
+        finally:
+            engine.close()
