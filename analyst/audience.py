@@ -6,7 +6,7 @@
 `spark-submit.sh audience` takes the same arguments (its default engine is spark).
 
 One row per distinct user: the qualifying tag with the best rank (then the higher score,
-then the smaller tag id), its rank and score, and how many of the requested tags qualified
+then the smaller tag id; a missing rank or score counts as the worst), its rank and score, and how many of the requested tags qualified
 the user. A tag qualifies a user on date D when the profile of D for the objective holds it
 at rank <= max_rank and with score >= min_score (each condition only when given). The file
 is written to a temporary name and renamed, so a reader never sees a partial audience.
@@ -135,15 +135,17 @@ def audience_sql(spec: AudienceSpec, date: dt.date, dialect: Dialect) -> str:
     """One row per qualifying user: the best qualifying tag, its rank and score, and the number of tags matched.
 
     matched_tags counts distinct tags, so a (user, objective, tag) row written twice for a date
-    counts once. Spark has no COUNT(DISTINCT ...) OVER, hence the GROUP BY joined back.
+    counts once. Spark has no COUNT(DISTINCT ...) OVER, hence the GROUP BY joined back. NULLs sort
+    last, said outright: by default Spark puts an ascending NULL first and DuckDB last, so a
+    tag without a rank would be one engine's best tag and the other's worst.
     """
     return (
         f"WITH qualified AS ({_qualified_sql(spec, date, dialect)}), "
         "ranked AS (SELECT user_id, tag_id, rank, score, "
-        "ROW_NUMBER() OVER (PARTITION BY user_id ORDER BY rank, score DESC, tag_id) AS pick FROM qualified), "
+        "ROW_NUMBER() OVER (PARTITION BY user_id ORDER BY rank NULLS LAST, score DESC NULLS LAST, tag_id) AS pick FROM qualified), "
         "matched AS (SELECT user_id, COUNT(DISTINCT tag_id) AS matched_tags FROM qualified GROUP BY user_id), "
         "best AS (SELECT user_id, tag_id, rank, score FROM ranked WHERE pick = 1) "
-        f"SELECT {', '.join(EXPORT_COLUMNS)} FROM best JOIN matched USING (user_id) ORDER BY user_id"
+        f"SELECT {', '.join(EXPORT_COLUMNS)} FROM best JOIN matched USING (user_id) ORDER BY user_id NULLS LAST"
     )
 
 

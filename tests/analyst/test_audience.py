@@ -199,3 +199,26 @@ def test_a_duplicated_profile_row_counts_its_tag_once(spark, warehouse, data, tm
             assert summary.per_tag == per_tag and summary.users == len(expected)
         finally:
             engine.close()
+
+
+def test_a_null_rank_sorts_last_on_both_engines(spark, warehouse, data, tmp_path):
+    # u9 holds t2 with no rank (and the higher score) and t1 at rank 3. Spark sorts an ascending NULL
+    # first and DuckDB last, so each engine picked a different best tag for the same audience.
+    extra = [(data.D2, "u9", "ctr", None, "t2", 0.99, "v2"), (data.D2, "u9", "ctr", 3, "t1", 0.10, "v2")]
+    paths = _warehouse_with_rows(tmp_path, warehouse, extra)
+    spec = AudienceSpec(tags=("t1", "t2"))
+    qualified = [(u, t, r, s) for d, u, o, r, t, s, _ in [*data.rows, *extra]
+                 if d == data.D2 and o == "ctr" and t in spec.tags]
+    expected = []
+    for user in sorted({u for u, _, _, _ in qualified}):
+        mine = [(r is None, r or 0, -s, t, r, s) for u, t, r, s in qualified if u == user]
+        *_, tag, rank, score = min(mine)
+        expected.append({"user_id": user, "tag_id": tag, "rank": rank, "score": score,
+                         "matched_tags": len({t for _, _, _, t, _, _ in mine})})
+    assert {"user_id": "u9", "tag_id": "t1", "rank": 3, "score": 0.10, "matched_tags": 2} in expected
+    for engine in (DuckDBEngine(paths), SparkEngine(spark, paths)):
+        try:
+            summary = export_audience(engine, spec, tmp_path / f"{engine.dialect}.parquet")
+            assert pq.read_table(summary.output).to_pylist() == expected, engine.dialect
+        finally:
+            engine.close()
