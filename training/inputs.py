@@ -67,6 +67,8 @@ def ensure_window(spark: SparkSession, config: Config, window: Sequence[dt.date]
     """Check the window's partitions; backfill them once with the feature job if allowed.
 
     Returns the feature-job run dates that were backfilled (empty when nothing was missing).
+    A feature job that refuses to run (its raw input breaks the contract, too many bad rows)
+    is a MissingSamplesError carrying its message.
     """
     missing = missing_days(config, window)
     if not missing:
@@ -77,7 +79,11 @@ def ensure_window(spark: SparkSession, config: Config, window: Sequence[dt.date]
 
     runs = backfill_dates(missing)
     print(f"[train] backfilling with the feature job for run dates {_days(runs)}", flush=True)
-    features_job.run(spark, config, runs)
+    try:
+        features_job.run(spark, config, runs)
+    except ValueError as exc:  # ContractError, TooManyBadRows, a run date after today: tables unchanged
+        raise MissingSamplesError(f"training window {window[0]}..{window[-1]} is incomplete and the feature job "
+                                  f"backfill for run dates {_days(runs)} failed: {exc}") from exc
     still = missing_days(config, window)
     if still:
         hint = f"the feature job backfill for {_days(runs)} did not write them"

@@ -299,3 +299,23 @@ class _NoSpark:
     def stop(self):
         pass
 
+
+
+def test_a_backfill_the_feature_job_refuses_fails_in_one_line(spark, tmp_path, capsys, monkeypatch):
+    """With train.build_missing=true the feature job's own error (here: no raw tables) came out of
+    `main` as a ContractError traceback; it is a MissingSamplesError naming the run dates and the cause."""
+    config = training_config(tmp_path)
+    write_warehouse(config.paths.warehouse)
+    conf = tmp_path / "c.yaml"
+    conf.write_text(f"paths:\n  raw: {tmp_path}/raw\n  warehouse: {tmp_path}/warehouse\n  models: {tmp_path}/models\n"
+                    "train:\n  window_days: 4\n  build_missing: true\n")
+    monkeypatch.setattr("core.spark.spark_session", lambda conf: spark)
+    monkeypatch.setattr(spark, "stop", lambda: None)  # the session is shared with the other tests
+    assert train.main(["--conf", str(conf), "--date", "2026-11-05"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (f"train: MissingSamplesError: training window 2026-11-01..2026-11-04 is incomplete and the feature "
+                   f"job backfill for run dates 2026-11-01, 2026-11-02 failed: raw table events not found at "
+                   f"{tmp_path}/raw/events (expected a Delta table or a Parquet folder)")
+    assert_nothing_published(config)
+    assert sorted(delta.partition_values(warehouse_uri(config.paths, Warehouse.SAMPLES))) == [
+        d.isoformat() for d in DAYS]
