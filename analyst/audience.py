@@ -78,10 +78,12 @@ def export_audience(engine: Engine, spec: AudienceSpec, output: str | Path,
     """Write the audience of `spec` to `output` (CSV or Parquet by extension) atomically; return the counts.
 
     `published` (default: the published dates of the versions the engine reads) are the dates
-    `spec.date` must be one of.
+    `spec.date` must be one of. An `output` inside the engine's warehouse, staging, raw or models
+    folder is refused (`check_outside_pipeline`): it could replace a table's live data file.
     """
     spec.validate()
     output_format(output)
+    check_outside_pipeline(output, engine.paths)
     date = resolve_published_date(spec.date, published_dates(engine.tables) if published is None else published)
     check_tags(engine, spec, date)
     dialect = engine.dialect
@@ -173,7 +175,7 @@ def main(argv: list[str] | None = None, *, default_engine: EngineName = "duckdb"
     try:
         spec.validate()
         output_format(args.output)
-        check_outside_pipeline(args.output, config.paths)
+        check_outside_pipeline(args.output, config.paths)  # before Spark starts; export_audience checks it too
         tables = warehouse_tables(config.paths)  # one snapshot for the dates and the rows
         resolve_published_date(spec.date, published_dates(tables))  # before Spark starts
         with open_engine(args.engine, config, tables) as engine:

@@ -26,6 +26,7 @@ ENGINES: tuple[EngineName, ...] = ("spark", "duckdb")
 
 class Engine(Protocol):
     dialect: Dialect
+    paths: Paths
     tables: list[TableInfo]
 
     def run(self, sql: str) -> pa.Table: ...
@@ -72,6 +73,7 @@ class DuckDBEngine:
     dialect: Dialect = "duckdb"
 
     def __init__(self, paths: Paths, tables: Sequence[TableInfo] | None = None) -> None:
+        self.paths = paths
         self.tables = list(catalog.warehouse_tables(paths) if tables is None else tables)
         self.connection: "duckdb.DuckDBPyConnection" = catalog.duckdb_connection(paths, tables=self.tables)
 

@@ -1,6 +1,7 @@
 """Audience exports: content against a hand computation, atomic writes, clear errors."""
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 import pyarrow as pa
@@ -171,12 +172,14 @@ def test_the_cli_prints_the_score_threshold_it_applied(warehouse, data, tmp_path
 
 def _warehouse_with_rows(tmp_path, warehouse, rows) -> Paths:
     """A copy of the test warehouse whose user_tag_profiles also hold `rows` (dt, user, objective, rank, tag,
-    score, model_version), appended as a commit of their own."""
+    score, model_version), appended as a commit of their own (none: an exact copy)."""
     paths = Paths(raw=str(tmp_path / "raw"), warehouse=str(tmp_path / "warehouse"), models=str(tmp_path / "models"))
     profiles = delta.read_arrow(f"{warehouse.warehouse}/user_tag_profiles")
     delta.write_arrow(profiles, f"{paths.warehouse}/user_tag_profiles", mode="overwrite", partition_by=["dt"])
     delta.write_arrow(delta.read_arrow(f"{warehouse.warehouse}/tags"), f"{paths.warehouse}/tags", mode="overwrite",
                       partition_by=["dt"])
+    if not rows:
+        return paths
     columns = list(zip(*rows))
     extra = pa.table([pa.array(values, field.type) for values, field in zip(columns, profiles.schema)],
                      schema=profiles.schema)
@@ -222,3 +225,29 @@ def test_a_null_rank_sorts_last_on_both_engines(spark, warehouse, data, tmp_path
             assert pq.read_table(summary.output).to_pylist() == expected, engine.dialect
         finally:
             engine.close()
+
+
+def test_export_audience_refuses_an_output_inside_the_pipeline_folders(spark, warehouse, data, tmp_path):
+    # Only the command line refused these: from Python, a live data file of the table was replaced.
+    paths = dataclasses.replace(_warehouse_with_rows(tmp_path, warehouse, []), staging=str(tmp_path / "staging"))
+    live = sorted((tmp_path / "warehouse" / "user_tag_profiles" / "dt=2026-11-02").glob("*.parquet"))[0]
+    before = live.read_bytes()
+    targets = {live: "warehouse", tmp_path / "warehouse" / "new.csv": "warehouse",
+               tmp_path / "warehouse" / "_staging" / "a.parquet": "warehouse",
+               tmp_path / "staging" / "a.parquet": "staging",
+               tmp_path / "raw" / "a.csv": "raw", tmp_path / "models" / "a.csv": "models"}
+    spec = AudienceSpec(tags=("t1",))
+    for engine in (DuckDBEngine(paths), SparkEngine(spark, paths)):
+        try:
+            for target, folder in targets.items():
+                with pytest.raises(ValueError, match=f"^output {str(target)!r} is inside paths.{folder} "):
+                    export_audience(engine, spec, target)
+            summary = export_audience(engine, spec, tmp_path / "out" / f"{engine.dialect}.csv")
+            written = pcsv.read_csv(summary.output, convert_options=pcsv.ConvertOptions(column_types=CSV_TYPES))
+            assert written.to_pylist() == expect_audience(data, data.D2, "ctr", spec.tags)[0]
+        finally:
+            engine.close()
+    assert live.read_bytes() == before
+    assert not (tmp_path / "warehouse" / "new.csv").exists()
+    assert not any((tmp_path / name).exists() for name in ("raw", "models", "staging", "warehouse/_staging"))
+    assert delta.read_arrow(f"{paths.warehouse}/user_tag_profiles").num_rows == len(data.rows)
