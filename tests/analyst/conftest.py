@@ -96,6 +96,27 @@ def warehouse(tmp_path_factory) -> Paths:
     return paths
 
 
+@pytest.fixture(scope="session")
+def warehouse_with_tags(tmp_path_factory, warehouse):
+    """A function: a copy of `warehouse` whose tags table also holds the given tag ids on both dates
+    (in nobody's profile), so that a named query accepts them as known tags."""
+    def make(extra_tags) -> Paths:
+        root = tmp_path_factory.mktemp("tagged")
+        paths = Paths(raw=str(root / "raw"), warehouse=str(root / "warehouse"), models=str(root / "models"))
+        profiles = delta.read_arrow(f"{warehouse.warehouse}/user_tag_profiles")
+        delta.write_arrow(profiles, f"{paths.warehouse}/user_tag_profiles", mode="overwrite", partition_by=["dt"])
+        tags = _tags_table()
+        rows = [(day, tag) for day in (D1, D2) for tag in extra_tags]
+        extra = pa.table({"dt": pa.array([d for d, _ in rows], pa.date32()), "tag_id": pa.array([t for _, t in rows]),
+                          "tag_index": pa.nulls(len(rows), pa.int32()), "tag_name": pa.nulls(len(rows), pa.string()),
+                          "category": pa.nulls(len(rows), pa.string())})
+        delta.write_arrow(pa.concat_tables([tags, extra]), f"{paths.warehouse}/tags", mode="overwrite",
+                          partition_by=["dt"])
+        return paths
+
+    return make
+
+
 @pytest.fixture
 def duck(warehouse):
     from analyst.engine import DuckDBEngine

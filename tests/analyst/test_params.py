@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import datetime as dt
 
-import pyarrow as pa
 import pytest
 
 from analyst.catalog import UnknownTagError, UnpublishedDateError
@@ -11,8 +10,6 @@ from analyst.engine import DuckDBEngine, SparkEngine
 from analyst.params import ParamError, ParamSpec, parse_value, render_literal
 from analyst.queries import parse_query
 from analyst.query import prepare
-from core import delta
-from core.config import Paths
 
 NASTY = ["t1' OR '1'='1", "t1\\' OR 1=1 --", "\\", "''", "a\\\\'b", "$$ DROP $$", "é ✓ \"q\" `b`",
          "x'; DROP TABLE tags; --"]
@@ -98,23 +95,11 @@ def test_quoted_strings_round_trip_on_both_engines(duck, spark_engine):
         assert engine.run(f"SELECT {columns}").to_pylist() == [{f"s{i}": v for i, v in enumerate(NASTY)}]
 
 
-@pytest.fixture(scope="module")
-def nasty_tags_warehouse(tmp_path_factory, warehouse) -> Paths:
-    """The test warehouse, its tags table also holding the NASTY tag ids on both dates (nobody's profile has them)."""
-    root = tmp_path_factory.mktemp("nasty_tags")
-    paths = Paths(raw=str(root / "raw"), warehouse=str(root / "warehouse"), models=str(root / "models"))
-    profiles = delta.read_arrow(f"{warehouse.warehouse}/user_tag_profiles")
-    delta.write_arrow(profiles, f"{paths.warehouse}/user_tag_profiles", mode="overwrite", partition_by=["dt"])
-    rows = [(day, tag) for day in (dt.date(2026, 11, 1), dt.date(2026, 11, 2)) for tag in ["t1", *NASTY]]
-    delta.write_arrow(pa.table({"dt": pa.array([d for d, _ in rows], pa.date32()),
-                                "tag_id": pa.array([t for _, t in rows])}),
-                      f"{paths.warehouse}/tags", mode="overwrite", partition_by=["dt"])
-    return paths
-
-
 @pytest.mark.parametrize("tag", NASTY[:2])
-def test_a_quoted_tag_cannot_widen_the_query(tag, spark, nasty_tags_warehouse):
-    # Were the quote to escape, "OR 1=1" would count every user who holds any tag.
+def test_a_quoted_tag_cannot_widen_the_query(tag, spark, warehouse_with_tags):
+    # Were the quote to escape, "OR 1=1" would count every user who holds any tag. The tag must
+    # be known to reach the SQL: the tags table holds it, nobody's profile does.
+    nasty_tags_warehouse = warehouse_with_tags([tag])
     for engine in (DuckDBEngine(nasty_tags_warehouse), SparkEngine(spark, nasty_tags_warehouse)):
         try:
             prepared = prepare(nasty_tags_warehouse, engine.dialect, name="tag_audience_change",

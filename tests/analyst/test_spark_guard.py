@@ -9,6 +9,7 @@ import pytest
 from pyspark.errors import AnalysisException
 
 from analyst import spark_guard
+from analyst.engine import SparkEngine
 from analyst.query import prepare
 from analyst.sqltext import ReadOnlyError, check_read_only, scan
 
@@ -120,11 +121,17 @@ def test_sql_cannot_read_local_files(spark, spark_engine, tmp_path):
     assert spark.conf.get("spark.sql.runSQLOnFiles") == "true"
 
 
-def test_variables_are_not_substituted_in_queries_or_parameter_values(spark, spark_engine, warehouse):
+def test_variables_are_not_substituted_in_queries_or_parameter_values(spark, spark_engine, warehouse_with_tags):
     assert spark_engine.run("SELECT '${env:HOME}' AS h, '${spark.app.name}' AS n").to_pylist() == [
         {"h": "${env:HOME}", "n": "${spark.app.name}"}]
-    prepared = prepare(warehouse, "spark", name="tag_audience_change", params=["tag=${env:HOME}"])
-    assert [row["tag_id"] for row in spark_engine.run(prepared.sql).to_pylist()] == ["${env:HOME}"]
+    tagged = warehouse_with_tags(["${env:HOME}"])  # a named query's tag must be a known one
+    engine = SparkEngine(spark, tagged)
+    try:
+        prepared = prepare(tagged, "spark", name="tag_audience_change", params=["tag=${env:HOME}"],
+                           tables=engine.tables)
+        assert [row["tag_id"] for row in engine.run(prepared.sql).to_pylist()] == ["${env:HOME}"]
+    finally:
+        engine.close()
     assert spark.conf.get("spark.sql.variable.substitute") == "true"
 
 
