@@ -3,11 +3,15 @@
 The scoring job writes a candidate partition to staging. Publishing copies it into the
 warehouse `user_tag_profiles` as one atomic partition replace, then rewrites
 `profiles_latest` (the newest published date only). Each publish commit carries
-`job=publish, dt=<date>` in the Delta log, which is what rollback reads.
+`job=publish, dt=<date>, run_id=<run>` in the Delta log, which is what rollback reads; the
+nightly's user_vectors commit of the date carries the same run_id, which is how a rollback
+finds the vectors that go with the publish it undoes.
 """
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import json
 from dataclasses import dataclass
 
 from pyspark.sql import DataFrame, SparkSession
@@ -72,61 +76,187 @@ def refresh_latest(spark: SparkSession, paths: Paths) -> None:
     delta.retry_on_conflict(once)
 
 
+PUBLISH_JOBS = ("publish",)
+VECTOR_JOBS = ("user_vectors", "score")  # the nightly's vectors stage; a standalone score with write_user_vectors
+
+
+def vectors_uri(paths: Paths) -> str:
+    return warehouse_uri(paths, Warehouse.USER_VECTORS)
+
+
 def rollback_date(spark: SparkSession, paths: Paths, date: dt.date) -> str:
-    """Undo the publish of `date` whose rows the partition holds now.
+    """Undo the publish of `date` whose rows the partition holds now, and the user_vectors its run wrote.
 
     The partition is restored to what it was just before that publish (or removed, if
     that publish created it), as a new commit: history is kept, and it can be undone too.
     Which publish is in effect is read from the Delta log (`in_effect`), so a publish that a
-    rollback or a whole-table restore already undid is never brought back.
+    rollback or a whole-table restore already undid is never brought back. The user_vectors of
+    `date` follow the profiles (`align_vectors`) in their own commit, made first: a rollback that
+    dies between the two commits leaves the publish in effect, so its rerun finds the same
+    publish, sees the vectors already restored and finishes with the profiles.
     """
     uri = profiles_uri(paths)
-    state = in_effect(delta.history(uri), date)
-    if state.publish is None:
+    history = delta.history(uri)
+    state = in_effect(history, date)
+    if state.write is None:
         raise ValueError(_nothing_to_roll_back(uri, paths, date, state))
-    target = state.publish
-    if target == 0:  # that publish created the table: before it, there was nothing
-        before = delta.read_table(spark, uri).limit(0)
-    else:
-        before = read_profiles(spark, uri, date, version=target - 1)
-    delta.write_table(before, uri, mode="overwrite", partition_by=["dt"], replace_partitions=[date.isoformat()],
+    target = state.write
+    undone = (state.run_id,) if state.run_id else ()
+    change = RunChange(undone=undone, restored=_run_in_effect(_up_to(history, target - 1), date))
+    vectors = align_vectors(spark, paths, {date: change})
+    delta.write_table(partition_as_of(spark, uri, date, target - 1), uri, mode="overwrite", partition_by=["dt"],
+                      replace_partitions=[date.isoformat()],
                       commit_info={"job": "rollback", "dt": date.isoformat(), "undoes": str(target)})
     refresh_latest(spark, paths)
-    return f"rolled back {date}: restored the partition as of version {target - 1} (undoing version {target})"
+    return (f"rolled back {date}: restored the partition as of version {target - 1} (undoing version {target}); "
+            f"user_vectors of {date}: {vectors[date]}")
+
+
+def partition_as_of(spark: SparkSession, uri: str, date: dt.date, version: int) -> DataFrame:
+    """The rows of `date` at `version` of `uri`; none before the table's first version (-1)."""
+    if version < 0:
+        return delta.read_table(spark, uri).limit(0)
+    return read_profiles(spark, uri, date, version)
+
+
+@dataclass(frozen=True)
+class RunChange:
+    """A rollback's change to a date's profiles: the runs whose publishes it undoes (one, for
+    `--date`), and the run whose publish it puts back (None: no publish's rows, or a Delta log
+    that cannot tell)."""
+
+    undone: tuple[str, ...]
+    restored: str | None
+
+
+def align_vectors(spark: SparkSession, paths: Paths, changes: dict[dt.date, RunChange]) -> dict[dt.date, str]:
+    """Bring the user_vectors of each date in line with the profiles a rollback restores; say what was done.
+
+    Only vectors written by a run being undone are replaced (the pairing is the `run_id` of the
+    commits): by the latest vectors of the date that the run of the restored profiles wrote, else
+    (that run wrote none, e.g. `score.write_user_vectors` was off) by the partition as it was before
+    the undone runs wrote theirs, which removes it when their first write created it. Vectors of
+    any other run (a standalone `score`, a night whose publish is not the one undone) are left as
+    they are, and the note names them. All the dates change in one commit; a date already in line is not touched, so a
+    rerun changes nothing more.
+    """
+    uri = vectors_uri(paths)
+    history = delta.history(uri)
+    restores: dict[dt.date, int] = {}
+    undoes: dict[str, str] = {}
+    notes: dict[dt.date, str] = {}
+    for date, change in sorted(changes.items()):
+        try:
+            state = in_effect(history, date, writes=VECTOR_JOBS)
+        except ValueError as exc:
+            notes[date] = f"left as they are: {exc}"
+            continue
+        version = _latest_write(history, date, change.restored, VECTOR_JOBS)
+        if state.write is not None and change.restored is not None and state.run_id == change.restored:
+            notes[date] = (f"unchanged: they hold the vectors of run {state.run_id} (version {state.write}), "
+                           f"the run of the restored profiles")
+        elif state.write is None and version is None:
+            notes[date] = "none to restore: the table holds no vectors of the date"
+        elif state.write is None or state.run_id in change.undone:
+            restores[date] = _before_runs(history, date, state, change.undone) if version is None else version
+            undoes[date.isoformat()] = "" if state.write is None else str(state.write)
+            notes[date] = _restored_note(history, date, restores[date], state)
+        else:
+            undone = (f"run {', '.join(change.undone)}" if change.undone
+                      else "the run of the undone publish (the profiles' log no longer names it)")
+            notes[date] = (f"left as they are: they hold the vectors of run {state.run_id} (version {state.write}, "
+                           f"model {state.model_version}), not written by {undone}; check them against the "
+                           f"restored profiles, or rerun the night of the date to rewrite both")
+    if restores:
+        rows = [partition_as_of(spark, uri, date, version) for date, version in sorted(restores.items())]
+        days = [d.isoformat() for d in sorted(restores)]
+        delta.write_table(functools.reduce(DataFrame.unionByName, rows), uri, mode="overwrite", partition_by=["dt"],
+                          replace_partitions=days,
+                          commit_info={"job": "rollback", "dt": ",".join(days), "undoes": json.dumps(undoes),
+                                       "restores": json.dumps({d.isoformat(): v for d, v in restores.items()})})
+    return notes
+
+
+def _restored_note(history: list[dict], date: dt.date, version: int, replaced: PartitionState) -> str:
+    """What restoring the vectors of `date` as of `version` does, in place of the write `replaced` names."""
+    undoing = "" if replaced.write is None else f", undoing version {replaced.write} of run {replaced.run_id}"
+    restored = _in_effect_or_none(_up_to(history, version), date, VECTOR_JOBS)
+    if restored is None or restored.write is None:
+        return f"removed{undoing} (the date had no vectors before the undone runs wrote theirs)"
+    return (f"restored the vectors of run {restored.run_id} (version {restored.write}, model "
+            f"{restored.model_version}){undoing}")
+
+
+def _before_runs(history: list[dict], date: dt.date, state: PartitionState, runs: tuple[str, ...]) -> int:
+    """The version whose vectors of `date` no run of `runs` wrote, walking back from the write in effect."""
+    version = state.write - 1
+    while (earlier := _in_effect_or_none(_up_to(history, version), date, VECTOR_JOBS)) is not None \
+            and earlier.write is not None and earlier.run_id in runs:
+        version = earlier.write - 1
+    return version
+
+
+def _latest_write(history: list[dict], date: dt.date, run_id: str | None, writes: tuple[str, ...]) -> int | None:
+    """The newest commit of `writes` for `date` made by `run_id` (None: none, or no run)."""
+    if run_id is None:
+        return None
+    versions = [e["version"] for e in history
+                if e.get("job") in writes and e.get("dt") == date.isoformat() and e.get("run_id") == run_id]
+    return max(versions, default=None)
+
+
+def _up_to(history: list[dict], version: int) -> list[dict]:
+    """The log as it was at `version` (empty before the first one)."""
+    return [e for e in history if e["version"] <= version]
+
+
+def _in_effect_or_none(history: list[dict], date: dt.date, writes: tuple[str, ...]) -> PartitionState | None:
+    try:
+        return in_effect(history, date, writes)
+    except ValueError:  # the log no longer decides it
+        return None
+
+
+def _run_in_effect(history: list[dict], date: dt.date) -> str | None:
+    state = _in_effect_or_none(history, date, PUBLISH_JOBS)
+    return None if state is None else state.run_id
 
 
 @dataclass(frozen=True)
 class PartitionState:
-    """Which publish's rows a date's partition holds (None: none), and what last changed that."""
+    """Which write's rows a date's partition holds (None: none), and what last changed that."""
 
-    publish: int | None
-    publishes: tuple[int, ...]  # every publish of the date in the log
+    write: int | None  # the table version of that write (a publish, for the profiles)
+    writes: tuple[int, ...]  # every write of the date in the log
     last_change: str
+    run_id: str | None = None  # the commit info of the write in effect
+    model_version: str | None = None
 
 
-def in_effect(history: list[dict], date: dt.date) -> PartitionState:
-    """Replay the Delta log, oldest first, to find the publish whose rows the partition of `date` holds.
+def in_effect(history: list[dict], date: dt.date, writes: tuple[str, ...] = PUBLISH_JOBS) -> PartitionState:
+    """Replay the Delta log, oldest first, to find the write whose rows the partition of `date` holds.
 
-    A publish of `date` puts its own rows there; a rollback of `date` undoing version P puts
-    back what the partition held at P - 1; a restore to version R puts back what it held at R;
-    any other commit leaves the partition as it was.
+    A write of `date` (a commit whose `job` is in `writes`: a publish, for the profiles) puts its
+    own rows there; a rollback puts back what the partition held at the version it names (a
+    profiles rollback undoing version P: P - 1; a vectors rollback: its `restores` per date); a
+    restore to version R puts back what it held at R; any other commit leaves the partition as it was.
     """
     day = date.isoformat()
-    source: dict[int, object] = {}  # table version -> the publish whose rows dt=day held then (or None)
-    publishes, last_change = [], "no commit"
+    source: dict[int, object] = {}  # table version -> the write whose rows dt=day held then (or None)
+    found, last_change = [], "no commit"
 
     def at(version: int) -> object:
         return None if version < 0 else source.get(version, _UNKNOWN)
 
     for entry in sorted(history, key=lambda e: e["version"]):
-        version, before = entry["version"], at(entry["version"] - 1)
-        if entry.get("dt") == day and entry.get("job") == "publish":
+        version, before, restored = entry["version"], at(entry["version"] - 1), _restored(entry)
+        if entry.get("dt") == day and entry.get("job") in writes:
             source[version] = version
-            publishes.append(version)
-            last_change = f"version {version} (a publish)"
-        elif entry.get("dt") == day and entry.get("job") == "rollback":
-            source[version] = at(int(entry["undoes"]) - 1)
-            last_change = f"version {version} (a rollback undoing version {entry['undoes']})"
+            found.append(version)
+            last_change = f"version {version} ({'a publish' if entry['job'] == 'publish' else 'a write'})"
+        elif day in restored:
+            source[version] = at(restored[day])
+            last_change = f"version {version} ({_describe_rollback(entry, day)})"
         elif entry.get("operation") == "RESTORE":
             to_version = entry.get("operationParameters", {}).get("version")
             source[version] = _UNKNOWN if to_version is None else at(int(to_version))
@@ -136,30 +266,72 @@ def in_effect(history: list[dict], date: dt.date) -> PartitionState:
             source[version] = before
     current = at(max(source)) if source else None
     if current is _UNKNOWN:
-        raise ValueError(f"cannot tell which publish of {day} the table holds: the Delta log no longer has the "
+        raise ValueError(f"cannot tell which {writes[0]} of {day} the table holds: the Delta log no longer has the "
                          f"commits that decide it (restore the table with --to-version instead)")
-    return PartitionState(publish=current, publishes=tuple(publishes), last_change=last_change)
+    info = next((e for e in history if e["version"] == current), {}) if current is not None else {}
+    return PartitionState(write=current, writes=tuple(found), last_change=last_change,
+                          run_id=info.get("run_id"), model_version=info.get("model_version"))
+
+
+def _restored(entry: dict) -> dict[str, int]:
+    """{date: version} for a rollback commit: the partition of each date holds what it held at that version."""
+    if entry.get("job") != "rollback":
+        return {}
+    if "restores" in entry:
+        return {day: int(version) for day, version in json.loads(entry["restores"]).items()}
+    return {entry["dt"]: int(entry["undoes"]) - 1} if "dt" in entry and "undoes" in entry else {}
+
+
+def _describe_rollback(entry: dict, day: str) -> str:
+    if "restores" in entry:
+        return f"a rollback restoring the partition of version {json.loads(entry['restores'])[day]}"
+    return f"a rollback undoing version {entry['undoes']}"
 
 
 _UNKNOWN = object()
 
 
 def _nothing_to_roll_back(uri: str, paths: Paths, date: dt.date, state: PartitionState) -> str:
-    if not state.publishes:
+    if not state.writes:
         return (f"nothing to roll back for {date}: no publish of that date in {uri}'s history "
                 f"(published dates: {', '.join(map(str, published_dates(paths))) or 'none'})")
-    return (f"nothing to roll back for {date}: its publishes (versions {', '.join(map(str, state.publishes))}) "
+    return (f"nothing to roll back for {date}: its publishes (versions {', '.join(map(str, state.writes))}) "
             f"are no longer in effect: {state.last_change} left the partition without any publish's rows")
 
 
 def rollback_to_version(spark: SparkSession, paths: Paths, version: int) -> str:
-    """Restore the whole `user_tag_profiles` table to `version` (a new commit)."""
+    """Restore the whole `user_tag_profiles` table to `version` (a new commit), with user_vectors in line.
+
+    Each date whose publish in effect differs between now and `version` gets its user_vectors
+    aligned as `rollback --date` does (`align_vectors`), in one commit made before the restore:
+    a rerun after a crash between the two finds the same dates, leaves the vectors already
+    aligned as they are and restores the profiles.
+    """
     uri = profiles_uri(paths)
     current = delta.table_version(uri)
     if current is None:
         raise ValueError(f"no published profiles at {uri}")
     if not 0 <= version < current:
         raise ValueError(f"--to-version must be between 0 and {current - 1} (current version {current})")
+    vectors = align_vectors(spark, paths, _changed_runs(delta.history(uri), version))
     delta.restore(uri, version)
     refresh_latest(spark, paths)
-    return f"restored {uri} to version {version} (was {current})"
+    notes = "; ".join(f"{date}: {note}" for date, note in sorted(vectors.items()))
+    return f"restored {uri} to version {version} (was {current}); user_vectors: {notes or 'no date changes publish'}"
+
+
+def _changed_runs(history: list[dict], version: int) -> dict[dt.date, RunChange]:
+    """The dates whose publish in effect now differs from the one at `version`: the runs of the
+    publishes after `version` (undone), and the run of the publish in effect at `version` (restored)."""
+    then = _up_to(history, version)
+    changes = {}
+    for day in sorted({e["dt"] for e in history if e.get("job") == "publish" and e.get("dt")}):
+        date = dt.date.fromisoformat(day)
+        now, before = _in_effect_or_none(history, date, PUBLISH_JOBS), _in_effect_or_none(then, date, PUBLISH_JOBS)
+        if now is not None and before is not None and now.write == before.write:
+            continue
+        restored = before.run_id if before is not None else None
+        undone = {e.get("run_id") for e in history if e.get("job") == "publish" and e.get("dt") == day
+                  and e["version"] > version} - {restored, None}
+        changes[date] = RunChange(undone=tuple(sorted(undone)), restored=restored)
+    return changes

@@ -101,7 +101,8 @@ def test_rollback_of_a_date_undoes_the_publish_a_restore_brought_back(spark, pat
     publish.rollback_to_version(spark, paths, 1)  # version 3: D2 holds B1 (the publish of version 1) again
     assertDataFrameEqual(_published(spark, paths), a1.union(b1))
     message = publish.rollback_date(spark, paths, D2)
-    assert message == "rolled back 2026-11-11: restored the partition as of version 0 (undoing version 1)"
+    assert message == ("rolled back 2026-11-11: restored the partition as of version 0 (undoing version 1); "
+                       "user_vectors of 2026-11-11: none to restore: the table holds no vectors of the date")
     assertDataFrameEqual(_published(spark, paths), a1)
     assertDataFrameEqual(_latest(spark, paths), a1)
     # a publish after the restore is the one in effect, and is undone to the restored state
@@ -113,3 +114,115 @@ def test_rollback_of_a_date_undoes_the_publish_a_restore_brought_back(spark, pat
     with pytest.raises(ValueError, match=r"nothing to roll back for 2026-11-11: its publishes \(versions 1, 2, 5\) "
                                          r"are no longer in effect: version 6 \(a rollback undoing version 5\)"):
         publish.rollback_date(spark, paths, D2)
+
+
+# user_vectors follow a rollback: the nightly writes them after its publish, tagged with the same run_id.
+
+VECTORS = "dt date, user_id string, model_version string, user_vector array<float>, vector_mask array<boolean>"
+
+
+def _night(spark, paths, date, tag, run_id, model, vectors=True):
+    """A night as `nightly.night` leaves it: the publish of `date`, then (if `vectors`) its user_vectors."""
+    profiles = _stage(spark, paths, [(date, "u1", "ctr", 1, tag, 0.5, model)])
+    publish.publish(spark, paths, date, run_id)
+    written = _write_vectors(spark, paths, date, run_id, model) if vectors else None
+    return profiles, written
+
+
+def _write_vectors(spark, paths, date, run_id, model, job="user_vectors"):
+    """The user_vectors partition of `date`, committed as `jobs.score.write_user_vectors` commits it."""
+    seed = float(sum(map(ord, run_id)))
+    df = spark.createDataFrame([(date, "u1", model, [seed, 1.0], [True]), (date, "u2", model, [seed, 2.0], [True])],
+                               VECTORS)
+    delta.write_table(df, publish.vectors_uri(paths), mode="overwrite", partition_by=["dt"],
+                      replace_partitions=[date.isoformat()],
+                      commit_info={"job": job, "dt": date.isoformat(), "run_id": run_id, "model_version": model})
+    return df
+
+
+def _all_vectors(spark, paths):
+    return delta.read_table(spark, publish.vectors_uri(paths))
+
+
+def test_rollback_of_a_date_restores_the_vectors_of_the_night_before_then_removes_them(spark, paths):
+    p1, v1 = _night(spark, paths, D1, "A1", "r1", "m1")
+    _, other_date = _night(spark, paths, D2, "B1", "r2", "m1")
+    _night(spark, paths, D1, "A2", "r3", "m2")
+    message = publish.rollback_date(spark, paths, D1)
+    assert message.endswith("user_vectors of 2026-11-10: restored the vectors of run r1 (version 0, model m1), "
+                            "undoing version 2 of run r3")
+    assertDataFrameEqual(publish.read_profiles(spark, publish.profiles_uri(paths), D1), p1)
+    assertDataFrameEqual(_all_vectors(spark, paths), v1.union(other_date))
+    # the first night of the date: both partitions go
+    message = publish.rollback_date(spark, paths, D1)
+    assert message.endswith("user_vectors of 2026-11-10: removed, undoing version 0 of run r1 "
+                            "(the date had no vectors before the undone runs wrote theirs)")
+    assert publish.published_dates(paths) == [D2]
+    assertDataFrameEqual(_all_vectors(spark, paths), other_date)
+    # nothing left: a clear refusal, and neither table changes
+    versions = delta.table_version(publish.profiles_uri(paths)), delta.table_version(publish.vectors_uri(paths))
+    with pytest.raises(ValueError, match=r"nothing to roll back for 2026-11-10: its publishes \(versions 0, 2\)"):
+        publish.rollback_date(spark, paths, D1)
+    assert (delta.table_version(publish.profiles_uri(paths)),
+            delta.table_version(publish.vectors_uri(paths))) == versions
+
+
+def test_a_rollback_that_died_after_its_vectors_commit_is_finished_by_its_rerun(spark, paths):
+    p1, v1 = _night(spark, paths, D1, "A1", "r1", "m1")
+    _night(spark, paths, D1, "A2", "r2", "m2")
+    # what a rollback that died between its two commits leaves: the vectors commit (made first), no profiles one
+    notes = publish.align_vectors(spark, paths, {D1: publish.RunChange(undone=("r2",), restored="r1")})
+    assert notes[D1].startswith("restored the vectors of run r1")
+    assertDataFrameEqual(_all_vectors(spark, paths), v1)
+    vectors_version = delta.table_version(publish.vectors_uri(paths))
+    message = publish.rollback_date(spark, paths, D1)  # the rerun undoes r2's publish, not r1's too
+    assert message == ("rolled back 2026-11-10: restored the partition as of version 0 (undoing version 1); "
+                       "user_vectors of 2026-11-10: unchanged: they hold the vectors of run r1 (version 0), "
+                       "the run of the restored profiles")
+    assertDataFrameEqual(publish.read_profiles(spark, publish.profiles_uri(paths), D1), p1)
+    assertDataFrameEqual(_all_vectors(spark, paths), v1)
+    assert delta.table_version(publish.vectors_uri(paths)) == vectors_version
+
+
+def test_vectors_the_undone_run_did_not_write_are_left_as_they_are(spark, paths):
+    p1, v1 = _night(spark, paths, D1, "A1", "r1", "m1")
+    _night(spark, paths, D1, "A2", "r2", "m2", vectors=False)  # score.write_user_vectors off that night
+    vectors_version = delta.table_version(publish.vectors_uri(paths))
+    message = publish.rollback_date(spark, paths, D1)
+    assert message.endswith("user_vectors of 2026-11-10: unchanged: they hold the vectors of run r1 (version 0), "
+                            "the run of the restored profiles")
+    assertDataFrameEqual(publish.read_profiles(spark, publish.profiles_uri(paths), D1), p1)
+    assertDataFrameEqual(_all_vectors(spark, paths), v1)
+    assert delta.table_version(publish.vectors_uri(paths)) == vectors_version
+    # a standalone score wrote the date's vectors after the night: they are not the night's to undo
+    _night(spark, paths, D1, "A3", "r3", "m2")
+    by_score = _write_vectors(spark, paths, D1, "s1", "m3", job="score")
+    message = publish.rollback_date(spark, paths, D1)
+    assert message.endswith("user_vectors of 2026-11-10: left as they are: they hold the vectors of run s1 "
+                            "(version 2, model m3), not written by run r3; check them against the restored "
+                            "profiles, or rerun the night of the date to rewrite both")
+    assertDataFrameEqual(publish.read_profiles(spark, publish.profiles_uri(paths), D1), p1)
+    assertDataFrameEqual(_all_vectors(spark, paths), by_score)
+
+
+def test_rollback_to_version_brings_the_vectors_of_each_changed_date_in_line(spark, paths):
+    p1, v1 = _night(spark, paths, D1, "A1", "r1", "m1")  # profiles version 0, vectors version 0
+    _night(spark, paths, D2, "B1", "r2", "m1")  # profiles version 1, vectors version 1
+    _night(spark, paths, D2, "B2", "r3", "m2")  # profiles version 2, vectors version 2
+    message = publish.rollback_to_version(spark, paths, 0)
+    assert message == (f"restored {publish.profiles_uri(paths)} to version 0 (was 2); user_vectors: 2026-11-11: "
+                       f"removed, undoing version 2 of run r3 (the date had no vectors before the undone runs "
+                       f"wrote theirs)")
+    assertDataFrameEqual(delta.read_table(spark, publish.profiles_uri(paths)), p1)
+    assertDataFrameEqual(_all_vectors(spark, paths), v1)
+    # back to version 2 (the restore is a commit like any other): r3's profiles and vectors of D2 return
+    p3 = publish.read_profiles(spark, publish.profiles_uri(paths), D2, version=2)
+    v3 = delta.read_table(spark, publish.vectors_uri(paths), 2).where("dt = DATE'2026-11-11'")
+    message = publish.rollback_to_version(spark, paths, 2)
+    assert message.endswith("user_vectors: 2026-11-11: restored the vectors of run r3 (version 2, model m2)")
+    assertDataFrameEqual(delta.read_table(spark, publish.profiles_uri(paths)), p1.union(p3))
+    assertDataFrameEqual(_all_vectors(spark, paths), v1.union(v3))
+    # a rerun changes no vectors: every date is in line already
+    vectors_version = delta.table_version(publish.vectors_uri(paths))
+    assert publish.rollback_to_version(spark, paths, 2).endswith("user_vectors: no date changes publish")
+    assert delta.table_version(publish.vectors_uri(paths)) == vectors_version
