@@ -1,7 +1,9 @@
 """./spark-submit.sh rollback --date D | --to-version V: restore published profiles from Delta history.
 
+The user_vectors of each date whose profiles change follow them (`nightly.publish.align_vectors`).
 `--date D` holds the per-date lock of the nightly run (`nightly.lock`) while it works, so it
-cannot race a publish of D: while a run of D holds the lock it fails at once (exit 3).
+cannot race a publish of D: while a run of D holds the lock it fails at once (exit 3). Nothing
+to roll back, or a --to-version out of range, is one line on stderr and exit 1.
 """
 from __future__ import annotations
 
@@ -16,21 +18,24 @@ from nightly.publish import rollback_date, rollback_to_version
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = job_parser("undo the latest publish of a date, or restore user_tag_profiles to a version",
-                        needs_date=False)
+    parser = job_parser("undo the publish of a date in effect (and its user_vectors), or restore "
+                        "user_tag_profiles to a version", needs_date=False)
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--date", type=iso_date, help="undo the publish of this date that is in effect")
     target.add_argument("--to-version", type=int, help="restore the whole table to this Delta version")
     args, config = parse_job_args(parser, argv)
-    if args.date is not None:
-        try:
+    try:
+        if args.date is not None:
             with exclusive(config.paths, date_lock(args.date), rollback_id(args.date)):
                 message = rollback_date(spark_session(config.spark), config.paths, args.date)
-        except RunInProgressError as exc:
-            print(f"[rollback] {args.date}: nothing rolled back: {exc}", file=sys.stderr)
-            return 3
-    else:
-        message = rollback_to_version(spark_session(config.spark), config.paths, args.to_version)
+        else:
+            message = rollback_to_version(spark_session(config.spark), config.paths, args.to_version)
+    except RunInProgressError as exc:
+        print(f"[rollback] {args.date}: nothing rolled back: {exc}", file=sys.stderr)
+        return 3
+    except ValueError as exc:  # nothing to roll back, a version out of range, a log that cannot tell: all say why
+        print(f"[rollback] {exc}", file=sys.stderr)
+        return 1
     print(f"[rollback] {message}")
     return 0
 

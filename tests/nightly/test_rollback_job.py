@@ -46,3 +46,34 @@ def test_rollback_of_a_date_fails_at_once_while_the_night_holds_its_lock(spark, 
     assert rollback.main(_argv(paths, "--date", D1.isoformat())) == 0
     assert "undoing version 1" in capsys.readouterr().out
     assertDataFrameEqual(publish.read_profiles(spark, publish.profiles_uri(paths), D1), first)
+
+
+VECTORS = "dt date, user_id string, model_version string, user_vector array<float>, vector_mask array<boolean>"
+
+
+def _vectors(spark, paths, run_id, model, value):
+    df = spark.createDataFrame([(D1, "u1", model, [value], [True])], VECTORS)
+    delta.write_table(df, publish.vectors_uri(paths), mode="overwrite", partition_by=["dt"],
+                      replace_partitions=[D1.isoformat()],
+                      commit_info={"job": "user_vectors", "dt": D1.isoformat(), "run_id": run_id, "model_version": model})
+    return df
+
+
+def test_rollback_of_a_date_undoes_the_nights_vectors_then_says_in_one_line_when_nothing_is_left(spark, paths, capsys):
+    first = _publish(spark, paths, "t1", "r1")
+    first_vectors = _vectors(spark, paths, "r1", "m1", 1.0)
+    _publish(spark, paths, "t2", "r2")
+    _vectors(spark, paths, "r2", "m1", 2.0)
+    assert rollback.main(_argv(paths, "--date", D1.isoformat())) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("[rollback] rolled back 2026-11-10: restored the partition as of version 0")
+    assert "user_vectors of 2026-11-10: restored the vectors of run r1 (version 0, model m1)" in out
+    assertDataFrameEqual(publish.read_profiles(spark, publish.profiles_uri(paths), D1), first)
+    assertDataFrameEqual(delta.read_table(spark, publish.vectors_uri(paths)), first_vectors)
+    assert rollback.main(_argv(paths, "--date", D1.isoformat())) == 0  # the first night: both partitions go
+    assert delta.partition_values(publish.vectors_uri(paths)) == []
+    capsys.readouterr()
+    assert rollback.main(_argv(paths, "--date", D1.isoformat())) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("[rollback] nothing to roll back for 2026-11-10: its publishes (versions 0, 1)")
+    assert err.count("\n") == 1 and "Traceback" not in err
