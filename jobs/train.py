@@ -26,7 +26,7 @@ from core.config import Config, ConfigError
 from core.registry import ModelStatus
 from mvke.builder import check_conf_fits, check_fields
 from training import artifact, publish, report
-from training.checkpoint import remove_checkpoints, resumable_epoch
+from training.checkpoint import prepare_start, remove_checkpoints
 from training.data import model_columns, petastorm_converters
 from training.errors import EmptyWindowError, ModelMismatchError, TrainingError
 from training.inputs import VALIDATION_FLAG, TrainingInputs, ensure_window, read_inputs, window_days
@@ -62,8 +62,7 @@ def run(spark: SparkSession, config: Config, date: dt.date, *, fault: FaultInjec
     try:
         rows = split_counts(examples, config.train.num_proc)
         spec = worker_spec(config, inputs, version, rows["train"], staging, fault)
-        if spec.resume:
-            resumable_epoch(spec.checkpoint_dir, spec.fingerprint())  # a mismatch fails before Horovod
+        prepare_start(spec.checkpoint_dir, spec.fingerprint(), resume=spec.resume)
         with petastorm_converters(spark, split_frames(examples), config.paths.petastorm_root,
                                   config.train.num_proc, seed=config.train.seed) as data:
             result = launch(spec, data["train"], data["validation"], config.train.num_proc,

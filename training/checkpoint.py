@@ -94,6 +94,17 @@ def resumable_epoch(root: str | Path, fingerprint: dict) -> int | None:
     return last
 
 
+def prepare_start(root: str | Path, fingerprint: dict, *, resume: bool) -> int | None:
+    """The driver's step before launching: with `resume`, `resumable_epoch` (a mismatch fails
+    before any worker starts). Without it the run starts from scratch, and the checkpoints an
+    earlier run of this version left are deleted first: kept, a later resumed run would pick up
+    theirs (a higher epoch than this run reached) instead of this run's."""
+    if resume:
+        return resumable_epoch(root, fingerprint)
+    remove_checkpoints(root)
+    return None
+
+
 def check_fingerprint(found: dict, expected: dict, where: Path) -> None:
     """Raise CheckpointMismatchError naming every key that differs."""
     keys = sorted(set(found) | set(expected))

@@ -6,7 +6,7 @@ import torch
 
 from mvke import build_model
 from training.checkpoint import (CheckpointMismatchError, checkpoint_path, latest_epoch, load_checkpoint,
-                                 save_checkpoint)
+                                 prepare_start, save_checkpoint)
 
 from tests.training.toy import FIELDS, NUM_CATEGORIES, NUM_TAGS, learnable_batches, small_conf
 
@@ -60,3 +60,29 @@ def test_a_checkpoint_for_other_vocabulary_sizes_is_refused(tmp_path):
                        match=r"checkpoint-0 was written for a different model.*fields: checkpoint has "
                              r"\[\['history', 'multi', 8\], \['interest', 'single', 6\]\], this run has .*9\]\]"):
         load_checkpoint(tmp_path, 0, other)
+
+
+def test_a_fresh_start_deletes_the_checkpoints_a_later_resume_would_pick_up(tmp_path):
+    """An earlier run of the version reached epoch 3; a rerun with resume=false that is killed after
+    its epoch 0 must be resumed from its own epoch 0, not from the earlier run's epoch 3."""
+    model, optimizer = _trained()
+    for epoch in range(4):
+        save_checkpoint(tmp_path, epoch, model.state_dict(), optimizer.state_dict(), FINGERPRINT, {"run": "old"})
+    assert prepare_start(tmp_path, FINGERPRINT, resume=True) == 3
+    assert latest_epoch(tmp_path) == 3  # resuming keeps them
+
+    assert prepare_start(tmp_path, FINGERPRINT, resume=False) is None
+    save_checkpoint(tmp_path, 0, model.state_dict(), optimizer.state_dict(), FINGERPRINT, {"run": "new"})
+    assert prepare_start(tmp_path, FINGERPRINT, resume=True) == 0
+    assert load_checkpoint(tmp_path, 0, FINGERPRINT).history == {"run": "new"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-0"]
+
+
+def test_a_fresh_start_ignores_a_checkpoint_of_another_model(tmp_path):
+    model, optimizer = _trained()
+    save_checkpoint(tmp_path, 0, model.state_dict(), optimizer.state_dict(), FINGERPRINT, {})
+    other = {**FINGERPRINT, "num_tags": 7}
+    with pytest.raises(CheckpointMismatchError, match="num_tags: checkpoint has 6, this run has 7"):
+        prepare_start(tmp_path, other, resume=True)
+    assert prepare_start(tmp_path, other, resume=False) is None
+    assert latest_epoch(tmp_path) is None
