@@ -58,7 +58,10 @@ def model_dir(paths: Paths, model_version: str) -> str:
 
 
 def list_models(paths: Paths) -> list[ModelRecord]:
-    """Every registered version, oldest first."""
+    """Every registered version, oldest first: by the day it was trained for, then by registration.
+
+    A rerun of training for an earlier day registers last but stays behind the models of later
+    days, so it never becomes the latest published model that scoring and the nightly use."""
     uri = models_uri(paths)
     return _records(uri, delta.table_version(uri))
 
@@ -73,7 +76,7 @@ def _records(uri: str, version: int | None) -> list[ModelRecord]:
         )
         for r in delta.read_arrow(uri, version=version).to_pylist()
     ]
-    return sorted(records, key=lambda r: (r.created_at, r.model_version))
+    return sorted(records, key=lambda r: (r.trained_for, r.created_at, r.model_version))
 
 
 def register(paths: Paths, record: ModelRecord) -> None:

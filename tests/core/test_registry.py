@@ -32,6 +32,28 @@ def test_latest_published_and_status_changes(tmp_path):
         registry.resolve(paths, "v9")
 
 
+def test_a_rerun_for_an_earlier_day_does_not_become_the_latest_published(tmp_path):
+    """Retraining the model of Nov 1 after Nov 3's was published must not switch scoring back to it;
+    among models of the same day the one registered last is the latest."""
+    paths = Paths(raw=str(tmp_path / "r"), warehouse=str(tmp_path / "w"), models=str(tmp_path / "m"))
+    day = dt.timedelta(days=1)
+
+    def record(version, trained_for, minutes):
+        return ModelRecord(version, trained_for, ModelStatus.PUBLISHED, T0 + dt.timedelta(minutes=minutes),
+                           {}, f"/m/{version}")
+
+    nov1, nov3 = dt.date(2026, 11, 1), dt.date(2026, 11, 3)
+    registry.register(paths, record("a-nov1", nov1, 0))
+    registry.register(paths, record("b-nov3", nov3, 10))
+    registry.register(paths, record("c-nov1-rerun", nov1, 20))
+    assert registry.resolve(paths).model_version == "b-nov3"
+    registry.register(paths, record("d-nov3-rerun", nov3, 30))
+    assert [r.model_version for r in registry.list_models(paths)] == ["a-nov1", "c-nov1-rerun", "b-nov3", "d-nov3-rerun"]
+    assert registry.resolve(paths).model_version == "d-nov3-rerun"
+    registry.register(paths, record("e-nov2", nov3 - day, 40))
+    assert registry.resolve(paths).model_version == "d-nov3-rerun"
+
+
 def _register_many(root: str, writer: str, count: int, start) -> None:
     from core import registry as r
     from core.config import Paths as P
