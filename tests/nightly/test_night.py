@@ -207,6 +207,29 @@ def test_a_published_night_writes_the_user_vectors_of_the_published_model_and_a_
     assertDataFrameEqual(after, spark.createDataFrame(before, schema=after.schema), rtol=0.0, atol=0.0)
 
 
+def test_rolling_back_nights_that_wrote_vectors_restores_the_vectors_of_the_night_before(spark, world):
+    """After the test above: D3 holds the profiles and vectors of n3-vectors-again, on top of n3-vectors,
+    on top of nothing (an earlier rollback removed D3's publish of n3, a night without vectors)."""
+    config = _config(world, vectors=True)
+    uri = warehouse_uri(config.paths, Warehouse.USER_VECTORS)
+    first = next(e["version"] for e in delta.history(uri) if e.get("run_id") == "n3-vectors")
+    expected = delta.read_table(spark, uri, first).toPandas()  # the first night's vectors, as it wrote them
+    published = next(e["version"] for e in delta.history(publish.profiles_uri(config.paths))
+                     if e.get("job") == "publish" and e.get("run_id") == "n3-vectors")
+    profiles = publish.read_profiles(spark, publish.profiles_uri(config.paths), D3, published).toPandas()
+    message = publish.rollback_date(spark, config.paths, D3)
+    assert f"user_vectors of {D3}: restored the vectors of run n3-vectors (version {first}" in message
+    after = _table(spark, config, Warehouse.USER_VECTORS)
+    assertDataFrameEqual(after, spark.createDataFrame(expected, schema=after.schema), rtol=0.0, atol=0.0)
+    restored = publish.read_profiles(spark, publish.profiles_uri(config.paths), D3)
+    assertDataFrameEqual(restored, spark.createDataFrame(profiles, schema=restored.schema), rtol=0.0, atol=0.0)
+    message = publish.rollback_date(spark, config.paths, D3)  # n3-vectors created both partitions
+    assert message.endswith(f"user_vectors of {D3}: removed, undoing version {first} of run n3-vectors "
+                            f"(the date had no vectors before the undone runs wrote theirs)")
+    assert publish.published_dates(config.paths) == [D1, D2]
+    assert delta.partition_values(uri) == []
+
+
 def test_a_night_whose_gates_fail_leaves_user_vectors_as_they_were(spark, world):
     config = _config(world, vectors=True, min_profile_share=1.5)
     uri = warehouse_uri(config.paths, Warehouse.USER_VECTORS)
