@@ -6,8 +6,8 @@
 `spark-submit.sh audience` takes the same arguments (its default engine is spark).
 
 One row per distinct user: the qualifying tag with the best rank (then the higher score,
-then the smaller tag id; a missing rank or score counts as the worst), its rank and score, and how many of the requested tags qualified
-the user. A tag qualifies a user on date D when the profile of D for the objective holds it
+then the smaller tag id; a missing rank or score counts as the worst), its rank and score,
+and how many of the requested tags qualified the user. A tag qualifies a user on date D when the profile of D for the objective holds it
 at rank <= max_rank and with score >= min_score (each condition only when given). The file
 is written to a temporary name and renamed, so a reader never sees a partial audience.
 """
@@ -144,7 +144,8 @@ def audience_sql(spec: AudienceSpec, date: dt.date, dialect: Dialect) -> str:
     return (
         f"WITH qualified AS ({_qualified_sql(spec, date, dialect)}), "
         "ranked AS (SELECT user_id, tag_id, rank, score, "
-        "ROW_NUMBER() OVER (PARTITION BY user_id ORDER BY rank NULLS LAST, score DESC NULLS LAST, tag_id) AS pick FROM qualified), "
+        "ROW_NUMBER() OVER (PARTITION BY user_id ORDER BY rank NULLS LAST, score DESC NULLS LAST, tag_id) AS pick "
+        "FROM qualified), "
         "matched AS (SELECT user_id, COUNT(DISTINCT tag_id) AS matched_tags FROM qualified GROUP BY user_id), "
         "best AS (SELECT user_id, tag_id, rank, score FROM ranked WHERE pick = 1) "
         f"SELECT {', '.join(EXPORT_COLUMNS)} FROM best JOIN matched USING (user_id) ORDER BY user_id NULLS LAST"

@@ -23,8 +23,10 @@ PREVIOUS = "previous"  # a published_date default: the published date just befor
 OBJECTIVES = ("ctr", "cvr", "ctr_x_cvr")
 _INT_RANGE = (-(2**63), 2**63 - 1)
 _NULL_TYPES = {
-    "spark": {"string": "STRING", "objective": "STRING", "tag": "STRING", "int": "BIGINT", "float": "DOUBLE", "date": "DATE", "published_date": "DATE"},
-    "duckdb": {"string": "VARCHAR", "objective": "VARCHAR", "tag": "VARCHAR", "int": "BIGINT", "float": "DOUBLE", "date": "DATE", "published_date": "DATE"},
+    "spark": {"string": "STRING", "objective": "STRING", "tag": "STRING", "int": "BIGINT", "float": "DOUBLE",
+              "date": "DATE", "published_date": "DATE"},
+    "duckdb": {"string": "VARCHAR", "objective": "VARCHAR", "tag": "VARCHAR", "int": "BIGINT", "float": "DOUBLE",
+               "date": "DATE", "published_date": "DATE"},
 }
 
 
