@@ -4,10 +4,13 @@ from __future__ import annotations
 import sys
 
 from core.cli import job_parser, parse_job_args
+from core.config import Paths
 from core.spark import spark_session
 from nightly.gates import QualityGateError
 from nightly.lock import RunInProgressError
-from nightly.night import run_night
+from nightly.night import new_run_id, run_night
+from nightly.runlog import read_runs
+from training.errors import TrainingError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -15,13 +18,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-id", default=None, help="an id for this run (default: <date>-<random>)")
     args, config = parse_job_args(parser, argv)
     spark = spark_session(config.spark)
+    run_id = args.run_id or new_run_id(args.date)
     try:
-        result = run_night(spark, config, args.date, run_id=args.run_id)
+        result = run_night(spark, config, args.date, run_id=run_id)
     except (QualityGateError, RunInProgressError) as exc:
         print(f"[nightly] {args.date}: {exc}", file=sys.stderr)
         return 3
+    except (ValueError, TrainingError) as exc:  # bad raw data, a setting, no model to score with: each says why
+        print(f"[nightly] {args.date}: {failed_stage(config.paths, run_id)}{type(exc).__name__}: {exc}",
+              file=sys.stderr)
+        return 1
     print(f"[nightly] {args.date}: published with model {result.model_version}; report {result.report_path}")
     return 0
+
+
+def failed_stage(paths: Paths, run_id: str) -> str:
+    """`stage S failed: ` for the stage of `run_id` that the `runs` table records as failed ("" when none
+    did: the run failed before its first stage)."""
+    failed = [r["stage"] for r in read_runs(paths) if r["run_id"] == run_id and r["status"] == "failed"]
+    return f"stage {failed[-1]} failed: " if failed else ""
 
 
 if __name__ == "__main__":

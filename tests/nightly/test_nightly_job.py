@@ -1,0 +1,40 @@
+"""The nightly job's exits: a night that cannot run says why in one line, with the stage that failed."""
+import datetime as dt
+
+import pytest
+
+from core.config import Paths
+from jobs import nightly
+from nightly.runlog import read_runs
+
+FUTURE = dt.date(2099, 1, 1)
+
+
+@pytest.fixture
+def paths(tmp_path):
+    return Paths(raw=str(tmp_path / "raw"), warehouse=str(tmp_path / "w"), models=str(tmp_path / "m"))
+
+
+def _argv(paths, *extra):
+    return ["--date", FUTURE.isoformat(), *extra, "--set", f"paths.raw={paths.raw}",
+            "--set", f"paths.warehouse={paths.warehouse}", "--set", f"paths.models={paths.models}",
+            "--set", "spark.master=local[2]"]
+
+
+def test_a_night_that_has_not_happened_yet_fails_in_one_line_naming_the_stage(spark, paths, capsys):
+    assert nightly.main(_argv(paths, "--run-id", "future")) == 1
+    today = dt.datetime.now(dt.timezone.utc).date()
+    err = capsys.readouterr().err
+    assert err == (f"[nightly] {FUTURE}: stage features failed: ValueError: run date {FUTURE} is more than one "
+                   f"day after as_of {today}: that night has not happened yet\n")
+    assert [(r["run_id"], r["stage"], r["dt"], r["status"]) for r in read_runs(paths)] == \
+        [("future", "features", FUTURE, "failed")]
+
+
+def test_a_lock_folder_on_an_object_store_fails_in_one_line_before_any_stage(spark, paths, capsys):
+    assert nightly.main(_argv(paths, "--set", "paths.locks=s3://bucket/locks")) == 1
+    err = capsys.readouterr().err
+    assert err == (f"[nightly] {FUTURE}: ConfigError: the run lock needs a filesystem path, not "
+                   f"'s3://bucket/locks': set paths.locks to a local or mounted folder that every driver "
+                   f"of this pipeline sees\n")
+    assert read_runs(paths) == []
