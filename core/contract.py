@@ -150,8 +150,8 @@ def _load(spark: SparkSession, uri: str, table: Raw) -> DataFrame:
     if not files:
         raise ContractError(f"raw table {table.value} at {uri} holds no Parquet files")
     _check_parquet_schemas(files, table)
-    try:
-        return spark.read.parquet(uri)
+    try:  # the union of the files' columns: a column some files lack reads null in their rows
+        return spark.read.option("mergeSchema", "true").parquet(uri)
     except AnalysisException as exc:
         raise ContractError(f"raw table {table.value} at {uri} cannot be read as Parquet: {exc}") from exc
 
@@ -167,7 +167,9 @@ def _data_files(root: str) -> list[str]:
 def _check_parquet_schemas(files: list[str], table: Raw) -> None:
     """Read every file's schema (its footer only): a corrupted file, or one whose columns break
     the contract or disagree with another file's, is named up front. Spark takes a folder's
-    schema from one file, so a disagreeing file would otherwise fail (or be misread) mid-job."""
+    schema from one file, so a disagreeing file would otherwise fail (or be misread) mid-job.
+    A column only some files have is no disagreement: the folder is read with the union of the
+    files' columns (an attribute added to the newer files of users, say)."""
     seen: dict[str, tuple[str, T.DataType]] = {}  # column -> (first file holding it, its type)
     for path in files:
         try:

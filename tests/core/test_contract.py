@@ -112,6 +112,24 @@ def test_other_columns_must_agree_across_files(spark, paths):
                          spark.createDataFrame([("u1", 30), ("u2", 31)], "user_id string, age bigint"))
 
 
+@pytest.mark.parametrize("older", ["part-0", "part-2"])  # the file without age listed first, then last
+def test_a_column_only_some_files_have_is_read_from_every_file(spark, paths, older):
+    """An attribute added to the newer files is read whichever file Spark lists first; the older
+    files' rows read null (Spark alone takes the columns of one file and would drop age or not
+    depending on the file names)."""
+    folder = f"{paths.raw}/users"
+    os.makedirs(folder)
+    pq.write_table(pa.table({"user_id": ["u1"], "city": ["paris"]}), f"{folder}/{older}.parquet")
+    pq.write_table(pa.table({"user_id": ["u2"], "city": ["lyon"], "age": pa.array([31], pa.int64())}),
+                   f"{folder}/part-1.parquet")
+    users = read_raw(spark, paths, Raw.USERS)
+    assert users.columns == ["user_id", "city", "age"] or users.columns == ["user_id", "age", "city"]
+    assertDataFrameEqual(users.select("user_id", "city", "age"),
+                         spark.createDataFrame([("u1", "paris", None), ("u2", "lyon", 31)],
+                                               "user_id string, city string, age bigint"))
+    assert user_attributes(users) == UserAttributes(categorical=("city",), numeric=("age",))
+
+
 @pytest.mark.parametrize("name", ["_rank", "_id", "_value", "geo.country", "Reason", "DT",
                                   "Gender", "1st", "city name", "a-b", "ville_é"])
 def test_attribute_names_must_be_lowercase_identifiers(spark, paths, name):
