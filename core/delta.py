@@ -323,7 +323,9 @@ def _schema_for_partial_write(uri: str, current: Schema, new: Schema, *, append:
     columns vanished and its missing ones read null, a partition replace dropped its missing columns
     from every other partition, and a changed type made the other files unreadable. So an append must
     have the table's columns and types; a partition replace keeps the types, may add columns (older
-    rows read null) and keeps the table's columns its rows lack (its rows read null there).
+    rows read null) and keeps the table's columns its rows lack (its rows read null there). A column
+    (or list element, map value, struct field) nullable in the table stays nullable: the kept rows
+    may hold nulls, and a non-null declaration for the whole table made delta-rs refuse to read it.
     """
     old = {f["name"]: f for f in json.loads(current.to_json())["fields"]}
     fresh = {f["name"]: f for f in json.loads(new.to_json())["fields"]}
@@ -336,19 +338,32 @@ def _schema_for_partial_write(uri: str, current: Schema, new: Schema, *, append:
         raise ValueError(f"{uri}: an append must have the table's columns; "
                          f"missing {sorted(old.keys() - fresh.keys())}, extra {sorted(fresh.keys() - old.keys())}")
     kept = [{**f, "nullable": True} for n, f in old.items() if n not in fresh]
-    if not kept:
+    merged = [_keep_nullable(old[n], f) if n in old else f for n, f in fresh.items()]
+    if not kept and merged == list(fresh.values()):
         return new
-    return Schema.from_json(json.dumps({"type": "struct", "fields": [*fresh.values(), *kept]}))
+    return Schema.from_json(json.dumps({"type": "struct", "fields": [*merged, *kept]}))
+
+
+_NULLABILITY = ("nullable", "containsNull", "valueContainsNull")
 
 
 def _bare_type(value: object) -> object:
     """A Delta type from a schema's JSON without its nullability and metadata, to compare types alone."""
     if isinstance(value, dict):
-        return {k: _bare_type(v) for k, v in value.items()
-                if k not in ("nullable", "containsNull", "valueContainsNull", "metadata")}
+        return {k: _bare_type(v) for k, v in value.items() if k not in (*_NULLABILITY, "metadata")}
     if isinstance(value, list):
         return [_bare_type(v) for v in value]
     return value
+
+
+def _keep_nullable(old: object, new: object) -> object:
+    """`new` (schema JSON of the same bare type as `old`) nullable wherever `old` is."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return {k: bool(v or old.get(k)) if k in _NULLABILITY
+                else v if k == "metadata" else _keep_nullable(old.get(k), v) for k, v in new.items()}
+    if isinstance(old, list) and isinstance(new, list):
+        return [_keep_nullable(o, n) for o, n in zip(old, new)]
+    return new
 
 
 def _concurrent(uri: str, based_on: Snapshot) -> ConcurrentCommitError:

@@ -386,6 +386,31 @@ def test_replacing_a_partition_keeps_the_other_partitions_columns(spark, tmp_pat
     assertDataFrameEqual(delta.read_table(spark, uri), expected)
 
 
+def test_a_partial_write_of_non_null_columns_keeps_the_tables_nullable_columns_nullable(spark, tmp_path):
+    """The rows a partition replace or an append keeps may hold nulls: a write whose DataFrame has the
+    same columns declared non-null (a literal, an aggregate) must not declare them non-null for the
+    whole table, or Delta readers that check it (delta-rs's own engine) refuse the table."""
+    import pyarrow as pa
+    from deltalake import QueryBuilder
+    from pyspark.sql import functions as F
+
+    uri = str(tmp_path / "t")
+    delta.write_table(spark.createDataFrame([(D1, "a", None, [1, None])], "dt date, k string, v long, tags array<int>"),
+                      uri, mode="overwrite", partition_by=["dt"])
+    non_null = spark.range(1).select(F.lit(D2).alias("dt"), F.lit("b").alias("k"), F.lit(2).cast("long").alias("v"),
+                                     F.array(F.lit(3)).alias("tags"))
+    assert not any(f.nullable for f in non_null.schema.fields) and not non_null.schema["tags"].dataType.containsNull
+    delta.write_table(non_null, uri, mode="overwrite", partition_by=["dt"], replace_partitions=[D2.isoformat()])
+    delta.write_table(non_null.withColumn("k", F.lit("c")), uri, mode="append", partition_by=["dt"])
+    fields = {f.name: f for f in DeltaTable(uri).schema().fields}
+    assert [(n, fields[n].nullable) for n in ("k", "v", "tags")] == [("k", True), ("v", True), ("tags", True)]
+    assert fields["tags"].type.contains_null
+    # (the engine hands strings back as Arrow string views, which this pyarrow cannot import: k is the order)
+    got = QueryBuilder().register("t", DeltaTable(uri)).execute("select dt, v, tags from t order by k").read_all()
+    assert pa.table(got).to_pylist() == [{"dt": D1, "v": None, "tags": [1, None]}, {"dt": D2, "v": 2, "tags": [3]},
+                                         {"dt": D2, "v": 2, "tags": [3]}]
+
+
 def test_read_arrow_of_one_partition_opens_that_partitions_files_only(tmp_path):
     import pyarrow as pa
 
