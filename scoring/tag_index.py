@@ -13,7 +13,6 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import torch
 
 from core import delta
@@ -81,11 +80,8 @@ def read_tag_index(uri: str, model_version: str) -> pa.Table | None:
     """The rows of `model_version`, or None if the table or that version is absent."""
     if model_version not in delta.partition_values(uri, PARTITION):
         return None
-    files = delta.open_table(uri).file_uris(file_pruning_predicate=[(PARTITION, "=", model_version)])
-    data = [pq.read_table(f, schema=pa.schema([f for f in SCHEMA if f.name != PARTITION])) for f in files]
-    rows = pa.concat_tables(data)
-    rows = rows.append_column(pa.field(PARTITION, pa.string()), pa.array([model_version] * rows.num_rows))
-    return rows.select(SCHEMA.names)
+    # read_arrow opens the files by their real paths (delta-rs's file_uris() %-encode a local folder's spaces).
+    return delta.read_arrow(uri, partition={PARTITION: model_version}).select(SCHEMA.names).cast(SCHEMA)
 
 
 def ensure_tag_index(uri: str, model: ProfileModel, model_version: str, tags: pa.Table,

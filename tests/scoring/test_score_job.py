@@ -143,3 +143,21 @@ def _user_batch(users: list[dict]) -> dict:
         batch[f.name] = torch.tensor([v + [0] * (width - len(v)) for v in ids])
         batch[f.name + "_weights"] = torch.tensor([v + [0.0] * (width - len(v)) for v in weights])
     return batch
+
+
+def test_a_warehouse_in_a_folder_with_a_space_scores_every_night(spark, tmp_path):
+    # The second night reads the tag_index the first one wrote: its files must be found by their real path.
+    world = World(tmp_path / "ware house")
+    world.write_fields()
+    model = world.publish("v1")
+    users, tags = make_users(8, seed=6), make_tags()
+    world.day(D1, users, tags)
+    world.day(D2, users, tags)
+    config = world.config(top_n=3)
+    first, second = run(spark, config, D1), run(spark, config, D2)
+
+    assert (first["tag_index_written"], second["tag_index_written"]) == (True, False)
+    probs = reference_probabilities(model, users, tags)
+    for date in (D1, D2):
+        _assert_profiles(spark, world, date, expected_profiles(probs, users, tags, date=date, version="v1",
+                                                               top_n={o: 3 for o in probs}))
