@@ -62,13 +62,15 @@ def run_night(spark: SparkSession, config: Config, date: dt.date, *, run_id: str
         _maybe_crash("features")
 
         with stage(paths, result.run_id, "train", date) as out:
-            if training:
-                trained = train_job.run(spark, config, date)
+            trained = train_job.run(spark, config, date) if training else None
+            if trained is not None:
                 out.metrics = _plain(trained)
-                result.trained = True
             model = registry.resolve(paths, config.score.model_version)
             result.model_version = model.model_version
-            out.message = f"{'trained' if training else 'reused'}; scoring with {model.model_version}"
+            # the training rules may reject tonight's model (or score.model_version pin another): then it is reused
+            result.trained = trained is not None and trained.model_version == model.model_version
+            out.message = (f"trained {trained.model_version} ({trained.status.value}); " if trained is not None
+                           else "reused; ") + f"scoring with {model.model_version}"
         _maybe_crash("train")
 
         with stage(paths, result.run_id, "score", date) as out:

@@ -1,0 +1,57 @@
+"""A night whose training is due but whose trained model the training rules reject: real Spark,
+Delta and Horovod on a small synthetic world."""
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from core import registry
+from core.config import config_from_dict
+from nightly import night
+from nightly.runlog import read_runs
+
+pytestmark = pytest.mark.integration
+
+START = dt.date(2026, 11, 1)
+D1, D2 = START + dt.timedelta(days=3), START + dt.timedelta(days=4)
+
+
+def _config(root, min_auc=0.0):
+    return config_from_dict({
+        "paths": {"raw": f"{root}/raw", "warehouse": f"{root}/wh", "models": f"{root}/models"},
+        "spark": {"master": "local[2]", "shuffle_partitions": 2},
+        "generate": {"users": 120, "items": 40, "tags": 12, "categories": 3, "facets": 3, "days": 5,
+                     "start_date": START.isoformat(), "partitions": 2},
+        "model": {"embedding_dim": 4, "hidden_dim": 8},
+        "train": {"num_proc": 2, "window_days": 2, "epochs": 1, "batch_size": 128,
+                  "publish_if": {"min_auc": min_auc, "max_auc_drop": 1.0}},
+        "score": {"top_n": 4},
+        "nightly": {"train_every": 1, "gates": {"min_auc": 0.0, "min_stability": 0.0, "max_score_shift": 1.0,
+                                                "min_tag_coverage": 0.0}},
+    })
+
+
+def test_a_night_whose_trained_model_is_rejected_scores_with_and_reports_the_reused_model(spark, tmp_path):
+    from synthetic.dataset import generate
+
+    config = _config(tmp_path)
+    generate(spark, config.generate, config.paths)
+    first = night.run_night(spark, config, D1, run_id="n1")
+    assert first.trained
+    reused = registry.latest_published(config.paths)
+    assert (reused.model_version, reused.trained_for) == (first.model_version, D1)
+
+    second = night.run_night(spark, _config(tmp_path, min_auc=1.0), D2, run_id="n2")  # no AUC reaches 1.0
+    rejected = [r for r in registry.list_models(config.paths) if r.trained_for == D2]
+    assert [r.status for r in rejected] == [registry.ModelStatus.REJECTED]
+    assert (second.model_version, second.trained) == (reused.model_version, False)
+    train_row = next(r for r in read_runs(config.paths) if r["run_id"] == "n2" and r["stage"] == "train")
+    assert train_row["message"] == (f"trained {rejected[0].model_version} (rejected); "
+                                    f"scoring with {reused.model_version}")
+    gate_row = next(r for r in read_runs(config.paths) if r["run_id"] == "n2" and r["stage"] == "gates")
+    assert {k: v for k, v in gate_row["metrics"].items() if k.startswith("model_auc_")} == \
+        {f"model_auc_{o}": m["auc"] for o, m in reused.metrics.items()}
+    with open(second.report_path) as f:
+        header = f.read().split("\n\n")[:2]
+    assert header == [f"# Nightly profiles {D2}", f"run `n2`, model `{reused.model_version}` (reused)"]
