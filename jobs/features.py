@@ -12,11 +12,12 @@ write, so a contract error or too many bad rows change no table at all.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import sys
 import uuid
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
@@ -36,6 +37,7 @@ from features.users import attribute_ids, user_snapshots
 from features.windows import DAY, dates_seeing, window_start
 
 EVENTS = Raw.EVENTS.value
+SESSION_TIME_ZONE = "spark.sql.session.timeZone"
 
 
 class TooManyBadRows(ValueError):
@@ -113,13 +115,14 @@ def run(
     as_of = checked_as_of(dates, as_of)
     run_id = run_id or f"features-{dates[-1]}-{uuid.uuid4().hex[:12]}"
     conf = config.features
-    inputs = read_inputs(spark, config, dates, as_of=as_of)
-    try:
-        qualities = measure_quality(inputs, dates=dates, window_days=conf.window_days)
-        check_bad_fraction(qualities, conf.max_bad_fraction)
-        published = publish(spark, config, inputs, dates=dates, run_id=run_id)
-    finally:
-        inputs.unpersist()
+    with utc_session(spark):
+        inputs = read_inputs(spark, config, dates, as_of=as_of)
+        try:
+            qualities = measure_quality(inputs, dates=dates, window_days=conf.window_days)
+            check_bad_fraction(qualities, conf.max_bad_fraction)
+            published = publish(spark, config, inputs, dates=dates, run_id=run_id)
+        finally:
+            inputs.unpersist()
     return {
         "run_id": run_id,
         "dates": [d.isoformat() for d in dates],
@@ -127,6 +130,21 @@ def run(
         "quality": {q.date.isoformat(): q.as_dict() for q in qualities},
         **published,
     }
+
+
+@contextlib.contextmanager
+def utc_session(spark: SparkSession) -> Iterator[None]:
+    """The session's time zone set to UTC for the block, then given back.
+
+    Event days, windows and the times of quarantine records are UTC (docs/features.md); Spark
+    reads them in the session time zone, which `spark.extra` may set to another.
+    """
+    before = spark.conf.get(SESSION_TIME_ZONE)
+    spark.conf.set(SESSION_TIME_ZONE, "UTC")
+    try:
+        yield
+    finally:
+        spark.conf.set(SESSION_TIME_ZONE, before)
 
 
 def checked_horizon(as_of: dt.date | None, *, today: dt.date | None = None) -> dt.date | None:

@@ -262,6 +262,34 @@ def test_events_on_or_after_a_day_change_nothing_before_it(nights):
     )
 
 
+def test_days_and_windows_are_utc_whatever_the_session_time_zone(spark, tmp_path):
+    """A session set to New York (spark.extra may do so): u7's event at D2 00:00 UTC is still
+    outside D1's snapshot and u6's at D1 - window 00:00 UTC inside it, quarantine times end in Z,
+    and the session keeps its own time zone."""
+    world = World()
+    world.write(str(tmp_path / "raw"))
+    config = scenario.config(str(tmp_path), str(tmp_path / "raw"))
+    before = spark.conf.get("spark.sql.session.timeZone")
+    spark.conf.set("spark.sql.session.timeZone", "America/New_York")
+    try:
+        summary = run(spark, config, [D1, D2], run_id="new-york", as_of=AS_OF)
+        assert spark.conf.get("spark.sql.session.timeZone") == "America/New_York"
+    finally:
+        spark.conf.set("spark.sql.session.timeZone", before)
+    night = snapshot(spark, config, summary)
+    vocabulary = world.first_vocabulary(D1)
+    expected = {
+        "user_features": (world.user_features([D1, D2], vocabulary), scenario.user_features_schema()),
+        "tags": (world.tags_table([D1, D2], vocabulary), scenario.TAGS_SCHEMA),
+        "samples": (world.samples([D1 - scenario.DAY, D2 - scenario.DAY], vocabulary), scenario.SAMPLES_SCHEMA),
+        "quarantine": (world.quarantine([D1, D2], "new-york"), scenario.QUARANTINE_SCHEMA),
+    }
+    for name, (rows, schema) in expected.items():
+        assertDataFrameEqual(night.tables[name], spark.createDataFrame(rows, schema))
+    for date in (D1, D2):
+        assert summary["quality"][date.isoformat()]["events_read"] == world.events_read(date)
+
+
 # ---- vocabulary across nights ----------------------------------------------------------------
 
 def test_vocabulary_keeps_every_id_and_appends_new_values_after_the_max(spark, nights, tmp_path_factory):
