@@ -6,7 +6,9 @@ import datetime as dt
 import re
 from pathlib import Path
 
-from core.config import Config, load_config
+import yaml
+
+from core.config import Config, ConfigError, load_config
 
 DEFAULT_CONF = Path(__file__).resolve().parent.parent / "conf" / "local.yaml"
 _ISO_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
@@ -33,5 +35,13 @@ def job_parser(description: str, *, needs_date: bool = True) -> argparse.Argumen
 
 
 def parse_job_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> tuple[argparse.Namespace, Config]:
+    """The job's arguments and its validated config. A config that cannot be used (file missing,
+    YAML that does not parse, an unknown key, a bad value) is a usage error like a bad argument:
+    one line naming the problem, exit status 2, before any Spark or data is touched."""
     args = parser.parse_args(argv)
-    return args, load_config(args.conf, args.overrides)
+    try:
+        return args, load_config(args.conf, args.overrides)
+    except ConfigError as exc:
+        parser.error(str(exc))
+    except yaml.YAMLError as exc:
+        parser.error(f"{args.conf} is not valid YAML: {' '.join(str(exc).split())}")
