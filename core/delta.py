@@ -268,7 +268,10 @@ def commit(
 
     Without `based_on`, Delta's optimistic concurrency decides: a commit that conflicts with
     one made while it was being prepared (both replacing one partition, say) fails and
-    changes nothing, but two appends, or an overwrite after an append, both land. A
+    changes nothing, but two appends, or an overwrite after an append, both land. Delta also
+    refuses a partition replace when the other commit replaced only other partitions (two
+    nights of different dates publishing at once); that one is planned again on top of it
+    (`REPLACE_ATTEMPTS`), because the partitions it replaces are still as it read them. A
     read-modify-write (the model registry, the vocabulary, `profiles_latest`) passes the
     snapshot it read: its commit lands as the very next version or not at all, raising
     `ConcurrentCommitError` when any other commit came in between.
@@ -295,25 +298,49 @@ def commit(
                 raise _concurrent(uri, based_on) from None
             raise
         return DeltaTable(uri).version()
-    table = DeltaTable(uri) if based_on is None else open_table(uri, based_on.version)
-    existing = table.metadata().partition_columns
-    if list(existing) != list(partition_by):
-        raise ValueError(f"{uri} is partitioned by {existing}, not {list(partition_by)}")
-    if mode == "append" or replace_partitions is not None:
-        schema = _schema_for_partial_write(uri, table.schema(), schema, append=mode == "append")
     filters = None
     if replace_partitions is not None:
         filters = [(partition_by[0], "in", [str(v) for v in replace_partitions])]
-    try:
-        table.create_write_transaction(
-            adds, mode=mode, schema=schema, partition_by=list(partition_by) or None,
-            partition_filters=filters, commit_properties=properties,
-        )
-    except CommitFailedError:
-        if based_on is not None and DeltaTable(uri).version() != based_on.version:
-            raise _concurrent(uri, based_on) from None
-        raise
-    return DeltaTable(uri).version()
+    for attempt in range(1, REPLACE_ATTEMPTS + 1):
+        table = DeltaTable(uri) if based_on is None else open_table(uri, based_on.version)
+        existing = table.metadata().partition_columns
+        if list(existing) != list(partition_by):
+            raise ValueError(f"{uri} is partitioned by {existing}, not {list(partition_by)}")
+        written = schema
+        if mode == "append" or replace_partitions is not None:
+            written = _schema_for_partial_write(uri, table.schema(), schema, append=mode == "append")
+        try:
+            table.create_write_transaction(
+                adds, mode=mode, schema=written, partition_by=list(partition_by) or None,
+                partition_filters=filters, commit_properties=properties,
+            )
+            return DeltaTable(uri).version()
+        except CommitFailedError:
+            if based_on is not None and DeltaTable(uri).version() != based_on.version:
+                raise _concurrent(uri, based_on) from None
+            if based_on is not None or filters is None or attempt == REPLACE_ATTEMPTS \
+                    or _files_in(DeltaTable(uri), filters) != _files_in(table, filters):
+                raise
+            # Another writer committed to other partitions only: replace ours again on top of its commit.
+            time.sleep(0.01 * attempt)
+    raise AssertionError("unreachable")
+
+
+# A partition replace that lost a race to commits touching only other partitions plans its
+# removes again on the new version, up to this many times (Delta's own check refuses it).
+REPLACE_ATTEMPTS = 20
+
+
+def _files_in(table: DeltaTable, filters: list[tuple[str, str, list[str]]]) -> frozenset[str]:
+    """The live files of `table` in the partitions `filters` names (one column, "in" a list of values)."""
+    [(column, _, values)] = filters
+    adds = table.get_add_actions(flatten=True)
+    paths, parts = adds.column("path").to_pylist(), adds.column(f"partition.{column}").to_pylist()
+    return frozenset(path for path, value in zip(paths, parts) if _partition_text(value) in values)
+
+
+def _partition_text(value: object) -> str:
+    return value.isoformat() if isinstance(value, (dt.date, dt.datetime)) else str(value)
 
 
 def _schema_for_partial_write(uri: str, current: Schema, new: Schema, *, append: bool) -> Schema:
