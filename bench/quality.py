@@ -83,6 +83,7 @@ class Budget:
     hidden_dim: int
     tag_fields: tuple[str, ...] = ()  # user fields embedded with the tag tower's id table, in every family
     cvr_mode: str = "clicked"  # how every multi-objective family trains cvr (model.cvr_mode)
+    shared_experts: bool = False  # mvke and mmoe: every objective over all experts (model.expert_sets)
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,9 @@ class Run:
 
     def conf(self, budget: Budget, seed: int) -> ModelConf:
         extra = {"two_tower_objective": self.objective} if self.objective else {}
+        if budget.shared_experts and self.family in ("mvke", "mmoe"):
+            everyone = tuple(range(ModelConf.num_experts))
+            extra["expert_sets"] = {objective: everyone for objective in OBJECTIVES}
         # ESMM needs a ctr output; a single-objective tower trains its objective alone.
         cvr_mode = "clicked" if self.family == "two_tower" else budget.cvr_mode
         return ModelConf(name=self.family, embedding_dim=budget.embedding_dim, hidden_dim=budget.hidden_dim,
@@ -784,7 +788,8 @@ def report(result: dict, *, command: str, sizes: Mapping, budget: Budget, seeds:
         f"{counts['validation_users']} users).",
         f"Budget (every model): {budget.epochs} epochs, batch {budget.batch_size}, Adam lr {budget.learning_rate:g}, "
         f"embedding {budget.embedding_dim}, hidden {budget.hidden_dim}, "
-        f"tag_fields {list(budget.tag_fields) or 'none'}, other ModelConf defaults; "
+        f"tag_fields {list(budget.tag_fields) or 'none'}, "
+        f"{'expert_sets ctr 0-4 and cvr 0-4 (mvke, mmoe), ' if budget.shared_experts else ''}other ModelConf defaults; "
         f"cvr trained with cvr_mode={budget.cvr_mode} (two_tower[cvr]: clicked), scored on clicked samples; seeds {list(seeds)} (model init and batch order). Cells: mean ± sample sd over seeds.",
         f"Data noise (user-bootstrap SE of the oracle's AUC on the validation day): ctr {noise['ctr']:.4f}, "
         f"cvr {noise['cvr']:.4f}.", "",
@@ -841,6 +846,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                           "the tag tower's id table (model.tag_fields; default none)")
     add("--cvr-mode", choices=("clicked", "esmm"), default="clicked",
         help="how every multi-objective family trains cvr (model.cvr_mode); cvr is always scored on clicked samples")
+    add("--shared-experts", action="store_true",
+        help="mvke and mmoe: both objectives over all experts (model.expert_sets) instead of ctr 0-2, cvr 1-4")
     add("--kernel-history", action="store_true",
         help="MVKE's kernels pool the clicked tags by attention (model.kernel_history; MVKE only)")
     add("--threads", type=int, default=1, help="torch threads (the machine is shared)")
@@ -864,7 +871,7 @@ def sizes_of(args: argparse.Namespace) -> dict:
 def budget_of(args: argparse.Namespace) -> Budget:
     tag_fields = tuple(name.strip() for name in args.tag_fields.split(",") if name.strip())
     return Budget(args.epochs, args.batch_size, args.lr, args.embedding_dim, args.hidden_dim, tag_fields,
-                  args.cvr_mode)
+                  args.cvr_mode, args.shared_experts)
 
 
 def runs_of(args: argparse.Namespace) -> tuple[Run, ...]:
