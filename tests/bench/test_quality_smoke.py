@@ -114,6 +114,24 @@ def test_tag_fields_reach_every_family(quality, world):
     assert quality.budget_of(quality.parse_args([])).tag_fields == ()
 
 
+def test_shared_experts_give_mvke_and_mmoe_every_expert_for_both_objectives(quality, world):
+    """--shared-experts changes the expert sets of the two families that have experts, and only theirs."""
+    torch.set_num_threads(1)
+    examples, tags, truth = world
+    shared = quality.budget_of(quality.parse_args(["--shared-experts"]))
+    default = quality.budget_of(quality.parse_args([]))
+    every, split = (0, 1, 2, 3, 4), {"ctr": (0, 1, 2), "cvr": (1, 2, 3, 4)}
+    assert {run.label: run.conf(shared, 0).expert_sets for run in quality.RUNS} == {
+        "mvke": {"ctr": every, "cvr": every}, "mmoe": {"ctr": every, "cvr": every}, "two_tower[ctr]": split,
+        "two_tower[cvr]": split, "hard_sharing": split, "mind": split}
+    assert {run.conf(default, 0).expert_sets == split for run in quality.RUNS} == {True}
+    train_rows = examples.rows(~examples.is_validation)
+    small = dataclasses.replace(shared, epochs=1, batch_size=64, embedding_dim=8, hidden_dim=8)
+    model = quality.train(quality.Run("mvke"), examples, train_rows, small, 0).model
+    gates = model.tag_vectors(torch.arange(2, NUM_TAGS), torch.ones(NUM_TAGS - 2, dtype=torch.long))
+    assert {o: gates[o].experts.tolist() for o in ("ctr", "cvr")} == {"ctr": list(every), "cvr": list(every)}
+
+
 def test_cvr_mode_reaches_every_multi_objective_family(quality, world):
     """--cvr-mode esmm trains every family with a ctr output ESMM-style; the single-objective towers
     stay on their own labels, and cvr is scored on clicked samples either way."""
