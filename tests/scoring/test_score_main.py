@@ -26,8 +26,11 @@ def test_main_reports_a_refusal_in_one_line_and_returns_1(world, tmp_path, capsy
                                                "available: v1 (published)")
 
 
-def test_main_rejects_a_bad_setting_before_starting_spark(world, tmp_path):
+def test_main_rejects_a_bad_setting_before_starting_spark(world, tmp_path, capsys):
     conf = tmp_path / "conf.yaml"
     conf.write_text("paths:\n  raw: r\n  warehouse: w\n  models: m\n")
-    with pytest.raises(ValueError, match=r"score.min_score is a probability"):
+    with pytest.raises(SystemExit) as stopped:
         score.main(["--conf", str(conf), "--date", D1.isoformat(), "--set", "score.min_score=2"])
+    assert stopped.value.code == 2
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert ": error: score.min_score is a probability" in last
