@@ -205,25 +205,20 @@ def test_an_output_that_cannot_be_written_stops_with_one_line(warehouse, no_spar
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
 
 
-def test_an_objective_in_the_wrong_case_stops_with_one_line(warehouse, no_spark, capsys):
+@pytest.mark.parametrize(("name", "params", "message"), [
     # objective=CTR matched no profile row and printed every tag with 0 users.
-    code = sql_job.main([*_overrides(warehouse), "--engine", "duckdb", "--name", "tag_audience",
-                         "--param", "objective=CTR", "--param", "max_rank=2"])
+    ("tag_audience", ["objective=CTR", "max_rank=2"], "parameter objective='CTR' must be one of ctr, cvr, ctr_x_cvr"),
+    # comparing a day with itself printed a difference of 0.
+    ("tag_audience_change", ["tag=t1", "previous_date=2026-11-02"],
+     "parameter previous_date=2026-11-02 must be before date=2026-11-02"),
+], ids=["objective_in_the_wrong_case", "previous_date_not_before_date"])
+def test_a_bad_named_query_parameter_stops_with_one_line(warehouse, no_spark, capsys, name, params, message):
+    code = sql_job.main([*_overrides(warehouse), "--engine", "duckdb", "--name", name,
+                         *[a for p in params for a in ("--param", p)]])
     captured = capsys.readouterr()
     assert code == 2
     assert captured.out == ""
-    assert captured.err == ("spark-submit.sh sql: error: parameter objective='CTR' must be one of ctr, cvr, "
-                            "ctr_x_cvr\n")
-
-
-def test_a_previous_date_not_before_the_date_stops_with_one_line(warehouse, no_spark, capsys):
-    code = sql_job.main([*_overrides(warehouse), "--engine", "duckdb", "--name", "tag_audience_change",
-                         "--param", "tag=t1", "--param", "previous_date=2026-11-02"])
-    captured = capsys.readouterr()
-    assert code == 2
-    assert captured.out == ""
-    assert captured.err == ("spark-submit.sh sql: error: parameter previous_date=2026-11-02 must be before "
-                            "date=2026-11-02\n")
+    assert captured.err == f"spark-submit.sh sql: error: {message}\n"
 
 
 def test_an_unknown_tag_stops_with_one_line_naming_it(warehouse, data, no_spark, capsys):
