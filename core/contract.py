@@ -101,6 +101,17 @@ def check_schema(found: T.StructType, table: Raw, *, file: str | None = None) ->
             )
 
 
+def drop_ignored(users: DataFrame, ignored: tuple[str, ...]) -> DataFrame:
+    """The users table without the columns `features.ignore_attributes` lists. A listed name the
+    table does not have is a ContractError: a misspelt name would otherwise leave the column it
+    meant to keep out (a PII column, say) in as a discovered attribute, silently."""
+    for name in ignored:
+        if name not in users.columns:
+            raise ContractError(f"raw table users: features.ignore_attributes lists {name}, which the table does "
+                                f"not have (found columns: {', '.join(users.columns)}); correct the name or remove it")
+    return users.drop(*ignored)
+
+
 def user_attributes(users: DataFrame, categorical: tuple[str, ...] = (), numeric: tuple[str, ...] = ()) -> UserAttributes:
     """Attribute columns of the users table: those the conf declares, plus discovered ones.
 

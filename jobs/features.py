@@ -26,7 +26,7 @@ from pyspark.sql import functions as F
 from core import delta
 from core.cli import iso_date, job_parser, parse_job_args
 from core.config import Config, FeaturesConf
-from core.contract import ContractError, read_raw, user_attributes
+from core.contract import ContractError, drop_ignored, read_raw, user_attributes
 from core.tables import Raw, Warehouse, warehouse_uri
 from features import quality, vocabulary as vocab
 from features.behaviour import window_activity, window_entries
@@ -186,7 +186,7 @@ def read_inputs(spark: SparkSession, config: Config, dates: Sequence[dt.date], *
     events = read_raw(spark, paths, Raw.EVENTS)
     items = read_raw(spark, paths, Raw.ITEMS)
     tags = read_raw(spark, paths, Raw.TAGS)
-    users = read_raw(spark, paths, Raw.USERS).drop(*conf.ignore_attributes)
+    users = drop_ignored(read_raw(spark, paths, Raw.USERS), conf.ignore_attributes)
     attributes = user_attributes(users, conf.categorical_attributes, conf.numeric_attributes)
     fields = define_fields(attributes, conf)
 

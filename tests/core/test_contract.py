@@ -9,7 +9,7 @@ from pyspark.testing import assertDataFrameEqual
 
 from core import delta
 from core.config import Paths
-from core.contract import ContractError, UserAttributes, read_raw, user_attributes
+from core.contract import ContractError, UserAttributes, drop_ignored, read_raw, user_attributes
 from core.tables import Raw
 
 TS = dt.datetime(2026, 11, 1, 10, 0)
@@ -79,6 +79,14 @@ def test_user_attributes_are_declared_or_discovered(spark):
     odd = spark.createDataFrame([("u1", [1])], "user_id string, codes array<int>")
     with pytest.raises(ContractError, match="attribute codes has type array<int>"):
         user_attributes(odd)
+
+
+def test_ignored_attributes_are_dropped_and_a_name_the_table_lacks_is_refused(spark):
+    users = spark.createDataFrame([("u1", "paris", "h1", 4)], "user_id string, city string, phone_hash string, tenure int")
+    assert user_attributes(drop_ignored(users, ("phone_hash",))) == UserAttributes(("city",), ("tenure",))
+    with pytest.raises(ContractError, match=r"features.ignore_attributes lists phone_hsh, which the table does not "
+                                            r"have \(found columns: user_id, city, phone_hash, tenure\)"):
+        drop_ignored(users, ("phone_hsh",))
 
 
 def test_every_file_of_a_parquet_folder_is_checked(spark, paths):
