@@ -75,7 +75,8 @@ class ArrowMap:
 
 
 class ConcurrentCommitError(RuntimeError):
-    """Another writer committed to the table after the snapshot a read-modify-write was based on."""
+    """Another writer committed to the table after the snapshot a read-modify-write was based on,
+    or replaced the partition a replace was replacing. Nothing was committed."""
 
 
 @dataclass(frozen=True)
@@ -315,11 +316,16 @@ def commit(
                 partition_filters=filters, commit_properties=properties,
             )
             return DeltaTable(uri).version()
-        except CommitFailedError:
+        except CommitFailedError as exc:
             if based_on is not None and DeltaTable(uri).version() != based_on.version:
                 raise _concurrent(uri, based_on) from None
-            if based_on is not None or filters is None or attempt == REPLACE_ATTEMPTS \
-                    or _files_in(DeltaTable(uri), filters) != _files_in(table, filters):
+            if filters is not None and based_on is None and _files_in(DeltaTable(uri), filters) != _files_in(table, filters):
+                raise ConcurrentCommitError(
+                    f"{uri}: another writer replaced {partition_by[0]}={', '.join(map(str, replace_partitions))} "
+                    f"(version {DeltaTable(uri).version()}) while this job was replacing it; nothing was committed, "
+                    f"and the rows there are that writer's; run the job again if its output should be there"
+                ) from exc
+            if based_on is not None or filters is None or attempt == REPLACE_ATTEMPTS:
                 raise
             # Another writer committed to other partitions only: replace ours again on top of its commit.
             time.sleep(0.01 * attempt)

@@ -440,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
     spark = spark_session(config.spark)
     try:
         summary = run(spark, config, dates, run_id=args.run_id, as_of=as_of)
-    except (ContractError, TooManyBadRows) as exc:
+    except (ContractError, TooManyBadRows, delta.ConcurrentCommitError) as exc:
         print(f"features: {exc}", file=sys.stderr)
         return 1
     finally:

@@ -5,6 +5,7 @@ import sys
 
 from core.cli import job_parser, parse_job_args
 from core.config import Paths
+from core.delta import ConcurrentCommitError
 from core.spark import spark_session
 from nightly.gates import QualityGateError
 from nightly.lock import RunInProgressError
@@ -24,7 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     except (QualityGateError, RunInProgressError) as exc:
         print(f"[nightly] {args.date}: {exc}", file=sys.stderr)
         return 3
-    except (ValueError, TrainingError) as exc:  # bad raw data, a setting, no model to score with: each says why
+    except (ValueError, TrainingError, ConcurrentCommitError) as exc:  # bad raw data, a setting, no model to
+        # score with, a commit another job won: each says why
         print(f"[nightly] {args.date}: {failed_stage(config.paths, run_id)}{type(exc).__name__}: {exc}",
               file=sys.stderr)
         return 1

@@ -1,6 +1,7 @@
 """./spark-submit.sh rollback --date D | --to-version V: restore published profiles from Delta history.
 
-The user_vectors of each date whose profiles change follow them (`nightly.publish.align_vectors`).
+The user_vectors of each date whose profiles change follow them (`nightly.publish.align_vectors`),
+and a model trained for an undone night becomes `rolled_back` (`nightly.publish.withdraw_models`).
 `--date D` holds the per-date lock of the nightly run (`nightly.lock`) while it works, so it
 cannot race a publish of D: while a run of D holds the lock it fails at once (exit 3). Nothing
 to roll back, or a --to-version out of range, is one line on stderr and exit 1.
@@ -12,6 +13,7 @@ import sys
 import uuid
 
 from core.cli import iso_date, job_parser, parse_job_args
+from core.delta import ConcurrentCommitError
 from core.spark import spark_session
 from nightly.lock import RunInProgressError, date_lock, exclusive
 from nightly.publish import rollback_date, rollback_to_version
@@ -33,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     except RunInProgressError as exc:
         print(f"[rollback] {args.date}: nothing rolled back: {exc}", file=sys.stderr)
         return 3
-    except ValueError as exc:  # nothing to roll back, a version out of range, a log that cannot tell: all say why
+    except (ValueError, ConcurrentCommitError) as exc:  # nothing to roll back, a version out of range, a log
+        # that cannot tell, a commit another job won: all say why
         print(f"[rollback] {exc}", file=sys.stderr)
         return 1
     print(f"[rollback] {message}")

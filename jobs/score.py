@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     spark = spark_session(config.spark)
     try:
         summary = run(spark, config, args.date)
-    except ValueError as exc:  # UnknownModelError, ScoringInputError, a bad artifact or setting: all say why
+    except (ValueError, delta.ConcurrentCommitError) as exc:  # UnknownModelError, ScoringInputError, a bad
+        # artifact or setting, another score of the date committing first: all say why
         print(f"score: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     finally:

@@ -23,6 +23,7 @@ from pyspark.sql import functions as F
 
 from core.cli import job_parser, parse_job_args
 from core.config import Config, ConfigError
+from core.delta import ConcurrentCommitError
 from core.registry import ModelStatus
 from mvke.builder import check_conf_fits, check_fields
 from training import artifact, publish, report
@@ -196,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     spark = spark_session(config.spark)
     try:
         result = run(spark, config, args.date, fault=FaultInjection.from_env(os.environ))
-    except (TrainingError, ConfigError) as exc:
+    except (TrainingError, ConfigError, ConcurrentCommitError) as exc:
         print(f"train: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     finally:

@@ -132,8 +132,9 @@ def test_bad_arguments_are_refused_early(spark, tmp_path):
 
 def _replace_day(uri: str, writer: int, rounds: int, start) -> list[str]:
     """One of two processes replacing the same partition over and over, without any lock."""
+    import re
+
     import pyarrow as pa
-    from deltalake.exceptions import CommitFailedError
 
     from core import delta as d
 
@@ -145,8 +146,11 @@ def _replace_day(uri: str, writer: int, rounds: int, start) -> list[str]:
         try:
             d.write_arrow(rows, uri, mode="overwrite", partition_by=["dt"], replace_partitions=["2026-11-10"])
             outcomes.append("committed")
-        except CommitFailedError:  # lost the race: this commit failed and changed nothing
-            outcomes.append("conflict")
+        except d.ConcurrentCommitError as exc:  # lost the race: this commit failed and changed nothing
+            said = re.fullmatch(r".*/t: another writer replaced dt=2026-11-10 \(version [0-9]+\) while this job was "
+                                r"replacing it; nothing was committed, and the rows there are that writer's; run the "
+                                r"job again if its output should be there", str(exc))
+            outcomes.append("conflict" if said else str(exc))
     return outcomes
 
 
@@ -186,7 +190,7 @@ def _replace_own_day(uri: str, writer: int, rounds: int, start) -> list[str]:
         try:
             d.write_arrow(rows, uri, mode="overwrite", partition_by=["dt"], replace_partitions=[day])
             outcomes.append("committed")
-        except CommitFailedError as exc:
+        except d.ConcurrentCommitError as exc:
             outcomes.append(f"conflict: {exc}")
     return outcomes
 
