@@ -23,6 +23,7 @@ class ModelStatus(str, Enum):
     PUBLISHED = "published"
     REJECTED = "rejected"  # failed the training job's publish rules
     GATE_FAILED = "gate_failed"  # published by training, then failed the quality gates of its own night
+    ROLLED_BACK = "rolled_back"  # published, then the profiles of its own night were rolled back
 
 
 SCHEMA = pa.schema([
@@ -104,6 +105,24 @@ def register(paths: Paths, record: ModelRecord) -> None:
 def set_status(paths: Paths, model_version: str, status: ModelStatus) -> None:
     record = get_model(paths, model_version)
     register(paths, ModelRecord(**{**record.__dict__, "status": status}))
+
+
+def withdraw(paths: Paths, model_version: str, night: dt.date, status: ModelStatus) -> bool:
+    """A published model trained for `night` gets `status` (one registry commit), so the previous
+    published model is current again for scoring and for the training schedule. A model of
+    another night, one that is not published or not registered stays as it is. True if withdrawn."""
+    model = next((r for r in list_models(paths) if r.model_version == model_version), None)
+    if model is None or model.status is not ModelStatus.PUBLISHED or model.trained_for != night:
+        return False
+    set_status(paths, model_version, status)
+    return True
+
+
+def current_after_withdrawal(paths: Paths) -> str:
+    """What scoring uses now, said after a withdrawal."""
+    current = latest_published(paths)
+    return (f"the latest published model is {current.model_version} again" if current is not None
+            else "no published model is left: the next night trains one")
 
 
 def get_model(paths: Paths, model_version: str) -> ModelRecord:

@@ -89,9 +89,12 @@ def run_night(spark: SparkSession, config: Config, date: dt.date, *, run_id: str
             try:
                 gates.check(result.gate_results)
             except gates.QualityGateError as exc:
-                withdrawn = withdraw_model(paths, model, date)
-                if not withdrawn:
+                # tonight's model (or one an earlier attempt of this night trained) steps back; an older one
+                # passed its own night and stays
+                if not registry.withdraw(paths, model.model_version, date, registry.ModelStatus.GATE_FAILED):
                     raise
+                withdrawn = (f"model {model.model_version}, trained for {date}, is now "
+                             f"{registry.ModelStatus.GATE_FAILED.value}; {registry.current_after_withdrawal(paths)}")
                 out.message += f"; {withdrawn}"
                 raise gates.QualityGateError(f"{exc}\n{withdrawn}") from None
         _maybe_crash("gates")
@@ -147,20 +150,6 @@ def measure_gates(spark: SparkSession, config: Config, date: dt.date,
     )
     candidate.unpersist()
     return results
-
-
-def withdraw_model(paths: Paths, model: registry.ModelRecord, date: dt.date) -> str:
-    """After failed gates: a published model trained for this night (tonight, or by an earlier attempt
-    of it) becomes `gate_failed` in one registry commit, so the previous published model is current
-    again for scoring and for the training schedule. A model of an earlier night stays as it is.
-    Returns what was done ("" when nothing)."""
-    if model.status is not registry.ModelStatus.PUBLISHED or model.trained_for != date:
-        return ""
-    registry.set_status(paths, model.model_version, registry.ModelStatus.GATE_FAILED)
-    current = registry.latest_published(paths)
-    now = f"the latest published model is {current.model_version} again" if current is not None else \
-        "no published model is left: the next night trains one"
-    return f"model {model.model_version}, trained for {date}, is now {registry.ModelStatus.GATE_FAILED.value}; {now}"
 
 
 def model_auc(model: registry.ModelRecord) -> dict[str, float]:

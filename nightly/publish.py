@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from core import delta
+from core import delta, registry
 from core.config import Paths
 from core.tables import Warehouse, staging_uri, warehouse_uri
 
@@ -103,13 +103,33 @@ def rollback_date(spark: SparkSession, paths: Paths, date: dt.date) -> str:
     target = state.write
     undone = (state.run_id,) if state.run_id else ()
     change = RunChange(undone=undone, restored=_run_in_effect(_up_to(history, target - 1), date))
+    models = withdraw_models(spark, paths, {date: [target]})
     vectors = align_vectors(spark, paths, {date: change})
     delta.write_table(partition_as_of(spark, uri, date, target - 1), uri, mode="overwrite", partition_by=["dt"],
                       replace_partitions=[date.isoformat()],
                       commit_info={"job": "rollback", "dt": date.isoformat(), "undoes": str(target)})
     refresh_latest(spark, paths)
     return (f"rolled back {date}: restored the partition as of version {target - 1} (undoing version {target}); "
-            f"user_vectors of {date}: {vectors[date]}")
+            f"user_vectors of {date}: {vectors[date]}{models}")
+
+
+def withdraw_models(spark: SparkSession, paths: Paths, publishes: dict[dt.date, list[int]]) -> str:
+    """The models that scored the undone publishes of each date (the partition at those versions) and
+    were trained for that date become `rolled_back` (`registry.withdraw`): a bad night's model
+    must not score the next nights, as after a failed gate. Models of earlier nights stay
+    published. Done before the rollback's own commits, so a rerun after a crash finds the
+    publish still in effect and finishes; the model is then already withdrawn. Returns the
+    message's part ("" when no model changed)."""
+    withdrawn = []
+    for date, versions in sorted(publishes.items()):
+        used = set()
+        for version in versions:
+            rows = read_profiles(spark, profiles_uri(paths), date, version).select("model_version").distinct()
+            used |= {r.model_version for r in rows.collect() if r.model_version is not None}
+        withdrawn += [f"model {v}, trained for {date}, is now {registry.ModelStatus.ROLLED_BACK.value}"
+                      for v in sorted(used) if registry.withdraw(paths, v, date, registry.ModelStatus.ROLLED_BACK)]
+    return "".join(f"; {note}" for note in withdrawn) + (f"; {registry.current_after_withdrawal(paths)}"
+                                                         if withdrawn else "")
 
 
 def partition_as_of(spark: SparkSession, uri: str, date: dt.date, version: int) -> DataFrame:
@@ -313,11 +333,16 @@ def rollback_to_version(spark: SparkSession, paths: Paths, version: int) -> str:
         raise ValueError(f"no published profiles at {uri}")
     if not 0 <= version < current:
         raise ValueError(f"--to-version must be between 0 and {current - 1} (current version {current})")
-    vectors = align_vectors(spark, paths, _changed_runs(delta.history(uri), version))
+    history = delta.history(uri)
+    changes = _changed_runs(history, version)
+    models = withdraw_models(spark, paths, {date: [e["version"] for e in history if e.get("job") == "publish"
+                                                   and e.get("dt") == date.isoformat() and e["version"] > version]
+                                            for date in changes})
+    vectors = align_vectors(spark, paths, changes)
     delta.restore(uri, version)
     refresh_latest(spark, paths)
     notes = "; ".join(f"{date}: {note}" for date, note in sorted(vectors.items()))
-    return f"restored {uri} to version {version} (was {current}); user_vectors: {notes or 'no date changes publish'}"
+    return f"restored {uri} to version {version} (was {current}); user_vectors: {notes or 'no date changes publish'}{models}"
 
 
 def _changed_runs(history: list[dict], version: int) -> dict[dt.date, RunChange]:

@@ -3,8 +3,9 @@ import datetime as dt
 import pytest
 from pyspark.testing import assertDataFrameEqual
 
-from core import delta
+from core import delta, registry
 from core.config import Paths
+from core.registry import ModelStatus
 from core.tables import Warehouse, warehouse_uri
 from nightly import publish
 
@@ -226,3 +227,48 @@ def test_rollback_to_version_brings_the_vectors_of_each_changed_date_in_line(spa
     vectors_version = delta.table_version(publish.vectors_uri(paths))
     assert publish.rollback_to_version(spark, paths, 2).endswith("user_vectors: no date changes publish")
     assert delta.table_version(publish.vectors_uri(paths)) == vectors_version
+
+
+def _register(paths, *models):
+    """Registry rows (version, trained_for, status), registered in this order, a minute apart."""
+    t0 = dt.datetime(2026, 11, 1, 3, 0, tzinfo=dt.timezone.utc)
+    for minute, (version, trained_for, status) in enumerate(models):
+        registry.register(paths, registry.ModelRecord(version, trained_for, status, t0 + dt.timedelta(minutes=minute),
+                                                      {}, f"/m/{version}"))
+
+
+def _statuses(paths):
+    return {r.model_version: r.status.value for r in registry.list_models(paths)}
+
+
+def test_rollback_of_a_date_withdraws_the_model_trained_for_that_night_and_keeps_older_ones(spark, paths):
+    """A bad night's new model must not score the following nights: like a failed gate, rolling the
+    night back makes it `rolled_back`, and the previous published model is current again. A model
+    of an earlier night that the undone night reused stays published (it passed its own night)."""
+    D0 = dt.date(2026, 11, 9)
+    _register(paths, ("m0", D0, ModelStatus.PUBLISHED), ("m1", D1, ModelStatus.PUBLISHED),
+              ("m2", D2, ModelStatus.PUBLISHED))
+    _night(spark, paths, D1, "A1", "r1", "m1")
+    _night(spark, paths, D2, "B1", "r2", "m0")  # D2 reused the model of D0, not its own m2
+    message = publish.rollback_date(spark, paths, D1)
+    assert message.endswith("; model m1, trained for 2026-11-10, is now rolled_back; "
+                            "the latest published model is m2 again")
+    assert _statuses(paths) == {"m0": "published", "m1": "rolled_back", "m2": "published"}
+    assert publish.rollback_date(spark, paths, D2).endswith("user_vectors of 2026-11-11: removed, undoing version 1 "
+                                                            "of run r2 (the date had no vectors before the undone "
+                                                            "runs wrote theirs)")
+    assert _statuses(paths) == {"m0": "published", "m1": "rolled_back", "m2": "published"}
+    assert registry.resolve(paths).model_version == "m2"
+
+
+def test_rollback_to_version_withdraws_every_model_trained_for_a_night_it_undoes(spark, paths):
+    _register(paths, ("m1", D1, ModelStatus.PUBLISHED), ("m2", D2, ModelStatus.PUBLISHED),
+              ("m3", D2, ModelStatus.PUBLISHED))
+    _night(spark, paths, D1, "A1", "r1", "m1")  # version 0
+    _night(spark, paths, D2, "B1", "r2", "m2")  # version 1
+    _night(spark, paths, D2, "B2", "r3", "m3")  # version 2: a rerun of D2 with a retrained model
+    message = publish.rollback_to_version(spark, paths, 0)
+    assert message.endswith("; model m2, trained for 2026-11-11, is now rolled_back; model m3, trained for "
+                            "2026-11-11, is now rolled_back; the latest published model is m1 again")
+    assert _statuses(paths) == {"m1": "published", "m2": "rolled_back", "m3": "rolled_back"}
+    assert registry.resolve(paths).model_version == "m1"
