@@ -44,6 +44,10 @@ class UnknownTagError(ValueError):
     """A requested tag that neither the profiles nor the tags table of the date know."""
 
 
+class UnscoredObjectiveError(ValueError):
+    """A requested objective that the profiles of the date do not hold (ctr_x_cvr without score.combined)."""
+
+
 @dataclass(frozen=True)
 class TableInfo:
     name: str
@@ -120,6 +124,25 @@ def check_known_tags(tables: Sequence[TableInfo], tags: Sequence[str], dates: Se
     unknown = [t for t in tags if t not in known]
     if unknown:
         raise UnknownTagError(unknown_tags_message(unknown, known_tags(tables, dates), dates))
+
+
+def check_scored_objectives(tables: Sequence[TableInfo], objectives: Sequence[str], dates: Sequence[dt.date]) -> None:
+    """Raise `UnscoredObjectiveError` unless the profiles of one of `dates` hold each objective.
+
+    The scoring job writes ctr_x_cvr only with `score.combined`; asked of dates scored without
+    it, a query would count 0 users for every tag without a word.
+    """
+    profiles = next((t for t in tables if t.name == PROFILES.value), None)
+    if profiles is None or not objectives:
+        return
+    wanted = ds.field("dt").isin(pa.array(list(dates), pa.date32()))
+    rows = arrow_dataset(profiles.uri, profiles.version).to_table(columns=["objective"], filter=wanted)
+    scored = set(rows.column("objective").unique().to_pylist())
+    for objective in objectives:
+        if objective not in scored:
+            raise UnscoredObjectiveError(f"objective {objective!r} has no profiles on "
+                                         f"{' or '.join(d.isoformat() for d in dates)}; "
+                                         f"objectives: {', '.join(sorted(scored)) or 'none'}")
 
 
 def unknown_tags_message(unknown: Sequence[str], known: set[str], dates: Sequence[dt.date]) -> str:

@@ -14,10 +14,11 @@ import sys
 from dataclasses import dataclass
 from typing import Sequence
 
-from analyst.catalog import TableInfo, check_known_tags, published_dates, warehouse_tables
+from analyst.catalog import (TableInfo, check_known_tags, check_scored_objectives, published_dates,
+                             warehouse_tables)
 from analyst.engine import ENGINES, EngineName, open_engine
 from analyst.output import check_outside_pipeline, format_table, output_format, write_atomically
-from analyst.params import ParamError, ParamSpec, Value
+from analyst.params import OBJECTIVES, ParamError, ParamSpec, Value
 from analyst.queries import DATE_PARAM, bind, describe_params, list_queries, load_query, parse_assignments, render
 from analyst.sqltext import Dialect, ReadOnlyError, check_read_only, placeholders, words
 from core.cli import iso_date, job_parser, parse_job_args
@@ -105,6 +106,7 @@ def prepare(paths: Paths, dialect: Dialect, *, query: str | None = None, name: s
     needs_dates = any(s.type == "published_date" for s in specs)
     values = bind(label, specs, given, published_dates(tables) if needs_dates else [])
     _check_tags_known(specs, values, tables)
+    _check_objectives_scored(specs, values, tables)
     sql = render(template, specs, values, dialect)
     check_read_only(sql, dialect)
     return PreparedQuery(label, sql, values, tables)
@@ -187,6 +189,16 @@ def _check_tags_known(specs: Sequence[ParamSpec], values: dict[str, Value], tabl
     dates = [values[s.name] for s in specs if s.type == "published_date" and values[s.name] is not None]
     if tags:
         check_known_tags(tables, tags, dates)
+
+
+def _check_objectives_scored(specs: Sequence[ParamSpec], values: dict[str, Value],
+                             tables: Sequence[TableInfo]) -> None:
+    """Each objective parameter given (not a default such as `all`) must have profiles on one of the
+    query's published dates: ctr_x_cvr of dates scored without it is an error, not an audience of 0."""
+    objectives = [values[s.name] for s in specs if s.type == "objective" and values[s.name] in OBJECTIVES]
+    dates = [values[s.name] for s in specs if s.type == "published_date" and values[s.name] is not None]
+    if objectives and dates:
+        check_scored_objectives(tables, objectives, dates)
 
 
 def _check_tables_exist(paths: Paths, name: str, sql: str, tables: Sequence[TableInfo]) -> None:

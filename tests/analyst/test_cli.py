@@ -211,7 +211,9 @@ def test_an_output_that_cannot_be_written_stops_with_one_line(warehouse, no_spar
     # comparing a day with itself printed a difference of 0.
     ("tag_audience_change", ["tag=t1", "previous_date=2026-11-02"],
      "parameter previous_date=2026-11-02 must be before date=2026-11-02"),
-], ids=["objective_in_the_wrong_case", "previous_date_not_before_date"])
+    # ctr_x_cvr of dates scored without score.combined printed every tag with 0 users.
+    ("tag_audience", ["objective=ctr_x_cvr"], "objective 'ctr_x_cvr' has no profiles on 2026-11-02; objectives: ctr, cvr"),
+], ids=["objective_in_the_wrong_case", "previous_date_not_before_date", "objective_not_scored"])
 def test_a_bad_named_query_parameter_stops_with_one_line(warehouse, no_spark, capsys, name, params, message):
     code = sql_job.main([*_overrides(warehouse), "--engine", "duckdb", "--name", name,
                          *[a for p in params for a in ("--param", p)]])

@@ -4,9 +4,10 @@ from __future__ import annotations
 import itertools
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
-from analyst.catalog import UnknownTagError
+from analyst.catalog import UnknownTagError, UnscoredObjectiveError
 from analyst.queries import list_queries, load_query
 from analyst.query import prepare
 
@@ -187,6 +188,42 @@ def test_an_unknown_tag_is_an_error_naming_it(warehouse, name, params, message):
     with pytest.raises(UnknownTagError) as refused:
         prepare(warehouse, "duckdb", name=name, params=params)
     assert str(refused.value) == message
+
+
+@pytest.mark.parametrize("name,params,dates", [
+    ("tag_audience", ["objective=ctr_x_cvr"], "2026-11-02"),
+    ("tag_audience_change", ["tag=t1", "objective=ctr_x_cvr"], "2026-11-02 or 2026-11-01"),
+    ("tag_cooccurrence", ["objective=ctr_x_cvr", "date=2026-11-01"], "2026-11-01"),
+    ("profile_changes", ["objective=ctr_x_cvr"], "2026-11-02 or 2026-11-01"),
+    ("user_top_tags", ["user=u1", "objective=ctr_x_cvr"], "2026-11-02"),
+])
+def test_an_objective_the_dates_were_not_scored_for_is_an_error(warehouse, name, params, dates):
+    # ctr_x_cvr is written only with score.combined; on dates scored without it every count was 0.
+    with pytest.raises(UnscoredObjectiveError) as refused:
+        prepare(warehouse, "duckdb", name=name, params=params)
+    assert str(refused.value) == f"objective 'ctr_x_cvr' has no profiles on {dates}; objectives: ctr, cvr"
+
+
+def test_an_objective_scored_on_the_date_is_accepted(tmp_path, duck, warehouse, data):
+    from analyst.engine import DuckDBEngine
+    from core import delta
+    from core.config import Paths
+
+    paths = Paths(raw=str(tmp_path / "raw"), warehouse=str(tmp_path / "warehouse"), models=str(tmp_path / "models"))
+    profiles = delta.read_arrow(f"{warehouse.warehouse}/user_tag_profiles")
+    combined = profiles.filter(pc.and_(pc.equal(profiles["dt"], pa.scalar(data.D2, pa.date32())),
+                                       pc.equal(profiles["objective"], "ctr")))  # D2's ctr rows, as ctr_x_cvr
+    combined = combined.set_column(combined.schema.get_field_index("objective"), "objective",
+                                   pa.array(["ctr_x_cvr"] * combined.num_rows))
+    delta.write_arrow(pa.concat_tables([profiles, combined]), f"{paths.warehouse}/user_tag_profiles",
+                      mode="overwrite", partition_by=["dt"])
+    delta.write_arrow(delta.read_arrow(f"{warehouse.warehouse}/tags"), f"{paths.warehouse}/tags", mode="overwrite",
+                      partition_by=["dt"])
+    audience = prepare(paths, "duckdb", name="tag_audience", params=["objective=ctr_x_cvr"])
+    expected = [{**row, "objective": "ctr_x_cvr"} for row in expect_tag_audience(data, data.D2, "ctr")]
+    assert DuckDBEngine(paths).run(audience.sql).to_pylist() == expected
+    with pytest.raises(UnscoredObjectiveError, match="no profiles on 2026-11-01; objectives: ctr, cvr$"):
+        prepare(paths, "duckdb", name="tag_audience", params=["objective=ctr_x_cvr", "date=2026-11-01"])
 
 
 def test_a_known_tag_that_nobody_holds_counts_0(duck, warehouse, data):
