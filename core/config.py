@@ -459,11 +459,25 @@ class Gates:
     min_stability: float = 0.3
     min_auc: float = 0.55
 
+    def validate(self) -> None:
+        # each measure is a share, a Jaccard mean, an AUC or a move of a probability: a bound outside
+        # [0, 1] fails (or passes) every night whatever the profiles; 0 (max_score_shift: 1) turns a gate off
+        for name in ("min_profile_share", "min_tag_coverage", "min_stability", "min_auc", "max_score_shift"):
+            value = getattr(self, name)
+            if not 0 <= value <= 1:
+                raise ConfigError(f"nightly.gates.{name} must be in [0, 1], got {value}")
+
 
 @dataclass(frozen=True)
 class NightlyConf:
     train_every: int = 1
     gates: Gates = field(default_factory=Gates)
+
+    def validate(self) -> None:
+        if self.train_every < 0:
+            raise ConfigError(f"nightly.train_every must be >= 0 days (1: every night; 0: a rerun of a night "
+                              f"trains again too), got {self.train_every}")
+        self.gates.validate()
 
 
 @dataclass(frozen=True)

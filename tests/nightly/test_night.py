@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import os
+import re
 
 import numpy as np
 import pytest
@@ -99,20 +100,22 @@ def test_rerunning_a_night_gives_identical_tables(spark, world):
 
 
 def test_a_failed_gate_publishes_nothing_and_says_why(spark, world):
-    config = _config(world, min_profile_share=1.5)
+    config = _config(world, min_auc=1.0)  # no model reaches it
     before = _versions(config)
-    with pytest.raises(QualityGateError, match=r"profile_share: 1\.0000 \(must be >= 1\.5\) FAILED by 0\.5000"):
+    auc = registry.latest_published(config.paths).metrics["ctr"]["auc"]  # the model the night reuses
+    with pytest.raises(QualityGateError, match=re.escape(f"model_auc_ctr: {auc:.4f} (must be >= 1.0) FAILED by "
+                                                         f"{1 - auc:.4f}; validation AUC of the model used")):
         night.run_night(spark, config, D3, run_id="n3-gate")
     assert _versions(config) == before
     assert publish.published_dates(config.paths) == [D1, D2]
     staged = publish.read_profiles(spark, publish.candidate_uri(config.paths), D3)
     assert staged.count() > 0  # the candidate stays in staging for inspection
     gate_rows = [r for r in read_runs(config.paths) if r["run_id"] == "n3-gate" and r["stage"] == "gates"]
-    assert gate_rows[0]["status"] == "failed" and "profile_share" in gate_rows[0]["message"]
+    assert gate_rows[0]["status"] == "failed" and "model_auc_ctr" in gate_rows[0]["message"]
 
 
 def test_a_model_trained_tonight_whose_gates_fail_stops_being_the_published_model(spark, world):
-    config = _config(world, train_every=1, min_profile_share=1.5)
+    config = _config(world, train_every=1, min_auc=1.0)
     reused = registry.latest_published(config.paths)  # trained on the first night
     before = _versions(config)
     with pytest.raises(QualityGateError) as failed:
@@ -231,11 +234,11 @@ def test_rolling_back_nights_that_wrote_vectors_restores_the_vectors_of_the_nigh
 
 
 def test_a_night_whose_gates_fail_leaves_user_vectors_as_they_were(spark, world):
-    config = _config(world, vectors=True, min_profile_share=1.5)
+    config = _config(world, vectors=True, min_auc=1.0)
     uri = warehouse_uri(config.paths, Warehouse.USER_VECTORS)
     before = delta.table_version(uri), delta.partition_values(uri)
     assert D2.isoformat() not in before[1]
-    with pytest.raises(QualityGateError, match="profile_share"):
+    with pytest.raises(QualityGateError, match="model_auc_ctr"):
         night.run_night(spark, config, D2, run_id="n2-vectors-gate")
     assert (delta.table_version(uri), delta.partition_values(uri)) == before
     stages = {r["stage"] for r in read_runs(config.paths) if r["run_id"] == "n2-vectors-gate"}
