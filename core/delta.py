@@ -496,6 +496,13 @@ def partition_values(uri: str, column: str = "dt", version: int | None = None) -
     return sorted({p[column] for p in open_table(uri, version).partitions()})
 
 
+def partition_rows(uri: str, value: str, version: int | None = None, column: str = "dt") -> int:
+    """Records of `column` = `value` (at `version`, default latest), from the Delta log's file statistics."""
+    adds = pa.table(open_table(uri, version).get_add_actions(flatten=True))
+    part = adds.filter(pc.equal(adds[f"partition.{column}"].cast(pa.string()), value))
+    return int(pc.sum(part["num_records"]).as_py() or 0)
+
+
 def history(uri: str) -> list[dict]:
     return DeltaTable(uri).history() if table_exists(uri) else []
 

@@ -20,7 +20,6 @@ import uuid
 from dataclasses import dataclass
 
 import pyarrow as pa
-import pyarrow.compute as pc
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -100,7 +99,7 @@ def run(spark: SparkSession, config: Config, date: dt.date, *, output_uri: str |
         "users_scored": night.users["users"],
         "users_with_missing_fields": night.users["missing"],
         "users_with_unknown_ids": night.users["unknown"],
-        "rows_written": _rows_in_partition(uri, versions["user_tag_profiles"], date),
+        "rows_written": delta.partition_rows(uri, date.isoformat(), versions["user_tag_profiles"]),
         "tags_scored": scan.num_tags,
         "tags_unseen_by_model": night.tags.unseen.num_rows,
         "tags_excluded": night.tags.seen.num_rows - night.scanned.num_rows,
@@ -123,7 +122,7 @@ def write_user_vectors(spark: SparkSession, config: Config, date: dt.date, *, ru
     version = _write_vectors(_model_users(spark, config, night), _scan_task(spark, config, night, date), uri,
                              commit_info)
     return {"model_version": night.version, "table_version": version,
-            "rows_written": _rows_in_partition(uri, version, date)}
+            "rows_written": delta.partition_rows(uri, date.isoformat(), version)}
 
 
 def _write_vectors(users: DataFrame, task: ScanTask, uri: str, commit_info: dict) -> int:
@@ -198,13 +197,6 @@ def _spread(df: DataFrame, spark: SparkSession) -> DataFrame:
     """At least one partition per core, so the scan uses the whole cluster even on few input files."""
     cores = spark.sparkContext.defaultParallelism
     return df.repartition(cores) if df.rdd.getNumPartitions() < cores else df
-
-
-def _rows_in_partition(uri: str, version: int, date: dt.date) -> int:
-    """Records of dt = `date` at `version`, from the Delta log's file statistics."""
-    adds = pa.table(delta.open_table(uri, version).get_add_actions(flatten=True))
-    part = adds.filter(pc.equal(adds["partition.dt"].cast(pa.string()), date.isoformat()))
-    return int(pc.sum(part["num_records"]).as_py() or 0)
 
 
 def _local_path(path: str) -> str:

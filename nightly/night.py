@@ -57,8 +57,9 @@ def run_night(spark: SparkSession, config: Config, date: dt.date, *, run_id: str
 
         with stage(paths, result.run_id, "features", date) as out:
             dates = plan.feature_dates(config, date, training=training)
-            out.metrics = {"dates": [d.isoformat() for d in dates], "summary": features_job.run(
-                spark, config, dates, run_id=result.run_id)}
+            summary = features_job.run(spark, config, dates, run_id=result.run_id)
+            out.metrics = {"dates": [d.isoformat() for d in dates], "summary": summary}
+            out.rows_in = summary["quality"][date.isoformat()]["events_read"]  # the window of D
         _maybe_crash("features")
 
         with stage(paths, result.run_id, "train", date) as out:
@@ -80,6 +81,7 @@ def run_night(spark: SparkSession, config: Config, date: dt.date, *, run_id: str
                                                    write_user_vectors=False))
             scored = score_job.run(spark, staged, date, output_uri=publish.candidate_uri(paths), run_id=result.run_id)
             out.metrics = _plain(scored)
+            out.rows_in, out.rows_out = scored["users_scored"], scored["rows_written"]
         _maybe_crash("score")
 
         with stage(paths, result.run_id, "gates", date) as out:
@@ -100,13 +102,16 @@ def run_night(spark: SparkSession, config: Config, date: dt.date, *, run_id: str
         _maybe_crash("gates")
 
         with stage(paths, result.run_id, "publish", date) as out:
-            out.rows_out = None
-            out.metrics = {"version": publish.publish(spark, paths, date, result.run_id)}
+            version = publish.publish(spark, paths, date, result.run_id)
+            out.metrics = {"version": version}
+            out.rows_in = scored["rows_written"]
+            out.rows_out = delta.partition_rows(publish.profiles_uri(paths), date.isoformat(), version)
         _maybe_crash("publish")
 
         with stage(paths, result.run_id, "vectors", date) as out:
             out.metrics = write_vectors(spark, config, date, scored["model_version"], result.run_id)
-            out.rows_out = out.metrics.get("rows_written")
+            if out.metrics:
+                out.rows_in, out.rows_out = scored["users_scored"], out.metrics["rows_written"]
             out.message = (f"user_vectors of {date} written with {scored['model_version']}" if out.metrics
                            else "skipped: score.write_user_vectors is off")
         _maybe_crash("vectors")

@@ -13,7 +13,8 @@ from pyspark.testing import assertDataFrameEqual
 
 from core import delta, registry
 from core.config import config_from_dict
-from core.tables import Warehouse, warehouse_uri
+from core.contract import read_raw
+from core.tables import Raw, Warehouse, warehouse_uri
 from mvke.artifact import load_model
 from mvke.fields import weights_key
 from nightly import night, plan, publish
@@ -79,6 +80,13 @@ def test_two_consecutive_nights_publish_profiles_and_a_report(spark, world):
     stages = [(r["run_id"], r["stage"], r["status"]) for r in read_runs(config.paths)]
     for run_id in ("n1", "n2"):
         assert [s for s in stages if s[0] == run_id] == [(run_id, s, "succeeded") for s in night.STAGES]
+    # rows in and out of each stage of n2: the events of D2's window (every earlier day of this world),
+    # the users scored and their rows, the rows published; no vectors tonight
+    events = read_raw(spark, config.paths, Raw.EVENTS).where(f"event_time < TIMESTAMP'{D2} 00:00:00'").count()
+    counts = {r["stage"]: (r["rows_in"], r["rows_out"]) for r in read_runs(config.paths) if r["run_id"] == "n2"}
+    assert counts == {"features": (events, None), "train": (None, None), "score": (len(users), len(day)),
+                      "gates": (None, None), "publish": (len(day), len(day)), "vectors": (None, None),
+                      "report": (None, None)}
     report = second.report_path
     assert os.path.exists(report)
     text = open(report).read()
@@ -200,7 +208,7 @@ def test_a_published_night_writes_the_user_vectors_of_the_published_model_and_a_
     np.testing.assert_array_equal(np.array([r["vector_mask"] for r in written]), mask)
     rows = {r["stage"]: r for r in read_runs(config.paths) if r["run_id"] == "n3-vectors"}
     assert [s for s in night.STAGES if rows[s]["status"] == "succeeded"] == list(night.STAGES)
-    assert rows["vectors"]["rows_out"] == len(users)
+    assert rows["vectors"]["rows_in"] == rows["vectors"]["rows_out"] == len(users)
     assert "user_vectors" not in rows["score"]["metrics"]["table_versions"]  # the score stage wrote none
 
     before, version = _table(spark, config, Warehouse.USER_VECTORS).toPandas(), delta.table_version(uri)
