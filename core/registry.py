@@ -134,17 +134,23 @@ def get_model(paths: Paths, model_version: str) -> ModelRecord:
     raise UnknownModelError(f"unknown model version {model_version!r}; available: {available}")
 
 
-def latest_published(paths: Paths) -> ModelRecord | None:
-    published = [r for r in list_models(paths) if r.status is ModelStatus.PUBLISHED]
+def latest_published(paths: Paths, as_of: dt.date | None = None) -> ModelRecord | None:
+    """The latest published version; with `as_of`, the latest of those trained for that day or earlier."""
+    published = [r for r in list_models(paths) if r.status is ModelStatus.PUBLISHED
+                 and (as_of is None or r.trained_for <= as_of)]
     return published[-1] if published else None
 
 
-def resolve(paths: Paths, model_version: str = "latest") -> ModelRecord:
-    """`latest` means the latest published version; anything else must be registered."""
+def resolve(paths: Paths, model_version: str = "latest", as_of: dt.date | None = None) -> ModelRecord:
+    """`latest` means the latest published version (trained for `as_of` or earlier, when given: a
+    rerun of an old date scores with the model of its time, not one trained later); anything else
+    must be registered."""
     if model_version != "latest":
         return get_model(paths, model_version)
-    record = latest_published(paths)
+    record = latest_published(paths, as_of)
     if record is None:
-        available = ", ".join(f"{r.model_version} ({r.status.value})" for r in list_models(paths)) or "none"
-        raise UnknownModelError(f"no published model to score with; available: {available}")
+        available = ", ".join(f"{r.model_version} ({r.status.value}, trained for {r.trained_for})"
+                              for r in list_models(paths)) or "none"
+        when = f" trained for {as_of} or earlier" if as_of is not None else ""
+        raise UnknownModelError(f"no published model{when} to score with; available: {available}")
     return record

@@ -160,7 +160,7 @@ class CheckedInputs:
 def _checked_inputs(spark: SparkSession, config: Config, date: dt.date) -> CheckedInputs:
     paths, conf = config.paths, config.score
     conf.validate()  # a Config built in Python has not been through the loader's checks
-    record = registry.resolve(paths, conf.model_version)
+    record = registry.resolve(paths, conf.model_version, as_of=date)
     model_path = _local_path(record.path or registry.model_dir(paths, record.model_version))
     model = load_model(model_path)
     plan = scan_plan(model.objectives, output=model.output, temperature=model.temperature, top_n=conf.top_n,

@@ -66,7 +66,7 @@ def run_night(spark: SparkSession, config: Config, date: dt.date, *, run_id: str
             trained = train_job.run(spark, config, date) if training else None
             if trained is not None:
                 out.metrics = _plain(trained)
-            model = registry.resolve(paths, config.score.model_version)
+            model = registry.resolve(paths, config.score.model_version, as_of=date)
             result.model_version = model.model_version
             # the training rules may reject tonight's model (or score.model_version pin another): then it is reused
             result.trained = trained is not None and trained.model_version == model.model_version

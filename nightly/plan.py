@@ -29,8 +29,9 @@ def feature_dates(config: Config, date: dt.date, *, training: bool) -> list[dt.d
 
 
 def training_due(config: Config, date: dt.date) -> bool:
-    """Train when no model is published, or the published one is `train_every` days old."""
-    latest = registry.latest_published(config.paths)
+    """Train when no model trained for `date` or earlier is published, or the latest one is
+    `train_every` days old (a rerun of an old date looks at the models of its time)."""
+    latest = registry.latest_published(config.paths, as_of=date)
     if latest is None:
         return True
     return (date - latest.trained_for).days >= config.nightly.train_every

@@ -52,6 +52,13 @@ def test_a_rerun_for_an_earlier_day_does_not_become_the_latest_published(tmp_pat
     assert registry.resolve(paths).model_version == "d-nov3-rerun"
     registry.register(paths, record("e-nov2", nov3 - day, 40))
     assert registry.resolve(paths).model_version == "d-nov3-rerun"
+    # as of a day: the latest model trained for that day or earlier (what a rerun of that day scores with)
+    assert [registry.resolve(paths, as_of=d).model_version for d in (nov1, nov1 + day, nov3, nov3 + day)] == [
+        "c-nov1-rerun", "e-nov2", "d-nov3-rerun", "d-nov3-rerun"]
+    assert registry.latest_published(paths, as_of=nov1 - day) is None
+    with pytest.raises(registry.UnknownModelError, match=r"^no published model trained for 2026-10-31 or earlier"):
+        registry.resolve(paths, as_of=nov1 - day)
+    assert registry.resolve(paths, "b-nov3", as_of=nov1).model_version == "b-nov3"  # a pinned version is as given
 
 
 def _register_many(root: str, writer: str, count: int, start) -> None:

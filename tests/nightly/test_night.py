@@ -262,8 +262,8 @@ def test_the_night_scores_with_the_model_its_gates_judge(spark, world, monkeypat
                                 created_at=current.created_at + dt.timedelta(seconds=1))
     real_resolve = registry.resolve
 
-    def resolve_then_another_night_publishes(paths, model_version="latest"):
-        record = real_resolve(paths, model_version)
+    def resolve_then_another_night_publishes(paths, model_version="latest", as_of=None):
+        record = real_resolve(paths, model_version, as_of)
         monkeypatch.setattr(registry, "resolve", real_resolve)
         registry.register(paths, newer)  # a real registry commit, landing right after the train stage's read
         return record

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pyarrow.compute as pc
 import pytest
 
-from core import registry
+from core import delta, registry
 from core.config import config_from_dict
+from core.tables import Warehouse, warehouse_uri
 from nightly import night
 from nightly.runlog import read_runs
 
@@ -15,6 +17,7 @@ pytestmark = pytest.mark.integration
 
 START = dt.date(2026, 11, 1)
 D1, D2 = START + dt.timedelta(days=3), START + dt.timedelta(days=4)
+SORT = [("user_id", "ascending"), ("objective", "ascending"), ("rank", "ascending")]
 
 
 def _config(root, min_auc=0.0):
@@ -32,7 +35,7 @@ def _config(root, min_auc=0.0):
     })
 
 
-def test_a_night_whose_trained_model_is_rejected_scores_with_and_reports_the_reused_model(spark, tmp_path):
+def test_a_rejected_model_is_reused_and_a_rerun_of_an_earlier_night_scores_with_that_nights_model(spark, tmp_path):
     from synthetic.dataset import generate
 
     config = _config(tmp_path)
@@ -55,3 +58,15 @@ def test_a_night_whose_trained_model_is_rejected_scores_with_and_reports_the_reu
     with open(second.report_path) as f:
         header = f.read().split("\n\n")[:2]
     assert header == [f"# Nightly profiles {D2}", f"run `n2`, model `{reused.model_version}` (reused)"]
+
+    # D2 again with the rules met: it trains and publishes D2's model. A rerun of D1 after that
+    # scores with the model D1 had (the latest trained for D1 or earlier), trains nothing, and
+    # rewrites D1's profiles as they were.
+    third = night.run_night(spark, config, D2, run_id="n2-again")
+    assert third.trained and registry.latest_published(config.paths).model_version == third.model_version
+    profiles = warehouse_uri(config.paths, Warehouse.USER_TAG_PROFILES)
+    before = delta.read_arrow(profiles).filter(pc.equal(delta.read_arrow(profiles)["dt"], D1))
+    rerun = night.run_night(spark, config, D1, run_id="n1-rerun")
+    assert (rerun.model_version, rerun.trained) == (first.model_version, False)
+    after = delta.read_arrow(profiles)
+    assert after.filter(pc.equal(after["dt"], D1)).sort_by(SORT).to_pylist() == before.sort_by(SORT).to_pylist()

@@ -43,7 +43,18 @@ def test_an_unknown_model_version_lists_the_available_ones(spark, world):
 def test_no_published_model_is_an_error(spark, world):
     world.publish("v1", status=ModelStatus.CANDIDATE)
     world.day(D1, make_users(4, seed=1), make_tags())
-    _refused(spark, world, world.config(), D1, UnknownModelError, r"no published model.*v1 \(candidate\)")
+    _refused(spark, world, world.config(), D1, UnknownModelError,
+             r"no published model trained for 2026-11-05 or earlier to score with; available: v1 \(candidate, "
+             r"trained for 2026-11-05\)$")
+
+
+def test_no_published_model_of_the_date_or_earlier_is_an_error(spark, world):
+    # only a model trained for a later day: scoring D1 with it would not be the model D1 had
+    world.publish("v2", trained_for=D2)
+    world.day(D1, make_users(4, seed=1), make_tags())
+    _refused(spark, world, world.config(), D1, UnknownModelError,
+             r"no published model trained for 2026-11-05 or earlier to score with; available: v2 \(published, "
+             r"trained for 2026-11-06\)$")
 
 
 def _with(name, **change):

@@ -39,6 +39,22 @@ def test_every_written_score_is_sigmoid_of_the_models_forward(spark, world, case
     assert (summary["tags_scored"], summary["tags_unseen_by_model"]) == (ALL_TAGS, 1)
 
 
+def test_latest_is_the_latest_model_trained_for_the_scored_date_or_earlier(spark, world):
+    """A rerun of D1 after the model of D2 was published scores with the model D1 had, so it
+    rewrites D1's profiles as they were; D2 gets its own model."""
+    first = world.publish("v1")  # trained for D1
+    second = world.publish("v2", minute=1, trained_for=D2)
+    users, tags = make_users(12, seed=3), make_tags()
+    world.day(D1, users, tags)
+    world.day(D2, users, tags)
+    config = world.config(top_n=3)
+    assert (run(spark, config, D1)["model_version"], run(spark, config, D2)["model_version"]) == ("v1", "v2")
+    for date, model, version in ((D1, first, "v1"), (D2, second, "v2")):
+        probs = reference_probabilities(model, users, tags)
+        _assert_profiles(spark, world, date, expected_profiles(probs, users, tags, date=date, version=version,
+                                                              top_n={o: 3 for o in probs}))
+
+
 def test_top_n_options_match_a_brute_force_ranking(spark, world):
     model = world.publish("v1")
     users, tags = make_users(30, seed=2), make_tags()

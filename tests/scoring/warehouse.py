@@ -160,7 +160,7 @@ class World:
         return warehouse_uri(self.paths, table)
 
     def publish(self, version: str, case: str = "mvke", status=registry.ModelStatus.PUBLISHED, minute: int = 0,
-                tamper=None):
+                tamper=None, trained_for: dt.date = D1):
         """Register a fresh model; `tamper(model)` may change its weights before it is saved."""
         conf = model_conf(case)
         model = build_model(conf, MODEL_FIELDS, NUM_TAGS, NUM_CATEGORIES).eval()
@@ -168,8 +168,8 @@ class World:
             tamper(model)
         path = registry.model_dir(self.paths, version)
         save_model(model, conf, MODEL_FIELDS, NUM_TAGS, NUM_CATEGORIES, path)
-        registry.register(self.paths, registry.ModelRecord(version, D1, status, T0 + dt.timedelta(minutes=minute),
-                                                           {}, path))
+        registry.register(self.paths, registry.ModelRecord(version, trained_for, status,
+                                                           T0 + dt.timedelta(minutes=minute), {}, path))
         self.models[version] = model
         return model
 
