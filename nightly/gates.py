@@ -6,7 +6,7 @@ computed by Spark aggregations, and only a handful of scalars reach the driver.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Sequence
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -45,10 +45,12 @@ def profile_share(profiles: DataFrame, user_features: DataFrame) -> float:
     return profiled / users if users else 0.0
 
 
-def tag_coverage(profiles: DataFrame, tags: DataFrame) -> float:
-    """Share of the day's tags that appear in any profile."""
-    total = tags.select("tag_id").distinct().count()
-    covered = profiles.select("tag_id").distinct().join(tags.select("tag_id").distinct(), "tag_id", "inner").count()
+def tag_coverage(profiles: DataFrame, tags: DataFrame, excluded: Sequence[str] = ()) -> float:
+    """Share of the day's tags that appear in any profile. Tags of `excluded` (`score.exclude_tags`,
+    never scored by design) are not counted: excluding tags must not fail the gate."""
+    scorable = tags.select("tag_id").distinct().where(~F.col("tag_id").isin(list(excluded)))
+    total = scorable.count()
+    covered = profiles.select("tag_id").distinct().join(scorable, "tag_id", "inner").count()
     return covered / total if total else 0.0
 
 

@@ -150,7 +150,7 @@ def measure_gates(spark: SparkSession, config: Config, date: dt.date,
     results = gates.evaluate(
         config.nightly.gates,
         share=gates.profile_share(candidate, day(Warehouse.USER_FEATURES)),
-        coverage=gates.tag_coverage(candidate, day(Warehouse.TAGS)),
+        coverage=gates.tag_coverage(candidate, day(Warehouse.TAGS), config.score.exclude_tags),
         shift=shift, stability=stability, model_auc=model_auc(model),
     )
     candidate.unpersist()

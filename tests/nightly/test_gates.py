@@ -23,6 +23,8 @@ def test_profile_share_tag_coverage_and_stability_equal_hand_computation(spark):
     tags = spark.createDataFrame([(t,) for t in "abcde"], "tag_id string")
     assert gates.profile_share(today, users) == pytest.approx(2 / 4)
     assert gates.tag_coverage(today, tags) == pytest.approx(3 / 5)
+    assert gates.tag_coverage(today, tags, excluded=("d", "e", "zz")) == pytest.approx(3 / 3)  # never scored
+    assert gates.tag_coverage(today, tags, excluded=("a",)) == pytest.approx(2 / 4)
     assert gates.top_n_stability(today, before) == pytest.approx((1 / 3 + 1) / 2)
 
 
