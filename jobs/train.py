@@ -55,13 +55,15 @@ def run(spark: SparkSession, config: Config, date: dt.date, *, fault: FaultInjec
     backfilled = ensure_window(spark, config, window_days(date, config.train.window_days))
     inputs = read_inputs(spark, config, date)
     check_model_fits(config, inputs)
-    version = artifact.model_version(config.model.name, date, version_fingerprint(config, date, inputs))
-    staging = artifact.staging_dir(config.paths, version)
-    shutil.rmtree(staging, ignore_errors=True)
-    print(f"[train] {version}: window {inputs.window[0]}..{inputs.window[-1]}, tables {inputs.versions}", flush=True)
     examples = model_examples(inputs, config.features.max_multi_len)
     try:
         rows = split_counts(examples, config.train.num_proc)
+        version = artifact.model_version(config.model.name, date,
+                                         version_fingerprint(config, date, inputs, content_digest(examples)))
+        staging = artifact.staging_dir(config.paths, version)
+        shutil.rmtree(staging, ignore_errors=True)
+        print(f"[train] {version}: window {inputs.window[0]}..{inputs.window[-1]}, tables {inputs.versions}",
+              flush=True)
         spec = worker_spec(config, inputs, version, rows["train"], staging, fault)
         prepare_start(spec.checkpoint_dir, spec.fingerprint(), resume=spec.resume)
         with petastorm_converters(spark, split_frames(examples), config.paths.petastorm_root,
@@ -103,16 +105,29 @@ def horovod_nics(nics: tuple[str, ...], master: str) -> tuple[str, ...]:
     return nics or (("lo",) if master.startswith("local") else ())
 
 
-def version_fingerprint(config: Config, date: dt.date, inputs: TrainingInputs) -> dict:
-    """What makes a model: the date, model conf, the training settings that change weights, table versions.
+def version_fingerprint(config: Config, date: dt.date, inputs: TrainingInputs, examples: str) -> dict:
+    """What makes a model: the date, model conf, the training settings that change weights, the
+    fields and id spaces, and the examples' content (`content_digest`).
 
     num_proc is one of them: it sets the global batch, the steps per epoch and the split into files.
+    Content, not table versions: the nightly's feature stage runs before training and rewrites the
+    window's last samples partition with the same rows under a new table version, so a version
+    named by table versions changed on every rerun of a night and never resumed its checkpoints.
     """
     train = config.train
     settings = {k: getattr(train, k) for k in ("num_proc", "window_days", "epochs", "batch_size", "learning_rate",
                                                  "validation", "validation_user_share", "shuffle_buffer", "seed")}
     return {"date": date.isoformat(), "model": asdict(config.model), "train": settings,
-            "max_multi_len": config.features.max_multi_len, "tables": inputs.versions}
+            "max_multi_len": config.features.max_multi_len, "fields": [asdict(f) for f in inputs.fields],
+            "num_tags": inputs.num_tags, "num_categories": inputs.num_categories, "examples": examples}
+
+
+def content_digest(examples: DataFrame) -> str:
+    """`<rows>:<sum of the rows' 64-bit hashes>` over every column: the same rows give the same
+    digest whatever their order or the files and table versions that hold them."""
+    row = examples.agg(F.count(F.lit(1)).alias("rows"),
+                       F.sum(F.xxhash64(*examples.columns).cast("decimal(38,0)")).alias("hashes")).first()
+    return f"{row['rows']}:{row['hashes']}"
 
 
 def model_examples(inputs: TrainingInputs, multi_len: int) -> DataFrame:

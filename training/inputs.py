@@ -3,7 +3,8 @@
 The window is the `train.window_days` days before D (dt in [D - window_days, D - 1]). Each
 sample of day X is joined to the user_features snapshot of the same day X (events before X)
 by `features.examples.training_examples`. Every table is read at the version recorded
-before reading, and those versions go into the model version and the artifact.
+before reading, and those versions go into the artifact (the model version is named by the
+examples' content, `jobs.train.content_digest`).
 """
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
 """Small pieces: batch dtypes, fault-injection parsing, model versions, curves rows, the window."""
+import dataclasses
 import datetime as dt
 import math
 
@@ -13,7 +14,7 @@ from pyspark.sql import functions as F
 from training.data import (batch_columns, check_every_shard_has_rows, converter_batches, epoch_batches, epoch_seed,
                            model_columns, petastorm_converters, to_model_batch)
 from training.errors import EmptyWindowError
-from jobs.train import version_fingerprint
+from jobs.train import content_digest, version_fingerprint
 from training.inputs import TrainingInputs, backfill_dates, window_days
 from training.worker import FaultInjection, WorkerSpec
 
@@ -118,11 +119,28 @@ def test_model_version_changes_with_the_number_of_ranks(tmp_path):
                             num_categories=3, examples=None)
     names = {num_proc: artifact.model_version("mvke", RUN_DATE,
                                               version_fingerprint(training_config(tmp_path, num_proc=num_proc),
-                                                                  RUN_DATE, inputs))
+                                                                  RUN_DATE, inputs, "576:12345"))
              for num_proc in (2, 4)}
     assert names[2] != names[4]
     assert names[2] == artifact.model_version("mvke", RUN_DATE, version_fingerprint(training_config(tmp_path),
-                                                                                      RUN_DATE, inputs))
+                                                                                      RUN_DATE, inputs, "576:12345"))
+    # other examples, another name; other table versions of the same examples, the same name
+    assert names[2] != artifact.model_version("mvke", RUN_DATE, version_fingerprint(training_config(tmp_path),
+                                                                                      RUN_DATE, inputs, "576:12346"))
+    rewritten = dataclasses.replace(inputs, versions={"samples": 4, "fields": 2})
+    assert names[2] == artifact.model_version("mvke", RUN_DATE, version_fingerprint(training_config(tmp_path),
+                                                                                      RUN_DATE, rewritten, "576:12345"))
+
+
+def test_content_digest_depends_on_the_rows_not_their_order_or_partitioning(spark):
+    rows = [(i, float(i) / 4, i % 2 == 0) for i in range(40)]
+    schema = "a int, b float, flag boolean"
+    digest = content_digest(spark.createDataFrame(rows, schema))
+    assert digest.startswith("40:")
+    assert content_digest(spark.createDataFrame(rows[::-1], schema).repartition(3)) == digest
+    changed = rows[:-1] + [(39, 9.75, True)]  # one value of one row
+    assert content_digest(spark.createDataFrame(changed, schema)) != digest
+    assert content_digest(spark.createDataFrame(rows[:-1], schema)) != digest
 
 
 def test_metric_rows_cover_steps_and_epochs():

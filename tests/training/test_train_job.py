@@ -167,8 +167,12 @@ def test_killed_rank_fails_clearly_then_a_rerun_resumes_from_the_checkpoint(spar
     assert_nothing_published(config)
     meta.write_text(original)
 
+    # a rerun of the night runs the feature job first: the same rows, under new table versions
+    write_warehouse(config.paths.warehouse)
     result = train.run(spark, config, RUN_DATE)
     assert result.start_epoch == 1 and result.model_version == checkpoints.name
+    assert json.loads((Path(result.path) / "training.json").read_text())["table_versions"] == dict.fromkeys(
+        ["samples", "user_features", "tags", "fields", "vocabulary"], 1)
     rows = delta.read_arrow(warehouse_uri(config.paths, Warehouse.TRAIN_METRICS)).to_pylist()
     assert sorted({(r["epoch"], r["step"]) for r in rows if r["metric"] == "loss"}) == [
         (0, 2), (0, 4), (0, 6), (1, 8), (1, 10), (1, 12)]  # epoch 0 from the checkpoint's history
