@@ -107,22 +107,22 @@ def set_status(paths: Paths, model_version: str, status: ModelStatus) -> None:
     register(paths, ModelRecord(**{**record.__dict__, "status": status}))
 
 
-def withdraw(paths: Paths, model_version: str, night: dt.date, status: ModelStatus) -> bool:
-    """A published model trained for `night` gets `status` (one registry commit), so the previous
-    published model is current again for scoring and for the training schedule. A model of
-    another night, one that is not published or not registered stays as it is. True if withdrawn."""
+def change_status(paths: Paths, model_version: str, night: dt.date, old: ModelStatus, new: ModelStatus) -> bool:
+    """Model `model_version`, trained for `night`, goes from `old` to `new` in one registry commit:
+    a published model withdrawn after its night failed (its gates, a rollback), or put back. A model
+    of another night, one not registered or not in status `old` stays as it is. True if changed."""
     model = next((r for r in list_models(paths) if r.model_version == model_version), None)
-    if model is None or model.status is not ModelStatus.PUBLISHED or model.trained_for != night:
+    if model is None or model.status is not old or model.trained_for != night:
         return False
-    set_status(paths, model_version, status)
+    set_status(paths, model_version, new)
     return True
 
 
-def current_after_withdrawal(paths: Paths) -> str:
-    """What scoring uses now, said after a withdrawal."""
-    current = latest_published(paths)
-    return (f"the latest published model is {current.model_version} again" if current is not None
-            else "no published model is left: the next night trains one")
+def current_for(paths: Paths, night: dt.date) -> str:
+    """What a run of `night` scores with now, said after a status change."""
+    current = latest_published(paths, as_of=night)
+    return (f"the latest published model for {night} is {current.model_version}" if current is not None
+            else f"no published model for {night} is left: its next run trains one")
 
 
 def get_model(paths: Paths, model_version: str) -> ModelRecord:

@@ -1,7 +1,8 @@
 """./spark-submit.sh rollback --date D | --to-version V: restore published profiles from Delta history.
 
 The user_vectors of each date whose profiles change follow them (`nightly.publish.align_vectors`),
-and a model trained for an undone night becomes `rolled_back` (`nightly.publish.withdraw_models`).
+and so does the registry: a model trained for an undone night becomes `rolled_back`
+(`nightly.publish.align_models`).
 `--date D` holds the per-date lock of the nightly run (`nightly.lock`) while it works, so it
 cannot race a publish of D: while a run of D holds the lock it fails at once (exit 3). Nothing
 to roll back, or a --to-version out of range, is one line on stderr and exit 1.

@@ -93,10 +93,11 @@ def run_night(spark: SparkSession, config: Config, date: dt.date, *, run_id: str
             except gates.QualityGateError as exc:
                 # tonight's model (or one an earlier attempt of this night trained) steps back; an older one
                 # passed its own night and stays
-                if not registry.withdraw(paths, model.model_version, date, registry.ModelStatus.GATE_FAILED):
+                if not registry.change_status(paths, model.model_version, date, registry.ModelStatus.PUBLISHED,
+                                              registry.ModelStatus.GATE_FAILED):
                     raise
                 withdrawn = (f"model {model.model_version}, trained for {date}, is now "
-                             f"{registry.ModelStatus.GATE_FAILED.value}; {registry.current_after_withdrawal(paths)}")
+                             f"{registry.ModelStatus.GATE_FAILED.value}; {registry.current_for(paths, date)}")
                 out.message += f"; {withdrawn}"
                 raise gates.QualityGateError(f"{exc}\n{withdrawn}") from None
         _maybe_crash("gates")

@@ -103,7 +103,7 @@ def rollback_date(spark: SparkSession, paths: Paths, date: dt.date) -> str:
     target = state.write
     undone = (state.run_id,) if state.run_id else ()
     change = RunChange(undone=undone, restored=_run_in_effect(_up_to(history, target - 1), date))
-    models = withdraw_models(spark, paths, {date: [target]})
+    models = align_models(spark, paths, {date: ([target], target - 1)})
     vectors = align_vectors(spark, paths, {date: change})
     delta.write_table(partition_as_of(spark, uri, date, target - 1), uri, mode="overwrite", partition_by=["dt"],
                       replace_partitions=[date.isoformat()],
@@ -113,23 +113,33 @@ def rollback_date(spark: SparkSession, paths: Paths, date: dt.date) -> str:
             f"user_vectors of {date}: {vectors[date]}{models}")
 
 
-def withdraw_models(spark: SparkSession, paths: Paths, publishes: dict[dt.date, list[int]]) -> str:
-    """The models that scored the undone publishes of each date (the partition at those versions) and
-    were trained for that date become `rolled_back` (`registry.withdraw`): a bad night's model
-    must not score the next nights, as after a failed gate. Models of earlier nights stay
-    published. Done before the rollback's own commits, so a rerun after a crash finds the
-    publish still in effect and finishes; the model is then already withdrawn. Returns the
-    message's part ("" when no model changed)."""
-    withdrawn = []
-    for date, versions in sorted(publishes.items()):
-        used = set()
-        for version in versions:
-            rows = read_profiles(spark, profiles_uri(paths), date, version).select("model_version").distinct()
-            used |= {r.model_version for r in rows.collect() if r.model_version is not None}
-        withdrawn += [f"model {v}, trained for {date}, is now {registry.ModelStatus.ROLLED_BACK.value}"
-                      for v in sorted(used) if registry.withdraw(paths, v, date, registry.ModelStatus.ROLLED_BACK)]
-    return "".join(f"; {note}" for note in withdrawn) + (f"; {registry.current_after_withdrawal(paths)}"
-                                                         if withdrawn else "")
+def align_models(spark: SparkSession, paths: Paths, changes: dict[dt.date, tuple[list[int], int]]) -> str:
+    """Bring the registry in line with the profiles a rollback puts in effect; say what changed.
+
+    `changes` maps a date to (the versions of its undone publishes, the version its partition is
+    restored to). A model trained for the date that scored an undone publish, and scores none of
+    the restored rows, becomes `rolled_back`: a bad night's model must not score the next nights,
+    as after a failed gate. A `rolled_back` model trained for the date that scored the restored
+    rows (a rollback undone by another) is `published` again. Models of other nights keep their
+    status. Done before the rollback's own commits, so a rerun after a crash finds the publish
+    still in effect and finishes. Returns the message's part ("" when no model changed)."""
+    uri, notes = profiles_uri(paths), []
+    for date, (undone, restored) in sorted(changes.items()):
+        before = set().union(*(_models_in(spark, uri, date, v) for v in undone))
+        after = _models_in(spark, uri, date, restored)
+        rolled, published = registry.ModelStatus.ROLLED_BACK, registry.ModelStatus.PUBLISHED
+        changed = [f"model {v}, trained for {date}, is now {rolled.value}" for v in sorted(before - after)
+                   if registry.change_status(paths, v, date, published, rolled)]
+        changed += [f"model {v}, trained for {date}, is {published.value} again" for v in sorted(after)
+                    if registry.change_status(paths, v, date, rolled, published)]
+        if changed:
+            notes.append("; ".join(changed) + f"; {registry.current_for(paths, date)}")
+    return "".join(f"; {note}" for note in notes)
+
+
+def _models_in(spark: SparkSession, uri: str, date: dt.date, version: int) -> set[str]:
+    rows = partition_as_of(spark, uri, date, version).select("model_version").distinct().collect()
+    return {r.model_version for r in rows if r.model_version is not None}
 
 
 def partition_as_of(spark: SparkSession, uri: str, date: dt.date, version: int) -> DataFrame:
@@ -335,9 +345,9 @@ def rollback_to_version(spark: SparkSession, paths: Paths, version: int) -> str:
         raise ValueError(f"--to-version must be between 0 and {current - 1} (current version {current})")
     history = delta.history(uri)
     changes = _changed_runs(history, version)
-    models = withdraw_models(spark, paths, {date: [e["version"] for e in history if e.get("job") == "publish"
-                                                   and e.get("dt") == date.isoformat() and e["version"] > version]
-                                            for date in changes})
+    models = align_models(spark, paths, {date: ([e["version"] for e in history if e.get("job") == "publish"
+                                                 and e.get("dt") == date.isoformat() and e["version"] > version],
+                                                version) for date in changes})
     vectors = align_vectors(spark, paths, changes)
     delta.restore(uri, version)
     refresh_latest(spark, paths)

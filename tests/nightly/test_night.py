@@ -131,7 +131,7 @@ def test_a_model_trained_tonight_whose_gates_fail_stops_being_the_published_mode
     trained = [r for r in registry.list_models(config.paths) if r.trained_for == D3]
     assert [r.status for r in trained] == [registry.ModelStatus.GATE_FAILED]
     assert str(failed.value).endswith(f"model {trained[0].model_version}, trained for {D3}, is now gate_failed; "
-                                      f"the latest published model is {reused.model_version} again")
+                                      f"the latest published model for {D3} is {reused.model_version}")
     assert registry.latest_published(config.paths) == reused
     assert registry.resolve(config.paths).model_version == reused.model_version  # what standalone score uses
     assert not plan.training_due(_config(world), D3)  # with train_every=30 the next night reuses it

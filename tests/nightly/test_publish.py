@@ -9,7 +9,7 @@ from core.registry import ModelStatus
 from core.tables import Warehouse, warehouse_uri
 from nightly import publish
 
-D1, D2 = dt.date(2026, 11, 10), dt.date(2026, 11, 11)
+D0, D1, D2 = dt.date(2026, 11, 9), dt.date(2026, 11, 10), dt.date(2026, 11, 11)
 SCHEMA = "dt date, user_id string, objective string, rank int, tag_id string, score double, model_version string"
 
 
@@ -245,14 +245,13 @@ def test_rollback_of_a_date_withdraws_the_model_trained_for_that_night_and_keeps
     """A bad night's new model must not score the following nights: like a failed gate, rolling the
     night back makes it `rolled_back`, and the previous published model is current again. A model
     of an earlier night that the undone night reused stays published (it passed its own night)."""
-    D0 = dt.date(2026, 11, 9)
     _register(paths, ("m0", D0, ModelStatus.PUBLISHED), ("m1", D1, ModelStatus.PUBLISHED),
               ("m2", D2, ModelStatus.PUBLISHED))
     _night(spark, paths, D1, "A1", "r1", "m1")
     _night(spark, paths, D2, "B1", "r2", "m0")  # D2 reused the model of D0, not its own m2
     message = publish.rollback_date(spark, paths, D1)
     assert message.endswith("; model m1, trained for 2026-11-10, is now rolled_back; "
-                            "the latest published model is m2 again")
+                            "the latest published model for 2026-11-10 is m0")
     assert _statuses(paths) == {"m0": "published", "m1": "rolled_back", "m2": "published"}
     assert publish.rollback_date(spark, paths, D2).endswith("user_vectors of 2026-11-11: removed, undoing version 1 "
                                                             "of run r2 (the date had no vectors before the undone "
@@ -269,6 +268,28 @@ def test_rollback_to_version_withdraws_every_model_trained_for_a_night_it_undoes
     _night(spark, paths, D2, "B2", "r3", "m3")  # version 2: a rerun of D2 with a retrained model
     message = publish.rollback_to_version(spark, paths, 0)
     assert message.endswith("; model m2, trained for 2026-11-11, is now rolled_back; model m3, trained for "
-                            "2026-11-11, is now rolled_back; the latest published model is m1 again")
+                            "2026-11-11, is now rolled_back; the latest published model for 2026-11-11 is m1")
     assert _statuses(paths) == {"m1": "published", "m2": "rolled_back", "m3": "rolled_back"}
     assert registry.resolve(paths).model_version == "m1"
+    # undoing that restore puts r3's profiles of D2 back, and the model that scored them
+    message = publish.rollback_to_version(spark, paths, 2)
+    assert message.endswith("; model m3, trained for 2026-11-11, is published again; "
+                            "the latest published model for 2026-11-11 is m3")
+    assert _statuses(paths) == {"m1": "published", "m2": "rolled_back", "m3": "published"}
+
+
+def test_rolling_back_a_rerun_keeps_the_model_of_the_restored_profiles(spark, paths):
+    """The night of D1 trained m1 and published; its rerun reused m1 and published again. Undoing
+    the rerun puts the first publish back, which m1 scored: m1 stays published. Undoing that one
+    too withdraws it, and undoing the rollback (a restore) puts it back."""
+    _register(paths, ("m0", D0, ModelStatus.PUBLISHED), ("m1", D1, ModelStatus.PUBLISHED))
+    _night(spark, paths, D1, "A1", "r1", "m1")  # version 0
+    _night(spark, paths, D1, "A2", "r2", "m1")  # version 1
+    assert publish.rollback_date(spark, paths, D1).endswith(  # version 2: no model changes
+        "user_vectors of 2026-11-10: restored the vectors of run r1 (version 0, model m1), undoing version 1 of run r2")
+    assert _statuses(paths) == {"m0": "published", "m1": "published"}
+    assert publish.rollback_date(spark, paths, D1).endswith(  # version 3: the partition is removed
+        "; model m1, trained for 2026-11-10, is now rolled_back; the latest published model for 2026-11-10 is m0")
+    assert publish.rollback_to_version(spark, paths, 2).endswith(
+        "; model m1, trained for 2026-11-10, is published again; the latest published model for 2026-11-10 is m1")
+    assert _statuses(paths) == {"m0": "published", "m1": "published"}
