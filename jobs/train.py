@@ -174,8 +174,8 @@ def publish_version(config: Config, date: dt.date, inputs: TrainingInputs, versi
     paths = config.paths
     history = result["history"]
     metrics = artifact.json_safe(history["epochs"][-1]["validation"])
-    decision = publish.decide(metrics, config.train.publish_if, trained_objectives(config),
-                              publish.last_published(paths, excluding=version))
+    decision = publish.keep_withdrawal(paths, version, publish.decide(
+        metrics, config.train.publish_if, trained_objectives(config), publish.last_published(paths, excluding=version)))
     report.plot_curves(history, staging / artifact.PLOT_FILE, title=version)
     training = training_record(config, date, inputs, version, result, rows, backfilled, decision)
     final = artifact.finalize(staging, paths, version, training, metrics)

@@ -69,6 +69,21 @@ def last_published(paths: Paths, excluding: str) -> ModelRecord | None:
     return published[-1] if published else None
 
 
+WITHDRAWN = (ModelStatus.GATE_FAILED, ModelStatus.ROLLED_BACK)
+
+
+def keep_withdrawal(paths: Paths, model_version: str, decision: PublishDecision) -> PublishDecision:
+    """A version withdrawn after its night (failed gates, a rollback) and trained again from the same
+    inputs (so under the same name) stays withdrawn: published again by the rules, it would score
+    the next nights and republish what was undone. Pinning `score.model_version` still uses it."""
+    earlier = next((r for r in registry.list_models(paths) if r.model_version == model_version), None)
+    if earlier is None or earlier.status not in WITHDRAWN:
+        return decision
+    kept = (f"this version (the same inputs) was {earlier.status.value} after its night and stays so; pin "
+            f"score.model_version={model_version} to score with it")
+    return PublishDecision(earlier.status, (*decision.reasons, kept), decision.compared_with)
+
+
 def register(paths: Paths, decision: PublishDecision, *, model_version: str, trained_for: dt.date,
              metrics: dict, path: str) -> None:
     """Register the version as a candidate, then give it the decided status (two registry commits)."""

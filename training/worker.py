@@ -263,7 +263,9 @@ def launch(spec: WorkerSpec, train_data: Any, validation_data: Any, num_proc: in
     except Exception as exc:  # horovod raises RuntimeError, Spark its own errors
         raise errors.WorkerFailedError(
             f"a training worker failed or was killed ({type(exc).__name__}: {' '.join(str(exc).split())[:500]}); "
-            f"checkpoints under {spec.checkpoint_dir} are kept: rerun the same command to resume"
+            + (f"checkpoints under {spec.checkpoint_dir} are kept: rerun the same command to resume" if spec.resume
+               else f"checkpoints under {spec.checkpoint_dir} are kept, but train.resume=false starts the same "
+                    f"command from scratch: rerun with --set train.resume=true to resume")
         ) from exc
     failed = [r["error"] for r in results if r["error"]]
     if failed:

@@ -190,6 +190,27 @@ def test_killed_rank_fails_clearly_then_a_rerun_resumes_from_the_checkpoint(spar
     for name, tensor in expected.items():
         torch.testing.assert_close(resumed[name], tensor, rtol=0, atol=1e-6, msg=name)
 
+    # withdrawn after its night (here: its profiles rolled back), the version trained again from the
+    # same inputs stays withdrawn instead of being published again by the rules
+    registry.set_status(config.paths, result.model_version, ModelStatus.ROLLED_BACK)
+    again = train.run(spark, config, RUN_DATE)
+    assert (again.model_version, again.status) == (result.model_version, ModelStatus.ROLLED_BACK)
+    assert again.reasons[-1] == (f"this version (the same inputs) was rolled_back after its night and stays so; "
+                                 f"pin score.model_version={result.model_version} to score with it")
+    assert registry.get_model(config.paths, result.model_version).status is ModelStatus.ROLLED_BACK
+    assert registry.latest_published(config.paths) is None
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # Horovod's Spark thread
+def test_a_killed_rank_without_resume_says_how_to_resume(spark, tmp_path):
+    # "rerun the same command to resume" was false here: the same command starts from scratch
+    config = training_config(tmp_path, resume=False)
+    write_warehouse(config.paths.warehouse)
+    with pytest.raises(WorkerFailedError, match=r"are kept, but train.resume=false starts the same command from "
+                                                 r"scratch: rerun with --set train.resume=true to resume$"):
+        train.run(spark, config, RUN_DATE, fault=FaultInjection.from_env({"MVKE_FAULT_KILL_RANK": "1:0"}))
+    assert_nothing_published(config)
+
 
 def test_nan_loss_fails_naming_the_step_and_publishes_nothing(spark, tmp_path):
     config = training_config(tmp_path, learning_rate=1e30)
