@@ -127,22 +127,23 @@ def check_known_tags(tables: Sequence[TableInfo], tags: Sequence[str], dates: Se
 
 
 def check_scored_objectives(tables: Sequence[TableInfo], objectives: Sequence[str], dates: Sequence[dt.date]) -> None:
-    """Raise `UnscoredObjectiveError` unless the profiles of one of `dates` hold each objective.
+    """Raise `UnscoredObjectiveError` unless the profiles of every one of `dates` hold each objective.
 
-    The scoring job writes ctr_x_cvr only with `score.combined`; asked of dates scored without
-    it, a query would count 0 users for every tag without a word.
+    The scoring job writes ctr_x_cvr only with `score.combined`; asked of a date scored without
+    it, a query would count 0 users for every tag without a word (or, compared with such a date,
+    a change of +N for every tag).
     """
     profiles = next((t for t in tables if t.name == PROFILES.value), None)
     if profiles is None or not objectives:
         return
-    wanted = ds.field("dt").isin(pa.array(list(dates), pa.date32()))
-    rows = arrow_dataset(profiles.uri, profiles.version).to_table(columns=["objective"], filter=wanted)
-    scored = set(rows.column("objective").unique().to_pylist())
-    for objective in objectives:
-        if objective not in scored:
-            raise UnscoredObjectiveError(f"objective {objective!r} has no profiles on "
-                                         f"{' or '.join(d.isoformat() for d in dates)}; "
-                                         f"objectives: {', '.join(sorted(scored)) or 'none'}")
+    for date in dates:
+        wanted = ds.field("dt") == pa.scalar(date, pa.date32())
+        rows = arrow_dataset(profiles.uri, profiles.version).to_table(columns=["objective"], filter=wanted)
+        scored = set(rows.column("objective").unique().to_pylist())
+        for objective in objectives:
+            if objective not in scored:
+                raise UnscoredObjectiveError(f"objective {objective!r} has no profiles on {date.isoformat()}; "
+                                             f"objectives: {', '.join(sorted(scored)) or 'none'}")
 
 
 def unknown_tags_message(unknown: Sequence[str], known: set[str], dates: Sequence[dt.date]) -> str:

@@ -193,8 +193,9 @@ def _check_tags_known(specs: Sequence[ParamSpec], values: dict[str, Value], tabl
 
 def _check_objectives_scored(specs: Sequence[ParamSpec], values: dict[str, Value],
                              tables: Sequence[TableInfo]) -> None:
-    """Each objective parameter given (not a default such as `all`) must have profiles on one of the
-    query's published dates: ctr_x_cvr of dates scored without it is an error, not an audience of 0."""
+    """Each objective parameter given (not a default such as `all`) must have profiles on every
+    published date of the query: ctr_x_cvr of a date scored without it is an error, not an
+    audience of 0."""
     objectives = [values[s.name] for s in specs if s.type == "objective" and values[s.name] in OBJECTIVES]
     dates = [values[s.name] for s in specs if s.type == "published_date" and values[s.name] is not None]
     if objectives and dates:

@@ -192,9 +192,9 @@ def test_an_unknown_tag_is_an_error_naming_it(warehouse, name, params, message):
 
 @pytest.mark.parametrize("name,params,dates", [
     ("tag_audience", ["objective=ctr_x_cvr"], "2026-11-02"),
-    ("tag_audience_change", ["tag=t1", "objective=ctr_x_cvr"], "2026-11-02 or 2026-11-01"),
+    ("tag_audience_change", ["tag=t1", "objective=ctr_x_cvr"], "2026-11-02"),
     ("tag_cooccurrence", ["objective=ctr_x_cvr", "date=2026-11-01"], "2026-11-01"),
-    ("profile_changes", ["objective=ctr_x_cvr"], "2026-11-02 or 2026-11-01"),
+    ("profile_changes", ["objective=ctr_x_cvr"], "2026-11-02"),
     ("user_top_tags", ["user=u1", "objective=ctr_x_cvr"], "2026-11-02"),
 ])
 def test_an_objective_the_dates_were_not_scored_for_is_an_error(warehouse, name, params, dates):
@@ -224,6 +224,10 @@ def test_an_objective_scored_on_the_date_is_accepted(tmp_path, duck, warehouse, 
     assert DuckDBEngine(paths).run(audience.sql).to_pylist() == expected
     with pytest.raises(UnscoredObjectiveError, match="no profiles on 2026-11-01; objectives: ctr, cvr$"):
         prepare(paths, "duckdb", name="tag_audience", params=["objective=ctr_x_cvr", "date=2026-11-01"])
+    # compared with a date scored without it: previous_users 0 and a difference of +N for every tag
+    for name in ("tag_audience_change", "profile_changes"):
+        with pytest.raises(UnscoredObjectiveError, match="no profiles on 2026-11-01; objectives: ctr, cvr$"):
+            prepare(paths, "duckdb", name=name, params=["objective=ctr_x_cvr", *(["tag=t1"] if "tag" in name else [])])
 
 
 def test_a_known_tag_that_nobody_holds_counts_0(duck, warehouse, data):
