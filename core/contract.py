@@ -105,8 +105,9 @@ def drop_ignored(users: DataFrame, ignored: tuple[str, ...]) -> DataFrame:
     """The users table without the columns `features.ignore_attributes` lists. A listed name the
     table does not have is a ContractError: a misspelt name would otherwise leave the column it
     meant to keep out (a PII column, say) in as a discovered attribute, silently."""
+    present = {c.lower() for c in users.columns}  # Spark resolves column names case-insensitively
     for name in ignored:
-        if name not in users.columns:
+        if name.lower() not in present:
             raise ContractError(f"raw table users: features.ignore_attributes lists {name}, which the table does "
                                 f"not have (found columns: {', '.join(users.columns)}); correct the name or remove it")
     return users.drop(*ignored)

@@ -322,8 +322,8 @@ def commit(
             if filters is not None and based_on is None and _files_in(DeltaTable(uri), filters) != _files_in(table, filters):
                 raise ConcurrentCommitError(
                     f"{uri}: another writer replaced {partition_by[0]}={', '.join(map(str, replace_partitions))} "
-                    f"(version {DeltaTable(uri).version()}) while this job was replacing it; nothing was committed, "
-                    f"and the rows there are that writer's; run the job again if its output should be there"
+                    f"(version {DeltaTable(uri).version()}) while this job was replacing it; nothing was committed to "
+                    f"this table, and the rows there are that writer's; run the job again if its output should be there"
                 ) from exc
             if based_on is not None or filters is None or attempt == REPLACE_ATTEMPTS:
                 raise

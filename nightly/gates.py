@@ -96,7 +96,8 @@ def evaluate(
     no_previous = "no previously published date to compare with"
     results = [
         _at_least("profile_share", share, gates.min_profile_share, "users with a profile / users in user_features"),
-        _at_least("tag_coverage", coverage, gates.min_tag_coverage, "tags in any profile / tags of the day"),
+        _at_least("tag_coverage", coverage, gates.min_tag_coverage,
+                  "tags in any profile / tags of the day not in score.exclude_tags"),
         _at_most("score_shift", shift, gates.max_score_shift,
                  "largest move of a score quantile (p10..p90) since the previous date", no_previous),
         _at_least("top_n_stability", stability, gates.min_stability,

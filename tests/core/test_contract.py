@@ -87,6 +87,8 @@ def test_ignored_attributes_are_dropped_and_a_name_the_table_lacks_is_refused(sp
     with pytest.raises(ContractError, match=r"features.ignore_attributes lists phone_hsh, which the table does not "
                                             r"have \(found columns: user_id, city, phone_hash, tenure\)"):
         drop_ignored(users, ("phone_hsh",))
+    mixed = spark.createDataFrame([("u1", "paris", "h1")], "user_id string, city string, Phone_Hash string")
+    assert drop_ignored(mixed, ("phone_hash",)).columns == ["user_id", "city"]  # as Spark resolves names
 
 
 def test_every_file_of_a_parquet_folder_is_checked(spark, paths):

@@ -148,8 +148,8 @@ def _replace_day(uri: str, writer: int, rounds: int, start) -> list[str]:
             outcomes.append("committed")
         except d.ConcurrentCommitError as exc:  # lost the race: this commit failed and changed nothing
             said = re.fullmatch(r".*/t: another writer replaced dt=2026-11-10 \(version [0-9]+\) while this job was "
-                                r"replacing it; nothing was committed, and the rows there are that writer's; run the "
-                                r"job again if its output should be there", str(exc))
+                                r"replacing it; nothing was committed to this table, and the rows there are that "
+                                r"writer's; run the job again if its output should be there", str(exc))
             outcomes.append("conflict" if said else str(exc))
     return outcomes
 
