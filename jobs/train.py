@@ -107,7 +107,9 @@ def horovod_nics(nics: tuple[str, ...], master: str) -> tuple[str, ...]:
 
 def version_fingerprint(config: Config, date: dt.date, inputs: TrainingInputs, examples: str) -> dict:
     """What makes a model: the date, model conf, the training settings that change weights, the
-    fields and id spaces, and the examples' content (`content_digest`).
+    fields and id spaces, the examples' content (`content_digest`) and the code that trains it (a
+    fix deployed between a killed run and its rerun trains anew instead of resuming old-code
+    checkpoints, and is judged as a new version).
 
     num_proc is one of them: it sets the global batch, the steps per epoch and the split into files.
     Content, not table versions: the nightly's feature stage runs before training and rewrites the
@@ -119,7 +121,8 @@ def version_fingerprint(config: Config, date: dt.date, inputs: TrainingInputs, e
                                                  "validation", "validation_user_share", "shuffle_buffer", "seed")}
     return {"date": date.isoformat(), "model": asdict(config.model), "train": settings,
             "max_multi_len": config.features.max_multi_len, "fields": [asdict(f) for f in inputs.fields],
-            "num_tags": inputs.num_tags, "num_categories": inputs.num_categories, "examples": examples}
+            "num_tags": inputs.num_tags, "num_categories": inputs.num_categories, "examples": examples,
+            "code": artifact.code_version()["source_sha256"]}
 
 
 def content_digest(examples: DataFrame) -> str:

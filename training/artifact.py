@@ -47,8 +47,9 @@ def checkpoint_dir(paths: Paths, version: str) -> Path:
     return Path(paths.models) / "_checkpoints" / version
 
 
-def code_version(root: Path = ROOT) -> dict[str, str | None]:
+def code_version(root: Path | None = None) -> dict[str, str | None]:
     """The git commit of the checkout (read from .git, no subprocess) and a hash of the source files."""
+    root = root or ROOT
     return {"git_commit": _git_commit(root / ".git"), "source_sha256": _source_hash(root)}
 
 

@@ -132,6 +132,25 @@ def test_model_version_changes_with_the_number_of_ranks(tmp_path):
                                                                                       RUN_DATE, rewritten, "576:12345"))
 
 
+def test_model_version_changes_with_the_source_code(tmp_path, monkeypatch):
+    """A fix deployed between a killed run and its rerun must not resume the old code's checkpoints."""
+    inputs = TrainingInputs(window=(), versions={}, fields=FIELDS, num_tags=6, num_categories=3, examples=None)
+
+    def name():
+        return artifact.model_version("mvke", RUN_DATE, version_fingerprint(training_config(tmp_path), RUN_DATE,
+                                                                            inputs, "576:12345"))
+
+    before = name()
+    root = tmp_path / "checkout"
+    for package in artifact.CODE_PACKAGES:
+        (root / package).mkdir(parents=True)
+        (root / package / "m.py").write_text("x = 1\n")
+    monkeypatch.setattr(artifact, "ROOT", root)
+    elsewhere = name()
+    (root / "mvke" / "m.py").write_text("x = 2\n")
+    assert len({before, elsewhere, name()}) == 3
+
+
 def test_content_digest_depends_on_the_rows_not_their_order_or_partitioning(spark):
     rows = [(i, float(i) / 4, i % 2 == 0) for i in range(40)]
     schema = "a int, b float, flag boolean"
