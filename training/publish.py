@@ -86,8 +86,7 @@ def keep_withdrawal(paths: Paths, model_version: str, decision: PublishDecision)
 
 def register(paths: Paths, decision: PublishDecision, *, model_version: str, trained_for: dt.date,
              metrics: dict, path: str) -> None:
-    """Register the version as a candidate, then give it the decided status (two registry commits)."""
-    record = ModelRecord(model_version=model_version, trained_for=trained_for, status=ModelStatus.CANDIDATE,
-                         created_at=dt.datetime.now(dt.timezone.utc), metrics=metrics, path=path)
-    registry.register(paths, record)
-    registry.set_status(paths, model_version, decision.status)
+    """Register the version with its decided status, in one registry commit: a job that dies around
+    it leaves either no row (its rerun resumes from the last checkpoint and registers) or the row."""
+    registry.register(paths, ModelRecord(model_version=model_version, trained_for=trained_for, status=decision.status,
+                                         created_at=dt.datetime.now(dt.timezone.utc), metrics=metrics, path=path))

@@ -108,6 +108,7 @@ def test_two_process_training_end_to_end(spark, config):
 
     record = registry.get_model(config.paths, result.model_version)
     assert (record.status, record.trained_for, record.path) == (ModelStatus.PUBLISHED, RUN_DATE, str(folder))
+    assert delta.table_version(registry.models_uri(config.paths)) == 0  # one commit: never a candidate row alone
     assert record.metrics == metrics and result.status is ModelStatus.PUBLISHED
 
     training = json.loads((folder / "training.json").read_text())
