@@ -21,8 +21,9 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from core import registry
 from core.cli import job_parser, parse_job_args
-from core.config import Config, ConfigError
+from core.config import Config, ConfigError, Paths
 from core.delta import ConcurrentCommitError
 from core.registry import ModelStatus
 from mvke.builder import check_conf_fits, check_fields
@@ -60,6 +61,9 @@ def run(spark: SparkSession, config: Config, date: dt.date, *, fault: FaultInjec
         rows = split_counts(examples, config.train.num_proc)
         version = artifact.model_version(config.model.name, date,
                                          version_fingerprint(config, date, inputs, content_digest(examples)))
+        done = trained_before(config.paths, version)
+        if done is not None:
+            return judge_again(config, inputs, done, backfilled)
         staging = artifact.staging_dir(config.paths, version)
         shutil.rmtree(staging, ignore_errors=True)
         print(f"[train] {version}: window {inputs.window[0]}..{inputs.window[-1]}, tables {inputs.versions}",
@@ -73,6 +77,31 @@ def run(spark: SparkSession, config: Config, date: dt.date, *, fault: FaultInjec
     finally:
         examples.unpersist()
     return publish_version(config, date, inputs, version, staging, result, rows, backfilled)
+
+
+def trained_before(paths: Paths, version: str) -> registry.ModelRecord | None:
+    """The registry row of `version` when it was trained to the end before (row and complete folder)."""
+    record = next((r for r in registry.list_models(paths) if r.model_version == version), None)
+    done = record is not None and artifact.is_complete(record.path or registry.model_dir(paths, version))
+    return record if done else None
+
+
+def judge_again(config: Config, inputs: TrainingInputs, record: registry.ModelRecord,
+                backfilled: list[dt.date]) -> TrainResult:
+    """A rerun for the same inputs, settings and code: the same version, already trained. It is not
+    trained again (that would replace a folder scoring may be reading, and cost the whole run); its
+    recorded metrics are judged by today's publish rules, and a withdrawn version stays withdrawn.
+    `start_epoch` is then train.epochs: no epoch was run."""
+    paths, version = config.paths, record.model_version
+    decision = publish.keep_withdrawal(paths, version, publish.decide(
+        record.metrics, config.train.publish_if, trained_objectives(config),
+        publish.last_published(paths, excluding=version)))
+    if decision.status is not record.status:
+        registry.set_status(paths, version, decision.status)
+    print(f"[train] {version}: trained before from the same inputs; {record.status.value} -> "
+          f"{decision.status.value} ({'; '.join(decision.reasons)}) at {record.path}", flush=True)
+    return TrainResult(version, decision.status, record.path, record.metrics, decision.reasons, config.train.epochs,
+                       inputs.versions, tuple(backfilled), {})
 
 
 def trained_objectives(config: Config) -> tuple[str, ...]:

@@ -191,11 +191,15 @@ def test_killed_rank_fails_clearly_then_a_rerun_resumes_from_the_checkpoint(spar
     for name, tensor in expected.items():
         torch.testing.assert_close(resumed[name], tensor, rtol=0, atol=1e-6, msg=name)
 
-    # withdrawn after its night (here: its profiles rolled back), the version trained again from the
-    # same inputs stays withdrawn instead of being published again by the rules
+    # a rerun for the same inputs and code is the same version, trained already: it is not trained
+    # again (its folder stays as it is) but judged again; withdrawn after its night (here: its
+    # profiles rolled back), it stays withdrawn instead of being published again by the rules
+    finished = (Path(result.path) / "DONE").read_text()  # when the folder was put in place
     registry.set_status(config.paths, result.model_version, ModelStatus.ROLLED_BACK)
     again = train.run(spark, config, RUN_DATE)
-    assert (again.model_version, again.status) == (result.model_version, ModelStatus.ROLLED_BACK)
+    assert (again.model_version, again.status, again.start_epoch) == (result.model_version, ModelStatus.ROLLED_BACK,
+                                                                      config.train.epochs)
+    assert (Path(result.path) / "DONE").read_text() == finished
     assert again.reasons[-1] == (f"this version (the same inputs) was rolled_back after its night and stays so; "
                                  f"pin score.model_version={result.model_version} to score with it")
     assert registry.get_model(config.paths, result.model_version).status is ModelStatus.ROLLED_BACK
