@@ -59,11 +59,14 @@ def run(spark: SparkSession, config: Config, date: dt.date, *, fault: FaultInjec
     examples = model_examples(inputs, config.features.max_multi_len)
     try:
         rows = split_counts(examples, config.train.num_proc)
-        version = artifact.model_version(config.model.name, date,
-                                         version_fingerprint(config, date, inputs, content_digest(examples)))
+        fingerprint = version_fingerprint(config, date, inputs, content_digest(examples))
+        version = artifact.model_version(config.model.name, date, fingerprint)
+        # the same inputs and settings whatever the code: how a withdrawal outlives a deploy
+        inputs_key = artifact.model_version(config.model.name, date, {k: v for k, v in fingerprint.items()
+                                                                        if k != "code"})
         done = trained_before(config.paths, version)
         if done is not None:
-            return judge_again(config, inputs, done, backfilled)
+            return judge_again(config, date, inputs, done, inputs_key, backfilled)
         staging = artifact.staging_dir(config.paths, version)
         shutil.rmtree(staging, ignore_errors=True)
         print(f"[train] {version}: window {inputs.window[0]}..{inputs.window[-1]}, tables {inputs.versions}",
@@ -76,7 +79,7 @@ def run(spark: SparkSession, config: Config, date: dt.date, *, fault: FaultInjec
                             horovod_nics(config.train.nics, spark.sparkContext.master))
     finally:
         examples.unpersist()
-    return publish_version(config, date, inputs, version, staging, result, rows, backfilled)
+    return publish_version(config, date, inputs, version, inputs_key, staging, result, rows, backfilled)
 
 
 def trained_before(paths: Paths, version: str) -> registry.ModelRecord | None:
@@ -86,16 +89,17 @@ def trained_before(paths: Paths, version: str) -> registry.ModelRecord | None:
     return record if done else None
 
 
-def judge_again(config: Config, inputs: TrainingInputs, record: registry.ModelRecord,
-                backfilled: list[dt.date]) -> TrainResult:
+def judge_again(config: Config, date: dt.date, inputs: TrainingInputs, record: registry.ModelRecord,
+                inputs_key: str, backfilled: list[dt.date]) -> TrainResult:
     """A rerun for the same inputs, settings and code: the same version, already trained. It is not
     trained again (that would replace a folder scoring may be reading, and cost the whole run); its
     recorded metrics are judged by today's publish rules, and a withdrawn version stays withdrawn.
     `start_epoch` is then train.epochs: no epoch was run."""
     paths, version = config.paths, record.model_version
-    decision = publish.keep_withdrawal(paths, version, publish.decide(
+    decision = publish.keep_withdrawal(paths, version, inputs_key, date, publish.decide(
         record.metrics, config.train.publish_if, trained_objectives(config),
         publish.last_published(paths, excluding=version)))
+    remove_checkpoints(artifact.checkpoint_dir(paths, version))  # a run killed after registering left them
     if decision.status is not record.status:
         registry.set_status(paths, version, decision.status)
     print(f"[train] {version}: trained before from the same inputs; {record.status.value} -> "
@@ -140,14 +144,16 @@ def version_fingerprint(config: Config, date: dt.date, inputs: TrainingInputs, e
     fix deployed between a killed run and its rerun trains anew instead of resuming old-code
     checkpoints, and is judged as a new version).
 
-    num_proc is one of them: it sets the global batch, the steps per epoch and the split into files.
+    num_proc is one of them: it sets the global batch, the steps per epoch and the split into files;
+    reader_workers sets the batch order, gauc_weighting the recorded metrics.
     Content, not table versions: the nightly's feature stage runs before training and rewrites the
     window's last samples partition with the same rows under a new table version, so a version
     named by table versions changed on every rerun of a night and never resumed its checkpoints.
     """
     train = config.train
     settings = {k: getattr(train, k) for k in ("num_proc", "window_days", "epochs", "batch_size", "learning_rate",
-                                                 "validation", "validation_user_share", "shuffle_buffer", "seed")}
+                                                 "validation", "validation_user_share", "shuffle_buffer", "seed",
+                                                 "reader_workers", "gauc_weighting")}
     return {"date": date.isoformat(), "model": asdict(config.model), "train": settings,
             "max_multi_len": config.features.max_multi_len, "fields": [asdict(f) for f in inputs.fields],
             "num_tags": inputs.num_tags, "num_categories": inputs.num_categories, "examples": examples,
@@ -156,9 +162,12 @@ def version_fingerprint(config: Config, date: dt.date, inputs: TrainingInputs, e
 
 def content_digest(examples: DataFrame) -> str:
     """`<rows>:<sum of the rows' 64-bit hashes>` over every column: the same rows give the same
-    digest whatever their order or the files and table versions that hold them."""
+    digest whatever their order or the files and table versions that hold them. Spark's hash skips
+    nulls, so each row's null pattern goes in too: the padding slots of multi fields are null, and
+    without it [5, 7] in one field and [] in the next would hash as [5] and [7]."""
+    nulls = [F.isnull(c) for c in examples.columns]
     row = examples.agg(F.count(F.lit(1)).alias("rows"),
-                       F.sum(F.xxhash64(*examples.columns).cast("decimal(38,0)")).alias("hashes")).first()
+                       F.sum(F.xxhash64(*examples.columns, *nulls).cast("decimal(38,0)")).alias("hashes")).first()
     return f"{row['rows']}:{row['hashes']}"
 
 
@@ -200,16 +209,18 @@ def worker_spec(config: Config, inputs: TrainingInputs, version: str, train_rows
     )
 
 
-def publish_version(config: Config, date: dt.date, inputs: TrainingInputs, version: str, staging: Path,
+def publish_version(config: Config, date: dt.date, inputs: TrainingInputs, version: str, inputs_key: str,
+                    staging: Path,
                     result: dict, rows: dict, backfilled: list[dt.date]) -> TrainResult:
     """Artifact, train_metrics, registry row and publish decision for a finished training run."""
     paths = config.paths
     history = result["history"]
     metrics = artifact.json_safe(history["epochs"][-1]["validation"])
-    decision = publish.keep_withdrawal(paths, version, publish.decide(
+    decision = publish.keep_withdrawal(paths, version, inputs_key, date, publish.decide(
         metrics, config.train.publish_if, trained_objectives(config), publish.last_published(paths, excluding=version)))
     report.plot_curves(history, staging / artifact.PLOT_FILE, title=version)
-    training = training_record(config, date, inputs, version, result, rows, backfilled, decision)
+    training = {**training_record(config, date, inputs, version, result, rows, backfilled, decision),
+                "inputs_key": inputs_key}
     final = artifact.finalize(staging, paths, version, training, metrics)
     report.write_train_metrics(paths, version, report.metric_rows(version, history))
     publish.register(paths, decision, model_version=version, trained_for=date, metrics=metrics, path=str(final))

@@ -8,13 +8,16 @@ Objectives the last published model did not report are judged by the floor alone
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from core import registry
 from core.config import Paths, PublishRules
 from core.registry import ModelRecord, ModelStatus
+from training.artifact import TRAINING_FILE
 
 
 @dataclass(frozen=True)
@@ -72,14 +75,24 @@ def last_published(paths: Paths, excluding: str) -> ModelRecord | None:
 WITHDRAWN = (ModelStatus.GATE_FAILED, ModelStatus.ROLLED_BACK)
 
 
-def keep_withdrawal(paths: Paths, model_version: str, decision: PublishDecision) -> PublishDecision:
-    """A version withdrawn after its night (failed gates, a rollback) and trained again from the same
-    inputs (so under the same name) stays withdrawn: published again by the rules, it would score
-    the next nights and republish what was undone. Pinning `score.model_version` still uses it."""
-    earlier = next((r for r in registry.list_models(paths) if r.model_version == model_version), None)
-    if earlier is None or earlier.status not in WITHDRAWN:
+def keep_withdrawal(paths: Paths, model_version: str, inputs_key: str, trained_for: dt.date,
+                    decision: PublishDecision) -> PublishDecision:
+    """A version withdrawn after its night (failed gates, a rollback), trained again from the same
+    inputs and settings (the same version, or after a code deploy another one with the same
+    `inputs_key` in its training.json), stays withdrawn: published again by the rules, it would
+    score the next nights and republish what was undone. Pinning `score.model_version` still uses it."""
+    def same_inputs(record: ModelRecord) -> bool:
+        if record.model_version == model_version:
+            return True
+        training = Path(record.path or registry.model_dir(paths, record.model_version)) / TRAINING_FILE
+        return (record.trained_for == trained_for and training.is_file()
+                and json.loads(training.read_text()).get("inputs_key") == inputs_key)
+
+    earlier = next((r for r in registry.list_models(paths) if r.status in WITHDRAWN and same_inputs(r)), None)
+    if earlier is None:
         return decision
-    kept = (f"this version (the same inputs) was {earlier.status.value} after its night and stays so; pin "
+    kept = (f"{'this version' if earlier.model_version == model_version else earlier.model_version} (the same "
+            f"inputs and settings) was {earlier.status.value} after its night, and this version stays so; pin "
             f"score.model_version={model_version} to score with it")
     return PublishDecision(earlier.status, (*decision.reasons, kept), decision.compared_with)
 

@@ -160,6 +160,10 @@ def test_content_digest_depends_on_the_rows_not_their_order_or_partitioning(spar
     changed = rows[:-1] + [(39, 9.75, True)]  # one value of one row
     assert content_digest(spark.createDataFrame(changed, schema)) != digest
     assert content_digest(spark.createDataFrame(rows[:-1], schema)) != digest
+    # Spark's hash skips nulls: the same values in other columns (multi-field slots) must still differ
+    slots = "a0 int, a1 int, b0 int"
+    assert content_digest(spark.createDataFrame([(5, 7, None)], slots)) != \
+        content_digest(spark.createDataFrame([(5, None, 7)], slots))
 
 
 def test_metric_rows_cover_steps_and_epochs():

@@ -22,6 +22,7 @@ from core.registry import ModelStatus
 from core.tables import Warehouse, warehouse_uri
 from jobs import train
 from mvke import load_model
+from training import artifact
 from training.checkpoint import CheckpointMismatchError, checkpoint_path
 from training.errors import (EmptyWindowError, MissingSamplesError, ModelMismatchError, NonFiniteLossError,
                              VocabularyMismatchError, WorkerFailedError)
@@ -149,7 +150,7 @@ def artifact_leftovers(config):
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # Horovod's Spark thread
-def test_killed_rank_fails_clearly_then_a_rerun_resumes_from_the_checkpoint(spark, config, tmp_path):
+def test_killed_rank_fails_clearly_then_a_rerun_resumes_from_the_checkpoint(spark, config, tmp_path, monkeypatch):
     fault = FaultInjection.from_env({"MVKE_FAULT_KILL_RANK": "1:0"})
     with pytest.raises(WorkerFailedError, match="failed or was killed.*rerun the same command to resume"):
         train.run(spark, config, RUN_DATE, fault=fault)
@@ -200,9 +201,25 @@ def test_killed_rank_fails_clearly_then_a_rerun_resumes_from_the_checkpoint(spar
     assert (again.model_version, again.status, again.start_epoch) == (result.model_version, ModelStatus.ROLLED_BACK,
                                                                       config.train.epochs)
     assert (Path(result.path) / "DONE").read_text() == finished
-    assert again.reasons[-1] == (f"this version (the same inputs) was rolled_back after its night and stays so; "
-                                 f"pin score.model_version={result.model_version} to score with it")
+    assert again.reasons[-1] == (f"this version (the same inputs and settings) was rolled_back after its night, and "
+                                 f"this version stays so; pin score.model_version={result.model_version} to score "
+                                 f"with it")
     assert registry.get_model(config.paths, result.model_version).status is ModelStatus.ROLLED_BACK
+    assert registry.latest_published(config.paths) is None
+
+    # after a deploy (any change to the source) the same inputs train a new version, which stays
+    # withdrawn too: a code change is not a reason to republish what was undone
+    checkout = tmp_path / "deployed"
+    for package in artifact.CODE_PACKAGES:
+        (checkout / package).mkdir(parents=True)
+        (checkout / package / "m.py").write_text("changed = True\n")
+    monkeypatch.setattr(artifact, "ROOT", checkout)
+    deployed = train.run(spark, config, RUN_DATE)
+    assert deployed.model_version != result.model_version and deployed.start_epoch == 0
+    assert deployed.status is ModelStatus.ROLLED_BACK
+    assert deployed.reasons[-1] == (f"{result.model_version} (the same inputs and settings) was rolled_back after its "
+                                    f"night, and this version stays so; pin score.model_version="
+                                    f"{deployed.model_version} to score with it")
     assert registry.latest_published(config.paths) is None
 
 
