@@ -96,9 +96,7 @@ def judge_again(config: Config, date: dt.date, inputs: TrainingInputs, record: r
     recorded metrics are judged by today's publish rules, and a withdrawn version stays withdrawn.
     `start_epoch` is then train.epochs: no epoch was run."""
     paths, version = config.paths, record.model_version
-    decision = publish.keep_withdrawal(paths, version, inputs_key, date, publish.decide(
-        record.metrics, config.train.publish_if, trained_objectives(config),
-        publish.last_published(paths, excluding=version)))
+    decision = judge(config, date, version, inputs_key, record.metrics)
     remove_checkpoints(artifact.checkpoint_dir(paths, version))  # a run killed after registering left them
     if decision.status is not record.status:
         registry.set_status(paths, version, decision.status)
@@ -106,6 +104,13 @@ def judge_again(config: Config, date: dt.date, inputs: TrainingInputs, record: r
           f"{decision.status.value} ({'; '.join(decision.reasons)}) at {record.path}", flush=True)
     return TrainResult(version, decision.status, record.path, record.metrics, decision.reasons, config.train.epochs,
                        inputs.versions, tuple(backfilled), {})
+
+
+def judge(config: Config, date: dt.date, version: str, inputs_key: str, metrics: dict) -> publish.PublishDecision:
+    """The publish rules on `metrics` against the last published model; a withdrawal of the same inputs stands."""
+    paths = config.paths
+    return publish.keep_withdrawal(paths, version, inputs_key, date, publish.decide(
+        metrics, config.train.publish_if, trained_objectives(config), publish.last_published(paths, excluding=version)))
 
 
 def trained_objectives(config: Config) -> tuple[str, ...]:
@@ -216,8 +221,7 @@ def publish_version(config: Config, date: dt.date, inputs: TrainingInputs, versi
     paths = config.paths
     history = result["history"]
     metrics = artifact.json_safe(history["epochs"][-1]["validation"])
-    decision = publish.keep_withdrawal(paths, version, inputs_key, date, publish.decide(
-        metrics, config.train.publish_if, trained_objectives(config), publish.last_published(paths, excluding=version)))
+    decision = judge(config, date, version, inputs_key, metrics)
     report.plot_curves(history, staging / artifact.PLOT_FILE, title=version)
     training = {**training_record(config, date, inputs, version, result, rows, backfilled, decision),
                 "inputs_key": inputs_key}
