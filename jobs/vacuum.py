@@ -1,31 +1,43 @@
 """./spark-submit.sh vacuum [--retention-hours H] [--force-retention] [--dry-run]: delete files no live version needs.
 
-Removes files of old versions and orphans left by writers that died before their commit.
-Only files older than the retention window are touched. A write in progress has not
-committed its files yet, so they look like orphans: they are safe only while they are
-younger than the window. Two guards keep them so:
+Removes files of old versions and orphans left by writers that died before their commit, and
+the scratch of training runs that died (staging folders, checkpoints, Petastorm copies;
+`training.leftovers`). Only files older than the retention window are touched. A write in
+progress has not committed its files yet, so they look like orphans: they are safe only while
+they are younger than the window. Two guards keep them so:
 - the window is at least MIN_RETENTION_HOURS (24 h, longer than any night may run) unless
   `--force-retention` is given, and 168 h (one week) by default;
 - vacuum refuses to start while a nightly run (or a `rollback --date`) holds its lock.
-A job started on its own (`score`, a `features` backfill) takes no lock: only the window
-protects it. Time travel and `rollback --date` reach back as far as the window.
+A job started on its own (`score`, `train`, a `features` backfill) takes no lock: only the
+window protects it. Time travel and `rollback --date` reach back as far as the window.
 """
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass, field
 
 from core import delta
 from core.cli import job_parser, parse_job_args
 from core.tables import Warehouse, staging_uri, warehouse_uri
 from nightly.lock import RunInProgressError, held_locks
+from training import leftovers
 
 DEFAULT_RETENTION_HOURS = 168
 MIN_RETENTION_HOURS = 24
 
 
+@dataclass(frozen=True)
+class Vacuumed:
+    """What a vacuum removed (or would, with dry_run)."""
+
+    tables: dict[str, int] = field(default_factory=dict)  # table uri: files
+    scratch: list[leftovers.Leftover] = field(default_factory=list)  # training scratch folders, deleted
+    unregistered: list[leftovers.Leftover] = field(default_factory=list)  # reported, never deleted
+
+
 def run(config, *, retention_hours: int = DEFAULT_RETENTION_HOURS, dry_run: bool = False,
-        force_retention: bool = False) -> dict[str, int]:
-    """{table uri: files removed (or that would be, with dry_run)} over every warehouse and staging table.
+        force_retention: bool = False) -> Vacuumed:
+    """Vacuum every warehouse and staging table, and delete training scratch older than the window.
 
     Raises ValueError for a window below MIN_RETENTION_HOURS without force_retention, and
     RunInProgressError while a nightly lock is held; nothing is deleted then.
@@ -40,7 +52,10 @@ def run(config, *, retention_hours: int = DEFAULT_RETENTION_HOURS, dry_run: bool
         for uri in (warehouse_uri(config.paths, table), staging_uri(config.paths, table)):
             if delta.table_exists(uri):
                 removed[uri] = len(delta.vacuum(uri, retention_hours=retention_hours, dry_run=dry_run))
-    return removed
+    scratch, unregistered = leftovers.find(config.paths, retention_hours)
+    if not dry_run:
+        leftovers.remove(scratch)
+    return Vacuumed(removed, scratch, unregistered)
 
 
 def check_retention(retention_hours: int, *, force_retention: bool) -> None:
@@ -71,8 +86,14 @@ def main(argv: list[str] | None = None) -> int:
     except RunInProgressError as exc:
         print(f"[vacuum] {exc}", file=sys.stderr)
         return 3
-    for uri, count in removed.items():
-        print(f"[vacuum] {uri}: {count} file(s) {'would be ' if args.dry_run else ''}removed")
+    done = "would be removed" if args.dry_run else "removed"
+    for uri, count in removed.tables.items():
+        print(f"[vacuum] {uri}: {count} file(s) {done}")
+    for leftover in removed.scratch:
+        print(f"[vacuum] {done}: {leftovers.describe(leftover)}")
+    for folder in removed.unregistered:
+        print(f"[vacuum] not removed: {leftovers.describe(folder)}; rerun the training of its date to register "
+              f"it, or delete it by hand")
     return 0
 
 

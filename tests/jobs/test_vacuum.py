@@ -3,17 +3,19 @@ import datetime as dt
 import json
 import os
 import time
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from deltalake.transaction import AddAction
 
-from core import delta
+from core import delta, registry
 from core.config import config_from_dict
 from core.tables import Warehouse, warehouse_uri
 from jobs import vacuum
 from nightly.lock import RunInProgressError, date_lock, exclusive, held_locks
+from training import artifact, leftovers
 
 NIGHT = dt.date(2026, 11, 5)
 SCHEMA = pa.schema([("dt", pa.date32()), ("user_id", pa.string()), ("score", pa.float64())])
@@ -65,9 +67,9 @@ def test_a_window_below_the_floor_is_refused_without_the_override(world, hours, 
 
 def test_the_override_goes_below_the_floor(world):
     config, conf, uri, in_flight = world
-    assert vacuum.run(config, retention_hours=1, dry_run=True) == {uri: 1}  # a dry run deletes nothing
+    assert vacuum.run(config, retention_hours=1, dry_run=True).tables == {uri: 1}  # a dry run deletes nothing
     assert os.path.exists(f"{uri}/{in_flight}")
-    assert vacuum.run(config, retention_hours=1, force_retention=True) == {uri: 1}
+    assert vacuum.run(config, retention_hours=1, force_retention=True).tables == {uri: 1}
     assert not os.path.exists(f"{uri}/{in_flight}")
 
 
@@ -83,5 +85,100 @@ def test_vacuum_refuses_while_a_nightly_lock_is_held(world, capsys):
         assert os.path.exists(f"{uri}/{in_flight}")
     assert held_locks(config.paths) == {}  # released; the lock file itself stays
     assert os.path.exists(lock_file)
-    assert vacuum.run(config) == {uri: 0}
+    assert vacuum.run(config).tables == {uri: 0}
 
+
+
+def _folder(path, *, hours_old, files=("part",), fresh_file=None):
+    """A folder whose files (and itself) were last changed `hours_old` hours ago; `fresh_file` is new."""
+    path.mkdir(parents=True)
+    then = time.time() - hours_old * 3600
+    for name in files:
+        (path / name).write_text(name)
+        os.utime(path / name, (then, then))
+    if fresh_file:
+        (path / fresh_file).parent.mkdir(parents=True, exist_ok=True)
+        (path / fresh_file).write_text("new")
+    os.utime(path, (then, then))
+    return path
+
+
+@pytest.fixture
+def training_scratch(world):
+    """What dead training runs left under the models root, next to a live run and two model folders."""
+    config, conf, uri, in_flight = world
+    paths, models = config.paths, Path(config.paths.models)
+    old = {  # older than the default 168 h window: deleted
+        "staging": _folder(artifact.staging_dir(paths, "mvke-2026-11-01-dead0001"), hours_old=200,
+                           files=("model.safetensors",)),
+        "checkpoints": _folder(artifact.checkpoint_dir(paths, "mvke-2026-11-01-dead0001") / "checkpoint-0",
+                               hours_old=210, files=("state.pt", "meta.json")).parent,
+        "petastorm": _folder(Path(paths.petastorm_root) / "20261101000000-appid-local-1-abc", hours_old=300,
+                             files=("part-0.parquet",)),
+        "replaced": _folder(models / ".replaced-mvke-2026-10-30-aaaa0001-0f0f", hours_old=400,
+                            files=("model.safetensors", artifact.DONE_FILE)),
+    }
+    for folder in (*old.values(), Path(paths.petastorm_root), models / "_checkpoints", models / "_staging"):
+        then = time.time() - 500 * 3600
+        os.utime(folder, (then, then))
+    kept = [
+        # a run at work: its checkpoint folder is old, the epoch it just wrote is not
+        _folder(artifact.checkpoint_dir(paths, "mvke-2026-11-20-live0001"), hours_old=300,
+                fresh_file="checkpoint-3/state.pt"),
+        _folder(artifact.staging_dir(paths, "mvke-2026-11-20-live0001"), hours_old=2),
+        # model folders: one registered, one complete with no row (reported), one incomplete (not a model)
+        _folder(models / "mvke-2026-10-01-reg00001", hours_old=900, files=("model.safetensors", artifact.DONE_FILE)),
+        _folder(models / "mvke-2026-10-02-norow001", hours_old=600, files=("model.safetensors", artifact.DONE_FILE)),
+        _folder(models / "notes", hours_old=900),
+    ]
+    registry.register(paths, registry.ModelRecord(
+        "mvke-2026-10-01-reg00001", dt.date(2026, 10, 1), registry.ModelStatus.PUBLISHED,
+        dt.datetime(2026, 10, 2, tzinfo=dt.timezone.utc), {}, str(models / "mvke-2026-10-01-reg00001")))
+    return config, conf, old, kept
+
+
+def _tree(root):
+    return sorted(str(p.relative_to(root)) for p in Path(root).rglob("*"))
+
+
+def test_vacuum_deletes_the_scratch_of_dead_training_runs_and_reports_unregistered_models(training_scratch, capsys):
+    config, conf, old, kept = training_scratch
+    models = Path(config.paths.models)
+    before = _tree(models)
+    expected_scratch = [(str(old[kind]), kind) for kind in ("replaced", "petastorm", "checkpoints", "staging")]
+
+    dry = vacuum.run(config, dry_run=True)
+    assert [(f.path, f.kind) for f in dry.scratch] == expected_scratch  # oldest first
+    assert [round(f.age_hours) for f in dry.scratch] == [400, 300, 210, 200]
+    assert [(f.path, f.kind) for f in dry.unregistered] == [(str(models / "mvke-2026-10-02-norow001"), "unregistered")]
+    assert _tree(models) == before
+
+    done = vacuum.run(config)
+    assert [(f.path, f.kind) for f in done.scratch] == expected_scratch
+    removed = {str(p.relative_to(models)) for p in old.values()}
+    assert _tree(models) == [p for p in before if not any(p == r or p.startswith(r + "/") for r in removed)]
+    assert all(folder.exists() for folder in kept)
+
+    assert vacuum.main(["--conf", conf]) == 0
+    out = capsys.readouterr().out
+    assert "[vacuum] removed:" not in out  # nothing old is left
+    assert (f"[vacuum] not removed: {models}/mvke-2026-10-02-norow001 (complete model folder with no registry row "
+            f"(kept), 600 h old); rerun the training of its date to register it, or delete it by hand") in out
+
+
+def test_a_shorter_window_reaches_younger_scratch_and_main_names_each_folder(training_scratch, capsys):
+    config, conf, old, kept = training_scratch
+    live_staging = kept[1]
+    assert vacuum.main(["--conf", conf, "--retention-hours", "1", "--force-retention", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert f"[vacuum] would be removed: {live_staging} (staging folder of a run that never finished, 2 h old)" in out
+    assert live_staging.exists()
+    assert f"[vacuum] would be removed: {kept[0]}" not in out  # its newest file is seconds old
+    assert vacuum.main(["--conf", conf, "--retention-hours", "1", "--force-retention"]) == 0
+    assert not live_staging.exists() and kept[0].exists()
+
+
+def test_remote_model_roots_are_not_swept(tmp_path):
+    paths = config_from_dict({"paths": {"raw": f"{tmp_path}/raw", "warehouse": f"{tmp_path}/wh",
+                                        "models": "s3://bucket/models"}}).paths
+    assert leftovers.find(paths, 0) == ([], [])

@@ -20,9 +20,9 @@ from safetensors.torch import load_file
 from core import delta, registry
 from core.registry import ModelStatus
 from core.tables import Warehouse, warehouse_uri
-from jobs import train
+from jobs import train, vacuum
 from mvke import load_model
-from training import artifact
+from training import artifact, leftovers
 from training.checkpoint import CheckpointMismatchError, checkpoint_path
 from training.errors import (EmptyWindowError, MissingSamplesError, ModelMismatchError, NonFiniteLossError,
                              VocabularyMismatchError, WorkerFailedError)
@@ -158,6 +158,9 @@ def test_killed_rank_fails_clearly_then_a_rerun_resumes_from_the_checkpoint(spar
     [checkpoints] = list((Path(config.paths.models) / "_checkpoints").iterdir())
     assert sorted(p.name for p in checkpoints.iterdir()) == ["checkpoint-0"]
     assert torch.load(checkpoints / "checkpoint-0" / "state.pt", weights_only=True)["model"]
+    # vacuum's sweep sees the checkpoint as a dead run's scratch, and keeps it while it is young
+    assert [(f.path, f.kind) for f in leftovers.find(config.paths, 0)[0]] == [(str(checkpoints), "checkpoints")]
+    assert vacuum.run(config).scratch == [] and checkpoints.exists()
 
     meta = checkpoint_path(checkpoints, 0) / "meta.json"
     original = meta.read_text()
