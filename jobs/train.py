@@ -10,6 +10,7 @@ the version as published or rejected by `train.publish_if`. Exit status 1 on a t
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 import os
 import shutil
@@ -37,7 +38,11 @@ from training.worker import FaultInjection, WorkerSpec, launch
 
 @dataclass(frozen=True)
 class TrainResult:
-    """What a run produced; `probe` holds one validation batch and rank 0's in-memory logits for it."""
+    """What a run produced; `probe` holds one validation batch and rank 0's in-memory logits for it.
+
+    `judged_again`: the version was trained to the end before (the same inputs, settings and code);
+    nothing was trained, its recorded metrics were judged by today's rules. `versions` are then
+    the table versions it was trained on."""
 
     model_version: str
     status: ModelStatus
@@ -48,6 +53,7 @@ class TrainResult:
     versions: dict
     backfilled: tuple[dt.date, ...]
     probe: dict
+    judged_again: bool = False
 
 
 def run(spark: SparkSession, config: Config, date: dt.date, *, fault: FaultInjection | None = None) -> TrainResult:
@@ -102,8 +108,9 @@ def judge_again(config: Config, date: dt.date, inputs: TrainingInputs, record: r
         registry.set_status(paths, version, decision.status)
     print(f"[train] {version}: trained before from the same inputs; {record.status.value} -> "
           f"{decision.status.value} ({'; '.join(decision.reasons)}) at {record.path}", flush=True)
+    trained_on = json.loads((Path(record.path) / artifact.TRAINING_FILE).read_text())["table_versions"]
     return TrainResult(version, decision.status, record.path, record.metrics, decision.reasons, config.train.epochs,
-                       inputs.versions, tuple(backfilled), {})
+                       trained_on, tuple(backfilled), {}, judged_again=True)
 
 
 def judge(config: Config, date: dt.date, version: str, inputs_key: str, metrics: dict) -> publish.PublishDecision:

@@ -12,6 +12,7 @@ import datetime as dt
 import os
 import uuid
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from pyspark.sql import SparkSession
 
@@ -21,6 +22,9 @@ from core.tables import Warehouse, warehouse_uri
 from nightly import gates, plan, publish
 from nightly.lock import date_lock, exclusive
 from nightly.runlog import stage
+
+if TYPE_CHECKING:
+    from jobs.train import TrainResult
 
 STAGES = ("features", "train", "score", "gates", "publish", "vectors", "report")
 FAULT_ENV = "MVKE_FAULT_CRASH_AFTER"  # test-only: raise after the named stage
@@ -35,7 +39,8 @@ class NightResult:
     run_id: str
     date: dt.date
     model_version: str = ""
-    trained: bool = False
+    trained: bool = False  # the model it scored with was trained for this night: tonight, or by an earlier run
+    judged_again: bool = False  # ... by an earlier run of the night; tonight's training job only judged it again
     gate_results: list[gates.GateResult] = field(default_factory=list)
     report_path: str = ""
 
@@ -70,8 +75,8 @@ def run_night(spark: SparkSession, config: Config, date: dt.date, *, run_id: str
             result.model_version = model.model_version
             # the training rules may reject tonight's model (or score.model_version pin another): then it is reused
             result.trained = trained is not None and trained.model_version == model.model_version
-            out.message = (f"trained {trained.model_version} ({trained.status.value}); " if trained is not None
-                           else "reused; ") + f"scoring with {model.model_version}"
+            result.judged_again = result.trained and trained.judged_again
+            out.message = training_message(trained) + f"scoring with {model.model_version}"
         _maybe_crash("train")
 
         with stage(paths, result.run_id, "score", date) as out:
@@ -123,6 +128,14 @@ def run_night(spark: SparkSession, config: Config, date: dt.date, *, run_id: str
             out.message = written.path + (f"; not computed: {', '.join(written.not_computed)}"
                                           if written.not_computed else "")
     return result
+
+
+def training_message(trained: "TrainResult | None") -> str:
+    if trained is None:
+        return "reused; "
+    if trained.judged_again:
+        return f"judged {trained.model_version} again, trained before from the same inputs ({trained.status.value}); "
+    return f"trained {trained.model_version} ({trained.status.value}); "
 
 
 def write_vectors(spark: SparkSession, config: Config, date: dt.date, model_version: str, run_id: str) -> dict:

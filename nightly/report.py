@@ -58,7 +58,7 @@ def write_report(spark: SparkSession, config: Config, date: dt.date, result: "Ni
     ]
     sections = [
         f"# Nightly profiles {date}\n\nrun `{result.run_id}`, model `{result.model_version}` "
-        f"({'trained tonight' if result.trained else 'reused'})",
+        f"({_provenance(result)})",
         _gates_section(result),
     ]
     not_computed = []
@@ -76,6 +76,12 @@ def write_report(spark: SparkSession, config: Config, date: dt.date, result: "Ni
         f.write("\n\n".join(s for s in sections if s) + "\n")
     os.replace(path + ".tmp", path)
     return Report(path=path, not_computed=tuple(not_computed))
+
+
+def _provenance(result: "NightResult") -> str:
+    if result.judged_again:
+        return "trained for this night by an earlier run, judged again tonight"
+    return "trained tonight" if result.trained else "reused"
 
 
 def _gates_section(result: "NightResult") -> str:

@@ -41,7 +41,9 @@ def test_a_rejected_model_is_reused_and_a_rerun_of_an_earlier_night_scores_with_
     config = _config(tmp_path)
     generate(spark, config.generate, config.paths)
     first = night.run_night(spark, config, D1, run_id="n1")
-    assert first.trained
+    assert first.trained and not first.judged_again
+    with open(first.report_path) as f:
+        assert f.read().split("\n\n")[1] == f"run `n1`, model `{first.model_version}` (trained tonight)"
     reused = registry.latest_published(config.paths)
     assert (reused.model_version, reused.trained_for) == (first.model_version, D1)
 
@@ -62,8 +64,18 @@ def test_a_rejected_model_is_reused_and_a_rerun_of_an_earlier_night_scores_with_
     # D2 again with the rules met: it trains and publishes D2's model. A rerun of D1 after that
     # scores with the model D1 had (the latest trained for D1 or earlier), trains nothing, and
     # rewrites D1's profiles as they were.
+    # The model is the one "n2" trained and rejected (the rules are not part of the version): it
+    # is judged again, not trained again.
     third = night.run_night(spark, config, D2, run_id="n2-again")
-    assert third.trained and registry.latest_published(config.paths).model_version == third.model_version
+    assert (third.model_version, third.trained, third.judged_again) == (rejected[0].model_version, True, True)
+    assert registry.latest_published(config.paths).model_version == third.model_version
+    train_row = next(r for r in read_runs(config.paths) if r["run_id"] == "n2-again" and r["stage"] == "train")
+    assert train_row["message"] == (f"judged {third.model_version} again, trained before from the same inputs "
+                                    f"(published); scoring with {third.model_version}")
+    with open(third.report_path) as f:
+        header = f.read().split("\n\n")[:2]
+    assert header == [f"# Nightly profiles {D2}", f"run `n2-again`, model `{third.model_version}` (trained for this "
+                                                  f"night by an earlier run, judged again tonight)"]
     profiles = warehouse_uri(config.paths, Warehouse.USER_TAG_PROFILES)
     before = delta.read_arrow(profiles).filter(pc.equal(delta.read_arrow(profiles)["dt"], D1))
     rerun = night.run_night(spark, config, D1, run_id="n1-rerun")

@@ -200,9 +200,12 @@ def test_killed_rank_fails_clearly_then_a_rerun_resumes_from_the_checkpoint(spar
     # profiles rolled back), it stays withdrawn instead of being published again by the rules
     finished = (Path(result.path) / "DONE").read_text()  # when the folder was put in place
     registry.set_status(config.paths, result.model_version, ModelStatus.ROLLED_BACK)
+    write_warehouse(config.paths.warehouse)  # the same rows again, under table versions 2
     again = train.run(spark, config, RUN_DATE)
     assert (again.model_version, again.status, again.start_epoch) == (result.model_version, ModelStatus.ROLLED_BACK,
                                                                       config.train.epochs)
+    assert not result.judged_again and again.judged_again
+    assert again.versions == result.versions == dict.fromkeys(result.versions, 1)  # what it was trained on
     assert (Path(result.path) / "DONE").read_text() == finished
     assert again.reasons[-1] == (f"this version (the same inputs and settings) was rolled_back after its night, and "
                                  f"this version stays so; pin score.model_version={result.model_version} to score "
