@@ -424,7 +424,7 @@ class ScoreConf:
     top_n / top_n_per_objective: tags kept per user and objective (the combined objective
     `ctr_x_cvr` included); min_score: a probability, lower scores are dropped; exclude_tags:
     tag ids that never appear; combined: also rank by p_ctr * p_cvr when the model has both;
-    block_size: users per user-tower batch on the executors.
+    block_size: users per block taken from the Arrow batches on the executors (docs/scoring.md).
     """
 
     top_n: int = 10

@@ -180,6 +180,11 @@ def _checked_inputs(spark: SparkSession, config: Config, date: dt.date) -> Check
     users = _count_users(features, fields)
     if users["users"] == 0:
         raise inputs.ScoringInputError(f"user_features has no rows for dt={date}")
+    if users["invalid"]:
+        example = features.where(inputs.invalid_any(fields)).select("user_id", *(f.name for f in fields)).first()
+        raise inputs.ScoringInputError(
+            f"user_features for dt={date}: {users['invalid']} of {users['users']} rows cannot be scored (no "
+            f"user_id, or a negative feature id), e.g. {example.asDict()}; nothing was written")
     return CheckedInputs(version=record.model_version, model_path=model_path, model=model, plan=plan,
                          features=features, tags=tags, scanned=scanned, users=users)
 
@@ -189,8 +194,9 @@ def _count_users(features: DataFrame, fields) -> dict[str, int]:
         F.count(F.lit(1)).alias("users"),
         F.count(F.when(inputs.missing_any(fields), 1)).alias("missing"),
         F.count(F.when(inputs.unknown_any(fields), 1)).alias("unknown"),
+        F.count(F.when(inputs.invalid_any(fields), 1)).alias("invalid"),
     ).first()
-    return {"users": row["users"], "missing": row["missing"], "unknown": row["unknown"]}
+    return {"users": row["users"], "missing": row["missing"], "unknown": row["unknown"], "invalid": row["invalid"]}
 
 
 def _spread(df: DataFrame, spark: SparkSession) -> DataFrame:

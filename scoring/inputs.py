@@ -134,6 +134,20 @@ def unknown_any(model_fields: Sequence[FieldSpec]) -> Column:
     return _any(checks)
 
 
+def invalid_any(model_fields: Sequence[FieldSpec]) -> Column:
+    """True for a row that cannot be scored: no user_id (null or blank), or a negative id in a model
+    field (ids are 0 missing, 1 unknown, 2 and up; a multi field's id counts with a weight > 0)."""
+    checks = [F.coalesce(F.trim(F.col("user_id")) == "", F.lit(True))]
+    for spec in model_fields:
+        ids = F.col(spec.name)
+        if spec.kind == "single":
+            checks.append(F.coalesce(ids < 0, F.lit(False)))
+        else:
+            negative = F.zip_with(ids, F.col(weights_key(spec.name)), lambda i, w: (i < 0) & (w > 0))
+            checks.append(F.coalesce(F.exists(negative, lambda n: n), F.lit(False)))
+    return _any(checks)
+
+
 def read_tags(paths: Paths, date: dt.date) -> pa.Table:
     """tag_id, tag_index, category_id of the tags table for dt = `date`, checked, by tag_index.
 
@@ -153,6 +167,10 @@ def read_tags(paths: Paths, date: dt.date) -> pa.Table:
     if pc.min(tags["tag_index"]).as_py() < FIRST_REAL_ID:
         raise ScoringInputError(f"tags for dt={date.isoformat()}: tag_index must be >= {FIRST_REAL_ID} "
                                 f"(0 is missing, 1 unknown)")
+    negative = tags.filter(pc.less(tags["category_id"], 0))
+    if negative.num_rows:
+        raise ScoringInputError(f"tags for dt={date.isoformat()}: category_id must be >= 0 (0 is missing), found "
+                                f"{negative.num_rows} negative, e.g. tag {negative['tag_id'][0].as_py()!r}")
     return tags.sort_by("tag_index")
 
 
