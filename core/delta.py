@@ -294,11 +294,14 @@ def commit(
                 uri, schema, adds, mode="error", partition_by=list(partition_by) or None,
                 commit_properties=properties,
             )
+            return DeltaTable(uri).version()
         except Exception:
-            if based_on is not None and table_exists(uri):
+            if not table_exists(uri):
+                raise
+            if based_on is not None:
                 raise _concurrent(uri, based_on) from None
-            raise
-        return DeltaTable(uri).version()
+            # Another writer created the table since we looked (two first runs at once): write on
+            # top of its version, as to any existing table.
     filters = None
     if replace_partitions is not None:
         filters = [(partition_by[0], "in", [str(v) for v in replace_partitions])]

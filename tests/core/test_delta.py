@@ -219,6 +219,35 @@ def _counter(value: int, writer: str):
     return pa.table({"value": pa.array([value], pa.int64()), "writer": pa.array([writer])})
 
 
+def _day_rows(day: str, writer: int):
+    import pyarrow as pa
+
+    return pa.table({"dt": pa.array([day] * 2), "writer": pa.array([writer] * 2), "k": pa.array([0, 1])})
+
+
+def test_a_first_write_that_finds_the_table_created_meanwhile_lands_on_top_of_it(tmp_path, monkeypatch):
+    """Two first nights of different dates at once: both saw no table; the second create fails
+    (the table exists now) and its partition is then replaced on top of the first one's commit."""
+    uri = str(tmp_path / "t")
+    delta.write_arrow(_day_rows("2026-11-10", 0), uri, mode="overwrite", partition_by=["dt"],
+                      replace_partitions=["2026-11-10"])  # the other night's create, which won
+    real = delta.table_exists
+    answers = [False]  # what the second writer saw before that create landed
+    monkeypatch.setattr(delta, "table_exists", lambda u: answers.pop() if answers else real(u))
+    version = delta.write_arrow(_day_rows("2026-11-11", 1), uri, mode="overwrite", partition_by=["dt"],
+                                replace_partitions=["2026-11-11"])
+    assert version == 1
+    assert sorted(delta.read_arrow(uri).to_pylist(), key=lambda r: (r["dt"], r["k"])) == [
+        {"dt": d, "writer": w, "k": k} for d, w in (("2026-11-10", 0), ("2026-11-11", 1)) for k in (0, 1)]
+
+    # a read-modify-write that saw no table must not land on one created since
+    answers.append(False)
+    with pytest.raises(delta.ConcurrentCommitError):
+        delta.write_arrow(_day_rows("2026-11-12", 2), uri, mode="overwrite", partition_by=["dt"],
+                          based_on=delta.Snapshot(uri, None))
+    assert delta.table_version(uri) == 1
+
+
 @pytest.mark.parametrize("other_mode", ["append", "overwrite"])
 def test_a_read_modify_write_does_not_land_on_top_of_another_writers_commit(tmp_path, other_mode):
     """Plain Delta lets an overwrite land after a concurrent append (and an append after anything):
