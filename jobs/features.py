@@ -147,14 +147,19 @@ def utc_session(spark: SparkSession) -> Iterator[None]:
         spark.conf.set(SESSION_TIME_ZONE, before)
 
 
-def checked_horizon(as_of: dt.date | None, *, today: dt.date | None = None) -> dt.date | None:
-    """`--as-of` as given; ValueError when it is after tomorrow (UTC, one day of slack for
-    clocks ahead of UTC): every event up to it would pass as real, none as `future`.
+def checked_horizon(as_of: dt.date | None, dates: Sequence[dt.date] = (), *,
+                    today: dt.date | None = None) -> dt.date | None:
+    """`--as-of` as given; ValueError when it, or a run date, is after tomorrow (UTC, one day of
+    slack for clocks ahead of UTC): every event up to it would pass as real, none as `future`,
+    and a night that has not happened would be published (`checked_as_of` alone lets a run date
+    one day after an `--as-of` of tomorrow through).
     Only the command line checks this; `run(as_of=...)` may pin any horizon (synthetic worlds)."""
     latest = (today or dt.datetime.now(dt.timezone.utc).date()) + DAY
     if as_of is not None and as_of > latest:
         raise ValueError(f"--as-of {as_of} is after {latest} (tomorrow, UTC): "
                          f"events up to it would not be quarantined as future")
+    if dates and max(dates) > latest:
+        raise ValueError(f"run date {max(dates)} is after {latest} (tomorrow, UTC): that night has not happened yet")
     return as_of
 
 
@@ -432,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
     args, config = parse_job_args(parser, argv)
     dates = parse_dates(args, parser)
     try:
-        as_of = checked_as_of(dates, checked_horizon(args.as_of))
+        as_of = checked_as_of(dates, checked_horizon(args.as_of, dates))
     except ValueError as exc:
         parser.error(str(exc))
     from core.spark import spark_session

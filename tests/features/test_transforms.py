@@ -248,6 +248,24 @@ def test_the_horizon_may_be_at_most_tomorrow(as_of, accepted):
             checked_horizon(as_of, today=today)
 
 
+@pytest.mark.parametrize(("as_of", "run_date", "refused"), [
+    (None, dt.date(2026, 11, 13), None),
+    (dt.date(2026, 11, 13), dt.date(2026, 11, 13), None),
+    (dt.date(2026, 11, 13), dt.date(2026, 11, 14), "run date 2026-11-14 is after 2026-11-13"),
+    (None, dt.date(2026, 11, 15), "run date 2026-11-15 is after 2026-11-13"),
+])
+def test_a_run_date_after_tomorrow_is_refused_whatever_the_horizon(as_of, run_date, refused):
+    # --as-of tomorrow let a run date of the day after through (one day after as_of)
+    from jobs.features import checked_horizon
+
+    today = dt.date(2026, 11, 12)
+    if refused is None:
+        assert checked_horizon(as_of, [run_date], today=today) == as_of
+    else:
+        with pytest.raises(ValueError, match=rf"^{refused} \(tomorrow, UTC\): that night has not happened yet$"):
+            checked_horizon(as_of, [dt.date(2026, 11, 1), run_date], today=today)
+
+
 @pytest.mark.parametrize("dates", [
     [dt.date(2026, 11, 10)],
     [dt.date(2026, 11, 8) + dt.timedelta(days=i) for i in range(5)],
