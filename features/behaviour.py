@@ -11,9 +11,10 @@ Two plans compute the same rows:
 
 Recency decay: an event at time t counts 0.5 ** ((D - t) / h) in the snapshot of D
 (t and D in days, h the half-life). It factorises per day,
-0.5 ** (days(D - day) / h) * 2 ** (frac(t) / h) with frac(t) the time since the start of
-the event's day, so the daily rows carry the sum of 2 ** (frac / h) and the exact weight
-is rebuilt for each D.
+0.5 ** ((days(D - day) - 1) / h) * 0.5 ** ((1 - frac(t)) / h) with frac(t) the time since the
+start of the event's day, so the daily rows carry the sum of 0.5 ** ((1 - frac) / h) (the
+weight at the end of the event's day, at most 1 whatever h) and the exact weight is rebuilt
+for each D.
 """
 from __future__ import annotations
 
@@ -75,7 +76,8 @@ def daily_activity(events: DataFrame) -> DataFrame:
 
 
 def daily_partials(events: DataFrame, *, item_values: DataFrame, half_life_days: float) -> DataFrame:
-    """(user_id, day, field, value, partial): per day, the sum over events of 2 ** (frac / h).
+    """(user_id, day, field, value, partial): per day, the sum over events of 0.5 ** ((1 - frac) / h),
+    each event's weight at the end of its day (at most 1: no overflow for a half-life of seconds).
 
     `item_values` (item_id, event_type, field, value) says which list `field` an event of
     `event_type` on the item adds `value` to (a tag index, a category id).
@@ -85,7 +87,7 @@ def daily_partials(events: DataFrame, *, item_values: DataFrame, half_life_days:
     return (
         events.join(F.broadcast(item_values), on=["item_id", "event_type"], how="inner")
         .groupBy("user_id", "day", "field", "value")
-        .agg(F.sum(F.pow(F.lit(2.0), frac / F.lit(half_life_days))).alias("partial"))
+        .agg(F.sum(F.pow(F.lit(0.5), (F.lit(1.0) - frac) / F.lit(half_life_days))).alias("partial"))
         .select("user_id", "day", "field", "value", "partial")
     )
 
@@ -105,7 +107,8 @@ def window_entries(
     entries puts the heaviest first and breaks ties by id.
     """
     if len(dates) > 1:
-        decay = F.pow(F.lit(0.5), days_before("dt", "day") / F.lit(half_life_days))
+        # from the end of the event's day to the start of dt: whole days, >= 0 inside the window
+        decay = F.pow(F.lit(0.5), (days_before("dt", "day") - F.lit(1)) / F.lit(half_life_days))
         partials = daily_partials(events, item_values=item_values, half_life_days=half_life_days)
         weights = (
             explode_to_dates(partials, dates=dates, window_days=window_days)

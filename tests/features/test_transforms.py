@@ -77,6 +77,20 @@ def test_the_window_holds_d_minus_window_and_stops_just_before_d(spark, dates):
                   "active_days int"))
 
 
+@pytest.mark.parametrize("dates", [[D], [D, D + dt.timedelta(days=1)]], ids=["one date", "backfill"])
+def test_a_half_life_of_seconds_gives_the_same_weights_alone_and_in_a_backfill(spark, dates):
+    # each day's partial sum used to hold 2 ** (frac / h), infinite for h < 1/1024 day: NaN weights
+    half_life = 0.0005  # 43.2 s
+    clicked = dt.datetime(2026, 11, 9, 23, 59, tzinfo=UTC)  # 60 s before D
+    events = spark.createDataFrame([("u", "i", "click", clicked, clicked.date())], EVENTS)
+    item_values = spark.createDataFrame([("i", "click", "clicked_tags", 2)],
+                                        "item_id string, event_type string, field string, value int")
+    entries = window_entries(events, item_values=item_values, half_life_days=half_life, dates=dates, window_days=2)
+    [entry] = entries.where(F.col("dt") == D).collect()
+    assert (entry["entry"]["id"], entry["entry"]["weight"]) == (2, pytest.approx(0.5 ** (60 / 86_400 / half_life),
+                                                                                rel=1e-6))
+
+
 FIELDS = [("gender", "single", 4), ("clicked_tags", "multi", 6)]
 SNAPSHOTS = "dt date, user_id string, gender int, clicked_tags array<int>, clicked_tags_weights array<float>"
 SAMPLES = ("dt date, user_id string, tag_id string, tag_index int, category_id int, click int, conversion int, "
