@@ -154,7 +154,7 @@ def user_attributes(users: DataFrame, categorical: tuple[str, ...] = (), numeric
 
 def _load(spark: SparkSession, uri: str, table: Raw) -> DataFrame:
     if delta.table_exists(uri):
-        _check_parquet_footers(delta.open_table(uri).file_uris(), table)
+        _check_parquet_footers(delta.open_table(uri), table)
         return delta.read_table(spark, uri)
     if not os.path.isdir(uri):
         raise ContractError(f"raw table {table.value} not found at {uri} (expected a Delta table or a Parquet folder)")
@@ -202,6 +202,8 @@ def _check_parquet_schemas(files: list[str], table: Raw) -> None:
 def _spark_type(arrow_type: pa.DataType) -> T.DataType:
     """The Spark type of a Parquet column of `arrow_type`; an ArrowOnlyType where pyspark maps none
     (unsigned integers, for one, which Spark reads but pyspark cannot name)."""
+    if pa.types.is_timestamp(arrow_type) and arrow_type.tz is None:
+        return T.TimestampNTZType()  # pyspark names it TimestampType too; Spark cannot merge the two
     try:
         return from_arrow_type(arrow_type)
     except (TypeError, ValueError, NotImplementedError, PySparkException):
@@ -218,11 +220,14 @@ class ArrowOnlyType(T.DataType):
         return self.name
 
 
-def _check_parquet_footers(files: list[str], table: Raw) -> None:
-    """Read every file's footer (cheap: metadata only) so a corrupted file is named up front."""
+def _check_parquet_footers(delta_table, table: Raw) -> None:
+    """Read every live file's footer (cheap: metadata only) so a corrupted file is named up front.
+    Paths come decoded from the Delta log (a folder name with a space is `%20` there)."""
+    relative = delta_table.get_add_actions(flatten=True).column("path").to_pylist()
+    filesystem, _, files = delta.arrow_filesystem(delta_table.table_uri, relative)
     for path in files:
         try:
-            pq.read_metadata(path.removeprefix("file://"))
+            pq.read_metadata(path, filesystem=filesystem)
         except (OSError, pa.ArrowException) as exc:
             raise ContractError(f"raw table {table.value}: file {path} cannot be read as Parquet ({exc})") from exc
 

@@ -109,6 +109,32 @@ def test_every_file_of_a_parquet_folder_is_checked(spark, paths):
         read_raw(spark, paths, Raw.EVENTS)
 
 
+def test_files_mixing_utc_and_naive_timestamps_are_named(spark, paths):
+    """Spark cannot merge timestamp and timestamp_ntz; either alone is accepted (naive as UTC)."""
+    folder = f"{paths.raw}/events"
+    os.makedirs(folder)
+    row = {"user_id": ["u1"], "item_id": ["i1"], "event_type": ["click"]}
+    naive = pa.array([dt.datetime(2026, 11, 1, 10)], pa.timestamp("us"))
+    pq.write_table(pa.table({**row, "event_time": naive}), f"{folder}/part-0.parquet")
+    pq.write_table(pa.table({**row, "event_time": naive}), f"{folder}/part-1.parquet")
+    assert [r.event_time for r in read_raw(spark, paths, Raw.EVENTS).collect()] == [dt.datetime(2026, 11, 1, 10)] * 2
+    utc = pa.array([dt.datetime(2026, 11, 1, 10, tzinfo=dt.timezone.utc)], pa.timestamp("us", tz="UTC"))
+    pq.write_table(pa.table({**row, "event_time": utc}), f"{folder}/part-1.parquet")
+    with pytest.raises(ContractError, match=r"raw table events: column event_time has type timestamp in file "
+                                            r".*/part-1\.parquet but timestamp_ntz in file .*/part-0\.parquet; "
+                                            r"every file must agree"):
+        read_raw(spark, paths, Raw.EVENTS)
+
+
+def test_a_delta_table_in_a_folder_with_a_space_is_read(spark, tmp_path):
+    # the Delta log holds the file paths URL-encoded (%20): the footer check must decode them
+    paths = Paths(raw=str(tmp_path / "raw data"), warehouse=str(tmp_path / "w"), models=str(tmp_path / "m"))
+    tags = spark.createDataFrame([("t1", "food-t1", "food"), ("t2", "misc-t2", "a b")],
+                                 "tag_id string, tag_name string, category string")
+    delta.write_table(tags, f"{paths.raw}/tags", mode="overwrite", partition_by=["category"])
+    assertDataFrameEqual(read_raw(spark, paths, Raw.TAGS), tags)
+
+
 def test_other_columns_must_agree_across_files(spark, paths):
     folder = f"{paths.raw}/users"
     os.makedirs(folder)
