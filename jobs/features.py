@@ -276,11 +276,8 @@ def publish(spark: SparkSession, config: Config, inputs: Inputs, *, dates: Seque
     catalogue = tag_catalogue(inputs.tags, vocabulary=vocabulary).persist()
     tag_rows = item_tags(inputs.items, catalogue=catalogue).persist()
     try:
-        sizes = {r["field"]: r["vocab_size"] for r in vocab.vocabulary_sizes(vocabulary).collect()}
-        versions = {
-            Warehouse.FIELDS.value: delta.write_arrow(fields_table(inputs.fields, sizes), uri[Warehouse.FIELDS],
-                                                      mode="overwrite", commit_info=info)
-        }
+        versions = {Warehouse.FIELDS.value: write_fields(spark, inputs.fields, uri[Warehouse.VOCABULARY],
+                                                         uri[Warehouse.FIELDS], commit_info=info)}
         outputs = plan_outputs(inputs, conf=conf, dates=dates, run_id=run_id, vocabulary=vocabulary,
                                catalogue=catalogue, item_tag_rows=tag_rows)
         for table, (partitions, df) in outputs.items():
@@ -318,6 +315,25 @@ def plan_outputs(
         Warehouse.QUARANTINE: (list(dates), quarantine(inputs, dates=dates, window_days=conf.window_days,
                                                        run_id=run_id)),
     }
+
+
+def write_fields(spark: SparkSession, fields: Sequence[FieldDef], vocabulary_uri: str, fields_uri: str, *,
+                 commit_info: dict[str, str]) -> int:
+    """Overwrite `fields` with the sizes of the newest vocabulary; returns the version committed.
+
+    Two feature jobs at once (nights of two dates) may both add values. The sizes come from the
+    vocabulary's latest version, read after the fields version this commit lands on, so a job
+    that finishes last never shrinks the sizes another already published ids for: when the other
+    job's fields commit came in between, this one reads again.
+    """
+    def once() -> int:
+        read = delta.snapshot(fields_uri)
+        latest = delta.read_table(spark, vocabulary_uri)
+        sizes = {r["field"]: r["vocab_size"] for r in vocab.vocabulary_sizes(latest).collect()}
+        return delta.write_arrow(fields_table(fields, sizes), fields_uri, mode="overwrite", commit_info=commit_info,
+                                 based_on=read)
+
+    return delta.retry_on_conflict(once)
 
 
 def update_vocabulary(

@@ -10,7 +10,8 @@ from pyspark.sql import types as T
 
 from core import delta
 from features import vocabulary as vocab
-from jobs.features import update_vocabulary
+from features.schema import FieldDef, read_fields
+from jobs.features import update_vocabulary, write_fields
 
 DAY = dt.date(2026, 11, 10)
 
@@ -48,3 +49,22 @@ def test_an_append_that_lands_while_ids_are_computed_makes_the_job_read_again(sp
     assert _rows(r.asDict() for r in vocabulary.collect()) == expected
     assert delta.table_version(uri) == 2  # seed, the other writer, this job: the refused commit left nothing
     vocabulary.unpersist()
+
+
+def test_the_job_that_writes_fields_last_keeps_the_sizes_of_every_append(spark, tmp_path):
+    """Nights of two dates at once: A appends t3, B then appends t4 and writes fields; A writes
+    fields last. Its sizes must still cover t4, whose id B's user_features already carry."""
+    vocabulary_uri, fields_uri = str(tmp_path / "vocabulary"), str(tmp_path / "fields")
+    fields = [FieldDef("clicked_tags", "multi", "vocab", "events.click.tag", vocabulary=vocab.TAG, event_type="click"),
+              FieldDef("city", "single", "vocab", "users.city", vocabulary="city")]
+    values = lambda *rows: spark.createDataFrame(list(rows), vocab.VALUES_SCHEMA)  # noqa: E731
+    a, _ = update_vocabulary(spark, vocabulary_uri, values(("tag", "t1"), ("tag", "t3"), ("city", "paris")),
+                             first_dt=DAY, commit_info={"job": "A"})
+    b, _ = update_vocabulary(spark, vocabulary_uri, values(("tag", "t4")), first_dt=DAY, commit_info={"job": "B"})
+    write_fields(spark, fields, vocabulary_uri, fields_uri, commit_info={"job": "B"})
+    version = write_fields(spark, fields, vocabulary_uri, fields_uri, commit_info={"job": "A"})
+    assert version == 1
+    # ids 0 missing, 1 unknown; tags t1 2, t3 3, t4 4; city paris 2
+    assert [(f.name, f.vocab_size) for f in read_fields(fields_uri)] == [("city", 3), ("clicked_tags", 5)]
+    a.unpersist()
+    b.unpersist()
