@@ -154,7 +154,9 @@ def user_attributes(users: DataFrame, categorical: tuple[str, ...] = (), numeric
 
 def _load(spark: SparkSession, uri: str, table: Raw) -> DataFrame:
     if delta.table_exists(uri):
-        _check_parquet_footers(delta.open_table(uri), table)
+        opened = delta.open_table(uri)
+        _check_features(opened, table, uri)
+        _check_parquet_footers(opened, table)
         return delta.read_table(spark, uri)
     if not os.path.isdir(uri):
         raise ContractError(f"raw table {table.value} not found at {uri} (expected a Delta table or a Parquet folder)")
@@ -218,6 +220,22 @@ class ArrowOnlyType(T.DataType):
 
     def simpleString(self) -> str:
         return self.name
+
+
+def _check_features(delta_table, table: Raw, uri: str) -> None:
+    """Refuse a raw Delta table whose live files do not hold its rows as they are: the job reads
+    those files with Spark, so rows deleted by a deletion vector would come back, and columns
+    stored under mapped names would be missing (tables written by Spark on Databricks, say)."""
+    problems = []
+    if "deletionVectors" in (delta_table.protocol().reader_features or ()):
+        problems.append("deletion vectors (rows they delete would be read back)")
+    mapping = delta_table.metadata().configuration.get("delta.columnMapping.mode", "none")
+    if mapping != "none":
+        problems.append(f"column mapping mode {mapping!r} (columns are stored under other names)")
+    if problems:
+        raise ContractError(f"raw table {table.value} at {uri} uses {' and '.join(problems)}, which this job's "
+                            f"reader does not apply; publish it without them (a Parquet folder, or a Delta table "
+                            f"with those features off and its files rewritten)")
 
 
 def _check_parquet_footers(delta_table, table: Raw) -> None:

@@ -135,6 +135,20 @@ def test_a_delta_table_in_a_folder_with_a_space_is_read(spark, tmp_path):
     assertDataFrameEqual(read_raw(spark, paths, Raw.TAGS), tags)
 
 
+@pytest.mark.parametrize("configuration, named", [
+    ({"delta.enableDeletionVectors": "true"}, r"deletion vectors \(rows they delete would be read back\)"),
+    ({"delta.columnMapping.mode": "name"}, r"column mapping mode 'name' \(columns are stored under other names\)"),
+], ids=["deletion vectors", "column mapping"])
+def test_raw_delta_features_the_reader_cannot_apply_are_refused(spark, paths, configuration, named):
+    from deltalake import write_deltalake
+
+    write_deltalake(f"{paths.raw}/tags", pa.table({"tag_id": ["t1"], "tag_name": ["food-t1"], "category": ["food"]}),
+                    configuration=configuration)
+    with pytest.raises(ContractError, match=rf"^raw table tags at .*/raw/tags uses {named}, which this job's reader "
+                                            rf"does not apply; publish it without them"):
+        read_raw(spark, paths, Raw.TAGS)
+
+
 def test_other_columns_must_agree_across_files(spark, paths):
     folder = f"{paths.raw}/users"
     os.makedirs(folder)
