@@ -344,20 +344,20 @@ def rollback_to_version(spark: SparkSession, paths: Paths, version: int) -> str:
     if not 0 <= version < current:
         raise ValueError(f"--to-version must be between 0 and {current - 1} (current version {current})")
     history = delta.history(uri)
-    changes = _changed_runs(history, version)
-    models = align_models(spark, paths, {date: ([e["version"] for e in history if e.get("job") == "publish"
-                                                 and e.get("dt") == date.isoformat() and e["version"] > version],
-                                                version) for date in changes})
-    vectors = align_vectors(spark, paths, changes)
+    changed = _changed_runs(history, version)
+    models = align_models(spark, paths, {date: (undone, version) for date, (_, undone) in changed.items()})
+    vectors = align_vectors(spark, paths, {date: change for date, (change, _) in changed.items()})
     delta.restore(uri, version)
     refresh_latest(spark, paths)
     notes = "; ".join(f"{date}: {note}" for date, note in sorted(vectors.items()))
     return f"restored {uri} to version {version} (was {current}); user_vectors: {notes or 'no date changes publish'}{models}"
 
 
-def _changed_runs(history: list[dict], version: int) -> dict[dt.date, RunChange]:
-    """The dates whose publish in effect now differs from the one at `version`: the runs of the
-    publishes after `version` (undone), and the run of the publish in effect at `version` (restored)."""
+def _changed_runs(history: list[dict], version: int) -> dict[dt.date, tuple[RunChange, list[int]]]:
+    """The dates whose publish in effect now differs from the one at `version`, each with the runs
+    and the table versions of the publishes undone, and the run of the publish in effect at
+    `version` (restored). Undone are the publishes after `version` and the publish in effect now,
+    which may be older than `version` when a rollback after it brought it back."""
     then = _up_to(history, version)
     changes = {}
     for day in sorted({e["dt"] for e in history if e.get("job") == "publish" and e.get("dt")}):
@@ -366,7 +366,11 @@ def _changed_runs(history: list[dict], version: int) -> dict[dt.date, RunChange]
         if now is not None and before is not None and now.write == before.write:
             continue
         restored = before.run_id if before is not None else None
-        undone = {e.get("run_id") for e in history if e.get("job") == "publish" and e.get("dt") == day
-                  and e["version"] > version} - {restored, None}
-        changes[date] = RunChange(undone=tuple(sorted(undone)), restored=restored)
+        later = [e for e in history if e.get("job") == "publish" and e.get("dt") == day and e["version"] > version]
+        undone = {e.get("run_id") for e in later} - {restored, None}
+        writes = {e["version"] for e in later}
+        if now is not None and now.write is not None:
+            undone |= {now.run_id} - {restored, None}
+            writes.add(now.write)
+        changes[date] = (RunChange(undone=tuple(sorted(undone)), restored=restored), sorted(writes))
     return changes

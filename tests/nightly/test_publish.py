@@ -293,3 +293,21 @@ def test_rolling_back_a_rerun_keeps_the_model_of_the_restored_profiles(spark, pa
     assert publish.rollback_to_version(spark, paths, 2).endswith(
         "; model m1, trained for 2026-11-10, is published again; the latest published model for 2026-11-10 is m1")
     assert _statuses(paths) == {"m0": "published", "m1": "published"}
+
+
+def test_undoing_a_rollback_by_version_puts_back_the_vectors_and_the_model_of_the_publish_it_restores(spark, paths):
+    """The publish in effect before the restore can be older than the version restored to (a
+    rollback brought it back): it is undone too, with its vectors and model."""
+    _register(paths, ("m1", D1, ModelStatus.PUBLISHED), ("m2", D1, ModelStatus.PUBLISHED))
+    _night(spark, paths, D1, "A1", "r1", "m1")  # profiles version 0
+    p2, v2 = _night(spark, paths, D1, "A2", "r2", "m2")  # profiles version 1: a rerun with a retrained model
+    publish.rollback_date(spark, paths, D1)  # version 2: r1's rows, vectors and model are back
+    assert _statuses(paths) == {"m1": "published", "m2": "rolled_back"}
+    message = publish.rollback_to_version(spark, paths, 1)
+    assert message == (f"restored {publish.profiles_uri(paths)} to version 1 (was 2); user_vectors: 2026-11-10: "
+                       f"restored the vectors of run r2 (version 1, model m2), undoing version 0 of run r1; "
+                       f"model m1, trained for 2026-11-10, is now rolled_back; model m2, trained for 2026-11-10, "
+                       f"is published again; the latest published model for 2026-11-10 is m2")
+    assertDataFrameEqual(publish.read_profiles(spark, publish.profiles_uri(paths), D1), p2)
+    assertDataFrameEqual(_all_vectors(spark, paths), v2)
+    assert _statuses(paths) == {"m1": "rolled_back", "m2": "published"}
