@@ -410,29 +410,46 @@ def _concurrent(uri: str, based_on: Snapshot) -> ConcurrentCommitError:
     )
 
 
-def read_table(spark: SparkSession, uri: str, version: int | None = None) -> DataFrame:
-    """Exactly the live rows of `uri` at `version` (latest by default), as a Spark DataFrame."""
+def read_table(spark: SparkSession, uri: str, version: int | None = None, *,
+               partition: Mapping[str, object] | None = None) -> DataFrame:
+    """Exactly the live rows of `uri` at `version` (latest by default), as a Spark DataFrame.
+
+    `partition` ({column: value}) reads only the files of that partition, chosen from the Delta
+    log: Spark does not list the others (which, in an old version, the vacuum may have deleted).
+    """
     table = open_table(uri, version)
     schema = arrow_to_spark_schema(table.schema().to_arrow())
-    base, files = _spark_paths(uri, table)
+    base, files = _spark_paths(uri, table, partition)
     if not files:
         return spark.createDataFrame([], schema)
     return spark.read.schema(schema).option("basePath", base).parquet(*files).select(schema.fieldNames())
 
 
-def _spark_paths(uri: str, table: DeltaTable) -> tuple[str, list[str]]:
-    """The table folder and its live files as Spark reads them.
+def _spark_paths(uri: str, table: DeltaTable,
+                 partition: Mapping[str, object] | None = None) -> tuple[str, list[str]]:
+    """The table folder and its live files (of `partition` only, when given) as Spark reads them.
 
     Local tables (a path, relative or not, or `file://`) give absolute `file://` paths, decoded: Spark
     resolves a relative path against the JVM's working directory and would read delta-rs's `%20` literally.
     """
     from pyarrow import fs as pafs
 
-    relative = table.get_add_actions(flatten=True).column("path").to_pylist()
+    relative = _live_paths(table, partition)
     filesystem, root, files = arrow_filesystem(table.table_uri, relative)
     if isinstance(filesystem, pafs.LocalFileSystem):
         return f"file://{root}", [f"file://{f}" for f in files]
-    return uri, table.file_uris()
+    return uri, [f"{table.table_uri.rstrip('/')}/{path}" for path in relative]
+
+
+def _live_paths(table: DeltaTable, partition: Mapping[str, object] | None = None) -> list[str]:
+    """The live files of `table` (of `partition`, {column: value}, when given), relative and URL-encoded as logged."""
+    adds = table.get_add_actions(flatten=True)
+    relative = adds.column("path").to_pylist()
+    if not partition:
+        return relative
+    [(column, value)] = partition.items()
+    values = adds.column(f"partition.{column}").to_pylist()
+    return [path for path, v in zip(relative, values) if _partition_text(v) == _partition_text(value)]
 
 
 def arrow_filesystem(uri: str, relative_paths: Sequence[str] = ()) -> tuple["pafs.FileSystem", str, list[str]]:
@@ -515,6 +532,16 @@ def restore(uri: str, version: int) -> int:
     table = open_table(uri)
     table.restore(version)
     return DeltaTable(uri).version()
+
+
+def missing_files(uri: str, version: int, partition: Mapping[str, object] | None = None) -> list[str]:
+    """The data files `version` of `uri` reads (only `partition`'s, {column: value}, when given)
+    that are gone from the store, i.e. vacuumed; [] when every one is there."""
+    from pyarrow import fs as pafs
+
+    table = open_table(uri, version)
+    filesystem, _, files = arrow_filesystem(table.table_uri, _live_paths(table, partition))
+    return [info.path for info in filesystem.get_file_info(files) if info.type == pafs.FileType.NotFound]
 
 
 def vacuum(uri: str, retention_hours: int = 168, dry_run: bool = False) -> list[str]:

@@ -40,7 +40,7 @@ def previous_published(paths: Paths, date: dt.date) -> dt.date | None:
 
 
 def read_profiles(spark: SparkSession, uri: str, date: dt.date, version: int | None = None) -> DataFrame:
-    return delta.read_table(spark, uri, version).where(F.col("dt") == F.lit(date))
+    return delta.read_table(spark, uri, version, partition={"dt": date}).where(F.col("dt") == F.lit(date))
 
 
 def publish(spark: SparkSession, paths: Paths, date: dt.date, run_id: str) -> int:
@@ -103,8 +103,10 @@ def rollback_date(spark: SparkSession, paths: Paths, date: dt.date) -> str:
     target = state.write
     undone = (state.run_id,) if state.run_id else ()
     change = RunChange(undone=undone, restored=_run_in_effect(_up_to(history, target - 1), date))
+    plan = plan_vectors(paths, {date: change})
+    check_reachable([(uri, target - 1, date)] + [(vectors_uri(paths), v, d) for d, v in plan.restores.items()])
     models = align_models(spark, paths, {date: ([target], target - 1)})
-    vectors = align_vectors(spark, paths, {date: change})
+    vectors = apply_vectors(spark, paths, plan)
     delta.write_table(partition_as_of(spark, uri, date, target - 1), uri, mode="overwrite", partition_by=["dt"],
                       replace_partitions=[date.isoformat()],
                       commit_info={"job": "rollback", "dt": date.isoformat(), "undoes": str(target)})
@@ -159,6 +161,33 @@ class RunChange:
     restored: str | None
 
 
+class VacuumedVersionError(ValueError):
+    """A rollback needs a version whose files the vacuum has deleted."""
+
+
+def check_reachable(reads: list[tuple[str, int, dt.date | None]]) -> None:
+    """Every (table uri, version, date or None for the whole table) a rollback reads still has its
+    files; else VacuumedVersionError, before anything changed."""
+    for uri, version, date in reads:
+        if version < 0:
+            continue  # before the table's first version: nothing to read
+        gone = delta.missing_files(uri, version, None if date is None else {"dt": date})
+        if gone:
+            where = "" if date is None else f" (dt={date})"
+            raise VacuumedVersionError(
+                f"nothing rolled back: version {version} of {uri}{where} needs {len(gone)} file(s) the vacuum has "
+                f"deleted, e.g. {gone[0]}; a rollback reaches back only as far as the vacuum window")
+
+
+@dataclass(frozen=True)
+class VectorsPlan:
+    """What `apply_vectors` does: the version each date's vectors are restored to, the write it undoes, a note per date."""
+
+    restores: dict[dt.date, int]
+    undoes: dict[str, str]
+    notes: dict[dt.date, str]
+
+
 def align_vectors(spark: SparkSession, paths: Paths, changes: dict[dt.date, RunChange]) -> dict[dt.date, str]:
     """Bring the user_vectors of each date in line with the profiles a rollback restores; say what was done.
 
@@ -170,8 +199,12 @@ def align_vectors(spark: SparkSession, paths: Paths, changes: dict[dt.date, RunC
     they are, and the note names them. All the dates change in one commit; a date already in line is not touched, so a
     rerun changes nothing more.
     """
-    uri = vectors_uri(paths)
-    history = delta.history(uri)
+    return apply_vectors(spark, paths, plan_vectors(paths, changes))
+
+
+def plan_vectors(paths: Paths, changes: dict[dt.date, RunChange]) -> VectorsPlan:
+    """`align_vectors`' decisions, from the user_vectors log alone (nothing is read or written)."""
+    history = delta.history(vectors_uri(paths))
     restores: dict[dt.date, int] = {}
     undoes: dict[str, str] = {}
     notes: dict[dt.date, str] = {}
@@ -197,14 +230,20 @@ def align_vectors(spark: SparkSession, paths: Paths, changes: dict[dt.date, RunC
             notes[date] = (f"left as they are: they hold the vectors of run {state.run_id} (version {state.write}, "
                            f"model {state.model_version}), not written by {undone}; check them against the "
                            f"restored profiles, or rerun the night of the date to rewrite both")
-    if restores:
-        rows = [partition_as_of(spark, uri, date, version) for date, version in sorted(restores.items())]
-        days = [d.isoformat() for d in sorted(restores)]
+    return VectorsPlan(restores, undoes, notes)
+
+
+def apply_vectors(spark: SparkSession, paths: Paths, plan: VectorsPlan) -> dict[dt.date, str]:
+    """Restore the vectors `plan` names, every date in one commit; returns the notes."""
+    if plan.restores:
+        uri = vectors_uri(paths)
+        rows = [partition_as_of(spark, uri, date, version) for date, version in sorted(plan.restores.items())]
+        days = [d.isoformat() for d in sorted(plan.restores)]
         delta.write_table(functools.reduce(DataFrame.unionByName, rows), uri, mode="overwrite", partition_by=["dt"],
                           replace_partitions=days,
-                          commit_info={"job": "rollback", "dt": ",".join(days), "undoes": json.dumps(undoes),
-                                       "restores": json.dumps({d.isoformat(): v for d, v in restores.items()})})
-    return notes
+                          commit_info={"job": "rollback", "dt": ",".join(days), "undoes": json.dumps(plan.undoes),
+                                       "restores": json.dumps({d.isoformat(): v for d, v in plan.restores.items()})})
+    return plan.notes
 
 
 def _restored_note(history: list[dict], date: dt.date, version: int, replaced: PartitionState) -> str:
@@ -345,8 +384,11 @@ def rollback_to_version(spark: SparkSession, paths: Paths, version: int) -> str:
         raise ValueError(f"--to-version must be between 0 and {current - 1} (current version {current})")
     history = delta.history(uri)
     changed = _changed_runs(history, version)
+    plan = plan_vectors(paths, {date: change for date, (change, _) in changed.items()})
+    check_reachable([(uri, version, None)] + [(uri, v, d) for d, (_, undone) in changed.items() for v in undone]
+                    + [(vectors_uri(paths), v, d) for d, v in plan.restores.items()])
     models = align_models(spark, paths, {date: (undone, version) for date, (_, undone) in changed.items()})
-    vectors = align_vectors(spark, paths, {date: change for date, (change, _) in changed.items()})
+    vectors = apply_vectors(spark, paths, plan)
     delta.restore(uri, version)
     refresh_latest(spark, paths)
     notes = "; ".join(f"{date}: {note}" for date, note in sorted(vectors.items()))

@@ -311,3 +311,42 @@ def test_undoing_a_rollback_by_version_puts_back_the_vectors_and_the_model_of_th
     assertDataFrameEqual(publish.read_profiles(spark, publish.profiles_uri(paths), D1), p2)
     assertDataFrameEqual(_all_vectors(spark, paths), v2)
     assert _statuses(paths) == {"m1": "rolled_back", "m2": "published"}
+
+
+def test_a_rollback_past_the_vacuum_window_is_refused_before_anything_changes(spark, paths, tmp_path, capsys):
+    import json
+
+    from jobs import rollback
+
+    _register(paths, ("m1", D1, ModelStatus.PUBLISHED), ("m2", D1, ModelStatus.PUBLISHED))
+    _night(spark, paths, D1, "A1", "r1", "m1")  # version 0
+    p2, v2 = _night(spark, paths, D1, "A2", "r2", "m2")  # version 1: replaces version 0's files of D1
+    _, other = _night(spark, paths, D2, "B1", "r3", "m1")  # version 2
+    latest = _latest(spark, paths)
+    for uri in (publish.profiles_uri(paths), publish.vectors_uri(paths)):
+        delta.vacuum(uri, retention_hours=0)  # version 0's files of D1 are gone
+    versions = delta.table_version(publish.profiles_uri(paths)), delta.table_version(publish.vectors_uri(paths))
+    with pytest.raises(publish.VacuumedVersionError, match=r"^nothing rolled back: version 0 of .*/user_tag_profiles "
+                                                           r"\(dt=2026-11-10\) needs 1 file\(s\) the vacuum has "
+                                                           r"deleted, e\.g\. .*; a rollback reaches back only as far "
+                                                           r"as the vacuum window$"):
+        publish.rollback_date(spark, paths, D1)
+    with pytest.raises(publish.VacuumedVersionError, match=r"version 0 of .*/user_tag_profiles needs 1 file"):
+        publish.rollback_to_version(spark, paths, 0)
+    conf = tmp_path / "conf.json"
+    conf.write_text(json.dumps({"paths": {"raw": paths.raw, "warehouse": paths.warehouse, "models": paths.models},
+                                "spark": {"master": "local[1]"}}))
+    capsys.readouterr()
+    assert rollback.main(["--conf", str(conf), "--date", D1.isoformat()]) == 1
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("[rollback] nothing rolled back: version 0 of ")
+    # nothing changed: tables, registry, latest
+    assert (delta.table_version(publish.profiles_uri(paths)),
+            delta.table_version(publish.vectors_uri(paths))) == versions
+    assert _statuses(paths) == {"m1": "published", "m2": "published"}
+    assertDataFrameEqual(publish.read_profiles(spark, publish.profiles_uri(paths), D1), p2)
+    assertDataFrameEqual(_all_vectors(spark, paths), v2.union(other))
+    assertDataFrameEqual(_latest(spark, paths), latest)
+    # a rollback that needs only files still there works: D2's first publish created its partition
+    assert publish.rollback_date(spark, paths, D2).startswith("rolled back 2026-11-11: restored the partition as of "
+                                                              "version 1 (undoing version 2)")
