@@ -71,9 +71,24 @@ def refresh_latest(spark: SparkSession, paths: Paths) -> None:
         latest = (read_profiles(spark, uri, dt.date.fromisoformat(dates[-1]), source) if dates
                   else delta.read_table(spark, uri, source).limit(0))
         delta.write_table(latest, target, mode="overwrite", based_on=read,
-                          commit_info={"job": "refresh_latest", "dt": dates[-1] if dates else ""})
+                          commit_info={"job": "refresh_latest", "dt": dates[-1] if dates else "",
+                                       "source": str(source)})
 
     delta.retry_on_conflict(once)
+
+
+def latest_is_behind(paths: Paths) -> int | None:
+    """The version of `user_tag_profiles` that `profiles_latest` was last copied from, when an older
+    one than the current (a job died between its profiles commit and the refresh); else None.
+    A `profiles_latest` whose last copy does not say its source counts as in line."""
+    current = delta.table_version(profiles_uri(paths))
+    copies = [e for e in delta.history(warehouse_uri(paths, Warehouse.PROFILES_LATEST))
+              if e.get("job") == "refresh_latest"]
+    newest = max(copies, key=lambda e: e["version"], default=None)
+    if current is None or newest is None or "source" not in newest:
+        return None
+    source = int(newest["source"])
+    return source if source < current else None
 
 
 PUBLISH_JOBS = ("publish",)
@@ -97,6 +112,14 @@ def rollback_date(spark: SparkSession, paths: Paths, date: dt.date) -> str:
     """
     uri = profiles_uri(paths)
     history = delta.history(uri)
+    newest = max(history, key=lambda e: e["version"], default={})
+    copied = latest_is_behind(paths)
+    if copied is not None and newest.get("job") == "rollback" and newest.get("dt") == date.isoformat():
+        # the rerun of a rollback that died before its refresh: finish it, undo nothing more
+        refresh_latest(spark, paths)
+        return (f"finished the rollback of {date} (version {newest['version']}, undoing version "
+                f"{newest.get('undoes')}): profiles_latest was copied from version {copied}, now from the "
+                f"current one; no other publish undone (run it again to undo one more)")
     state = in_effect(history, date)
     if state.write is None:
         raise ValueError(_nothing_to_roll_back(uri, paths, date, state))

@@ -350,3 +350,35 @@ def test_a_rollback_past_the_vacuum_window_is_refused_before_anything_changes(sp
     # a rollback that needs only files still there works: D2's first publish created its partition
     assert publish.rollback_date(spark, paths, D2).startswith("rolled back 2026-11-11: restored the partition as of "
                                                               "version 1 (undoing version 2)")
+
+
+def test_a_rollback_that_died_before_refreshing_latest_is_finished_by_its_rerun(spark, paths, monkeypatch):
+    """The profiles commit landed, profiles_latest was not copied again: the rerun copies it and
+    undoes no second publish; run once more, it undoes the next one."""
+    p1, v1 = _night(spark, paths, D1, "A1", "r1", "m1")  # version 0
+    _night(spark, paths, D1, "A2", "r2", "m2")  # version 1
+    _night(spark, paths, D1, "A3", "r3", "m3")  # version 2
+    real = publish.refresh_latest
+
+    def dies(spark, paths):
+        raise RuntimeError("driver lost")
+
+    monkeypatch.setattr(publish, "refresh_latest", dies)
+    with pytest.raises(RuntimeError, match="driver lost"):
+        publish.rollback_date(spark, paths, D1)  # version 3 restores version 1's rows (r2)
+    monkeypatch.setattr(publish, "refresh_latest", real)
+    r2_rows = publish.read_profiles(spark, publish.profiles_uri(paths), D1)
+    assert [r.tag_id for r in r2_rows.collect()] == ["A2"]
+    assert [r.tag_id for r in _latest(spark, paths).collect()] == ["A3"]  # stale
+    assert publish.latest_is_behind(paths) == 2
+
+    message = publish.rollback_date(spark, paths, D1)
+    assert message == ("finished the rollback of 2026-11-10 (version 3, undoing version 2): profiles_latest was "
+                       "copied from version 2, now from the current one; no other publish undone (run it again "
+                       "to undo one more)")
+    assert delta.table_version(publish.profiles_uri(paths)) == 3
+    assertDataFrameEqual(_latest(spark, paths), r2_rows)
+    assert publish.latest_is_behind(paths) is None
+    assert publish.rollback_date(spark, paths, D1).startswith(
+        "rolled back 2026-11-10: restored the partition as of version 0 (undoing version 1)")
+    assertDataFrameEqual(_latest(spark, paths), p1)
