@@ -4,8 +4,9 @@ The user_vectors of each date whose profiles change follow them (`nightly.publis
 and so does the registry: a model trained for an undone night becomes `rolled_back`
 (`nightly.publish.align_models`).
 `--date D` holds the per-date lock of the nightly run (`nightly.lock`) while it works, so it
-cannot race a publish of D: while a run of D holds the lock it fails at once (exit 3). Nothing
-to roll back, or a --to-version out of range, is one line on stderr and exit 1.
+cannot race a publish of D: while a run of D holds the lock it fails at once (exit 3).
+`--to-version` changes every date: it refuses while any night or rollback holds a lock (exit 3).
+Nothing to roll back, or a --to-version out of range, is one line on stderr and exit 1.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import uuid
 from core.cli import iso_date, job_parser, parse_job_args
 from core.delta import ConcurrentCommitError
 from core.spark import spark_session
-from nightly.lock import RunInProgressError, date_lock, exclusive
+from nightly.lock import RunInProgressError, date_lock, exclusive, held_locks
 from nightly.publish import rollback_date, rollback_to_version
 
 
@@ -32,9 +33,13 @@ def main(argv: list[str] | None = None) -> int:
             with exclusive(config.paths, date_lock(args.date), rollback_id(args.date)):
                 message = rollback_date(spark_session(config.spark), config.paths, args.date)
         else:
+            running = held_locks(config.paths)
+            if running:
+                raise RunInProgressError("; ".join(f"{path} is held by {who}" for path, who in running.items()))
             message = rollback_to_version(spark_session(config.spark), config.paths, args.to_version)
     except RunInProgressError as exc:
-        print(f"[rollback] {args.date}: nothing rolled back: {exc}", file=sys.stderr)
+        target = args.date if args.date is not None else f"--to-version {args.to_version}"
+        print(f"[rollback] {target}: nothing rolled back: {exc}", file=sys.stderr)
         return 3
     except (ValueError, ConcurrentCommitError) as exc:  # nothing to roll back, a version out of range, a log
         # that cannot tell, a commit another job won: all say why

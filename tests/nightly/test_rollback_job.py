@@ -48,6 +48,20 @@ def test_rollback_of_a_date_fails_at_once_while_the_night_holds_its_lock(spark, 
     assertDataFrameEqual(publish.read_profiles(spark, publish.profiles_uri(paths), D1), first)
 
 
+def test_rollback_to_a_version_refuses_while_a_night_of_any_date_holds_its_lock(spark, paths, capsys):
+    first = _publish(spark, paths, "t1", "r1")
+    _publish(spark, paths, "t2", "r2")
+    version = delta.table_version(publish.profiles_uri(paths))
+    with exclusive(paths, date_lock(D1 + dt.timedelta(days=3)), "night-of-d4"):  # it restores every date
+        assert rollback.main(_argv(paths, "--to-version", "0")) == 3
+    err = capsys.readouterr().err
+    assert err.startswith("[rollback] --to-version 0: nothing rolled back: ")
+    assert "nightly-2026-11-13.lock is held by run night-of-d4" in err
+    assert delta.table_version(publish.profiles_uri(paths)) == version
+    assert rollback.main(_argv(paths, "--to-version", "0")) == 0
+    assertDataFrameEqual(publish.read_profiles(spark, publish.profiles_uri(paths), D1), first)
+
+
 VECTORS = "dt date, user_id string, model_version string, user_vector array<float>, vector_mask array<boolean>"
 
 
