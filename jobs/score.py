@@ -5,8 +5,8 @@
 
 Order of work: every check first (model version, field encodings, tags, user_features for D),
 then the writes: tag_index for the model version (once), user_tag_profiles for dt = D (one
-atomic partition replace), and optionally user_vectors. A failed check writes nothing.
-The nightly scores into staging with user_vectors off and writes them after its publish
+atomic partition replace; then `profiles_latest` is copied again), and optionally user_vectors.
+A failed check writes nothing. The nightly scores into staging with user_vectors off and writes them after its publish
 (`write_user_vectors`), so no vectors reach the warehouse before the night's gates pass.
 """
 from __future__ import annotations
@@ -88,6 +88,10 @@ def run(spark: SparkSession, config: Config, date: dt.date, *, output_uri: str |
         raise undefined from None
     finally:
         broadcast.destroy()
+    if output_uri is None:  # the warehouse's profiles changed: profiles_latest follows their newest date
+        from nightly.publish import refresh_latest
+
+        refresh_latest(spark, paths)
     if conf.write_user_vectors:
         versions["user_vectors"] = _write_vectors(users, task, warehouse_uri(paths, Warehouse.USER_VECTORS),
                                                   commit_info)

@@ -102,6 +102,15 @@ def test_a_rerun_replaces_its_partition_with_identical_rows_and_leaves_the_other
     assert delta.partition_values(world.uri(Warehouse.USER_TAG_PROFILES)) == [D1.isoformat(), D2.isoformat()]
 
 
+def test_profiles_latest_holds_the_newest_date_after_each_standalone_score(spark, three_runs):
+    world, _, _, _, _, d2_before = three_runs
+    latest = delta.read_table(spark, world.uri(Warehouse.PROFILES_LATEST))
+    assertDataFrameEqual(latest, d2_before, rtol=0.0, atol=0.0)  # D1 scored last, D2 is the newest date
+    copies = [e for e in delta.history(world.uri(Warehouse.PROFILES_LATEST)) if e.get("job") == "refresh_latest"]
+    assert sorted((e["dt"], e["source"]) for e in copies) == [(D1.isoformat(), "0"), (D2.isoformat(), "1"),
+                                                              (D2.isoformat(), "2")]
+
+
 def test_the_summary_counts_users_and_rows(spark, three_runs):
     world, _, users, (first, second, _), _, _ = three_runs
     for summary, date in ((first, D1), (second, D2)):
