@@ -13,8 +13,9 @@ from typing import Literal, Union
 
 from analyst.sqltext import Dialect
 
-ParamType = Literal["string", "objective", "tag", "int", "float", "date", "published_date"]
-PARAM_TYPES: tuple[ParamType, ...] = ("string", "objective", "tag", "int", "float", "date", "published_date")
+ParamType = Literal["string", "objective", "tag", "int", "positive_int", "float", "date", "published_date"]
+PARAM_TYPES: tuple[ParamType, ...] = ("string", "objective", "tag", "int", "positive_int", "float", "date",
+                                      "published_date")
 Value = Union[str, int, float, dt.date, None]
 
 LATEST = "latest"  # a published_date default: the latest published date
@@ -23,9 +24,9 @@ PREVIOUS = "previous"  # a published_date default: the published date just befor
 OBJECTIVES = ("ctr", "cvr", "ctr_x_cvr")
 _INT_RANGE = (-(2**63), 2**63 - 1)
 _NULL_TYPES = {
-    "spark": {"string": "STRING", "objective": "STRING", "tag": "STRING", "int": "BIGINT", "float": "DOUBLE",
+    "spark": {"string": "STRING", "objective": "STRING", "tag": "STRING", "int": "BIGINT", "positive_int": "BIGINT", "float": "DOUBLE",
               "date": "DATE", "published_date": "DATE"},
-    "duckdb": {"string": "VARCHAR", "objective": "VARCHAR", "tag": "VARCHAR", "int": "BIGINT", "float": "DOUBLE",
+    "duckdb": {"string": "VARCHAR", "objective": "VARCHAR", "tag": "VARCHAR", "int": "BIGINT", "positive_int": "BIGINT", "float": "DOUBLE",
                "date": "DATE", "published_date": "DATE"},
 }
 
@@ -57,9 +58,10 @@ def parse_value(spec: ParamSpec, text: str) -> Value:
     if spec.type == "objective":
         return check_objective(spec, text)
     try:
-        if spec.type == "int":
+        if spec.type in ("int", "positive_int"):
             value = int(text.strip())
-            if not _INT_RANGE[0] <= value <= _INT_RANGE[1]:
+            low = 1 if spec.type == "positive_int" else _INT_RANGE[0]
+            if not low <= value <= _INT_RANGE[1]:
                 raise ValueError
             return value
         if spec.type == "float":
@@ -69,7 +71,8 @@ def parse_value(spec: ParamSpec, text: str) -> Value:
             return value
         return dt.date.fromisoformat(text.strip())
     except ValueError:
-        wanted = {"int": "an integer", "float": "a finite number"}.get(spec.type, "a date YYYY-MM-DD")
+        wanted = {"int": "an integer", "positive_int": "an integer >= 1",
+                  "float": "a finite number"}.get(spec.type, "a date YYYY-MM-DD")
         raise ParamError(f"parameter {spec.name}={text!r} must be {wanted}") from None
 
 
@@ -99,7 +102,7 @@ def render_literal(value: Value, type_: ParamType, dialect: Dialect) -> str:
         if not isinstance(value, str):
             raise TypeError(f"a {type_} parameter needs a str, got {value!r}")
         return quote_string(value, dialect)
-    if type_ == "int":
+    if type_ in ("int", "positive_int"):
         if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError(f"an int parameter needs an int, got {value!r}")
         return str(value)

@@ -11,7 +11,8 @@ A query file starts with comment lines: a description, then one line per paramet
 
 Types: string; objective (ctr, cvr, ctr_x_cvr, or the parameter's own default such as all);
 tag (a tag id, which `analyst.query.prepare` refuses unless the profiles or the tags table of
-one of the query's published dates hold it); int; float; date; published_date (one of the
+one of the query's published dates hold it); int; positive_int (>= 1: a rank, a count, a limit);
+float; date; published_date (one of the
 dates of user_tag_profiles). A parameter without `= default` is required. Every placeholder of the SQL must be declared
 and every declared parameter used. The SQL is written in the common subset of Spark SQL
 and DuckDB SQL, so one file runs on both engines.

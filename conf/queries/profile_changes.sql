@@ -4,7 +4,7 @@
 -- :date           published_date = latest    a published date (default: the latest)
 -- :previous_date  published_date = previous  compare with (default: the published date before :date)
 -- :objective      objective = ctr            ctr, cvr or ctr_x_cvr
--- :max_rank       int = 5                    a user holds a tag when its rank <= max_rank
+-- :max_rank       positive_int = 5           a user holds a tag when its rank <= max_rank
 WITH top_tags AS (
   SELECT DISTINCT p.dt, p.user_id, p.tag_id
   FROM user_tag_profiles p

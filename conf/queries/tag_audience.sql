@@ -4,7 +4,7 @@
 -- :tag        tag = null               one tag id (default: every tag)
 -- :date       published_date = latest  a published date (default: the latest)
 -- :objective  objective = ctr          ctr, cvr or ctr_x_cvr
--- :max_rank   int = null               count a user when rank <= max_rank (default: any rank)
+-- :max_rank   positive_int = null      count a user when rank <= max_rank (default: any rank)
 -- :min_score  float = null             count a user when score >= min_score (default: any score)
 WITH qualified AS (
   SELECT p.tag_id, p.user_id

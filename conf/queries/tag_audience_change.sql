@@ -3,7 +3,7 @@
 -- :tag            tag                        the tag id
 -- :date           published_date = latest    a published date (default: the latest)
 -- :previous_date  published_date = previous  compare with (default: the published date before :date)
--- :max_rank       int = 5                    count a user when the tag's rank <= max_rank
+-- :max_rank       positive_int = 5           count a user when the tag's rank <= max_rank
 -- :objective      objective = ctr            ctr, cvr or ctr_x_cvr
 SELECT :tag AS tag_id,
        :objective AS objective,

@@ -2,10 +2,10 @@
 -- users with each, and the Jaccard index users_both / (users_a + users_b - users_both).
 -- :date       published_date = latest  a published date (default: the latest)
 -- :objective  objective = ctr          ctr, cvr or ctr_x_cvr
--- :max_rank   int = 5                  a user holds a tag when its rank <= max_rank
+-- :max_rank   positive_int = 5         a user holds a tag when its rank <= max_rank
 -- :tag        tag = null               only the pairs with this tag (default: all pairs)
--- :min_users  int = 1                  only pairs shared by at least this many users
--- :limit      int = 100                at most this many pairs, most shared first
+-- :min_users  positive_int = 1         only pairs shared by at least this many users
+-- :limit      positive_int = 100       at most this many pairs, most shared first
 WITH top_tags AS (
   SELECT DISTINCT p.user_id, p.tag_id
   FROM user_tag_profiles p
