@@ -38,3 +38,11 @@ def test_a_lock_folder_on_an_object_store_fails_in_one_line_before_any_stage(spa
                    f"'s3://bucket/locks': set paths.locks to a local or mounted folder that every driver "
                    f"of this pipeline sees\n")
     assert read_runs(paths) == []
+
+
+def test_an_attempt_under_a_reused_run_id_names_only_its_own_failed_stage(spark, paths, capsys):
+    assert nightly.main(_argv(paths, "--run-id", "night-1")) == 1  # features fails
+    capsys.readouterr()
+    # the same run id again, failing before any stage: the first attempt's stage is not this one's
+    assert nightly.main(_argv(paths, "--run-id", "night-1", "--set", "paths.locks=s3://bucket/locks")) == 1
+    assert capsys.readouterr().err.startswith(f"[nightly] {FUTURE}: ConfigError: the run lock needs a filesystem")
