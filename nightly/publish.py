@@ -91,7 +91,9 @@ def latest_is_behind(paths: Paths) -> int | None:
     return source if source < current else None
 
 
-PUBLISH_JOBS = ("publish",)
+# The commits that put a date's rows into user_tag_profiles: the nightly's publish, and a
+# standalone `score` into the warehouse (an operator's rescore), which a rollback undoes alike.
+PUBLISH_JOBS = ("publish", "score")
 VECTOR_JOBS = ("user_vectors", "score")  # the nightly's vectors stage; a standalone score with write_user_vectors
 
 
@@ -425,13 +427,13 @@ def _changed_runs(history: list[dict], version: int) -> dict[dt.date, tuple[RunC
     which may be older than `version` when a rollback after it brought it back."""
     then = _up_to(history, version)
     changes = {}
-    for day in sorted({e["dt"] for e in history if e.get("job") == "publish" and e.get("dt")}):
+    for day in sorted({e["dt"] for e in history if e.get("job") in PUBLISH_JOBS and e.get("dt")}):
         date = dt.date.fromisoformat(day)
         now, before = _in_effect_or_none(history, date, PUBLISH_JOBS), _in_effect_or_none(then, date, PUBLISH_JOBS)
         if now is not None and before is not None and now.write == before.write:
             continue
         restored = before.run_id if before is not None else None
-        later = [e for e in history if e.get("job") == "publish" and e.get("dt") == day and e["version"] > version]
+        later = [e for e in history if e.get("job") in PUBLISH_JOBS and e.get("dt") == day and e["version"] > version]
         undone = {e.get("run_id") for e in later} - {restored, None}
         writes = {e["version"] for e in later}
         if now is not None and now.write is not None:

@@ -382,3 +382,32 @@ def test_a_rollback_that_died_before_refreshing_latest_is_finished_by_its_rerun(
     assert publish.rollback_date(spark, paths, D1).startswith(
         "rolled back 2026-11-10: restored the partition as of version 0 (undoing version 1)")
     assertDataFrameEqual(_latest(spark, paths), p1)
+
+
+def _standalone_score(spark, paths, date, tag, run_id, model):
+    """What `jobs.score.run` commits into the warehouse: the profiles of `date`, then its vectors."""
+    df = spark.createDataFrame([(date, "u1", "ctr", 1, tag, 0.5, model)], SCHEMA)
+    delta.write_table(df, publish.profiles_uri(paths), mode="overwrite", partition_by=["dt"],
+                      replace_partitions=[date.isoformat()],
+                      commit_info={"job": "score", "dt": date.isoformat(), "run_id": run_id, "model_version": model})
+    return df, _write_vectors(spark, paths, date, run_id, model, job="score")
+
+
+def test_a_standalone_score_between_two_nights_is_a_write_rollback_steps_through(spark, paths):
+    p1, v1 = _night(spark, paths, D1, "A1", "r1", "m1")  # profiles version 0
+    s1, sv1 = _standalone_score(spark, paths, D1, "S1", "s1", "m3")  # version 1: an operator's rescore
+    _night(spark, paths, D1, "A2", "r2", "m2")  # version 2
+    message = publish.rollback_date(spark, paths, D1)
+    assert message == ("rolled back 2026-11-10: restored the partition as of version 1 (undoing version 2); "
+                       "user_vectors of 2026-11-10: restored the vectors of run s1 (version 1, model m3), "
+                       "undoing version 2 of run r2")
+    assertDataFrameEqual(publish.read_profiles(spark, publish.profiles_uri(paths), D1), s1)
+    assertDataFrameEqual(_all_vectors(spark, paths), sv1)
+    # the next rollback undoes the rescore and brings the first night back, not an empty date
+    message = publish.rollback_date(spark, paths, D1)
+    assert message == ("rolled back 2026-11-10: restored the partition as of version 0 (undoing version 1); "
+                       "user_vectors of 2026-11-10: restored the vectors of run r1 (version 0, model m1), "
+                       "undoing version 1 of run s1")
+    assertDataFrameEqual(publish.read_profiles(spark, publish.profiles_uri(paths), D1), p1)
+    assertDataFrameEqual(_all_vectors(spark, paths), v1)
+    assertDataFrameEqual(_latest(spark, paths), p1)
