@@ -58,13 +58,14 @@ class Paths:
 
         raw, warehouse, models and staging must not contain one another, except staging in a folder
         whose name starts with `_` directly under warehouse (the default `warehouse/_staging`): no
-        table lives there. reports and locks must not contain any of them nor sit inside one, except
-        in such a `_` folder of warehouse, staging or models (the defaults `warehouse/_reports`,
-        `warehouse/_locks`). Paths are compared normalised (`normalise_path`).
+        table lives there. reports, locks and petastorm_cache (which vacuum sweeps) must not contain
+        any of them nor sit inside one, except in such a `_` folder of warehouse, staging or models
+        (the defaults `warehouse/_reports`, `warehouse/_locks`, `models/_petastorm_cache`). Paths are
+        compared normalised (`normalise_path`).
         """
         data = {"raw": self.raw, "warehouse": self.warehouse, "models": self.models,
                 "staging": self.staging_root}
-        side = {"reports": self.reports_root, "locks": self.locks_root}
+        side = {"reports": self.reports_root, "locks": self.locks_root, "petastorm_cache": self.petastorm_root}
         roots = {name: normalise_path(value) for name, value in {**data, **side}.items()}
         pairs = [(a, b) for i, a in enumerate(data) for b in list(data)[i + 1:]]
         pairs += [(a, b) for a in data for b in side]

@@ -17,6 +17,7 @@ is only reported, never deleted; rerun the training of its date, or delete it by
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -41,6 +42,9 @@ KINDS = {
     "replaced": "model folder a rerun replaced",
 }
 UNREGISTERED = "complete model folder with no registry row (kept)"
+# How Petastorm names each copy: '{time}-appid-{spark application id}-{uuid4}'. Only such folders
+# are swept from the cache root, whatever else may live there.
+PETASTORM_COPY = re.compile(r"^\d{14}-appid-.+-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
 def find(paths: Paths, retention_hours: float, *, now: float | None = None) -> tuple[list[Leftover], list[Leftover]]:
@@ -57,7 +61,8 @@ def find(paths: Paths, retention_hours: float, *, now: float | None = None) -> t
     if petastorm is not None:
         candidates.append((petastorm, "petastorm"))
     found = [Leftover(str(folder), kind, _age_hours(folder, now))
-             for parent, kind in candidates for folder in _folders(parent)]
+             for parent, kind in candidates for folder in _folders(parent)
+             if kind != "petastorm" or PETASTORM_COPY.match(folder.name)]
     found += [Leftover(str(folder), "replaced", _age_hours(folder, now))
               for folder in _folders(models) if folder.name.startswith(".replaced-")]
     stale = [f for f in found if f.age_hours >= retention_hours]

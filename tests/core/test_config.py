@@ -140,6 +140,9 @@ def test_one_location_in_two_spellings_is_refused(tmp_path, monkeypatch, paths, 
     ({"locks": "/r"}, "raw", "locks"),
     ({"reports": "/w"}, "warehouse", "reports"),
     ({"reports": "/s/profiles", "staging": "/s"}, "staging", "reports"),
+    ({"petastorm_cache": "/m"}, "models", "petastorm_cache"),  # vacuum sweeps the cache
+    ({"petastorm_cache": "/w"}, "warehouse", "petastorm_cache"),
+    ({"petastorm_cache": "/"}, "raw", "petastorm_cache"),
 ])
 def test_staging_reports_and_locks_must_not_overlap_what_jobs_own(extra, first, second):
     with pytest.raises(ConfigError, match=rf"paths.{first} \(.+\) and paths.{second} \(.+\) must not contain"):
@@ -152,6 +155,8 @@ def test_staging_reports_and_locks_must_not_overlap_what_jobs_own(extra, first, 
     {"staging": "/s", "reports": "/s/_reports", "locks": "/m/_locks"},
     {"staging": "s3://b/staging", "reports": "/reports", "locks": "/locks"},
     {"reports": "/shared", "locks": "/shared"},
+    {"petastorm_cache": "/m/_petastorm_cache"},
+    {"petastorm_cache": "/tmp/petastorm"},
 ])
 def test_separate_folders_and_underscore_folders_are_accepted(extra):
     config = config_from_dict({"paths": {"raw": "/r", "warehouse": "/w", "models": "/m", **extra}})

@@ -113,7 +113,8 @@ def training_scratch(world):
                            files=("model.safetensors",)),
         "checkpoints": _folder(artifact.checkpoint_dir(paths, "mvke-2026-11-01-dead0001") / "checkpoint-0",
                                hours_old=210, files=("state.pt", "meta.json")).parent,
-        "petastorm": _folder(Path(paths.petastorm_root) / "20261101000000-appid-local-1-abc", hours_old=300,
+        "petastorm": _folder(Path(paths.petastorm_root) / "20261101000000-appid-local-1764547200000-"
+                                                                "0b6f2c1e-6a7d-4c8e-9f10-2a3b4c5d6e7f", hours_old=300,
                              files=("part-0.parquet",)),
         "replaced": _folder(models / ".replaced-mvke-2026-10-30-aaaa0001-0f0f", hours_old=400,
                             files=("model.safetensors", artifact.DONE_FILE)),
@@ -130,6 +131,8 @@ def training_scratch(world):
         _folder(models / "mvke-2026-10-01-reg00001", hours_old=900, files=("model.safetensors", artifact.DONE_FILE)),
         _folder(models / "mvke-2026-10-02-norow001", hours_old=600, files=("model.safetensors", artifact.DONE_FILE)),
         _folder(models / "notes", hours_old=900),
+        # not named as Petastorm names its copies: not the cache's to delete
+        _folder(Path(paths.petastorm_root) / "someone-elses-folder", hours_old=900),
     ]
     registry.register(paths, registry.ModelRecord(
         "mvke-2026-10-01-reg00001", dt.date(2026, 10, 1), registry.ModelStatus.PUBLISHED,
