@@ -187,10 +187,14 @@ def _check_parquet_schemas(files: list[str], table: Raw) -> None:
     seen: dict[str, tuple[str, T.DataType]] = {}  # column -> (first file holding it, its type)
     for path in files:
         try:
-            schema = pq.read_schema(path)
+            parquet = pq.read_metadata(path).schema
         except (OSError, pa.ArrowException) as exc:
             raise ContractError(f"raw table {table.value}: file {path} cannot be read as Parquet ({exc})") from exc
-        found = T.StructType([T.StructField(f.name, _spark_type(f.type)) for f in schema])
+        # INT96 (Spark's default timestamp encoding) carries no time zone flag: pyarrow reads it as
+        # naive, Spark as timestamp, which is what it is
+        int96 = {parquet.column(i).path for i in range(len(parquet)) if parquet.column(i).physical_type == "INT96"}
+        found = T.StructType([T.StructField(f.name, T.TimestampType() if f.name in int96 else _spark_type(f.type))
+                              for f in parquet.to_arrow_schema()])
         check_schema(found, table, file=path)
         for field in found.fields:
             first, dtype = seen.setdefault(field.name, (path, field.dataType))
@@ -235,7 +239,7 @@ def _check_features(delta_table, table: Raw, uri: str) -> None:
     if problems:
         raise ContractError(f"raw table {table.value} at {uri} uses {' and '.join(problems)}, which this job's "
                             f"reader does not apply; publish it without them (a Parquet folder, or a Delta table "
-                            f"with those features off and its files rewritten)")
+                            f"written without those table features)")
 
 
 def _check_parquet_footers(delta_table, table: Raw) -> None:

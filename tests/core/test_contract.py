@@ -126,6 +126,18 @@ def test_files_mixing_utc_and_naive_timestamps_are_named(spark, paths):
         read_raw(spark, paths, Raw.EVENTS)
 
 
+def test_spark_written_int96_times_are_utc_timestamps_next_to_pyarrow_ones(spark, paths):
+    # Spark writes INT96 by default, which pyarrow reads back without a time zone
+    folder = f"{paths.raw}/events"
+    spark.createDataFrame([("u1", "i1", "click", TS)], EVENTS).coalesce(1).write.parquet(folder)
+    [written] = [f for f in os.listdir(folder) if f.endswith(".parquet")]
+    assert pq.read_metadata(f"{folder}/{written}").schema.column(3).physical_type == "INT96"
+    utc = pa.array([dt.datetime(2026, 11, 1, 11, tzinfo=dt.timezone.utc)], pa.timestamp("us", tz="UTC"))
+    pq.write_table(pa.table({"user_id": ["u2"], "item_id": ["i1"], "event_type": ["click"], "event_time": utc}),
+                   f"{folder}/zz-part.parquet")
+    assert sorted(r.user_id for r in read_raw(spark, paths, Raw.EVENTS).collect()) == ["u1", "u2"]
+
+
 def test_a_delta_table_in_a_folder_with_a_space_is_read(spark, tmp_path):
     # the Delta log holds the file paths URL-encoded (%20): the footer check must decode them
     paths = Paths(raw=str(tmp_path / "raw data"), warehouse=str(tmp_path / "w"), models=str(tmp_path / "m"))
