@@ -77,11 +77,17 @@ def refresh_latest(spark: SparkSession, paths: Paths) -> None:
     delta.retry_on_conflict(once)
 
 
+def newest_change(history: list[dict]) -> dict:
+    """The newest commit of the log that can change rows (a vacuum's own commits cannot); {} when none."""
+    changes = [e for e in history if e.get("operation") not in ("VACUUM START", "VACUUM END")]
+    return max(changes, key=lambda e: e["version"], default={})
+
+
 def latest_is_behind(paths: Paths) -> int | None:
-    """The version of `user_tag_profiles` that `profiles_latest` was last copied from, when an older
-    one than the current (a job died between its profiles commit and the refresh); else None.
-    A `profiles_latest` whose last copy does not say its source counts as in line."""
-    current = delta.table_version(profiles_uri(paths))
+    """The version of `user_tag_profiles` that `profiles_latest` was last copied from, when it is
+    older than the table's newest change of rows (a job died between its profiles commit and the
+    refresh); else None. A `profiles_latest` whose last copy does not say its source counts as in line."""
+    current = newest_change(delta.history(profiles_uri(paths))).get("version")
     copies = [e for e in delta.history(warehouse_uri(paths, Warehouse.PROFILES_LATEST))
               if e.get("job") == "refresh_latest"]
     newest = max(copies, key=lambda e: e["version"], default=None)
@@ -114,7 +120,7 @@ def rollback_date(spark: SparkSession, paths: Paths, date: dt.date) -> str:
     """
     uri = profiles_uri(paths)
     history = delta.history(uri)
-    newest = max(history, key=lambda e: e["version"], default={})
+    newest = newest_change(history)
     copied = latest_is_behind(paths)
     if copied is not None and newest.get("job") == "rollback" and newest.get("dt") == date.isoformat():
         # the rerun of a rollback that died before its refresh: finish it, undo nothing more
@@ -130,7 +136,9 @@ def rollback_date(spark: SparkSession, paths: Paths, date: dt.date) -> str:
     change = RunChange(undone=undone, restored=_run_in_effect(_up_to(history, target - 1), date))
     plan = plan_vectors(paths, {date: change})
     check_reachable([(uri, target - 1, date)] + [(vectors_uri(paths), v, d) for d, v in plan.restores.items()])
-    models = align_models(spark, paths, {date: ([target], target - 1)})
+    # the rows of the publish in effect are the current version's (its own files may be long gone
+    # when a rollback put them back)
+    models = align_models(spark, paths, {date: ([delta.table_version(uri)], target - 1)})
     vectors = apply_vectors(spark, paths, plan)
     delta.write_table(partition_as_of(spark, uri, date, target - 1), uri, mode="overwrite", partition_by=["dt"],
                       replace_partitions=[date.isoformat()],
@@ -422,10 +430,12 @@ def rollback_to_version(spark: SparkSession, paths: Paths, version: int) -> str:
 
 def _changed_runs(history: list[dict], version: int) -> dict[dt.date, tuple[RunChange, list[int]]]:
     """The dates whose publish in effect now differs from the one at `version`, each with the runs
-    and the table versions of the publishes undone, and the run of the publish in effect at
-    `version` (restored). Undone are the publishes after `version` and the publish in effect now,
-    which may be older than `version` when a rollback after it brought it back."""
+    and the table versions holding the rows of the publishes undone, and the run of the publish
+    in effect at `version` (restored). Undone are the publishes after `version` and the publish in
+    effect now, which may be older than `version` when a rollback after it brought it back; its
+    rows are read from the current version."""
     then = _up_to(history, version)
+    current = max((e["version"] for e in history), default=-1)
     changes = {}
     for day in sorted({e["dt"] for e in history if e.get("job") in PUBLISH_JOBS and e.get("dt")}):
         date = dt.date.fromisoformat(day)
@@ -438,6 +448,6 @@ def _changed_runs(history: list[dict], version: int) -> dict[dt.date, tuple[RunC
         writes = {e["version"] for e in later}
         if now is not None and now.write is not None:
             undone |= {now.run_id} - {restored, None}
-            writes.add(now.write)
+            writes = (writes - {now.write}) | {current}  # its rows, live in the current version
         changes[date] = (RunChange(undone=tuple(sorted(undone)), restored=restored), sorted(writes))
     return changes

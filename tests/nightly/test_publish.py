@@ -1,4 +1,5 @@
 import datetime as dt
+import os
 
 import pytest
 from pyspark.testing import assertDataFrameEqual
@@ -313,6 +314,24 @@ def test_undoing_a_rollback_by_version_puts_back_the_vectors_and_the_model_of_th
     assert _statuses(paths) == {"m1": "rolled_back", "m2": "published"}
 
 
+def test_undoing_a_rollback_by_version_reads_the_rows_in_effect_from_the_live_files(spark, paths):
+    """r1's rows are in effect as a rollback's copy; the files of r1's own publish are gone."""
+    _register(paths, ("m1", D1, ModelStatus.PUBLISHED), ("m2", D1, ModelStatus.PUBLISHED))
+    _night(spark, paths, D1, "A1", "r1", "m1")  # profiles version 0
+    p2, v2 = _night(spark, paths, D1, "A2", "r2", "m2")  # profiles version 1
+    publish.rollback_date(spark, paths, D1)  # version 2
+    uri = publish.profiles_uri(paths)
+    [r1_file] = [f for f in delta.open_table(uri, 0).file_uris()]
+    os.remove(r1_file.removeprefix("file://"))  # as a vacuum that reached version 0's replaced files
+    assert delta.missing_files(uri, 1) == []
+    assert publish.rollback_to_version(spark, paths, 1).endswith("; model m1, trained for 2026-11-10, is now "
+                                                                 "rolled_back; model m2, trained for 2026-11-10, is "
+                                                                 "published again; the latest published model for "
+                                                                 "2026-11-10 is m2")
+    assertDataFrameEqual(publish.read_profiles(spark, uri, D1), p2)
+    assertDataFrameEqual(_all_vectors(spark, paths), v2)
+
+
 def test_a_rollback_past_the_vacuum_window_is_refused_before_anything_changes(spark, paths, tmp_path, capsys):
     import json
 
@@ -354,8 +373,8 @@ def test_a_rollback_past_the_vacuum_window_is_refused_before_anything_changes(sp
 
 def test_a_rollback_that_died_before_refreshing_latest_is_finished_by_its_rerun(spark, paths, monkeypatch):
     """The profiles commit landed, profiles_latest was not copied again: the rerun copies it and
-    undoes no second publish; run once more, it undoes the next one."""
-    p1, v1 = _night(spark, paths, D1, "A1", "r1", "m1")  # version 0
+    undoes no second publish, also when a vacuum committed in between."""
+    _night(spark, paths, D1, "A1", "r1", "m1")  # version 0
     _night(spark, paths, D1, "A2", "r2", "m2")  # version 1
     _night(spark, paths, D1, "A3", "r3", "m3")  # version 2
     real = publish.refresh_latest
@@ -371,17 +390,21 @@ def test_a_rollback_that_died_before_refreshing_latest_is_finished_by_its_rerun(
     assert [r.tag_id for r in r2_rows.collect()] == ["A2"]
     assert [r.tag_id for r in _latest(spark, paths).collect()] == ["A3"]  # stale
     assert publish.latest_is_behind(paths) == 2
+    delta.vacuum(publish.profiles_uri(paths), retention_hours=0)  # its commits change no rows: still to finish
+    assert publish.newest_change(delta.history(publish.profiles_uri(paths)))["version"] == 3
+    assert delta.table_version(publish.profiles_uri(paths)) > 3
 
     message = publish.rollback_date(spark, paths, D1)
     assert message == ("finished the rollback of 2026-11-10 (version 3, undoing version 2): profiles_latest was "
                        "copied from version 2, now from the current one; no other publish undone (run it again "
                        "to undo one more)")
-    assert delta.table_version(publish.profiles_uri(paths)) == 3
+    assert publish.newest_change(delta.history(publish.profiles_uri(paths)))["version"] == 3
     assertDataFrameEqual(_latest(spark, paths), r2_rows)
     assert publish.latest_is_behind(paths) is None
-    assert publish.rollback_date(spark, paths, D1).startswith(
-        "rolled back 2026-11-10: restored the partition as of version 0 (undoing version 1)")
-    assertDataFrameEqual(_latest(spark, paths), p1)
+    # run once more, it would undo the next publish, whose predecessor's files that vacuum deleted
+    with pytest.raises(publish.VacuumedVersionError, match=r"version 0 of .* \(dt=2026-11-10\) needs 1 file"):
+        publish.rollback_date(spark, paths, D1)
+    assertDataFrameEqual(_latest(spark, paths), r2_rows)
 
 
 def _standalone_score(spark, paths, date, tag, run_id, model):
@@ -411,3 +434,23 @@ def test_a_standalone_score_between_two_nights_is_a_write_rollback_steps_through
     assertDataFrameEqual(publish.read_profiles(spark, publish.profiles_uri(paths), D1), p1)
     assertDataFrameEqual(_all_vectors(spark, paths), v1)
     assertDataFrameEqual(_latest(spark, paths), p1)
+
+
+def test_rolling_back_a_publish_a_rollback_put_back_needs_only_live_files(spark, paths):
+    """The rows of the publish in effect were copied back by a rollback; the files of their
+    original publish are vacuumed. Their model is read from the live partition."""
+    _register(paths, ("m0", D0, ModelStatus.PUBLISHED), ("m1", D1, ModelStatus.PUBLISHED),
+              ("m2", D1, ModelStatus.PUBLISHED))
+    _, other = _night(spark, paths, D0, "Z0", "r0", "m0")  # version 0
+    _night(spark, paths, D1, "A1", "r1", "m1")  # version 1
+    _night(spark, paths, D1, "A2", "r2", "m2")  # version 2
+    publish.rollback_date(spark, paths, D1)  # version 3: r1's rows again, m2 rolled back
+    for uri in (publish.profiles_uri(paths), publish.vectors_uri(paths)):
+        delta.vacuum(uri, retention_hours=0)
+    assert delta.missing_files(publish.profiles_uri(paths), 1, {"dt": D1})  # r1's own files are gone
+    message = publish.rollback_date(spark, paths, D1)
+    assert message.startswith("rolled back 2026-11-10: restored the partition as of version 0 (undoing version 1)")
+    assert message.endswith("; model m1, trained for 2026-11-10, is now rolled_back; "
+                            "the latest published model for 2026-11-10 is m0")
+    assert publish.published_dates(paths) == [D0]
+    assertDataFrameEqual(_all_vectors(spark, paths), other)
