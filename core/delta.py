@@ -438,7 +438,7 @@ def _spark_paths(uri: str, table: DeltaTable,
     filesystem, root, files = arrow_filesystem(table.table_uri, relative)
     if isinstance(filesystem, pafs.LocalFileSystem):
         return f"file://{root}", [f"file://{f}" for f in files]
-    return uri, [f"{table.table_uri.rstrip('/')}/{path}" for path in relative]
+    return uri, [f"{table.table_uri.rstrip('/')}/{unquote(path)}" for path in relative]  # as file_uris() spells them
 
 
 def _live_paths(table: DeltaTable, partition: Mapping[str, object] | None = None) -> list[str]:
@@ -448,6 +448,9 @@ def _live_paths(table: DeltaTable, partition: Mapping[str, object] | None = None
     if not partition:
         return relative
     [(column, value)] = partition.items()
+    if column not in table.metadata().partition_columns:
+        raise ValueError(f"{table.table_uri} is not partitioned by {column} "
+                         f"(partition columns: {table.metadata().partition_columns})")
     values = adds.column(f"partition.{column}").to_pylist()
     return [path for path, v in zip(relative, values) if _partition_text(v) == _partition_text(value)]
 

@@ -547,3 +547,12 @@ def test_a_write_through_an_arrow_map_checks_the_maps_columns_and_fails_whole(sp
     assert delta.table_version(uri) == 0
     assertDataFrameEqual(delta.read_table(spark, uri),
                          spark.createDataFrame([(D1, "a", 1, 0.5)], "dt date, user_id string, rank int, score double"))
+
+
+def test_reading_one_partition_names_a_column_the_table_is_not_partitioned_by(spark, tmp_path):
+    import pyarrow as pa
+
+    uri = str(tmp_path / "t")
+    delta.write_arrow(pa.table({"dt": ["2026-11-10"], "k": [1]}), uri, mode="overwrite")  # not partitioned
+    with pytest.raises(ValueError, match=r"t/? is not partitioned by dt \(partition columns: \[\]\)"):
+        delta.read_table(spark, uri, partition={"dt": "2026-11-10"})
