@@ -108,7 +108,8 @@ def judge_again(config: Config, date: dt.date, inputs: TrainingInputs, record: r
         registry.set_status(paths, version, decision.status)
     print(f"[train] {version}: trained before from the same inputs; {record.status.value} -> "
           f"{decision.status.value} ({'; '.join(decision.reasons)}) at {record.path}", flush=True)
-    trained_on = json.loads((Path(record.path) / artifact.TRAINING_FILE).read_text())["table_versions"]
+    folder = Path(record.path or registry.model_dir(paths, version))
+    trained_on = json.loads((folder / artifact.TRAINING_FILE).read_text())["table_versions"]
     return TrainResult(version, decision.status, record.path, record.metrics, decision.reasons, config.train.epochs,
                        trained_on, tuple(backfilled), {}, judged_again=True)
 
