@@ -31,6 +31,7 @@ from core.tables import Warehouse, warehouse_uri
 from features.examples import model_inputs
 from mvke.artifact import load_model
 from mvke.base import ProfileModel
+from nightly.publish import refresh_latest
 from scoring import inputs
 from scoring.executor import PROFILE_SCHEMA, USER_VECTOR_SCHEMA, ScanTask, score_users, user_vectors
 from scoring.scan import ScanPlan, scan_plan
@@ -89,8 +90,6 @@ def run(spark: SparkSession, config: Config, date: dt.date, *, output_uri: str |
     finally:
         broadcast.destroy()
     if output_uri is None:  # the warehouse's profiles changed: profiles_latest follows their newest date
-        from nightly.publish import refresh_latest
-
         refresh_latest(spark, paths)
     if conf.write_user_vectors:
         versions["user_vectors"] = _write_vectors(users, task, warehouse_uri(paths, Warehouse.USER_VECTORS),
