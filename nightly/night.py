@@ -108,7 +108,7 @@ def run_night(spark: SparkSession, config: Config, date: dt.date, *, run_id: str
         _maybe_crash("gates")
 
         with stage(paths, result.run_id, "publish", date) as out:
-            version = publish.publish(spark, paths, date, result.run_id)
+            version = publish.publish(spark, paths, date, result.run_id, scored["model_version"])
             out.metrics = {"version": version}
             out.rows_in = scored["rows_written"]
             out.rows_out = delta.partition_rows(publish.profiles_uri(paths), date.isoformat(), version)

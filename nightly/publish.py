@@ -3,7 +3,8 @@
 The scoring job writes a candidate partition to staging. Publishing copies it into the
 warehouse `user_tag_profiles` as one atomic partition replace, then rewrites
 `profiles_latest` (the newest published date only). Each publish commit carries
-`job=publish, dt=<date>, run_id=<run>` in the Delta log, which is what rollback reads; the
+`job=publish, dt=<date>, run_id=<run>, model_version=<model>` in the Delta log, which is what
+rollback reads; the
 nightly's user_vectors commit of the date carries the same run_id, which is how a rollback
 finds the vectors that go with the publish it undoes.
 """
@@ -13,6 +14,7 @@ import datetime as dt
 import functools
 import json
 from dataclasses import dataclass
+from typing import Mapping
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -43,12 +45,15 @@ def read_profiles(spark: SparkSession, uri: str, date: dt.date, version: int | N
     return delta.read_table(spark, uri, version, partition={"dt": date}).where(F.col("dt") == F.lit(date))
 
 
-def publish(spark: SparkSession, paths: Paths, date: dt.date, run_id: str) -> int:
-    """Copy the candidate partition of `date` from staging into the warehouse; return the version."""
+def publish(spark: SparkSession, paths: Paths, date: dt.date, run_id: str, model_version: str | None = None) -> int:
+    """Copy the candidate partition of `date` from staging into the warehouse; return the version.
+    The commit records `model_version` (the model that scored the candidate), which a later
+    rollback reads instead of the rows, whose files the vacuum may have deleted by then."""
     candidate = read_profiles(spark, candidate_uri(paths), date)
+    info = {"job": "publish", "dt": date.isoformat(), "run_id": run_id}
     version = delta.write_table(
-        candidate, profiles_uri(paths), mode="overwrite", partition_by=["dt"],
-        replace_partitions=[date.isoformat()], commit_info={"job": "publish", "dt": date.isoformat(), "run_id": run_id},
+        candidate, profiles_uri(paths), mode="overwrite", partition_by=["dt"], replace_partitions=[date.isoformat()],
+        commit_info=info if model_version is None else {**info, "model_version": model_version},
     )
     refresh_latest(spark, paths)
     return version
@@ -148,19 +153,22 @@ def rollback_date(spark: SparkSession, paths: Paths, date: dt.date) -> str:
             f"user_vectors of {date}: {vectors[date]}{models}")
 
 
-def align_models(spark: SparkSession, paths: Paths, changes: dict[dt.date, tuple[list[int], int]]) -> str:
+def align_models(spark: SparkSession, paths: Paths, changes: dict[dt.date, tuple[list[int], int]],
+                 logged: Mapping[int, str] | None = None) -> str:
     """Bring the registry in line with the profiles a rollback puts in effect; say what changed.
 
     `changes` maps a date to (the versions of its undone publishes, the version its partition is
-    restored to). A model trained for the date that scored an undone publish, and scores none of
-    the restored rows, becomes `rolled_back`: a bad night's model must not score the next nights,
-    as after a failed gate. A `rolled_back` model trained for the date that scored the restored
+    restored to); `logged` gives the model a publish's commit records, read instead of its rows.
+    A model trained for the date that scored an undone publish, and scores none of the restored
+    rows, becomes `rolled_back`: a bad night's model must not score the next nights, as after a
+    failed gate. A `rolled_back` model trained for the date that scored the restored
     rows (a rollback undone by another) is `published` again. Models of other nights keep their
     status. Done before the rollback's own commits, so a rerun after a crash finds the publish
     still in effect and finishes. Returns the message's part ("" when no model changed)."""
     uri, notes = profiles_uri(paths), []
     for date, (undone, restored) in sorted(changes.items()):
-        before = set().union(*(_models_in(spark, uri, date, v) for v in undone))
+        logged = logged or {}
+        before = set().union(*({logged[v]} if v in logged else _models_in(spark, uri, date, v) for v in undone))
         after = _models_in(spark, uri, date, restored)
         rolled, published = registry.ModelStatus.ROLLED_BACK, registry.ModelStatus.PUBLISHED
         changed = [f"model {v}, trained for {date}, is now {rolled.value}" for v in sorted(before - after)
@@ -214,7 +222,8 @@ def check_reachable(reads: list[tuple[str, int, dt.date | None]]) -> None:
 
 @dataclass(frozen=True)
 class VectorsPlan:
-    """What `apply_vectors` does: the version each date's vectors are restored to, the write it undoes, a note per date."""
+    """What `apply_vectors` does: the version each date's vectors are restored to, the write it
+    undoes, and a note per date."""
 
     restores: dict[dt.date, int]
     undoes: dict[str, str]
@@ -417,15 +426,23 @@ def rollback_to_version(spark: SparkSession, paths: Paths, version: int) -> str:
         raise ValueError(f"--to-version must be between 0 and {current - 1} (current version {current})")
     history = delta.history(uri)
     changed = _changed_runs(history, version)
+    logged = logged_models(history)
     plan = plan_vectors(paths, {date: change for date, (change, _) in changed.items()})
-    check_reachable([(uri, version, None)] + [(uri, v, d) for d, (_, undone) in changed.items() for v in undone]
+    check_reachable([(uri, version, None)]
+                    + [(uri, v, d) for d, (_, undone) in changed.items() for v in undone if v not in logged]
                     + [(vectors_uri(paths), v, d) for d, v in plan.restores.items()])
-    models = align_models(spark, paths, {date: (undone, version) for date, (_, undone) in changed.items()})
+    models = align_models(spark, paths, {date: (undone, version) for date, (_, undone) in changed.items()}, logged)
     vectors = apply_vectors(spark, paths, plan)
     delta.restore(uri, version)
     refresh_latest(spark, paths)
     notes = "; ".join(f"{date}: {note}" for date, note in sorted(vectors.items()))
     return f"restored {uri} to version {version} (was {current}); user_vectors: {notes or 'no date changes publish'}{models}"
+
+
+def logged_models(history: list[dict]) -> dict[int, str]:
+    """{version: model} of the writes of profiles whose commit records the model that scored them."""
+    return {e["version"]: e["model_version"] for e in history
+            if e.get("job") in PUBLISH_JOBS and e.get("model_version")}
 
 
 def _changed_runs(history: list[dict], version: int) -> dict[dt.date, tuple[RunChange, list[int]]]:

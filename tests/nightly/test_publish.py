@@ -126,7 +126,7 @@ VECTORS = "dt date, user_id string, model_version string, user_vector array<floa
 def _night(spark, paths, date, tag, run_id, model, vectors=True):
     """A night as `nightly.night` leaves it: the publish of `date`, then (if `vectors`) its user_vectors."""
     profiles = _stage(spark, paths, [(date, "u1", "ctr", 1, tag, 0.5, model)])
-    publish.publish(spark, paths, date, run_id)
+    publish.publish(spark, paths, date, run_id, model)
     written = _write_vectors(spark, paths, date, run_id, model) if vectors else None
     return profiles, written
 
@@ -454,3 +454,24 @@ def test_rolling_back_a_publish_a_rollback_put_back_needs_only_live_files(spark,
                             "the latest published model for 2026-11-10 is m0")
     assert publish.published_dates(paths) == [D0]
     assertDataFrameEqual(_all_vectors(spark, paths), other)
+
+
+def test_a_restore_reads_the_models_of_undone_publishes_from_their_commits(spark, paths):
+    """r2's publish, undone by a rollback, has its files vacuumed; restoring version 0 needs only
+    its model, which its commit records."""
+    _register(paths, ("m0", D0, ModelStatus.PUBLISHED), ("m1", D1, ModelStatus.PUBLISHED),
+              ("m2", D1, ModelStatus.PUBLISHED))
+    p0, v0 = _night(spark, paths, D0, "Z0", "r0", "m0")  # version 0
+    _night(spark, paths, D1, "A1", "r1", "m1")  # version 1
+    _night(spark, paths, D1, "A2", "r2", "m2")  # version 2
+    publish.rollback_date(spark, paths, D1)  # version 3: r1's rows again; m2 rolled back
+    for uri in (publish.profiles_uri(paths), publish.vectors_uri(paths)):
+        delta.vacuum(uri, retention_hours=0)
+    assert delta.missing_files(publish.profiles_uri(paths), 2, {"dt": D1})
+    assert publish.logged_models(delta.history(publish.profiles_uri(paths))) == {0: "m0", 1: "m1", 2: "m2"}
+    message = publish.rollback_to_version(spark, paths, 0)
+    assert message.endswith("; model m1, trained for 2026-11-10, is now rolled_back; "
+                            "the latest published model for 2026-11-10 is m0")
+    assertDataFrameEqual(delta.read_table(spark, publish.profiles_uri(paths)), p0)
+    assertDataFrameEqual(_all_vectors(spark, paths), v0)
+    assert _statuses(paths) == {"m0": "published", "m1": "rolled_back", "m2": "rolled_back"}
