@@ -58,14 +58,16 @@ class Paths:
 
         raw, warehouse, models and staging must not contain one another, except staging in a folder
         whose name starts with `_` directly under warehouse (the default `warehouse/_staging`): no
-        table lives there. reports, locks and petastorm_cache (which vacuum sweeps) must not contain
-        any of them nor sit inside one, except in such a `_` folder of warehouse, staging or models
-        (the defaults `warehouse/_reports`, `warehouse/_locks`, `models/_petastorm_cache`). Paths are
-        compared normalised (`normalise_path`).
+        table lives there. reports and locks must not contain any of them nor sit inside one, except
+        in such a `_` folder of warehouse, staging or models (the defaults `warehouse/_reports`,
+        `warehouse/_locks`). petastorm_cache must not sit inside raw (a Parquet-folder table would
+        read the copies as rows), nor inside warehouse or staging except in such a `_` folder; it
+        may contain anything, or sit in models: vacuum sweeps only the folders Petastorm names.
+        Paths are compared normalised (`normalise_path`).
         """
         data = {"raw": self.raw, "warehouse": self.warehouse, "models": self.models,
                 "staging": self.staging_root}
-        side = {"reports": self.reports_root, "locks": self.locks_root, "petastorm_cache": self.petastorm_root}
+        side = {"reports": self.reports_root, "locks": self.locks_root}
         roots = {name: normalise_path(value) for name, value in {**data, **side}.items()}
         pairs = [(a, b) for i, a in enumerate(data) for b in list(data)[i + 1:]]
         pairs += [(a, b) for a in data for b in side]
@@ -78,6 +80,12 @@ class Paths:
                     continue
                 raise ConfigError(f"paths.{a} ({roots[a]}) and paths.{b} ({roots[b]}) must not contain each "
                                   f"other: jobs overwrite and vacuum what they own")
+        cache = normalise_path(self.petastorm_root)
+        for name in ("raw", "warehouse", "staging"):
+            if _inside(cache, roots[name]) and not (name != "raw" and _under_underscore(cache, roots[name])):
+                raise ConfigError(f"paths.petastorm_cache ({cache}) must not lie in paths.{name} ({roots[name]}): "
+                                  f"Petastorm's copies would sit among its data (a folder whose name starts with _ "
+                                  f"directly under warehouse or staging is fine)")
 
     @property
     def staging_root(self) -> str:

@@ -140,9 +140,6 @@ def test_one_location_in_two_spellings_is_refused(tmp_path, monkeypatch, paths, 
     ({"locks": "/r"}, "raw", "locks"),
     ({"reports": "/w"}, "warehouse", "reports"),
     ({"reports": "/s/profiles", "staging": "/s"}, "staging", "reports"),
-    ({"petastorm_cache": "/m"}, "models", "petastorm_cache"),  # vacuum sweeps the cache
-    ({"petastorm_cache": "/w"}, "warehouse", "petastorm_cache"),
-    ({"petastorm_cache": "/"}, "raw", "petastorm_cache"),
 ])
 def test_staging_reports_and_locks_must_not_overlap_what_jobs_own(extra, first, second):
     with pytest.raises(ConfigError, match=rf"paths.{first} \(.+\) and paths.{second} \(.+\) must not contain"):
@@ -157,10 +154,25 @@ def test_staging_reports_and_locks_must_not_overlap_what_jobs_own(extra, first, 
     {"reports": "/shared", "locks": "/shared"},
     {"petastorm_cache": "/m/_petastorm_cache"},
     {"petastorm_cache": "/tmp/petastorm"},
+    {"petastorm_cache": "/m"},  # vacuum sweeps only the folders Petastorm names
+    {"petastorm_cache": "/"},  # a shared parent of every root
+    {"petastorm_cache": "/w/_petastorm"},
 ])
 def test_separate_folders_and_underscore_folders_are_accepted(extra):
     config = config_from_dict({"paths": {"raw": "/r", "warehouse": "/w", "models": "/m", **extra}})
     assert config.paths.staging_root == extra.get("staging", "/w/_staging")
+
+
+@pytest.mark.parametrize("cache, name, root", [
+    ("/r/cache", "raw", "/r"),  # a Parquet-folder raw table would read the copies as rows
+    ("/w", "warehouse", "/w"),
+    ("/w/user_tag_profiles/cache", "warehouse", "/w"),
+    ("/w/_staging/cache", "staging", "/w/_staging"),
+])
+def test_the_petastorm_cache_must_not_lie_among_data(cache, name, root):
+    with pytest.raises(ConfigError, match=rf"^paths.petastorm_cache \({cache}\) must not lie in paths.{name} "
+                                          rf"\({root}\): Petastorm's copies would sit among its data"):
+        config_from_dict({"paths": {"raw": "/r", "warehouse": "/w", "models": "/m", "petastorm_cache": cache}})
 
 
 def test_normalised_paths():
