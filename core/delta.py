@@ -438,7 +438,7 @@ def _spark_paths(uri: str, table: DeltaTable,
     filesystem, root, files = arrow_filesystem(table.table_uri, relative)
     if isinstance(filesystem, pafs.LocalFileSystem):
         return f"file://{root}", [f"file://{f}" for f in files]
-    return uri, [f"{table.table_uri.rstrip('/')}/{unquote(path)}" for path in relative]  # as file_uris() spells them
+    return uri, [f"{uri.rstrip('/')}/{unquote(path)}" for path in relative]  # the names in the store, under basePath
 
 
 def _live_paths(table: DeltaTable, partition: Mapping[str, object] | None = None) -> list[str]:

@@ -106,11 +106,11 @@ def judge_again(config: Config, date: dt.date, inputs: TrainingInputs, record: r
     remove_checkpoints(artifact.checkpoint_dir(paths, version))  # a run killed after registering left them
     if decision.status is not record.status:
         registry.set_status(paths, version, decision.status)
-    print(f"[train] {version}: trained before from the same inputs; {record.status.value} -> "
-          f"{decision.status.value} ({'; '.join(decision.reasons)}) at {record.path}", flush=True)
     folder = Path(record.path or registry.model_dir(paths, version))
+    print(f"[train] {version}: trained before from the same inputs; {record.status.value} -> "
+          f"{decision.status.value} ({'; '.join(decision.reasons)}) at {folder}", flush=True)
     trained_on = json.loads((folder / artifact.TRAINING_FILE).read_text())["table_versions"]
-    return TrainResult(version, decision.status, record.path, record.metrics, decision.reasons, config.train.epochs,
+    return TrainResult(version, decision.status, str(folder), record.metrics, decision.reasons, config.train.epochs,
                        trained_on, tuple(backfilled), {}, judged_again=True)
 
 

@@ -193,7 +193,8 @@ def _kernel_heatmap(spark: SparkSession, config: Config, date: dt.date, model_ve
     from scoring.inputs import read_tags, split_tags
     from scoring.tag_index import model_category_ids
 
-    model = load_model(registry.get_model(config.paths, model_version).path)
+    model = load_model(registry.get_model(config.paths, model_version).path
+                       or registry.model_dir(config.paths, model_version))
     tags = split_tags(read_tags(config.paths, date), model.spec.num_tags)
     seen = tags.seen
     new_category = pc.fill_null(pc.greater_equal(seen["category_id"], model.spec.num_categories), False)
