@@ -154,11 +154,12 @@ def rollback_date(spark: SparkSession, paths: Paths, date: dt.date) -> str:
 
 
 def align_models(spark: SparkSession, paths: Paths, changes: dict[dt.date, tuple[list[int], int]],
-                 logged: Mapping[int, str] | None = None) -> str:
+                 logged: Mapping[tuple[int, str], str] | None = None) -> str:
     """Bring the registry in line with the profiles a rollback puts in effect; say what changed.
 
     `changes` maps a date to (the versions of its undone publishes, the version its partition is
-    restored to); `logged` gives the model a publish's commit records, read instead of its rows.
+    restored to); `logged` gives the model a write of the date records in its commit (by version
+    and date, `logged_models`), read instead of its rows.
     A model trained for the date that scored an undone publish, and scores none of the restored
     rows, becomes `rolled_back`: a bad night's model must not score the next nights, as after a
     failed gate. A `rolled_back` model trained for the date that scored the restored
@@ -167,8 +168,8 @@ def align_models(spark: SparkSession, paths: Paths, changes: dict[dt.date, tuple
     still in effect and finishes. Returns the message's part ("" when no model changed)."""
     uri, notes = profiles_uri(paths), []
     for date, (undone, restored) in sorted(changes.items()):
-        logged = logged or {}
-        before = set().union(*({logged[v]} if v in logged else _models_in(spark, uri, date, v) for v in undone))
+        recorded = {v: (logged or {}).get((v, date.isoformat())) for v in undone}
+        before = set().union(*({recorded[v]} if recorded[v] else _models_in(spark, uri, date, v) for v in undone))
         after = _models_in(spark, uri, date, restored)
         rolled, published = registry.ModelStatus.ROLLED_BACK, registry.ModelStatus.PUBLISHED
         changed = [f"model {v}, trained for {date}, is now {rolled.value}" for v in sorted(before - after)
@@ -429,7 +430,8 @@ def rollback_to_version(spark: SparkSession, paths: Paths, version: int) -> str:
     logged = logged_models(history)
     plan = plan_vectors(paths, {date: change for date, (change, _) in changed.items()})
     check_reachable([(uri, version, None)]
-                    + [(uri, v, d) for d, (_, undone) in changed.items() for v in undone if v not in logged]
+                    + [(uri, v, d) for d, (_, undone) in changed.items() for v in undone
+                       if (v, d.isoformat()) not in logged]
                     + [(vectors_uri(paths), v, d) for d, v in plan.restores.items()])
     models = align_models(spark, paths, {date: (undone, version) for date, (_, undone) in changed.items()}, logged)
     vectors = apply_vectors(spark, paths, plan)
@@ -439,10 +441,10 @@ def rollback_to_version(spark: SparkSession, paths: Paths, version: int) -> str:
     return f"restored {uri} to version {version} (was {current}); user_vectors: {notes or 'no date changes publish'}{models}"
 
 
-def logged_models(history: list[dict]) -> dict[int, str]:
-    """{version: model} of the writes of profiles whose commit records the model that scored them."""
-    return {e["version"]: e["model_version"] for e in history
-            if e.get("job") in PUBLISH_JOBS and e.get("model_version")}
+def logged_models(history: list[dict]) -> dict[tuple[int, str], str]:
+    """{(version, date): model} of the writes of profiles whose commit records the model that scored them."""
+    return {(e["version"], e["dt"]): e["model_version"] for e in history
+            if e.get("job") in PUBLISH_JOBS and e.get("dt") and e.get("model_version")}
 
 
 def _changed_runs(history: list[dict], version: int) -> dict[dt.date, tuple[RunChange, list[int]]]:

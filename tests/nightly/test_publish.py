@@ -468,10 +468,25 @@ def test_a_restore_reads_the_models_of_undone_publishes_from_their_commits(spark
     for uri in (publish.profiles_uri(paths), publish.vectors_uri(paths)):
         delta.vacuum(uri, retention_hours=0)
     assert delta.missing_files(publish.profiles_uri(paths), 2, {"dt": D1})
-    assert publish.logged_models(delta.history(publish.profiles_uri(paths))) == {0: "m0", 1: "m1", 2: "m2"}
+    assert publish.logged_models(delta.history(publish.profiles_uri(paths))) == {
+        (0, "2026-11-09"): "m0", (1, "2026-11-10"): "m1", (2, "2026-11-10"): "m2"}
     message = publish.rollback_to_version(spark, paths, 0)
     assert message.endswith("; model m1, trained for 2026-11-10, is now rolled_back; "
                             "the latest published model for 2026-11-10 is m0")
     assertDataFrameEqual(delta.read_table(spark, publish.profiles_uri(paths)), p0)
     assertDataFrameEqual(_all_vectors(spark, paths), v0)
     assert _statuses(paths) == {"m0": "published", "m1": "rolled_back", "m2": "rolled_back"}
+
+
+def test_a_restore_withdraws_the_model_of_each_date_it_undoes_not_the_newest_commits(spark, paths):
+    """Three nights, restored to the first: D1's publish is undone; the newest commit (D2's,
+    which records m2) must not stand for D1's rows."""
+    _register(paths, ("m0", D0, ModelStatus.PUBLISHED), ("m1", D1, ModelStatus.PUBLISHED),
+              ("m2", D2, ModelStatus.PUBLISHED))
+    p0, v0 = _night(spark, paths, D0, "Z0", "r0", "m0")  # version 0
+    _night(spark, paths, D1, "A1", "r1", "m1")  # version 1
+    _night(spark, paths, D2, "B1", "r2", "m2")  # version 2
+    publish.rollback_to_version(spark, paths, 0)
+    assert _statuses(paths) == {"m0": "published", "m1": "rolled_back", "m2": "rolled_back"}
+    assertDataFrameEqual(delta.read_table(spark, publish.profiles_uri(paths)), p0)
+    assertDataFrameEqual(_all_vectors(spark, paths), v0)
