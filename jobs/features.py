@@ -17,7 +17,7 @@ import datetime as dt
 import sys
 import uuid
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Iterator, NamedTuple, Sequence
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
@@ -271,8 +271,8 @@ def publish(spark: SparkSession, config: Config, inputs: Inputs, *, dates: Seque
     plan_outputs(inputs, conf=conf, dates=dates, run_id=run_id, vocabulary=no_vocabulary, catalogue=no_catalogue,
                  item_tag_rows=item_tags(inputs.items, catalogue=no_catalogue))
 
-    vocabulary, new_values = update_vocabulary(spark, uri[Warehouse.VOCABULARY], values, first_dt=dates[0],
-                                               commit_info=info)
+    vocabulary, new_values, vocabulary_version = update_vocabulary(spark, uri[Warehouse.VOCABULARY], values,
+                                                                   first_dt=dates[0], commit_info=info)
     catalogue = tag_catalogue(inputs.tags, vocabulary=vocabulary).persist()
     tag_rows = item_tags(inputs.items, catalogue=catalogue).persist()
     try:
@@ -288,7 +288,7 @@ def publish(spark: SparkSession, config: Config, inputs: Inputs, *, dates: Seque
     finally:
         for df in (vocabulary, catalogue, tag_rows):
             df.unpersist()
-    versions[Warehouse.VOCABULARY.value] = delta.table_version(uri[Warehouse.VOCABULARY])
+    versions[Warehouse.VOCABULARY.value] = vocabulary_version
     return {"new_vocabulary": new_values, "table_versions": versions}
 
 
@@ -336,10 +336,20 @@ def write_fields(spark: SparkSession, fields: Sequence[FieldDef], vocabulary_uri
     return delta.retry_on_conflict(once)
 
 
+class VocabularyUpdate(NamedTuple):
+    """The whole vocabulary the job's outputs use (cached), the values it added, and its table version."""
+
+    table: DataFrame
+    added: int
+    version: int
+
+
 def update_vocabulary(
     spark: SparkSession, uri: str, values: DataFrame, *, first_dt: dt.date, commit_info: dict[str, str]
-) -> tuple[DataFrame, int]:
-    """Append the values the vocabulary lacks (next ids); return the whole vocabulary and the count added.
+) -> VocabularyUpdate:
+    """Append the values the vocabulary lacks (next ids); return the whole vocabulary, the count
+    added and the version that holds it (this job's append, or the version read when nothing was
+    new: not the table's latest, which may be another job's later append).
 
     The next ids come from the version read, so the append commits only on top of that
     version: when another job's append landed in between, this one reads again and
@@ -347,20 +357,21 @@ def update_vocabulary(
     vocabulary (the version read plus the rows appended) is cached; the caller unpersists it.
     """
 
-    def once() -> tuple[DataFrame, int]:
+    def once() -> VocabularyUpdate:
         read = delta.snapshot(uri)
         current = (spark.createDataFrame([], vocab.VOCABULARY_SCHEMA) if read.version is None
                    else delta.read_table(spark, uri, read.version))
         new = vocab.new_vocabulary_entries(values, vocabulary=current, first_dt=first_dt).persist()
         try:
             added = new.count()
+            version = read.version
             if added or read.version is None:
-                delta.write_table(new, uri, mode="append", commit_info=commit_info, based_on=read)
+                version = delta.write_table(new, uri, mode="append", commit_info=commit_info, based_on=read)
             vocabulary = current.unionByName(new).persist()
             vocabulary.count()
         finally:
             new.unpersist()
-        return vocabulary, added
+        return VocabularyUpdate(vocabulary, added, version)
 
     return delta.retry_on_conflict(once)
 

@@ -33,21 +33,46 @@ def test_an_append_that_lands_while_ids_are_computed_makes_the_job_read_again(sp
             os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
         except FileExistsError:
             return value
-        from core import delta as d
-
-        d.write_arrow(pa.table({"field": ["tag"], "value": ["t9"], "id": pa.array([4], pa.int32()),
+        delta.write_arrow(pa.table({"field": ["tag"], "value": ["t9"], "id": pa.array([4], pa.int32()),
                                 "first_dt": pa.array([DAY], pa.date32())}), uri, mode="append")
         return value
 
     racing = (spark.createDataFrame([("tag", "t3"), ("tag", "t4")], vocab.VALUES_SCHEMA)
               .withColumn("value", F.udf(other_writer_appends_once, T.StringType())("value")))
-    vocabulary, added = update_vocabulary(spark, uri, racing, first_dt=DAY, commit_info={"job": "race"})
+    vocabulary, added, version = update_vocabulary(spark, uri, racing, first_dt=DAY, commit_info={"job": "race"})
 
     expected = {("tag", "t1", 2), ("tag", "t2", 3), ("tag", "t9", 4), ("tag", "t3", 5), ("tag", "t4", 6)}
     assert os.path.exists(marker) and added == 2
     assert _rows(delta.read_arrow(uri).to_pylist()) == expected
     assert _rows(r.asDict() for r in vocabulary.collect()) == expected
-    assert delta.table_version(uri) == 2  # seed, the other writer, this job: the refused commit left nothing
+    assert delta.table_version(uri) == version == 2  # seed, the other writer, this job: the refused commit left nothing
+    vocabulary.unpersist()
+
+
+def test_a_job_that_adds_nothing_reports_the_version_it_read_not_a_later_append(spark, tmp_path):
+    """The job's outputs use the vocabulary it read; another job's append landing meanwhile is not
+    the version they were built from."""
+    uri = str(tmp_path / "vocabulary")
+    marker = str(tmp_path / "other_writer_done")
+    seed = spark.createDataFrame([("tag", "t1"), ("tag", "t2")], vocab.VALUES_SCHEMA)
+    assert update_vocabulary(spark, uri, seed, first_dt=DAY, commit_info={"job": "seed"}).version == 0
+
+    def other_writer_appends_once(value: str) -> str:
+        try:
+            os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            return value
+        delta.write_arrow(pa.table({"field": ["tag"], "value": ["t9"], "id": pa.array([4], pa.int32()),
+                                    "first_dt": pa.array([DAY], pa.date32())}), uri, mode="append")
+        return value
+
+    known = (spark.createDataFrame([("tag", "t2"), ("tag", "t1")], vocab.VALUES_SCHEMA)
+             .withColumn("value", F.udf(other_writer_appends_once, T.StringType())("value")))
+    vocabulary, added, version = update_vocabulary(spark, uri, known, first_dt=DAY, commit_info={"job": "known"})
+
+    assert os.path.exists(marker) and added == 0
+    assert (version, delta.table_version(uri)) == (0, 1)
+    assert _rows(r.asDict() for r in vocabulary.collect()) == {("tag", "t1", 2), ("tag", "t2", 3)}
     vocabulary.unpersist()
 
 
@@ -58,9 +83,9 @@ def test_the_job_that_writes_fields_last_keeps_the_sizes_of_every_append(spark, 
     fields = [FieldDef("clicked_tags", "multi", "vocab", "events.click.tag", vocabulary=vocab.TAG, event_type="click"),
               FieldDef("city", "single", "vocab", "users.city", vocabulary="city")]
     values = lambda *rows: spark.createDataFrame(list(rows), vocab.VALUES_SCHEMA)  # noqa: E731
-    a, _ = update_vocabulary(spark, vocabulary_uri, values(("tag", "t1"), ("tag", "t3"), ("city", "paris")),
+    a, *_ = update_vocabulary(spark, vocabulary_uri, values(("tag", "t1"), ("tag", "t3"), ("city", "paris")),
                              first_dt=DAY, commit_info={"job": "A"})
-    b, _ = update_vocabulary(spark, vocabulary_uri, values(("tag", "t4")), first_dt=DAY, commit_info={"job": "B"})
+    b, *_ = update_vocabulary(spark, vocabulary_uri, values(("tag", "t4")), first_dt=DAY, commit_info={"job": "B"})
     write_fields(spark, fields, vocabulary_uri, fields_uri, commit_info={"job": "B"})
     version = write_fields(spark, fields, vocabulary_uri, fields_uri, commit_info={"job": "A"})
     assert version == 1
