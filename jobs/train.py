@@ -117,8 +117,9 @@ def judge_again(config: Config, date: dt.date, inputs: TrainingInputs, record: r
 def judge(config: Config, date: dt.date, version: str, inputs_key: str, metrics: dict) -> publish.PublishDecision:
     """The publish rules on `metrics` against the last published model; a withdrawal of the same inputs stands."""
     paths = config.paths
+    previous = publish.last_published(paths, excluding=version, as_of=date)
     return publish.keep_withdrawal(paths, version, inputs_key, date, publish.decide(
-        metrics, config.train.publish_if, trained_objectives(config), publish.last_published(paths, excluding=version)))
+        metrics, config.train.publish_if, trained_objectives(config), previous))
 
 
 def trained_objectives(config: Config) -> tuple[str, ...]:

@@ -1,8 +1,9 @@
 """Publish rules: a trained candidate becomes `published` or `rejected` (its artifact is kept either way).
 
 For every objective: validation AUC >= the floor (`min_auc_by_objective[o]`, else `min_auc`), and
-AUC >= (the last published model's AUC for that objective) - `max_auc_drop`. An undefined AUC
-(the validation set held one class only, or the model predicted NaN or inf) fails the floor.
+AUC >= (the AUC for that objective of the last published model trained for the same day or earlier)
+- `max_auc_drop`. An undefined AUC (the validation set held one class only, or the model predicted
+NaN or inf) fails the floor.
 Objectives the last published model did not report are judged by the floor alone.
 """
 from __future__ import annotations
@@ -65,10 +66,11 @@ def _version(record: ModelRecord | None) -> str | None:
     return None if record is None else record.model_version
 
 
-def last_published(paths: Paths, excluding: str) -> ModelRecord | None:
-    """The latest published model other than `excluding` (a rerun is not compared with itself)."""
-    published = [r for r in registry.list_models(paths)
-                 if r.status is ModelStatus.PUBLISHED and r.model_version != excluding]
+def last_published(paths: Paths, excluding: str, as_of: dt.date) -> ModelRecord | None:
+    """The latest published model trained for `as_of` or earlier, other than `excluding` (a rerun is
+    not compared with itself, and a rerun of an old night not with a model trained after it)."""
+    published = [r for r in registry.list_models(paths) if r.status is ModelStatus.PUBLISHED
+                 and r.model_version != excluding and r.trained_for <= as_of]
     return published[-1] if published else None
 
 

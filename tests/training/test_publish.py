@@ -5,8 +5,10 @@ import math
 import pytest
 
 from core.config import Paths, PublishRules
+from jobs import train
 from core.registry import ModelRecord, ModelStatus, get_model, list_models
 from training.publish import PublishDecision, decide, last_published, register
+from tests.training.warehouse import training_config
 
 OBJECTIVES = ("ctr", "cvr")
 
@@ -63,5 +65,27 @@ def test_register_writes_candidate_then_the_decision_and_ignores_itself_as_previ
     assert [(r.model_version, r.status) for r in list_models(paths)] == [
         ("mvke-a", ModelStatus.PUBLISHED), ("mvke-b", ModelStatus.REJECTED)]
     assert get_model(paths, "mvke-a").metrics == _metrics(0.7, 0.7)
-    assert last_published(paths, excluding="mvke-b").model_version == "mvke-a"
-    assert last_published(paths, excluding="mvke-a") is None
+    assert last_published(paths, excluding="mvke-b", as_of=dt.date(2026, 11, 6)).model_version == "mvke-a"
+    assert last_published(paths, excluding="mvke-a", as_of=dt.date(2026, 11, 6)) is None
+
+
+def test_a_rerun_of_an_old_night_is_judged_against_the_model_of_its_time(tmp_path):
+    """Night 5 published a; night 6 published the much better c. Night 5 rerun (its publish stage had
+    died): a is judged again against the model before it, not against c, and stays published."""
+    config = training_config(tmp_path, publish_if={"min_auc": 0.55, "max_auc_drop": 0.02})
+    paths = config.paths
+    register(paths, PublishDecision(ModelStatus.PUBLISHED, ("ok",)), model_version="mvke-old",
+             trained_for=dt.date(2026, 11, 4), metrics=_metrics(0.70, 0.70), path="/m/old")
+    register(paths, PublishDecision(ModelStatus.PUBLISHED, ("ok",)), model_version="mvke-a",
+             trained_for=dt.date(2026, 11, 5), metrics=_metrics(0.70, 0.70), path="/m/a")
+    register(paths, PublishDecision(ModelStatus.PUBLISHED, ("ok",)), model_version="mvke-c",
+             trained_for=dt.date(2026, 11, 6), metrics=_metrics(0.80, 0.80), path="/m/c")
+
+    assert last_published(paths, excluding="mvke-a", as_of=dt.date(2026, 11, 5)).model_version == "mvke-old"
+    assert last_published(paths, excluding="mvke-a", as_of=dt.date(2026, 11, 3)) is None
+    rerun = train.judge(config, dt.date(2026, 11, 5), "mvke-a", "key-a", _metrics(0.70, 0.70))
+    assert rerun == PublishDecision(ModelStatus.PUBLISHED, ("every objective passed the AUC floor and drop rules",),
+                                    "mvke-old")
+    tonight = train.judge(config, dt.date(2026, 11, 7), "mvke-d", "key-d", _metrics(0.75, 0.80))
+    assert tonight == PublishDecision(ModelStatus.REJECTED, (
+        "ctr: AUC 0.7500 is more than 0.0200 below 0.8000 of the last published model mvke-c",), "mvke-c")
