@@ -51,7 +51,19 @@ class Paths:
                                   f"valid: {', '.join(STORAGE_SCHEMES)}")
             if ".." in value.replace("\\", "/").split("/"):
                 raise ConfigError(f"paths.{name}={value!r} must not contain '..'")
+        if "://" in self.models and not self.models.startswith("file://"):
+            raise ConfigError(f"paths.models={self.models!r} must be a filesystem path (a local folder, or a mount "
+                              f"that the driver and every executor see at that path): training writes its "
+                              f"checkpoints and model folders as files, and scoring loads them from there")
         self._check_overlaps()
+
+    def resolved(self) -> "Paths":
+        """The same roots with every local path absolute and `file://` dropped (`normalise_path`):
+        relative paths mean the directory the command was run from, also in the executors, whose
+        working directory is another one. Store URIs stay as they are."""
+        return dataclasses.replace(self, **{
+            f.name: normalise_path(value) for f in dataclasses.fields(self)
+            if (value := getattr(self, f.name)) and ("://" not in value or value.startswith("file://"))})
 
     def _check_overlaps(self) -> None:
         """Refuse roots that share files: jobs overwrite, replace and vacuum what they own.
@@ -528,7 +540,7 @@ def config_from_dict(raw: dict[str, Any]) -> Config:
         raise ConfigError("paths is required (with paths.raw, paths.warehouse, paths.models)")
     config = _build(Config, raw, "")
     config.validate()
-    return config
+    return dataclasses.replace(config, paths=config.paths.resolved())
 
 
 def replace(config: Config, **sections: Any) -> Config:

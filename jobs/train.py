@@ -5,7 +5,8 @@
 Trains on the samples of the `train.window_days` days before D (each joined to its own-day
 user_features snapshot), validates on the last day (or a share of users), writes the
 artifact under `paths.models/<model_version>/`, the curves to `train_metrics`, and registers
-the version as published or rejected by `train.publish_if`. Exit status 1 on a training error.
+the version as published or rejected by `train.publish_if`. Exit status 1 on a training error, 3
+when another run is training the same version (a nightly of the same date).
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from core.config import Config, ConfigError, Paths
 from core.delta import ConcurrentCommitError
 from core.registry import ModelStatus
 from mvke.builder import check_conf_fits, check_fields
+from nightly.lock import RunInProgressError, exclusive, train_lock
 from training import artifact, publish, report
 from training.checkpoint import prepare_start, remove_checkpoints
 from training.data import model_columns, petastorm_converters
@@ -70,22 +72,23 @@ def run(spark: SparkSession, config: Config, date: dt.date, *, fault: FaultInjec
         # the same inputs and settings whatever the code: how a withdrawal outlives a deploy
         inputs_key = artifact.model_version(config.model.name, date, {k: v for k, v in fingerprint.items()
                                                                         if k != "code"})
-        done = trained_before(config.paths, version)
-        if done is not None:
-            return judge_again(config, date, inputs, done, inputs_key, backfilled)
-        staging = artifact.staging_dir(config.paths, version)
-        shutil.rmtree(staging, ignore_errors=True)
-        print(f"[train] {version}: window {inputs.window[0]}..{inputs.window[-1]}, tables {inputs.versions}",
-              flush=True)
-        spec = worker_spec(config, inputs, version, rows["train"], staging, fault)
-        prepare_start(spec.checkpoint_dir, spec.fingerprint(), resume=spec.resume)
-        with petastorm_converters(spark, split_frames(examples), config.paths.petastorm_root,
-                                  config.train.num_proc, seed=config.train.seed) as data:
-            result = launch(spec, data["train"], data["validation"], config.train.num_proc,
-                            horovod_nics(config.train.nics, spark.sparkContext.master))
+        with exclusive(config.paths, train_lock(version), version):
+            done = trained_before(config.paths, version)
+            if done is not None:
+                return judge_again(config, date, inputs, done, inputs_key, backfilled)
+            staging = artifact.staging_dir(config.paths, version)
+            shutil.rmtree(staging, ignore_errors=True)
+            print(f"[train] {version}: window {inputs.window[0]}..{inputs.window[-1]}, tables {inputs.versions}",
+                  flush=True)
+            spec = worker_spec(config, inputs, version, rows["train"], staging, fault)
+            prepare_start(spec.checkpoint_dir, spec.fingerprint(), resume=spec.resume)
+            with petastorm_converters(spark, split_frames(examples), config.paths.petastorm_root,
+                                      config.train.num_proc, seed=config.train.seed) as data:
+                result = launch(spec, data["train"], data["validation"], config.train.num_proc,
+                                horovod_nics(config.train.nics, spark.sparkContext.master))
+            return publish_version(config, date, inputs, version, inputs_key, staging, result, rows, backfilled)
     finally:
         examples.unpersist()
-    return publish_version(config, date, inputs, version, inputs_key, staging, result, rows, backfilled)
 
 
 def trained_before(paths: Paths, version: str) -> registry.ModelRecord | None:
@@ -271,6 +274,9 @@ def main(argv: list[str] | None = None) -> int:
     except (TrainingError, ConfigError, ConcurrentCommitError) as exc:
         print(f"train: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
+    except RunInProgressError as exc:
+        print(f"train: {exc}", file=sys.stderr)
+        return 3
     finally:
         spark.stop()
     print(f"train: {result.model_version} {result.status.value} at {result.path}")

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from core import delta
 from core.cli import job_parser, parse_job_args
 from core.tables import Warehouse, staging_uri, warehouse_uri
-from nightly.lock import RunInProgressError, held_locks
+from nightly.lock import TRAIN_LOCK_PREFIX, RunInProgressError, held_locks
 from training import leftovers
 
 DEFAULT_RETENTION_HOURS = 168
@@ -40,10 +40,10 @@ def run(config, *, retention_hours: int = DEFAULT_RETENTION_HOURS, dry_run: bool
     """Vacuum every warehouse and staging table, and delete training scratch older than the window.
 
     Raises ValueError for a window below MIN_RETENTION_HOURS without force_retention, and
-    RunInProgressError while a nightly lock is held; nothing is deleted then.
+    RunInProgressError while a nightly or a training run holds its lock; nothing is deleted then.
     """
     check_retention(retention_hours, force_retention=force_retention or dry_run)
-    running = held_locks(config.paths)
+    running = {**held_locks(config.paths), **held_locks(config.paths, prefix=TRAIN_LOCK_PREFIX)}
     if running and not dry_run:
         raise RunInProgressError("nothing vacuumed: a run in progress may have written files it has not committed "
                                  "yet; " + "; ".join(f"{path} is held by {who}" for path, who in running.items()))

@@ -29,6 +29,16 @@ class RunInProgressError(RuntimeError):
     """Another run holds the lock for this date."""
 
 
+TRAIN_LOCK_PREFIX = "train-"
+
+
+def train_lock(model_version: str) -> str:
+    """The lock name of one model version: a training run holds it from its check for a finished
+    run of that version to its registration (a nightly and a hand-started run of one date compute
+    the same version, and would share its staging, checkpoints and folder)."""
+    return f"{TRAIN_LOCK_PREFIX}{model_version}"
+
+
 def date_lock(date: dt.date) -> str:
     """The lock name of one date: the nightly run and `rollback --date` of that date both take it."""
     return f"nightly-{date.isoformat()}"

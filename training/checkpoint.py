@@ -3,14 +3,16 @@
 `<checkpoint_dir>/checkpoint-<epoch>/` holds `state.pt` (model and optimizer state:
 tensors and plain numbers only, so `torch.load(weights_only=True)` reads it) and
 `meta.json` (the epoch, the model fingerprint and the metric history so far). It is
-written under a temporary name and renamed into place, so a reader sees a complete
-checkpoint or none. Resuming checks the fingerprint (model conf, fields, vocabulary
-sizes) and refuses a checkpoint written for another model.
+written under a temporary name, synced to disk and renamed into place, so a reader sees a
+complete checkpoint or none, also after the host crashed. Resuming checks the fingerprint
+(model conf, fields, vocabulary sizes) and refuses a checkpoint written for another model,
+and one that cannot be read (damaged by some other hand) with its folder named.
 """
 from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 import shutil
 import uuid
@@ -27,6 +29,10 @@ _NAME = re.compile(r"^checkpoint-(\d+)$")
 
 class CheckpointMismatchError(TrainingError):
     """A checkpoint was written for a different model (conf, fields or vocabulary sizes)."""
+
+
+class CheckpointDamagedError(TrainingError):
+    """A checkpoint's files cannot be read."""
 
 
 @dataclass(frozen=True)
@@ -60,13 +66,21 @@ def save_checkpoint(root: str | Path, epoch: int, model_state: dict, optimizer_s
     final = checkpoint_path(root, epoch)
     tmp = Path(root) / f".tmp-{final.name}-{uuid.uuid4().hex}"
     tmp.mkdir(parents=True)
-    torch.save({"model": model_state, "optimizer": optimizer_state}, tmp / STATE_FILE)
-    meta = {"epoch": epoch, "fingerprint": fingerprint, "history": history}
-    (tmp / META_FILE).write_text(json.dumps(meta, sort_keys=True))
+    with open(tmp / STATE_FILE, "wb") as state:
+        torch.save({"model": model_state, "optimizer": optimizer_state}, state)
+        _sync(state)
+    with open(tmp / META_FILE, "w") as meta:
+        meta.write(json.dumps({"epoch": epoch, "fingerprint": fingerprint, "history": history}, sort_keys=True))
+        _sync(meta)
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
     return final
+
+
+def _sync(file: Any) -> None:
+    file.flush()
+    os.fsync(file.fileno())
 
 
 def load_checkpoint(root: str | Path, epoch: int, fingerprint: dict) -> Checkpoint:
@@ -74,23 +88,43 @@ def load_checkpoint(root: str | Path, epoch: int, fingerprint: dict) -> Checkpoi
     import torch
 
     folder = checkpoint_path(root, epoch)
-    meta = json.loads((folder / META_FILE).read_text())
+    meta = _read_meta(folder)
     check_fingerprint(meta["fingerprint"], fingerprint, folder)
-    state = torch.load(folder / STATE_FILE, weights_only=True)
-    return Checkpoint(epoch=meta["epoch"], model_state=state["model"], optimizer_state=state["optimizer"],
+    try:
+        state = torch.load(folder / STATE_FILE, weights_only=True)
+        model_state, optimizer_state = state["model"], state["optimizer"]
+    except (OSError, EOFError, RuntimeError, pickle.UnpicklingError, KeyError, TypeError) as exc:
+        raise _damaged(folder, STATE_FILE, exc) from None
+    return Checkpoint(epoch=meta["epoch"], model_state=model_state, optimizer_state=optimizer_state,
                       history=meta["history"])
+
+
+def _read_meta(folder: Path) -> dict:
+    try:
+        meta = json.loads((folder / META_FILE).read_text())
+        if not {"epoch", "fingerprint", "history"} <= meta.keys():
+            raise ValueError(f"keys {sorted(meta)}, not epoch, fingerprint and history")
+        return meta
+    except (OSError, ValueError, AttributeError) as exc:
+        raise _damaged(folder, META_FILE, exc) from None
+
+
+def _damaged(folder: Path, name: str, exc: Exception) -> CheckpointDamagedError:
+    return CheckpointDamagedError(
+        f"{folder / name} cannot be read ({type(exc).__name__}: {exc}); delete {folder} (the run resumes from the "
+        f"checkpoint before it, or starts over) or run with --set train.resume=false")
 
 
 def resumable_epoch(root: str | Path, fingerprint: dict) -> int | None:
     """The last checkpointed epoch a run with this fingerprint would resume after (None: a fresh start).
 
-    Raises CheckpointMismatchError when that checkpoint was written for another model.
+    Raises CheckpointMismatchError when that checkpoint was written for another model, and
+    CheckpointDamagedError when its files cannot be read.
     """
     last = latest_epoch(root)
     if last is None:
         return None
-    meta = json.loads((checkpoint_path(root, last) / META_FILE).read_text())
-    check_fingerprint(meta["fingerprint"], fingerprint, checkpoint_path(root, last))
+    load_checkpoint(root, last, fingerprint)  # every rank waits on rank 0's load: it must not fail there
     return last
 
 

@@ -188,7 +188,7 @@ def epoch_batches(converter: Any, fields: Sequence[FieldSpec], *, multi_len: int
 
     The reader's row group order is drawn from `epoch_seed(seed, epoch)`: a new order every epoch,
     the same for a rerun and for a run resumed at this epoch. A shard that holds fewer than
-    `steps` batches is read again in the same order, so every rank takes `steps` steps (equal
+    `steps` batches is read again (another seeded pass), so every rank takes `steps` steps (equal
     step counts keep the gradient allreduce in step). With `shuffle_buffer > 0` the buffer draws
     rows with torch's global generator, which is seeded here from (seed, epoch, cur_shard);
     with `workers > 1` the order also depends on thread timing and is not reproducible.

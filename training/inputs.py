@@ -22,8 +22,9 @@ from mvke.fields import FieldSpec
 from training.errors import EmptyWindowError, MissingSamplesError, TrainingError, VocabularyMismatchError
 
 DAY = dt.timedelta(days=1)
-READ_TABLES = (Warehouse.SAMPLES, Warehouse.USER_FEATURES, Warehouse.TAGS, Warehouse.FIELDS,
-               Warehouse.VOCABULARY)
+# Not `tags`: each sample carries its tag_index and category_id, resolved by the feature job from
+# that day's tag catalogue, so the tags table is not read again.
+READ_TABLES = (Warehouse.SAMPLES, Warehouse.USER_FEATURES, Warehouse.FIELDS, Warehouse.VOCABULARY)
 TAG_VOCABULARY, CATEGORY_VOCABULARY = "tag", "category"
 VALIDATION_FLAG = "is_validation"
 USER_SPLIT_BUCKETS = 10_000

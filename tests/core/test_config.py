@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from core.config import Config, ConfigError, config_from_dict, load_config, normalise_path
+from core.config import Config, ConfigError, Paths, config_from_dict, load_config, normalise_path
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 MINIMAL = "paths:\n  raw: /r\n  warehouse: /w\n  models: /m\n"
@@ -105,6 +105,24 @@ def test_required_paths(tmp_path):
 def test_paths_are_validated(tmp_path, override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(_write(tmp_path, MINIMAL), [override])
+
+
+def test_local_paths_are_made_absolute_where_the_command_runs_and_store_uris_are_kept(tmp_path, monkeypatch):
+    """Executors run in another working directory: a relative path must reach them absolute."""
+    monkeypatch.chdir(tmp_path)
+    paths = config_from_dict({"paths": {"raw": "s3a://bucket/raw/", "warehouse": "data//warehouse/",
+                                        "models": f"file://{tmp_path}/models/./v1", "locks": "./locks"}}).paths
+    assert paths == Paths(raw="s3a://bucket/raw/", warehouse=f"{tmp_path}/data/warehouse",
+                          models=f"{tmp_path}/models/v1", locks=f"{tmp_path}/locks")
+    assert (paths.staging_root, paths.petastorm_root) == (f"{tmp_path}/data/warehouse/_staging",
+                                                          f"{tmp_path}/models/v1/_petastorm_cache")
+
+
+@pytest.mark.parametrize("models", ["s3://bucket/models", "hdfs://nn/models"])
+def test_models_must_be_a_filesystem_path(models):
+    with pytest.raises(ConfigError, match=rf"paths.models='{models}' must be a filesystem path \(a local folder, or "
+                                          rf"a mount that the driver and every executor see"):
+        config_from_dict({"paths": {"raw": "s3://bucket/raw", "warehouse": "s3://bucket/wh", "models": models}})
 
 
 @pytest.mark.parametrize("paths, first, second", [

@@ -181,7 +181,12 @@ def test_a_shorter_window_reaches_younger_scratch_and_main_names_each_folder(tra
     assert not live_staging.exists() and kept[0].exists()
 
 
-def test_remote_model_roots_are_not_swept(tmp_path):
+def test_remote_petastorm_caches_are_not_swept(tmp_path):
     paths = config_from_dict({"paths": {"raw": f"{tmp_path}/raw", "warehouse": f"{tmp_path}/wh",
-                                        "models": "s3://bucket/models"}}).paths
-    assert leftovers.find(paths, 0) == ([], [])
+                                        "models": f"{tmp_path}/models",
+                                        "petastorm_cache": "s3://bucket/cache"}}).paths
+    (tmp_path / "models" / "_staging" / "mvke-2026-11-01-dead").mkdir(parents=True)
+    old = time.time() - 3 * 3600
+    os.utime(tmp_path / "models" / "_staging" / "mvke-2026-11-01-dead", (old, old))
+    [found], _ = leftovers.find(paths, 1)
+    assert (found.path, found.kind) == (str(tmp_path / "models" / "_staging" / "mvke-2026-11-01-dead"), "staging")

@@ -1,12 +1,13 @@
 """Checkpoints: atomic, tensors only (weights_only loads), refused for another model."""
 import json
+import shutil
 
 import pytest
 import torch
 
 from mvke import build_model
-from training.checkpoint import (CheckpointMismatchError, checkpoint_path, latest_epoch, load_checkpoint,
-                                 prepare_start, save_checkpoint)
+from training.checkpoint import (CheckpointDamagedError, CheckpointMismatchError, checkpoint_path, latest_epoch,
+                                 load_checkpoint, prepare_start, save_checkpoint)
 
 from tests.training.toy import FIELDS, NUM_CATEGORIES, NUM_TAGS, learnable_batches, small_conf
 
@@ -86,3 +87,26 @@ def test_a_fresh_start_ignores_a_checkpoint_of_another_model(tmp_path):
         prepare_start(tmp_path, other, resume=True)
     assert prepare_start(tmp_path, other, resume=False) is None
     assert latest_epoch(tmp_path) is None
+
+
+@pytest.mark.parametrize("name, damage, error", [
+    ("meta.json", b"", r"JSONDecodeError"),  # zero length: written, not yet on disk, when the host died
+    ("meta.json", b'{"epoch": 1}', r"ValueError: keys \['epoch'\], not epoch, fingerprint and history"),
+    ("state.pt", b"", r"(EOFError|RuntimeError|UnpicklingError)"),
+    ("state.pt", b"PK\x03\x04 not a zip", r"(RuntimeError|UnpicklingError)"),
+])
+def test_a_damaged_last_checkpoint_is_refused_on_the_driver_naming_it(tmp_path, name, damage, error):
+    """Found before any worker starts: rank 0 failing to load it would be a worker failure whose
+    advice (rerun to resume) fails again the same way."""
+    model, optimizer = _trained()
+    for epoch in (0, 1):
+        save_checkpoint(tmp_path, epoch, model.state_dict(), optimizer.state_dict(), FINGERPRINT, {})
+    (checkpoint_path(tmp_path, 1) / name).write_bytes(damage)
+    with pytest.raises(CheckpointDamagedError, match=rf"^{tmp_path}/checkpoint-1/{name} cannot be read \({error}.*\); "
+                                                     rf"delete {tmp_path}/checkpoint-1 \(the run resumes from the "
+                                                     rf"checkpoint before it, or starts over\) or run with "
+                                                     rf"--set train.resume=false$"):
+        prepare_start(tmp_path, FINGERPRINT, resume=True)
+    assert prepare_start(tmp_path / "other", FINGERPRINT, resume=True) is None
+    shutil.rmtree(checkpoint_path(tmp_path, 1))
+    assert prepare_start(tmp_path, FINGERPRINT, resume=True) == 0

@@ -22,6 +22,7 @@ from core.registry import ModelStatus
 from core.tables import Warehouse, warehouse_uri
 from jobs import train, vacuum
 from mvke import load_model
+from nightly.lock import RunInProgressError, exclusive, train_lock
 from training import artifact, leftovers
 from training.checkpoint import CheckpointMismatchError, checkpoint_path
 from training.errors import (EmptyWindowError, MissingSamplesError, ModelMismatchError, NonFiniteLossError,
@@ -113,7 +114,7 @@ def test_two_process_training_end_to_end(spark, config):
     assert record.metrics == metrics and result.status is ModelStatus.PUBLISHED
 
     training = json.loads((folder / "training.json").read_text())
-    assert training["table_versions"] == {"samples": 0, "user_features": 0, "tags": 0, "fields": 0, "vocabulary": 0}
+    assert training["table_versions"] == {"samples": 0, "user_features": 0, "fields": 0, "vocabulary": 0}
     assert training["rows"] == {"train": 384, "validation": 192}
     assert training["window"] == ["2026-11-02", "2026-11-04"] and len(training["code_version"]["source_sha256"]) == 64
     assert training["publish"]["status"] == "published"
@@ -127,6 +128,18 @@ def test_two_process_training_end_to_end(spark, config):
     assert len(rows) == 6 * 2 + 2 * 2 + 2 * 8
     assert (folder / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not artifact_leftovers(config)
+
+    # another run of the same version (a hand-started rerun while the night trains) waits for none:
+    # it stops before touching the version's staging, checkpoints, folder or registry row
+    registry_version = delta.table_version(registry.models_uri(config.paths))
+    with exclusive(config.paths, train_lock(result.model_version), "nightly-of-the-same-date"):
+        with pytest.raises(RunInProgressError, match=rf"train-{result.model_version}.lock: run "
+                                                     rf"nightly-of-the-same-date \(pid {os.getpid()}"):
+            train.run(spark, config, RUN_DATE)
+        with pytest.raises(RunInProgressError, match="nothing vacuumed"):
+            vacuum.run(config)  # nor is training scratch swept meanwhile
+    assert delta.table_version(registry.models_uri(config.paths)) == registry_version
+    assert sorted(os.listdir(folder)) == ARTIFACT_FILES
 
 
 def test_tag_fields_train_end_to_end_with_one_copy_of_the_tag_table(spark, tmp_path):
@@ -177,7 +190,7 @@ def test_killed_rank_fails_clearly_then_a_rerun_resumes_from_the_checkpoint(spar
     result = train.run(spark, config, RUN_DATE)
     assert result.start_epoch == 1 and result.model_version == checkpoints.name
     assert json.loads((Path(result.path) / "training.json").read_text())["table_versions"] == dict.fromkeys(
-        ["samples", "user_features", "tags", "fields", "vocabulary"], 1)
+        ["samples", "user_features", "fields", "vocabulary"], 1)
     rows = delta.read_arrow(warehouse_uri(config.paths, Warehouse.TRAIN_METRICS)).to_pylist()
     assert sorted({(r["epoch"], r["step"]) for r in rows if r["metric"] == "loss"}) == [
         (0, 2), (0, 4), (0, 6), (1, 8), (1, 10), (1, 12)]  # epoch 0 from the checkpoint's history
