@@ -51,10 +51,13 @@ class Paths:
                                   f"valid: {', '.join(STORAGE_SCHEMES)}")
             if ".." in value.replace("\\", "/").split("/"):
                 raise ConfigError(f"paths.{name}={value!r} must not contain '..'")
-        if "://" in self.models and not self.models.startswith("file://"):
-            raise ConfigError(f"paths.models={self.models!r} must be a filesystem path (a local folder, or a mount "
-                              f"that the driver and every executor see at that path): training writes its "
-                              f"checkpoints and model folders as files, and scoring loads them from there")
+        for name in ("models", "petastorm_cache"):
+            value = getattr(self, name)
+            if "://" in value and not value.startswith("file://"):
+                raise ConfigError(f"paths.{name}={value!r} must be a filesystem path (a local folder, or a mount "
+                                  f"that the driver and every executor see at that path): training writes its "
+                                  f"checkpoints, model folders and Petastorm copies as files, and scoring loads "
+                                  f"models from there")
         self._check_overlaps()
 
     def resolved(self) -> "Paths":

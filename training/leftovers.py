@@ -50,16 +50,11 @@ PETASTORM_COPY = re.compile(r"^\d{14}-appid-.+-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{
 def find(paths: Paths, retention_hours: float, *, now: float | None = None) -> tuple[list[Leftover], list[Leftover]]:
     """(deletable scratch older than the window, unregistered model folders of any age), oldest first.
 
-    Only local model roots are looked at: training writes its folders with local file
-    operations (a remote root is not a training root)."""
+    `paths.models` and `paths.petastorm_cache` are filesystem paths (the config refuses store URIs)."""
     models = _local(paths.models)
-    if models is None:
-        return [], []
     now = time.time() if now is None else now
-    candidates = [(models / "_staging", "staging"), (models / "_checkpoints", "checkpoints")]
-    petastorm = _local(paths.petastorm_root)
-    if petastorm is not None:
-        candidates.append((petastorm, "petastorm"))
+    candidates = [(models / "_staging", "staging"), (models / "_checkpoints", "checkpoints"),
+                  (_local(paths.petastorm_root), "petastorm")]
     found = [Leftover(str(folder), kind, _age_hours(folder, now))
              for parent, kind in candidates for folder in _folders(parent)
              if kind != "petastorm" or PETASTORM_COPY.match(folder.name)]
@@ -88,11 +83,8 @@ def _unregistered(paths: Paths, models: Path, now: float) -> list[Leftover]:
             and folder.name not in known and normalise_path(str(folder)) not in known]
 
 
-def _local(uri: str) -> Path | None:
-    scheme, sep, rest = uri.partition("://")
-    if sep and scheme != "file":
-        return None
-    return Path(rest if sep else uri)
+def _local(path: str) -> Path:
+    return Path(path.removeprefix("file://"))
 
 
 def _folders(parent: Path) -> list[Path]:

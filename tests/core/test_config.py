@@ -118,11 +118,13 @@ def test_local_paths_are_made_absolute_where_the_command_runs_and_store_uris_are
                                                           f"{tmp_path}/models/v1/_petastorm_cache")
 
 
-@pytest.mark.parametrize("models", ["s3://bucket/models", "hdfs://nn/models"])
-def test_models_must_be_a_filesystem_path(models):
-    with pytest.raises(ConfigError, match=rf"paths.models='{models}' must be a filesystem path \(a local folder, or "
+@pytest.mark.parametrize("key, value", [("models", "s3://bucket/models"), ("models", "hdfs://nn/models"),
+                                        ("petastorm_cache", "s3a://bucket/cache")])
+def test_models_and_the_petastorm_cache_must_be_filesystem_paths(key, value):
+    paths = {"raw": "s3://bucket/raw", "warehouse": "s3://bucket/wh", "models": "/m", key: value}
+    with pytest.raises(ConfigError, match=rf"paths.{key}='{value}' must be a filesystem path \(a local folder, or "
                                           rf"a mount that the driver and every executor see"):
-        config_from_dict({"paths": {"raw": "s3://bucket/raw", "warehouse": "s3://bucket/wh", "models": models}})
+        config_from_dict({"paths": paths})
 
 
 @pytest.mark.parametrize("paths, first, second", [

@@ -179,14 +179,3 @@ def test_a_shorter_window_reaches_younger_scratch_and_main_names_each_folder(tra
     assert f"[vacuum] would be removed: {kept[0]}" not in out  # its newest file is seconds old
     assert vacuum.main(["--conf", conf, "--retention-hours", "1", "--force-retention"]) == 0
     assert not live_staging.exists() and kept[0].exists()
-
-
-def test_remote_petastorm_caches_are_not_swept(tmp_path):
-    paths = config_from_dict({"paths": {"raw": f"{tmp_path}/raw", "warehouse": f"{tmp_path}/wh",
-                                        "models": f"{tmp_path}/models",
-                                        "petastorm_cache": "s3://bucket/cache"}}).paths
-    (tmp_path / "models" / "_staging" / "mvke-2026-11-01-dead").mkdir(parents=True)
-    old = time.time() - 3 * 3600
-    os.utime(tmp_path / "models" / "_staging" / "mvke-2026-11-01-dead", (old, old))
-    [found], _ = leftovers.find(paths, 1)
-    assert (found.path, found.kind) == (str(tmp_path / "models" / "_staging" / "mvke-2026-11-01-dead"), "staging")
