@@ -378,7 +378,7 @@ class PublishRules:
     """When a trained candidate becomes `published` (else `rejected`), judged on validation AUC.
 
     Every objective needs AUC >= its floor (`min_auc_by_objective[o]`, else `min_auc`) and
-    AUC >= (the last published model's AUC for it) - `max_auc_drop`.
+    AUC >= (its AUC in the last published model trained for the same day or earlier) - `max_auc_drop`.
     """
 
     min_auc: float = 0.55

@@ -5,8 +5,8 @@
 Trains on the samples of the `train.window_days` days before D (each joined to its own-day
 user_features snapshot), validates on the last day (or a share of users), writes the
 artifact under `paths.models/<model_version>/`, the curves to `train_metrics`, and registers
-the version as published or rejected by `train.publish_if`. Exit status 1 on a training error, 3
-when another run is training the same version (a nightly of the same date).
+the version as published or rejected by `train.publish_if`. Exit status 1 on a training error
+(also when another run is training the same version: a nightly of the same date).
 """
 from __future__ import annotations
 
@@ -16,6 +16,9 @@ import math
 import os
 import shutil
 import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -29,11 +32,11 @@ from core.config import Config, ConfigError, Paths
 from core.delta import ConcurrentCommitError
 from core.registry import ModelStatus
 from mvke.builder import check_conf_fits, check_fields
-from nightly.lock import RunInProgressError, exclusive, train_lock
+from nightly.lock import RunInProgressError, check_lock_folder, exclusive, train_lock
 from training import artifact, publish, report
 from training.checkpoint import prepare_start, remove_checkpoints
 from training.data import model_columns, petastorm_converters
-from training.errors import EmptyWindowError, ModelMismatchError, TrainingError
+from training.errors import EmptyWindowError, ModelMismatchError, TrainingError, TrainingInProgressError
 from training.inputs import VALIDATION_FLAG, TrainingInputs, ensure_window, read_inputs, window_days
 from training.worker import FaultInjection, WorkerSpec, launch
 
@@ -58,9 +61,15 @@ class TrainResult:
     judged_again: bool = False
 
 
-def run(spark: SparkSession, config: Config, date: dt.date, *, fault: FaultInjection | None = None) -> TrainResult:
-    """Train the model for run date `date`; raise a TrainingError (nothing published) when it cannot."""
+def run(spark: SparkSession, config: Config, date: dt.date, *, fault: FaultInjection | None = None,
+        run_id: str | None = None) -> TrainResult:
+    """Train the model for run date `date`; raise a TrainingError (nothing published) when it cannot.
+
+    `run_id` names this run to another one that finds the version's lock held (the nightly passes
+    its own; default `train-<date>-<random>`)."""
     check_publish_objectives(config)
+    check_lock_folder(config.paths)  # before any work, not after it
+    run_id = run_id or f"train-{date.isoformat()}-{uuid.uuid4().hex[:8]}"
     backfilled = ensure_window(spark, config, window_days(date, config.train.window_days))
     inputs = read_inputs(spark, config, date)
     check_model_fits(config, inputs)
@@ -72,7 +81,7 @@ def run(spark: SparkSession, config: Config, date: dt.date, *, fault: FaultInjec
         # the same inputs and settings whatever the code: how a withdrawal outlives a deploy
         inputs_key = artifact.model_version(config.model.name, date, {k: v for k, v in fingerprint.items()
                                                                         if k != "code"})
-        with exclusive(config.paths, train_lock(version), version):
+        with version_lock(config.paths, version, run_id):
             done = trained_before(config.paths, version)
             if done is not None:
                 return judge_again(config, date, inputs, done, inputs_key, backfilled)
@@ -89,6 +98,18 @@ def run(spark: SparkSession, config: Config, date: dt.date, *, fault: FaultInjec
             return publish_version(config, date, inputs, version, inputs_key, staging, result, rows, backfilled)
     finally:
         examples.unpersist()
+
+
+@contextmanager
+def version_lock(paths: Paths, version: str, run_id: str) -> Iterator[None]:
+    """One run per model version: two would share its staging, checkpoints and folder (a nightly
+    and a hand-started rerun of the same date compute the same version)."""
+    try:
+        with exclusive(paths, train_lock(version), run_id):
+            yield
+    except RunInProgressError as exc:
+        raise TrainingInProgressError(f"{version}: {exc}; then rerun, which judges the version again or resumes "
+                                      f"it") from None
 
 
 def trained_before(paths: Paths, version: str) -> registry.ModelRecord | None:
@@ -274,9 +295,6 @@ def main(argv: list[str] | None = None) -> int:
     except (TrainingError, ConfigError, ConcurrentCommitError) as exc:
         print(f"train: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
-    except RunInProgressError as exc:
-        print(f"train: {exc}", file=sys.stderr)
-        return 3
     finally:
         spark.stop()
     print(f"train: {result.model_version} {result.status.value} at {result.path}")

@@ -45,11 +45,16 @@ def date_lock(date: dt.date) -> str:
 
 
 def lock_path(paths: Paths, name: str) -> str:
+    return f"{check_lock_folder(paths).rstrip('/')}/{name}.lock"
+
+
+def check_lock_folder(paths: Paths) -> str:
+    """The lock folder; a ConfigError when `paths.locks_root` is a store URI (no flock there)."""
     folder = _lock_folder(paths)
     if folder is None:
         raise ConfigError(f"the run lock needs a filesystem path, not {paths.locks_root!r}: set paths.locks to a "
                           f"local or mounted folder that every driver of this pipeline sees")
-    return f"{folder.rstrip('/')}/{name}.lock"
+    return folder
 
 
 def _lock_folder(paths: Paths) -> str | None:

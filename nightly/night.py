@@ -68,7 +68,7 @@ def run_night(spark: SparkSession, config: Config, date: dt.date, *, run_id: str
         _maybe_crash("features")
 
         with stage(paths, result.run_id, "train", date) as out:
-            trained = train_job.run(spark, config, date) if training else None
+            trained = train_job.run(spark, config, date, run_id=result.run_id) if training else None
             if trained is not None:
                 out.metrics = _plain(trained)
             model = registry.resolve(paths, config.score.model_version, as_of=date)

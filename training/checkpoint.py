@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import re
 import shutil
 import uuid
@@ -72,15 +71,25 @@ def save_checkpoint(root: str | Path, epoch: int, model_state: dict, optimizer_s
     with open(tmp / META_FILE, "w") as meta:
         meta.write(json.dumps({"epoch": epoch, "fingerprint": fingerprint, "history": history}, sort_keys=True))
         _sync(meta)
+    _sync_folder(tmp)  # its entries
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
+    _sync_folder(Path(root))  # the rename
     return final
 
 
 def _sync(file: Any) -> None:
     file.flush()
     os.fsync(file.fileno())
+
+
+def _sync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def load_checkpoint(root: str | Path, epoch: int, fingerprint: dict) -> Checkpoint:
@@ -93,7 +102,7 @@ def load_checkpoint(root: str | Path, epoch: int, fingerprint: dict) -> Checkpoi
     try:
         state = torch.load(folder / STATE_FILE, weights_only=True)
         model_state, optimizer_state = state["model"], state["optimizer"]
-    except (OSError, EOFError, RuntimeError, pickle.UnpicklingError, KeyError, TypeError) as exc:
+    except Exception as exc:  # torch.load raises a dozen kinds for damaged bytes (struct, unicode, pickle, zip...)
         raise _damaged(folder, STATE_FILE, exc) from None
     return Checkpoint(epoch=meta["epoch"], model_state=model_state, optimizer_state=optimizer_state,
                       history=meta["history"])

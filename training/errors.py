@@ -26,5 +26,9 @@ class VocabularyMismatchError(TrainingError):
     """Ids in the data do not fit the vocabulary sizes the model is built with."""
 
 
+class TrainingInProgressError(TrainingError):
+    """Another run is training the same model version (it holds the version's lock)."""
+
+
 class WorkerFailedError(TrainingError):
     """A Horovod worker process died or failed; a rerun resumes from the last checkpoint."""

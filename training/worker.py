@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.config import ModelConf
 from training import errors
-from training.checkpoint import CheckpointMismatchError
+from training.checkpoint import CheckpointDamagedError, CheckpointMismatchError
 
 if TYPE_CHECKING:
     from mvke.fields import FieldSpec
@@ -127,7 +127,7 @@ def _restore(spec: WorkerSpec, model, optimizer) -> dict[str, Any]:
         return {"epoch": 0, "history": empty_history(), "error": None}
     try:
         checkpoint = load_checkpoint(spec.checkpoint_dir, last, spec.fingerprint())
-    except CheckpointMismatchError as exc:
+    except (CheckpointMismatchError, CheckpointDamagedError) as exc:  # changed since the driver's check
         return {"epoch": 0, "history": empty_history(), "error": _error(exc)}
     model.load_state_dict(checkpoint.model_state)
     optimizer.load_state_dict(checkpoint.optimizer_state)
@@ -244,7 +244,8 @@ def _json_conf(conf: ModelConf) -> dict[str, Any]:
 
 
 ERROR_TYPES = {cls.__name__: cls for cls in (errors.NonFiniteLossError, CheckpointMismatchError,
-                                             errors.VocabularyMismatchError, errors.TrainingError)}
+                                             CheckpointDamagedError, errors.VocabularyMismatchError,
+                                             errors.TrainingError)}
 
 
 def launch(spec: WorkerSpec, train_data: Any, validation_data: Any, num_proc: int,

@@ -8,10 +8,12 @@ import pyarrow.compute as pc
 import pytest
 
 from core import delta, registry
-from core.config import config_from_dict
+from core.config import config_from_dict, replace
 from core.tables import Warehouse, warehouse_uri
 from nightly import night
+from nightly.lock import exclusive, train_lock
 from nightly.runlog import read_runs
+from training.errors import TrainingInProgressError
 
 pytestmark = pytest.mark.integration
 
@@ -82,3 +84,15 @@ def test_a_rejected_model_is_reused_and_a_rerun_of_an_earlier_night_scores_with_
     assert (rerun.model_version, rerun.trained) == (first.model_version, False)
     after = delta.read_arrow(profiles)
     assert after.filter(pc.equal(after["dt"], D1)).sort_by(SORT).to_pylist() == before.sort_by(SORT).to_pylist()
+
+    # a train of D2 started by hand holds the version's lock when the night of D2 reaches training:
+    # the night stops at its train stage, naming the holder, and publishes nothing
+    published = delta.table_version(profiles)
+    with exclusive(config.paths, train_lock(third.model_version), "train-2026-11-05-byhand"):
+        with pytest.raises(TrainingInProgressError, match=rf"^{third.model_version}: another run holds \S+/"
+                                                          rf"train-{third.model_version}.lock: run "
+                                                          rf"train-2026-11-05-byhand \(pid"):
+            night.run_night(spark, replace(config, nightly__train_every=0), D2, run_id="n2-locked")  # trains again
+    stages = [(r["stage"], r["status"]) for r in read_runs(config.paths) if r["run_id"] == "n2-locked"]
+    assert stages == [("features", "succeeded"), ("train", "failed")]
+    assert delta.table_version(profiles) == published

@@ -18,15 +18,16 @@ import torch
 from safetensors.torch import load_file
 
 from core import delta, registry
+from core.config import ConfigError
 from core.registry import ModelStatus
 from core.tables import Warehouse, warehouse_uri
 from jobs import train, vacuum
 from mvke import load_model
-from nightly.lock import RunInProgressError, exclusive, train_lock
+from nightly.lock import RunInProgressError, exclusive, holder, train_lock
 from training import artifact, leftovers
 from training.checkpoint import CheckpointMismatchError, checkpoint_path
 from training.errors import (EmptyWindowError, MissingSamplesError, ModelMismatchError, NonFiniteLossError,
-                             VocabularyMismatchError, WorkerFailedError)
+                             TrainingInProgressError, VocabularyMismatchError, WorkerFailedError)
 from training.inputs import ensure_window, window_days, with_validation_flag
 from training.metrics import objective_metrics
 from training.worker import FaultInjection
@@ -132,9 +133,10 @@ def test_two_process_training_end_to_end(spark, config):
     # another run of the same version (a hand-started rerun while the night trains) waits for none:
     # it stops before touching the version's staging, checkpoints, folder or registry row
     registry_version = delta.table_version(registry.models_uri(config.paths))
-    with exclusive(config.paths, train_lock(result.model_version), "nightly-of-the-same-date"):
-        with pytest.raises(RunInProgressError, match=rf"train-{result.model_version}.lock: run "
-                                                     rf"nightly-of-the-same-date \(pid {os.getpid()}"):
+    with exclusive(config.paths, train_lock(result.model_version), "2026-11-05-night"):
+        with pytest.raises(TrainingInProgressError, match=rf"^{result.model_version}: another run holds "
+                                                          rf"\S+/train-{result.model_version}.lock: run "
+                                                          rf"2026-11-05-night \(pid {os.getpid()}"):
             train.run(spark, config, RUN_DATE)
         with pytest.raises(RunInProgressError, match="nothing vacuumed"):
             vacuum.run(config)  # nor is training scratch swept meanwhile
@@ -385,3 +387,21 @@ def test_a_backfill_the_feature_job_refuses_fails_in_one_line(spark, tmp_path, c
     assert_nothing_published(config)
     assert sorted(delta.partition_values(warehouse_uri(config.paths, Warehouse.SAMPLES))) == [
         d.isoformat() for d in DAYS]
+
+
+def test_the_version_lock_names_the_run_that_holds_it_and_is_released(tmp_path):
+    paths = training_config(tmp_path).paths
+    with train.version_lock(paths, "mvke-2026-11-05-abc", "2026-11-05-night"):
+        assert holder(paths, train_lock("mvke-2026-11-05-abc"))["run_id"] == "2026-11-05-night"
+        with pytest.raises(TrainingInProgressError, match="run 2026-11-05-night"):
+            with train.version_lock(paths, "mvke-2026-11-05-abc", "train-2026-11-05-0000"):
+                pass
+    assert holder(paths, train_lock("mvke-2026-11-05-abc")) is None
+
+
+def test_a_lock_folder_on_a_store_fails_before_anything_is_read(spark, tmp_path):
+    """The version lock needs a filesystem: with the warehouse on a store, paths.locks must be set."""
+    config = training_config(tmp_path)
+    on_store = dataclasses.replace(config, paths=dataclasses.replace(config.paths, warehouse="s3://bucket/wh"))
+    with pytest.raises(ConfigError, match=r"the run lock needs a filesystem path, not 's3://bucket/wh/_locks'"):
+        train.run(spark, on_store, RUN_DATE)
