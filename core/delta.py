@@ -132,6 +132,7 @@ def write_table(
     replace_partitions: Sequence[str] | None = None,
     commit_info: dict[str, str] | None = None,
     based_on: Snapshot | None = None,
+    replaced_as_of: int | None = None,
     through: ArrowMap | None = None,
 ) -> int:
     """Write `df` to the Delta table at `uri` in one atomic commit; return the new version.
@@ -139,8 +140,8 @@ def write_table(
     mode="append" adds rows. mode="overwrite" replaces the whole table, or, when
     `replace_partitions` lists values of the single partition column, only those
     partitions (rows of `df` outside them are an error). Creates the table if needed.
-    `based_on`: see `commit`. `through`: the rows written are `through.function`'s output for
-    the rows of `df` (see ArrowMap), with `through.schema`.
+    `based_on`, `replaced_as_of`: see `commit`. `through`: the rows written are
+    `through.function`'s output for the rows of `df` (see ArrowMap), with `through.schema`.
     """
     schema = df.schema if through is None else through.schema
     _check_write_args(schema.names, uri, mode, partition_by, replace_partitions)
@@ -148,7 +149,8 @@ def write_table(
     written = write_files(df, uri, partition_by=partition_by, through=through)
     _check_inside_replaced(uri, written.adds, partition_by, replace_partitions)
     return commit(uri, written.adds, arrow_schema, mode=mode, partition_by=partition_by,
-                  replace_partitions=replace_partitions, commit_info=commit_info, based_on=based_on)
+                  replace_partitions=replace_partitions, commit_info=commit_info, based_on=based_on,
+                  replaced_as_of=replaced_as_of)
 
 
 def write_files(df: DataFrame, uri: str, *, partition_by: Sequence[str] = (),
@@ -264,25 +266,31 @@ def commit(
     replace_partitions: Sequence[str] | None = None,
     commit_info: dict[str, str] | None = None,
     based_on: Snapshot | None = None,
+    replaced_as_of: int | None = None,
 ) -> int:
-    """Commit files already written under `uri` as one Delta transaction; return the version.
+    """Commit files already written under `uri` as one Delta transaction; return its version.
 
-    Without `based_on`, Delta's optimistic concurrency decides: a commit that conflicts with
-    one made while it was being prepared (both replacing one partition, say) fails and
-    changes nothing, but two appends, or an overwrite after an append, both land. Delta also
-    refuses a partition replace when the other commit replaced only other partitions (two
-    nights of different dates publishing at once); that one is planned again on top of it
-    (`REPLACE_ATTEMPTS`), because the partitions it replaces are still as it read them. A
-    read-modify-write (the model registry, the vocabulary, `profiles_latest`) passes the
+    An append lands whatever else was committed meanwhile (two appends both land). An overwrite
+    lands only as the next version after the one it planned its removes on: when another commit
+    came in between, a partition replace whose partitions that commit did not touch (two nights
+    of different dates publishing at once) is planned again on top of it (`REPLACE_ATTEMPTS`);
+    one whose partitions changed (another writer replaced or appended to them, also when neither
+    found the partition there) fails with `ConcurrentCommitError`, and so does a whole-table
+    overwrite: neither lands rows mixed with the other writer's. (delta-rs's own retry would
+    land a replace on top of a commit that only added files, keeping that commit's rows.)
+    A read-modify-write (the model registry, the vocabulary, `profiles_latest`) passes the
     snapshot it read: its commit lands as the very next version or not at all, raising
-    `ConcurrentCommitError` when any other commit came in between.
+    `ConcurrentCommitError` when any other commit came in between. `replaced_as_of`: a
+    partition replace that lands only if its partitions still hold the files they held at that
+    version (a rollback that chose what to undo from that version's history).
     """
     if os.environ.get(FAULT_EXIT_BEFORE_COMMIT):
         # Test-only: die like a killed driver, after the data files exist, before the commit.
         os._exit(int(os.environ[FAULT_EXIT_BEFORE_COMMIT]))
     schema = Schema.from_arrow(arrow_schema)
-    properties = CommitProperties(custom_metadata=dict(commit_info or {}),
-                                  max_commit_retries=None if based_on is None else 0)
+    commit_id = uuid.uuid4().hex
+    properties = CommitProperties(custom_metadata={**(commit_info or {}), COMMIT_ID: commit_id},
+                                  max_commit_retries=None if based_on is None and mode == "append" else 0)
     if based_on is not None and based_on.uri != uri:
         raise ValueError(f"a snapshot of {based_on.uri} cannot guard a commit to {uri}")
     exists = table_exists(uri)
@@ -294,7 +302,7 @@ def commit(
                 uri, schema, adds, mode="error", partition_by=list(partition_by) or None,
                 commit_properties=properties,
             )
-            return DeltaTable(uri).version()
+            return _committed_version(uri, commit_id)
         except Exception:
             if not table_exists(uri):
                 raise
@@ -305,11 +313,14 @@ def commit(
     filters = None
     if replace_partitions is not None:
         filters = [(partition_by[0], "in", [str(v) for v in replace_partitions])]
+    expected = None if replaced_as_of is None else _files_in(open_table(uri, replaced_as_of), filters)
     for attempt in range(1, REPLACE_ATTEMPTS + 1):
         table = DeltaTable(uri) if based_on is None else open_table(uri, based_on.version)
         existing = table.metadata().partition_columns
         if list(existing) != list(partition_by):
             raise ValueError(f"{uri} is partitioned by {existing}, not {list(partition_by)}")
+        if expected is not None and _files_in(table, filters) != expected:
+            raise _replaced_meanwhile(uri, partition_by, replace_partitions, f"since version {replaced_as_of}")
         written = schema
         if mode == "append" or replace_partitions is not None:
             written = _schema_for_partial_write(uri, table.schema(), schema, append=mode == "append")
@@ -318,16 +329,17 @@ def commit(
                 adds, mode=mode, schema=written, partition_by=list(partition_by) or None,
                 partition_filters=filters, commit_properties=properties,
             )
-            return DeltaTable(uri).version()
+            return _committed_version(uri, commit_id)
         except CommitFailedError as exc:
             if based_on is not None and DeltaTable(uri).version() != based_on.version:
                 raise _concurrent(uri, based_on) from None
-            if filters is not None and based_on is None and _files_in(DeltaTable(uri), filters) != _files_in(table, filters):
+            if mode == "overwrite" and filters is None and based_on is None:
                 raise ConcurrentCommitError(
-                    f"{uri}: another writer replaced {partition_by[0]}={', '.join(map(str, replace_partitions))} "
-                    f"(version {DeltaTable(uri).version()}) while this job was replacing it; nothing was committed to "
-                    f"this table, and the rows there are that writer's; run the job again if its output should be there"
-                ) from exc
+                    f"{uri}: another writer committed version {DeltaTable(uri).version()} while this job was "
+                    f"overwriting the table; nothing was committed; run the job again") from exc
+            if filters is not None and based_on is None and _files_in(DeltaTable(uri), filters) != _files_in(table, filters):
+                raise _replaced_meanwhile(uri, partition_by, replace_partitions,
+                                          f"(version {DeltaTable(uri).version()})") from exc
             if based_on is not None or filters is None or attempt == REPLACE_ATTEMPTS:
                 raise
             # Another writer committed to other partitions only: replace ours again on top of its commit.
@@ -338,6 +350,26 @@ def commit(
 # A partition replace that lost a race to commits touching only other partitions plans its
 # removes again on the new version, up to this many times (Delta's own check refuses it).
 REPLACE_ATTEMPTS = 20
+
+
+COMMIT_ID = "commit_id"  # in every commit's metadata: how a job finds the version of its own commit
+
+
+def _committed_version(uri: str, commit_id: str) -> int:
+    """The version of the commit carrying `commit_id` (another writer may have committed since)."""
+    for limit in (16, None):
+        for entry in DeltaTable(uri).history(limit):
+            if entry.get(COMMIT_ID) == commit_id:
+                return int(entry["version"])
+    raise AssertionError(f"{uri}: commit {commit_id} is not in the table's history")
+
+
+def _replaced_meanwhile(uri: str, partition_by: Sequence[str], values: Sequence[str], when: str
+                        ) -> ConcurrentCommitError:
+    return ConcurrentCommitError(
+        f"{uri}: another writer changed {partition_by[0]}={', '.join(map(str, values))} {when} while this job "
+        f"was replacing it; nothing was committed to this table, and the rows there are that writer's; run the "
+        f"job again if its output should be there")
 
 
 def _files_in(table: DeltaTable, filters: list[tuple[str, str, list[str]]]) -> frozenset[str]:
@@ -374,7 +406,8 @@ def _schema_for_partial_write(uri: str, current: Schema, new: Schema, *, append:
         raise ValueError(f"{uri}: an append must have the table's columns; "
                          f"missing {sorted(old.keys() - fresh.keys())}, extra {sorted(fresh.keys() - old.keys())}")
     kept = [{**f, "nullable": True} for n, f in old.items() if n not in fresh]
-    merged = [_keep_nullable(old[n], f) if n in old else f for n, f in fresh.items()]
+    # a new column is nullable: the table's other files do not have it
+    merged = [_keep_nullable(old[n], f) if n in old else {**f, "nullable": True} for n, f in fresh.items()]
     if not kept and merged == list(fresh.values()):
         return new
     return Schema.from_json(json.dumps({"type": "struct", "fields": [*merged, *kept]}))

@@ -6,8 +6,10 @@ otherwise; an unknown version is an error that lists the available ones.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -81,41 +83,57 @@ def _records(uri: str, version: int | None) -> list[ModelRecord]:
 
 
 def register(paths: Paths, record: ModelRecord) -> None:
-    """Add a version, or replace the row of an existing one (one atomic commit).
-
-    The registry is small: it is rewritten whole from the version read, and that commit
-    lands only on top of that version, so two jobs registering at once cannot drop each
-    other's rows: the one that loses the race reads again and rewrites.
-    """
-    uri = models_uri(paths)
-
-    def once() -> None:
-        read = delta.snapshot(uri)
-        rows = [r for r in _records(uri, read.version) if r.model_version != record.model_version] + [record]
-        table = pa.Table.from_pylist([{
-            "model_version": r.model_version, "trained_for": r.trained_for, "status": r.status.value,
-            "created_at": r.created_at, "metrics": json.dumps(r.metrics, sort_keys=True), "path": r.path,
-        } for r in rows], schema=SCHEMA)
-        delta.write_arrow(table, uri, mode="overwrite", based_on=read,
-                          commit_info={"job": "register", "model_version": record.model_version})
-
-    delta.retry_on_conflict(once)
+    """Add a version, or replace the row of an existing one (one atomic commit)."""
+    _update(paths, record.model_version, lambda _: record)
 
 
 def set_status(paths: Paths, model_version: str, status: ModelStatus) -> None:
-    record = get_model(paths, model_version)
-    register(paths, ModelRecord(**{**record.__dict__, "status": status}))
+    def with_status(current: ModelRecord | None) -> ModelRecord:
+        if current is None:
+            get_model(paths, model_version)  # raises, naming the versions there are
+        return dataclasses.replace(current, status=status)
+
+    _update(paths, model_version, with_status)
 
 
 def change_status(paths: Paths, model_version: str, night: dt.date, old: ModelStatus, new: ModelStatus) -> bool:
     """Model `model_version`, trained for `night`, goes from `old` to `new` in one registry commit:
     a published model withdrawn after its night failed (its gates, a rollback), or put back. A model
-    of another night, one not registered or not in status `old` stays as it is. True if changed."""
-    model = next((r for r in list_models(paths) if r.model_version == model_version), None)
-    if model is None or model.status is not old or model.trained_for != night:
-        return False
-    set_status(paths, model_version, new)
-    return True
+    of another night, one not registered or not in status `old` stays as it is. True if changed.
+    The status is checked on the registry version the commit lands on."""
+    def changed(current: ModelRecord | None) -> ModelRecord | None:
+        if current is None or current.status is not old or current.trained_for != night:
+            return None
+        return dataclasses.replace(current, status=new)
+
+    return _update(paths, model_version, changed)
+
+
+def _update(paths: Paths, model_version: str, change: Callable[[ModelRecord | None], ModelRecord | None]) -> bool:
+    """Replace the row of `model_version` by `change(the row read)` (None: leave the registry as it is).
+
+    The registry is small: it is rewritten whole from the version read, and that commit lands
+    only on top of that version, so two jobs changing it at once cannot undo each other's rows
+    or act on a row another just changed: the one that loses the race reads again and decides
+    again. True if a commit was made."""
+    uri = models_uri(paths)
+
+    def once() -> bool:
+        read = delta.snapshot(uri)
+        rows = _records(uri, read.version)
+        record = change(next((r for r in rows if r.model_version == model_version), None))
+        if record is None:
+            return False
+        rows = [r for r in rows if r.model_version != model_version] + [record]
+        table = pa.Table.from_pylist([{
+            "model_version": r.model_version, "trained_for": r.trained_for, "status": r.status.value,
+            "created_at": r.created_at, "metrics": json.dumps(r.metrics, sort_keys=True), "path": r.path,
+        } for r in rows], schema=SCHEMA)
+        delta.write_arrow(table, uri, mode="overwrite", based_on=read,
+                          commit_info={"job": "register", "model_version": model_version})
+        return True
+
+    return delta.retry_on_conflict(once)
 
 
 def current_for(paths: Paths, night: dt.date) -> str:

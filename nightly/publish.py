@@ -125,6 +125,7 @@ def rollback_date(spark: SparkSession, paths: Paths, date: dt.date) -> str:
     """
     uri = profiles_uri(paths)
     history = delta.history(uri)
+    read_version = history[0]["version"] if history else None  # the newest: what the decision is made on
     newest = newest_change(history)
     copied = latest_is_behind(paths)
     if copied is not None and newest.get("job") == "rollback" and newest.get("dt") == date.isoformat():
@@ -145,8 +146,9 @@ def rollback_date(spark: SparkSession, paths: Paths, date: dt.date) -> str:
     # when a rollback put them back)
     models = align_models(spark, paths, {date: ([delta.table_version(uri)], target - 1)})
     vectors = apply_vectors(spark, paths, plan)
+    # lands only if nothing published the date since the history was read (a standalone score takes no lock)
     delta.write_table(partition_as_of(spark, uri, date, target - 1), uri, mode="overwrite", partition_by=["dt"],
-                      replace_partitions=[date.isoformat()],
+                      replace_partitions=[date.isoformat()], replaced_as_of=read_version,
                       commit_info={"job": "rollback", "dt": date.isoformat(), "undoes": str(target)})
     refresh_latest(spark, paths)
     return (f"rolled back {date}: restored the partition as of version {target - 1} (undoing version {target}); "

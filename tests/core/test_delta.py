@@ -10,7 +10,7 @@ from pyspark.sql import types as T
 from pyspark.testing import assertDataFrameEqual
 
 from core import delta
-from tests.racing import at_once
+from tests.racing import at_once, commits_first
 
 D1, D2 = dt.date(2026, 11, 1), dt.date(2026, 11, 2)
 
@@ -147,7 +147,7 @@ def _replace_day(uri: str, writer: int, rounds: int, start) -> list[str]:
             d.write_arrow(rows, uri, mode="overwrite", partition_by=["dt"], replace_partitions=["2026-11-10"])
             outcomes.append("committed")
         except d.ConcurrentCommitError as exc:  # lost the race: this commit failed and changed nothing
-            said = re.fullmatch(r".*/t: another writer replaced dt=2026-11-10 \(version [0-9]+\) while this job was "
+            said = re.fullmatch(r".*/t: another writer changed dt=2026-11-10 \(version [0-9]+\) while this job was "
                                 r"replacing it; nothing was committed to this table, and the rows there are that "
                                 r"writer's; run the job again if its output should be there", str(exc))
             outcomes.append("conflict" if said else str(exc))
@@ -556,3 +556,91 @@ def test_reading_one_partition_names_a_column_the_table_is_not_partitioned_by(sp
     delta.write_arrow(pa.table({"dt": ["2026-11-10"], "k": [1]}), uri, mode="overwrite")  # not partitioned
     with pytest.raises(ValueError, match=r"t/? is not partitioned by dt \(partition columns: \[\]\)"):
         delta.read_table(spark, uri, partition={"dt": "2026-11-10"})
+
+
+# Interleavings of two writers, made exact (`commits_first`).
+
+def _day(day: str, values: list[int], **extra):
+    import pyarrow as pa
+
+    return pa.table({"dt": pa.array([day] * len(values)), "v": pa.array(values, pa.int64()),
+                     **{k: pa.array(v, pa.int64()) for k, v in extra.items()}})
+
+
+def _live(uri: str) -> list[tuple[str, int]]:
+    return sorted((r["dt"], r["v"]) for r in delta.read_arrow(uri).to_pylist())
+
+
+@pytest.mark.parametrize("seeded", [False, True])
+def test_a_replace_refuses_when_the_partition_changed_meanwhile_even_if_it_was_absent(tmp_path, monkeypatch, seeded):
+    """Two replaces of a date (seeded: the date already had rows), or an append into it, landing
+    between planning and commit: this replace fails and the partition holds only the other's rows.
+    delta-rs alone sees the other commit as a blind append and lands both writers' rows."""
+    uri = str(tmp_path / "t")
+    delta.write_arrow(_day("2026-11-09", [1]), uri, mode="overwrite", partition_by=["dt"])
+    if seeded:
+        delta.write_arrow(_day("2026-11-10", [5]), uri, mode="append", partition_by=["dt"])
+    for theirs, mode in (([100, 101], "overwrite"), ([7], "append")):
+        before = _live(uri)
+        commits_first(monkeypatch, lambda: delta.write_arrow(
+            _day("2026-11-10", theirs), uri, mode=mode, partition_by=["dt"],
+            replace_partitions=["2026-11-10"] if mode == "overwrite" else None))
+        version = delta.table_version(uri)
+        with pytest.raises(delta.ConcurrentCommitError, match=rf"another writer changed dt=2026-11-10 \(version "
+                                                              rf"{version + 1}\) while this job was replacing it"):
+            delta.write_arrow(_day("2026-11-10", [900, 901]), uri, mode="overwrite", partition_by=["dt"],
+                              replace_partitions=["2026-11-10"])
+        kept = [r for r in before if r[0] != "2026-11-10"] if mode == "overwrite" else before
+        assert _live(uri) == sorted(kept + [("2026-11-10", v) for v in theirs])
+        assert delta.table_version(uri) == version + 1  # theirs only
+
+
+def test_a_replace_lands_on_top_of_a_commit_to_other_partitions_and_keeps_it(tmp_path, monkeypatch):
+    uri = str(tmp_path / "t")
+    delta.write_arrow(_day("2026-11-10", [1, 2]), uri, mode="overwrite", partition_by=["dt"])
+    commits_first(monkeypatch, lambda: delta.write_arrow(_day("2026-11-09", [3]), uri, mode="append",
+                                                                partition_by=["dt"]))
+    version = delta.write_arrow(_day("2026-11-10", [9]), uri, mode="overwrite", partition_by=["dt"],
+                                replace_partitions=["2026-11-10"])
+    assert version == 2 and _live(uri) == [("2026-11-09", 3), ("2026-11-10", 9)]
+
+
+def test_a_whole_table_overwrite_refuses_when_another_commit_came_in_between(tmp_path, monkeypatch):
+    uri = str(tmp_path / "t")
+    delta.write_arrow(_day("2026-11-10", [1]), uri, mode="overwrite")
+    commits_first(monkeypatch, lambda: delta.write_arrow(_day("2026-11-10", [2]), uri, mode="append"))
+    with pytest.raises(delta.ConcurrentCommitError, match=r"another writer committed version 1 while this job was "
+                                                          r"overwriting the table; nothing was committed"):
+        delta.write_arrow(_day("2026-11-11", [3]), uri, mode="overwrite")
+    assert _live(uri) == [("2026-11-10", 1), ("2026-11-10", 2)]
+
+
+def test_the_version_returned_is_this_commits_even_when_another_lands_right_after(tmp_path, monkeypatch):
+    uri = str(tmp_path / "t")
+    delta.write_arrow(_day("2026-11-10", [1]), uri, mode="overwrite")
+    original = DeltaTable.create_write_transaction
+
+    def then_another(self, *args, **kwargs):
+        monkeypatch.setattr(DeltaTable, "create_write_transaction", original)
+        result = original(self, *args, **kwargs)
+        delta.write_arrow(_day("2026-11-10", [3]), uri, mode="append", commit_info={"job": "other"})
+        return result
+
+    monkeypatch.setattr(DeltaTable, "create_write_transaction", then_another)
+    assert delta.write_arrow(_day("2026-11-10", [2]), uri, mode="append", commit_info={"job": "this"}) == 1
+    assert [(h["version"], h.get("job")) for h in delta.history(uri)][:2] == [(2, "other"), (1, "this")]
+
+
+def test_a_replace_that_adds_a_non_null_column_keeps_the_table_readable_by_delta_rs(tmp_path):
+    """Spark marks a coalesced column non-null; the table's older files lack the column altogether."""
+    import pyarrow as pa
+    from deltalake import QueryBuilder
+
+    uri = str(tmp_path / "t")
+    delta.write_arrow(_day("2026-11-09", [1]), uri, mode="overwrite", partition_by=["dt"])
+    added = _day("2026-11-10", [2], w=[5])
+    added = added.cast(pa.schema([added.schema.field("dt"), added.schema.field("v"),
+                                  pa.field("w", pa.int64(), nullable=False)]))
+    delta.write_arrow(added, uri, mode="overwrite", partition_by=["dt"], replace_partitions=["2026-11-10"])
+    rows = QueryBuilder().register("t", DeltaTable(uri)).execute("select v, w from t order by v").read_all()
+    assert pa.table(rows).to_pylist() == [{"v": 1, "w": None}, {"v": 2, "w": 5}]  # (strings come as view types)

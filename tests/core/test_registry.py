@@ -5,7 +5,7 @@ import pytest
 from core import registry
 from core.config import Paths
 from core.registry import ModelRecord, ModelStatus
-from tests.racing import at_once
+from tests.racing import at_once, commits_first
 
 T0 = dt.datetime(2026, 11, 1, 3, 0, tzinfo=dt.timezone.utc)
 
@@ -78,3 +78,21 @@ def test_two_processes_registering_at_once_keep_every_model(tmp_path):
     paths = Paths(raw=str(tmp_path / "r"), warehouse=str(tmp_path / "w"), models=str(tmp_path / "m"))
     assert sorted(registry.list_models(paths), key=lambda r: r.model_version) == [
         _record(f"{w}{i}", ModelStatus.CANDIDATE, i) for w in ("a", "b") for i in range(8)]
+
+
+def test_a_status_change_is_decided_on_the_registry_version_it_lands_on(tmp_path, monkeypatch):
+    """The nightly's gates withdraw v1 (published -> gate_failed) while a rollback of the same night
+    marks it rolled_back first: the gates' change finds v1 no longer published and leaves it."""
+    paths = Paths(raw=str(tmp_path / "r"), warehouse=str(tmp_path / "w"), models=str(tmp_path / "m"))
+    registry.register(paths, _record("v1", ModelStatus.PUBLISHED, 0))
+    registry.register(paths, _record("v2", ModelStatus.PUBLISHED, 1))
+    commits_first(monkeypatch, lambda: registry.set_status(paths, "v1", ModelStatus.ROLLED_BACK))
+    night = dt.date(2026, 11, 1)
+    assert not registry.change_status(paths, "v1", night, ModelStatus.PUBLISHED, ModelStatus.GATE_FAILED)
+    assert [(r.model_version, r.status) for r in registry.list_models(paths)] == [
+        ("v1", ModelStatus.ROLLED_BACK), ("v2", ModelStatus.PUBLISHED)]
+    assert registry.change_status(paths, "v2", night, ModelStatus.PUBLISHED, ModelStatus.GATE_FAILED)
+    assert not registry.change_status(paths, "v2", night, ModelStatus.PUBLISHED, ModelStatus.GATE_FAILED)
+    assert registry.get_model(paths, "v2").status is ModelStatus.GATE_FAILED
+    with pytest.raises(registry.UnknownModelError, match=r"'v9'; available: v1 \(rolled_back\), v2 \(gate_failed\)"):
+        registry.set_status(paths, "v9", ModelStatus.PUBLISHED)

@@ -9,6 +9,7 @@ from core.config import Paths
 from core.registry import ModelStatus
 from core.tables import Warehouse, warehouse_uri
 from nightly import publish
+from tests.racing import commits_first
 
 D0, D1, D2 = dt.date(2026, 11, 9), dt.date(2026, 11, 10), dt.date(2026, 11, 11)
 SCHEMA = "dt date, user_id string, objective string, rank int, tag_id string, score double, model_version string"
@@ -434,6 +435,23 @@ def test_a_standalone_score_between_two_nights_is_a_write_rollback_steps_through
     assertDataFrameEqual(publish.read_profiles(spark, publish.profiles_uri(paths), D1), p1)
     assertDataFrameEqual(_all_vectors(spark, paths), v1)
     assertDataFrameEqual(_latest(spark, paths), p1)
+
+
+def test_a_rollback_refuses_when_a_standalone_score_of_the_date_lands_meanwhile(spark, paths, monkeypatch):
+    """The rollback chose what to undo from the history it read; a rescore of the date committed
+    before its own commit is not what it chose: it refuses, and the rescore's rows stay."""
+    _night(spark, paths, D1, "A1", "r1", "m1")
+    _night(spark, paths, D1, "A2", "r2", "m2")
+    rescore = spark.createDataFrame([(D1, "u1", "ctr", 1, "S1", 0.5, "m3")], SCHEMA)
+    commits_first(monkeypatch, lambda: delta.write_table(  # a score without vectors, before the rollback commits
+        rescore, publish.profiles_uri(paths), mode="overwrite", partition_by=["dt"], replace_partitions=["2026-11-10"],
+        commit_info={"job": "score", "dt": "2026-11-10", "run_id": "s1", "model_version": "m3"}),
+        table=Warehouse.USER_VECTORS.value)
+    with pytest.raises(delta.ConcurrentCommitError, match=r"user_tag_profiles: another writer changed "
+                                                          r"dt=2026-11-10 since version 1 while this job was "
+                                                          r"replacing it; nothing was committed to this table"):
+        publish.rollback_date(spark, paths, D1)
+    assertDataFrameEqual(publish.read_profiles(spark, publish.profiles_uri(paths), D1), rescore)
 
 
 def test_rolling_back_a_publish_a_rollback_put_back_needs_only_live_files(spark, paths):
