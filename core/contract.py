@@ -230,12 +230,7 @@ def _check_features(delta_table, table: Raw, uri: str) -> None:
     """Refuse a raw Delta table whose live files do not hold its rows as they are: the job reads
     those files with Spark, so rows deleted by a deletion vector would come back, and columns
     stored under mapped names would be missing (tables written by Spark on Databricks, say)."""
-    problems = []
-    if "deletionVectors" in (delta_table.protocol().reader_features or ()):
-        problems.append("deletion vectors (rows they delete would be read back)")
-    mapping = delta_table.metadata().configuration.get("delta.columnMapping.mode", "none")
-    if mapping != "none":
-        problems.append(f"column mapping mode {mapping!r} (columns are stored under other names)")
+    problems = delta.unreadable_features(delta_table)
     if problems:
         raise ContractError(f"raw table {table.value} at {uri} uses {' and '.join(problems)}, which this job's "
                             f"reader does not apply; publish it without them (a Parquet folder, or a Delta table "

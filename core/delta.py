@@ -76,7 +76,8 @@ class ArrowMap:
 
 class ConcurrentCommitError(RuntimeError):
     """Another writer committed to the table after the snapshot a read-modify-write was based on,
-    or replaced the partition a replace was replacing. Nothing was committed."""
+    or changed the partitions a replace was replacing (since it planned, or since `replaced_as_of`),
+    or committed anything while a whole-table overwrite was being made. Nothing was committed."""
 
 
 @dataclass(frozen=True)
@@ -293,16 +294,19 @@ def commit(
                                   max_commit_retries=None if based_on is None and mode == "append" else 0)
     if based_on is not None and based_on.uri != uri:
         raise ValueError(f"a snapshot of {based_on.uri} cannot guard a commit to {uri}")
+    if replaced_as_of is not None and replace_partitions is None:
+        raise ValueError("replaced_as_of guards a partition replace: give replace_partitions")
     exists = table_exists(uri)
     if based_on is not None and based_on.version is None and exists:
         raise _concurrent(uri, based_on)
     if not exists:
+        if replaced_as_of is not None:
+            raise ValueError(f"{uri}: no table, so no version {replaced_as_of} to guard the replace with")
         try:
             create_table_with_add_actions(
                 uri, schema, adds, mode="error", partition_by=list(partition_by) or None,
                 commit_properties=properties,
             )
-            return _committed_version(uri, commit_id)
         except Exception:
             if not table_exists(uri):
                 raise
@@ -310,6 +314,8 @@ def commit(
                 raise _concurrent(uri, based_on) from None
             # Another writer created the table since we looked (two first runs at once): write on
             # top of its version, as to any existing table.
+        else:
+            return _committed_version(uri, commit_id)
     filters = None
     if replace_partitions is not None:
         filters = [(partition_by[0], "in", [str(v) for v in replace_partitions])]
@@ -321,6 +327,7 @@ def commit(
             raise ValueError(f"{uri} is partitioned by {existing}, not {list(partition_by)}")
         if expected is not None and _files_in(table, filters) != expected:
             raise _replaced_meanwhile(uri, partition_by, replace_partitions, f"since version {replaced_as_of}")
+        _check_readable(table, uri)
         written = schema
         if mode == "append" or replace_partitions is not None:
             written = _schema_for_partial_write(uri, table.schema(), schema, append=mode == "append")
@@ -333,7 +340,7 @@ def commit(
         except CommitFailedError as exc:
             if based_on is not None and DeltaTable(uri).version() != based_on.version:
                 raise _concurrent(uri, based_on) from None
-            if mode == "overwrite" and filters is None and based_on is None:
+            if mode == "overwrite" and filters is None and based_on is None and DeltaTable(uri).version() != table.version():
                 raise ConcurrentCommitError(
                     f"{uri}: another writer committed version {DeltaTable(uri).version()} while this job was "
                     f"overwriting the table; nothing was committed; run the job again") from exc
@@ -348,7 +355,7 @@ def commit(
 
 
 # A partition replace that lost a race to commits touching only other partitions plans its
-# removes again on the new version, up to this many times (Delta's own check refuses it).
+# removes again on the new version, up to this many times (delta-rs commits with no retries).
 REPLACE_ATTEMPTS = 20
 
 
@@ -451,11 +458,37 @@ def read_table(spark: SparkSession, uri: str, version: int | None = None, *,
     log: Spark does not list the others (which, in an old version, the vacuum may have deleted).
     """
     table = open_table(uri, version)
+    _check_readable(table, uri)
     schema = arrow_to_spark_schema(table.schema().to_arrow())
     base, files = _spark_paths(uri, table, partition)
     if not files:
         return spark.createDataFrame([], schema)
     return spark.read.schema(schema).option("basePath", base).parquet(*files).select(schema.fieldNames())
+
+
+def unreadable_features(table: DeltaTable) -> list[str]:
+    """Table features this module's readers and writers do not apply (they read and replace the
+    live files as they are): [] for every table the project writes."""
+    problems = []
+    if "deletionVectors" in (table.protocol().reader_features or ()):
+        problems.append("deletion vectors (rows they delete would be read back)")
+    mapping = table.metadata().configuration.get("delta.columnMapping.mode", "none")
+    if mapping != "none":
+        problems.append(f"column mapping mode {mapping!r} (columns are stored under other names)")
+    return problems
+
+
+def _check_readable(table: DeltaTable, uri: str) -> None:
+    problems = unreadable_features(table)
+    if problems:
+        raise ValueError(f"{uri} uses {' and '.join(problems)}, which this project's Delta reader does not apply; "
+                         f"rewrite the table without them (e.g. after a DELETE by another engine)")
+
+
+def partition_changed(uri: str, column: str, values: Sequence[str], since: int) -> bool:
+    """Whether the live files of partitions `column` in `values` differ now from version `since`'s."""
+    filters = [(column, "in", [str(v) for v in values])]
+    return _files_in(DeltaTable(uri), filters) != _files_in(open_table(uri, since), filters)
 
 
 def _spark_paths(uri: str, table: DeltaTable,
@@ -519,6 +552,7 @@ def read_arrow(uri: str, version: int | None = None, columns: Sequence[str] | No
     import pyarrow.dataset as ds
 
     table = open_table(uri, version)
+    _check_readable(table, uri)
     schema = pa.schema(table.schema().to_arrow())
     partition_cols = table.metadata().partition_columns
     adds = pa.table(table.get_add_actions(flatten=True))

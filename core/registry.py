@@ -84,13 +84,13 @@ def _records(uri: str, version: int | None) -> list[ModelRecord]:
 
 def register(paths: Paths, record: ModelRecord) -> None:
     """Add a version, or replace the row of an existing one (one atomic commit)."""
-    _update(paths, record.model_version, lambda _: record)
+    _update(paths, record.model_version, lambda *_: record)
 
 
 def set_status(paths: Paths, model_version: str, status: ModelStatus) -> None:
-    def with_status(current: ModelRecord | None) -> ModelRecord:
+    def with_status(current: ModelRecord | None, rows: list[ModelRecord]) -> ModelRecord:
         if current is None:
-            get_model(paths, model_version)  # raises, naming the versions there are
+            raise _unknown(model_version, rows)
         return dataclasses.replace(current, status=status)
 
     _update(paths, model_version, with_status)
@@ -101,7 +101,7 @@ def change_status(paths: Paths, model_version: str, night: dt.date, old: ModelSt
     a published model withdrawn after its night failed (its gates, a rollback), or put back. A model
     of another night, one not registered or not in status `old` stays as it is. True if changed.
     The status is checked on the registry version the commit lands on."""
-    def changed(current: ModelRecord | None) -> ModelRecord | None:
+    def changed(current: ModelRecord | None, _: list[ModelRecord]) -> ModelRecord | None:
         if current is None or current.status is not old or current.trained_for != night:
             return None
         return dataclasses.replace(current, status=new)
@@ -109,8 +109,10 @@ def change_status(paths: Paths, model_version: str, night: dt.date, old: ModelSt
     return _update(paths, model_version, changed)
 
 
-def _update(paths: Paths, model_version: str, change: Callable[[ModelRecord | None], ModelRecord | None]) -> bool:
-    """Replace the row of `model_version` by `change(the row read)` (None: leave the registry as it is).
+def _update(paths: Paths, model_version: str,
+            change: Callable[[ModelRecord | None, list[ModelRecord]], ModelRecord | None]) -> bool:
+    """Replace the row of `model_version` by `change(the row read, all rows read)` (None: leave the
+    registry as it is).
 
     The registry is small: it is rewritten whole from the version read, and that commit lands
     only on top of that version, so two jobs changing it at once cannot undo each other's rows
@@ -121,7 +123,7 @@ def _update(paths: Paths, model_version: str, change: Callable[[ModelRecord | No
     def once() -> bool:
         read = delta.snapshot(uri)
         rows = _records(uri, read.version)
-        record = change(next((r for r in rows if r.model_version == model_version), None))
+        record = change(next((r for r in rows if r.model_version == model_version), None), rows)
         if record is None:
             return False
         rows = [r for r in rows if r.model_version != model_version] + [record]
@@ -148,8 +150,12 @@ def get_model(paths: Paths, model_version: str) -> ModelRecord:
     for record in records:
         if record.model_version == model_version:
             return record
+    raise _unknown(model_version, records)
+
+
+def _unknown(model_version: str, records: list[ModelRecord]) -> UnknownModelError:
     available = ", ".join(f"{r.model_version} ({r.status.value})" for r in records) or "none"
-    raise UnknownModelError(f"unknown model version {model_version!r}; available: {available}")
+    return UnknownModelError(f"unknown model version {model_version!r}; available: {available}")
 
 
 def latest_published(paths: Paths, as_of: dt.date | None = None) -> ModelRecord | None:

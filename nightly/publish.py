@@ -144,6 +144,9 @@ def rollback_date(spark: SparkSession, paths: Paths, date: dt.date) -> str:
     check_reachable([(uri, target - 1, date)] + [(vectors_uri(paths), v, d) for d, v in plan.restores.items()])
     # the rows of the publish in effect are the current version's (its own files may be long gone
     # when a rollback put them back)
+    if delta.partition_changed(uri, "dt", [date.isoformat()], read_version):
+        raise delta.ConcurrentCommitError(f"{uri}: dt={date} changed since version {read_version}, whose history "
+                                          f"chose what to undo; nothing was rolled back; run the rollback again")
     models = align_models(spark, paths, {date: ([delta.table_version(uri)], target - 1)})
     vectors = apply_vectors(spark, paths, plan)
     # lands only if nothing published the date since the history was read (a standalone score takes no lock)

@@ -95,15 +95,20 @@ def ensure_tag_index(uri: str, model: ProfileModel, model_version: str, tags: pa
     the tag_index of a stored one, means the tag vocabulary was rebuilt after training:
     ScoringInputError, nothing written.
     """
-    existing = read_tag_index(uri, model_version)
     rows = compute_tag_index(model, model_version, tags)
-    if existing is not None:
-        _check_same_vocabulary(existing, tags, model_version)
-        if _holds(existing, rows):
-            return TagIndex(rows=existing, written=False, table_version=delta.table_version(uri))
-    version = delta.write_arrow(rows, uri, mode="overwrite", partition_by=[PARTITION],
-                                replace_partitions=[model_version], commit_info=dict(commit_info))
-    return TagIndex(rows=rows, written=True, table_version=version)
+
+    def once() -> TagIndex:
+        # again after another scoring run of this model wrote the rows first: they are then the same
+        existing = read_tag_index(uri, model_version)
+        if existing is not None:
+            _check_same_vocabulary(existing, tags, model_version)
+            if _holds(existing, rows):
+                return TagIndex(rows=existing, written=False, table_version=delta.table_version(uri))
+        version = delta.write_arrow(rows, uri, mode="overwrite", partition_by=[PARTITION],
+                                    replace_partitions=[model_version], commit_info=dict(commit_info))
+        return TagIndex(rows=rows, written=True, table_version=version)
+
+    return delta.retry_on_conflict(once)
 
 
 def scan_tags(rows: pa.Table, tags: pa.Table, probe: Mapping[str, TagSide]) -> ScanTags:

@@ -644,3 +644,37 @@ def test_a_replace_that_adds_a_non_null_column_keeps_the_table_readable_by_delta
     delta.write_arrow(added, uri, mode="overwrite", partition_by=["dt"], replace_partitions=["2026-11-10"])
     rows = QueryBuilder().register("t", DeltaTable(uri)).execute("select v, w from t order by v").read_all()
     assert pa.table(rows).to_pylist() == [{"v": 1, "w": None}, {"v": 2, "w": 5}]  # (strings come as view types)
+
+
+def test_partition_changed_compares_the_live_files_with_a_version(tmp_path):
+    uri = str(tmp_path / "t")
+    delta.write_arrow(_day("2026-11-10", [1]), uri, mode="overwrite", partition_by=["dt"])
+    delta.write_arrow(_day("2026-11-09", [2]), uri, mode="append", partition_by=["dt"])
+    assert not delta.partition_changed(uri, "dt", ["2026-11-10"], 0)
+    assert delta.partition_changed(uri, "dt", ["2026-11-09"], 0)  # absent then
+    delta.write_arrow(_day("2026-11-10", [1]), uri, mode="overwrite", partition_by=["dt"],
+                      replace_partitions=["2026-11-10"])  # the same rows, new files
+    assert delta.partition_changed(uri, "dt", ["2026-11-10"], 1)
+    with pytest.raises(ValueError, match="replaced_as_of guards a partition replace: give replace_partitions"):
+        delta.commit(uri, [], _day("2026-11-10", [3]).schema, mode="overwrite", partition_by=["dt"], replaced_as_of=0)
+
+
+@pytest.mark.parametrize("configuration, named", [
+    ({"delta.enableDeletionVectors": "true"}, r"deletion vectors \(rows they delete would be read back\)"),
+    ({"delta.columnMapping.mode": "name"}, r"column mapping mode 'name' \(columns are stored under other names\)"),
+], ids=["deletion vectors", "column mapping"])
+def test_tables_with_features_the_reader_cannot_apply_are_refused_by_reads_and_writes(spark, tmp_path, configuration,
+                                                                                        named):
+    """A warehouse table an engine with those features rewrote (a DELETE that left deletion vectors)."""
+    from deltalake import write_deltalake
+
+    uri = str(tmp_path / "t")
+    write_deltalake(uri, _day("2026-11-10", [1]), partition_by=["dt"], configuration=configuration)
+    refused = rf"^{uri} uses {named}, which this project's Delta reader does not apply"
+    for read in (lambda: delta.read_arrow(uri), lambda: delta.read_table(spark, uri)):
+        with pytest.raises(ValueError, match=refused):
+            read()
+    with pytest.raises(ValueError, match=refused):
+        delta.write_arrow(_day("2026-11-10", [2]), uri, mode="overwrite", partition_by=["dt"],
+                          replace_partitions=["2026-11-10"])
+    assert delta.table_version(uri) == 0

@@ -10,6 +10,7 @@ from core import delta
 from mvke.builder import build_model
 from scoring.inputs import ScoringInputError
 from scoring.tag_index import ensure_tag_index, read_tag_index
+from tests.racing import commits_first
 from tests.scoring.warehouse import MODEL_FIELDS, NUM_CATEGORIES, NUM_TAGS, model_conf
 
 
@@ -67,3 +68,15 @@ def test_a_new_tag_on_the_index_of_a_stored_one_is_refused(tmp_path):
         ensure_tag_index(uri, _model(1), "v1", renamed, {})
     assert delta.table_version(uri) == 0
     assert read_tag_index(uri, "v1")["tag_id"].to_pylist()[0] == "t02"
+
+
+def test_two_scoring_runs_of_one_model_writing_its_index_at_once_both_go_on(tmp_path, monkeypatch):
+    """Another run of the same model writes the same rows first: this one's replace is refused, and
+    it reads again and uses them instead of failing the job."""
+    uri = str(tmp_path / "tag_index")
+    ensure_tag_index(uri, _model(1), "v0", _tags(), {})  # the table exists; v1's rows do not yet
+    other = []
+    commits_first(monkeypatch, lambda: other.append(ensure_tag_index(uri, _model(1), "v1", _tags(), {"run": "a"})))
+    index = ensure_tag_index(uri, _model(1), "v1", _tags(), {"run": "b"})
+    assert other[0].written and not index.written
+    assert index.rows.equals(read_tag_index(uri, "v1")) and index.table_version == delta.table_version(uri) == 1
