@@ -25,6 +25,7 @@ class ConfigError(ValueError):
     """A configuration key or value is wrong; the message names it."""
 
 
+GLOB_CHARACTERS = "*?[]{}\\"
 STORAGE_SCHEMES = ("file", "s3", "s3a", "gs", "abfs", "abfss", "hdfs")
 
 
@@ -51,6 +52,9 @@ class Paths:
                                   f"valid: {', '.join(STORAGE_SCHEMES)}")
             if ".." in value.replace("\\", "/").split("/"):
                 raise ConfigError(f"paths.{name}={value!r} must not contain '..'")
+            if globbed := sorted(set(value) & set(GLOB_CHARACTERS)):
+                raise ConfigError(f"paths.{name}={value!r} must not contain {' '.join(globbed)}: Spark reads file "
+                                  f"paths as glob patterns, so such a folder's files would not be found")
         for name in ("models", "petastorm_cache"):
             value = getattr(self, name)
             if "://" in value and not value.startswith("file://"):

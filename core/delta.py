@@ -583,7 +583,7 @@ def partition_values(uri: str, column: str = "dt", version: int | None = None) -
     """The distinct live values of a partition column (at `version`, default latest), from the Delta log alone."""
     if not table_exists(uri):
         return []
-    return sorted({p[column] for p in open_table(uri, version).partitions()})
+    return sorted({p[column] for p in open_table(uri, version).partitions()}, key=lambda v: (v is None, v or ""))
 
 
 def partition_rows(uri: str, value: str, version: int | None = None, column: str = "dt") -> int:

@@ -100,6 +100,9 @@ def test_required_paths(tmp_path):
     ("paths.raw=ftp://host/raw", r"unsupported scheme 'ftp'"),
     ("paths.models=/w/models", r"paths.warehouse \(/w\) and paths.models \(/w/models\) must not contain each other"),
     ("paths.raw=/data/../etc", r"must not contain '..'"),
+    ("paths.warehouse=/data/wh[1]", r"paths.warehouse='/data/wh\[1\]' must not contain \[ \]: Spark reads file paths as "
+                                    r"glob patterns"),
+    ("paths.raw=s3://b/raw{a,b}", r"paths.raw='s3://b/raw\{a,b\}' must not contain \{ \}: Spark"),
     ("paths.warehouse=/r", r"paths.raw \(/r\) and paths.warehouse \(/r\)"),
 ])
 def test_paths_are_validated(tmp_path, override, message):
