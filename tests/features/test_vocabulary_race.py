@@ -20,25 +20,29 @@ def _rows(table) -> set[tuple[str, str, int]]:
     return {(r["field"], r["value"], r["id"]) for r in table}
 
 
+def _while_ids_are_computed_another_job_appends_t9(values, uri: str, marker: str):
+    """`values` whose evaluation (while the job computes its new ids, after it read the
+    vocabulary) first lets another job's append of t9 (next id 4) land, exactly once."""
+    def other_writer_appends_once(value: str) -> str:
+        try:
+            os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            return value
+        delta.write_arrow(pa.table({"field": ["tag"], "value": ["t9"], "id": pa.array([4], pa.int32()),
+                                    "first_dt": pa.array([DAY], pa.date32())}), uri, mode="append")
+        return value
+
+    return values.withColumn("value", F.udf(other_writer_appends_once, T.StringType())("value"))
+
+
 def test_an_append_that_lands_while_ids_are_computed_makes_the_job_read_again(spark, tmp_path):
     uri = str(tmp_path / "vocabulary")
     marker = str(tmp_path / "other_writer_done")
     seed = spark.createDataFrame([("tag", "t1"), ("tag", "t2")], vocab.VALUES_SCHEMA)
     update_vocabulary(spark, uri, seed, first_dt=DAY, commit_info={"job": "seed"})
 
-    def other_writer_appends_once(value: str) -> str:
-        # Runs while the racing job computes its new ids, after it read the vocabulary:
-        # another job's append of t9 (next id 4) lands first, exactly once.
-        try:
-            os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
-        except FileExistsError:
-            return value
-        delta.write_arrow(pa.table({"field": ["tag"], "value": ["t9"], "id": pa.array([4], pa.int32()),
-                                "first_dt": pa.array([DAY], pa.date32())}), uri, mode="append")
-        return value
-
-    racing = (spark.createDataFrame([("tag", "t3"), ("tag", "t4")], vocab.VALUES_SCHEMA)
-              .withColumn("value", F.udf(other_writer_appends_once, T.StringType())("value")))
+    racing = _while_ids_are_computed_another_job_appends_t9(
+        spark.createDataFrame([("tag", "t3"), ("tag", "t4")], vocab.VALUES_SCHEMA), uri, marker)
     vocabulary, added, version = update_vocabulary(spark, uri, racing, first_dt=DAY, commit_info={"job": "race"})
 
     expected = {("tag", "t1", 2), ("tag", "t2", 3), ("tag", "t9", 4), ("tag", "t3", 5), ("tag", "t4", 6)}
@@ -57,17 +61,8 @@ def test_a_job_that_adds_nothing_reports_the_version_it_read_not_a_later_append(
     seed = spark.createDataFrame([("tag", "t1"), ("tag", "t2")], vocab.VALUES_SCHEMA)
     assert update_vocabulary(spark, uri, seed, first_dt=DAY, commit_info={"job": "seed"}).version == 0
 
-    def other_writer_appends_once(value: str) -> str:
-        try:
-            os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
-        except FileExistsError:
-            return value
-        delta.write_arrow(pa.table({"field": ["tag"], "value": ["t9"], "id": pa.array([4], pa.int32()),
-                                    "first_dt": pa.array([DAY], pa.date32())}), uri, mode="append")
-        return value
-
-    known = (spark.createDataFrame([("tag", "t2"), ("tag", "t1")], vocab.VALUES_SCHEMA)
-             .withColumn("value", F.udf(other_writer_appends_once, T.StringType())("value")))
+    known = _while_ids_are_computed_another_job_appends_t9(
+        spark.createDataFrame([("tag", "t2"), ("tag", "t1")], vocab.VALUES_SCHEMA), uri, marker)
     vocabulary, added, version = update_vocabulary(spark, uri, known, first_dt=DAY, commit_info={"job": "known"})
 
     assert os.path.exists(marker) and added == 0
