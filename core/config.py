@@ -52,9 +52,10 @@ class Paths:
                                   f"valid: {', '.join(STORAGE_SCHEMES)}")
             if ".." in value.replace("\\", "/").split("/"):
                 raise ConfigError(f"paths.{name}={value!r} must not contain '..'")
-            if globbed := sorted(set(value) & set(GLOB_CHARACTERS)):
-                raise ConfigError(f"paths.{name}={value!r} must not contain {' '.join(globbed)}: Spark reads file "
-                                  f"paths as glob patterns, so such a folder's files would not be found")
+            resolved = normalise_path(value) if value else value  # a relative path: the folder it runs in too
+            if globbed := sorted(set(resolved) & set(GLOB_CHARACTERS)):
+                raise ConfigError(f"paths.{name}={value!r} ({resolved}) must not contain {' '.join(globbed)}: Spark "
+                                  f"reads file paths as glob patterns, so such a folder's files would not be found")
         for name in ("models", "petastorm_cache"):
             value = getattr(self, name)
             if "://" in value and not value.startswith("file://"):

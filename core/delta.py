@@ -482,7 +482,8 @@ def _check_readable(table: DeltaTable, uri: str) -> None:
     problems = unreadable_features(table)
     if problems:
         raise ValueError(f"{uri} uses {' and '.join(problems)}, which this project's Delta reader does not apply; "
-                         f"rewrite the table without them (e.g. after a DELETE by another engine)")
+                         f"drop the table feature with the engine that enabled it (Delta Spark: ALTER TABLE ... "
+                         f"DROP FEATURE), or recreate the table")
 
 
 def partition_changed(uri: str, column: str, values: Sequence[str], since: int) -> bool:

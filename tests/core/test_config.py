@@ -100,14 +100,22 @@ def test_required_paths(tmp_path):
     ("paths.raw=ftp://host/raw", r"unsupported scheme 'ftp'"),
     ("paths.models=/w/models", r"paths.warehouse \(/w\) and paths.models \(/w/models\) must not contain each other"),
     ("paths.raw=/data/../etc", r"must not contain '..'"),
-    ("paths.warehouse=/data/wh[1]", r"paths.warehouse='/data/wh\[1\]' must not contain \[ \]: Spark reads file paths as "
-                                    r"glob patterns"),
-    ("paths.raw=s3://b/raw{a,b}", r"paths.raw='s3://b/raw\{a,b\}' must not contain \{ \}: Spark"),
+    ("paths.warehouse=/data/wh[1]", r"paths.warehouse='/data/wh\[1\]' \(/data/wh\[1\]\) must not contain \[ \]: Spark "
+                                    r"reads file paths as glob patterns"),
+    ("paths.raw=s3://b/raw{a,b}", r"paths.raw='s3://b/raw\{a,b\}' \(s3://b/raw\{a,b\}\) must not contain \{ \}: Spark"),
     ("paths.warehouse=/r", r"paths.raw \(/r\) and paths.warehouse \(/r\)"),
 ])
 def test_paths_are_validated(tmp_path, override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(_write(tmp_path, MINIMAL), [override])
+
+
+def test_a_relative_path_is_refused_when_the_folder_it_runs_in_has_glob_characters(tmp_path, monkeypatch):
+    (tmp_path / "job[1]").mkdir()
+    monkeypatch.chdir(tmp_path / "job[1]")
+    with pytest.raises(ConfigError, match=rf"paths.raw='data/raw' \({tmp_path}/job\[1\]/data/raw\) must not contain "
+                                          rf"\[ \]"):
+        config_from_dict({"paths": {"raw": "data/raw", "warehouse": "/w", "models": "/m"}})
 
 
 def test_local_paths_are_made_absolute_where_the_command_runs_and_store_uris_are_kept(tmp_path, monkeypatch):

@@ -670,7 +670,7 @@ def test_tables_with_features_the_reader_cannot_apply_are_refused_by_reads_and_w
 
     uri = str(tmp_path / "t")
     write_deltalake(uri, _day("2026-11-10", [1]), partition_by=["dt"], configuration=configuration)
-    refused = rf"^{uri} uses {named}, which this project's Delta reader does not apply"
+    refused = rf"^{uri} uses {named}, which this project's Delta reader does not apply; drop the table feature"
     for read in (lambda: delta.read_arrow(uri), lambda: delta.read_table(spark, uri)):
         with pytest.raises(ValueError, match=refused):
             read()
