@@ -8,6 +8,8 @@ then the writes: tag_index for the model version (once), user_tag_profiles for d
 atomic partition replace; then `profiles_latest` is copied again), and optionally user_vectors.
 A failed check writes nothing. The nightly scores into staging with user_vectors off and writes them after its publish
 (`write_user_vectors`), so no vectors reach the warehouse before the night's gates pass.
+On the command line the job holds the date's lock (`nightly.lock.date_lock`): exit 3 while the
+night of D or a `rollback --date D` runs.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from core.tables import Warehouse, warehouse_uri
 from features.examples import model_inputs
 from mvke.artifact import load_model
 from mvke.base import ProfileModel
+from nightly.lock import RunInProgressError, date_lock, exclusive
 from nightly.publish import refresh_latest
 from scoring import inputs
 from scoring.executor import PROFILE_SCHEMA, USER_VECTOR_SCHEMA, ScanTask, score_users, user_vectors
@@ -42,8 +45,14 @@ from scoring.topn import UndefinedScoreError
 def main(argv: list[str] | None = None) -> int:
     args, config = parse_job_args(job_parser(__doc__.splitlines()[0]), argv)
     spark = spark_session(config.spark)
+    run_id = f"score-{args.date.isoformat()}-{uuid.uuid4().hex[:8]}"
     try:
-        summary = run(spark, config, args.date)
+        # the date's lock, as its night and its rollback take it: one writer of the date's profiles at a time
+        with exclusive(config.paths, date_lock(args.date), run_id):
+            summary = run(spark, config, args.date, run_id=run_id)
+    except RunInProgressError as exc:
+        print(f"score: nothing scored: {exc}", file=sys.stderr)
+        return 3
     except (ValueError, delta.ConcurrentCommitError) as exc:  # UnknownModelError, ScoringInputError, a bad
         # artifact or setting, another score of the date committing first: all say why
         print(f"score: {type(exc).__name__}: {exc}", file=sys.stderr)

@@ -1,9 +1,13 @@
 """`spark-submit.sh score` entry point: arguments in, a clear message and status 1 on refusal."""
 from __future__ import annotations
 
+import os
+import re
+
 import pytest
 
 from jobs import score
+from nightly.lock import date_lock, exclusive
 from tests.scoring.warehouse import D1, make_tags, make_users
 
 
@@ -34,3 +38,23 @@ def test_main_rejects_a_bad_setting_before_starting_spark(world, tmp_path, capsy
     assert stopped.value.code == 2
     last = capsys.readouterr().err.splitlines()[-1]
     assert ": error: score.min_score is a probability" in last
+
+
+def test_main_waits_for_no_night_of_the_date_and_scores_nothing_while_it_runs(world, tmp_path, capsys, monkeypatch):
+    """The date's lock: a night of D (or a rollback of D) holds it; a standalone score of D would
+    race the night's publish or the rollback's commits."""
+    conf = tmp_path / "conf.yaml"
+    conf.write_text(f"paths:\n  raw: {world.paths.raw}\n  warehouse: {world.paths.warehouse}\n"
+                    f"  models: {world.paths.models}\n")
+
+    class Session:
+        def stop(self):
+            pass
+
+    monkeypatch.setattr(score, "spark_session", lambda conf: Session())
+    with exclusive(world.paths, date_lock(D1), "2026-11-10-night"):
+        status = score.main(["--conf", str(conf), "--date", D1.isoformat()])
+    assert status == 3
+    assert re.fullmatch(rf"score: nothing scored: another run holds \S+/nightly-{D1}.lock: run 2026-11-10-night "
+                        rf"\(pid {os.getpid()} .*", capsys.readouterr().err.strip())
+    assert not os.path.exists(f"{world.paths.warehouse}/user_tag_profiles")
