@@ -27,13 +27,13 @@ from pyspark.sql import functions as F
 
 from core import delta, registry
 from core.cli import job_parser, parse_job_args
-from core.config import Config
+from core.config import Config, ConfigError
 from core.spark import raised_on_executor, spark_session
 from core.tables import Warehouse, warehouse_uri
 from features.examples import model_inputs
 from mvke.artifact import load_model
 from mvke.base import ProfileModel
-from nightly.lock import RunInProgressError, date_lock, exclusive
+from nightly.lock import RunInProgressError, check_lock_folder, date_lock, exclusive
 from nightly.publish import refresh_latest
 from scoring import inputs
 from scoring.executor import PROFILE_SCHEMA, USER_VECTOR_SCHEMA, ScanTask, score_users, user_vectors
@@ -43,7 +43,12 @@ from scoring.topn import UndefinedScoreError
 
 
 def main(argv: list[str] | None = None) -> int:
-    args, config = parse_job_args(job_parser(__doc__.splitlines()[0]), argv)
+    parser = job_parser(__doc__.splitlines()[0])
+    args, config = parse_job_args(parser, argv)
+    try:
+        check_lock_folder(config.paths)  # a usage error, before Spark starts
+    except ConfigError as exc:
+        parser.error(str(exc))
     spark = spark_session(config.spark)
     run_id = f"score-{args.date.isoformat()}-{uuid.uuid4().hex[:8]}"
     try:

@@ -58,3 +58,14 @@ def test_main_waits_for_no_night_of_the_date_and_scores_nothing_while_it_runs(wo
     assert re.fullmatch(rf"score: nothing scored: another run holds \S+/nightly-{D1}.lock: run 2026-11-10-night "
                         rf"\(pid {os.getpid()} .*", capsys.readouterr().err.strip())
     assert not os.path.exists(f"{world.paths.warehouse}/user_tag_profiles")
+
+
+def test_main_refuses_a_lock_folder_on_a_store_before_starting_spark(tmp_path, capsys):
+    conf = tmp_path / "conf.yaml"
+    conf.write_text("paths:\n  raw: s3://b/raw\n  warehouse: s3://b/wh\n  models: /m\n")
+    with pytest.raises(SystemExit) as stopped:
+        score.main(["--conf", str(conf), "--date", D1.isoformat()])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith(
+        "error: the run lock needs a filesystem path, not 's3://b/wh/_locks': set paths.locks to a local or mounted "
+        "folder that every driver of this pipeline sees")
