@@ -7,9 +7,10 @@ progress has not committed its files yet, so they look like orphans: they are sa
 they are younger than the window. Two guards keep them so:
 - the window is at least MIN_RETENTION_HOURS (24 h, longer than any night may run) unless
   `--force-retention` is given, and 168 h (one week) by default;
-- vacuum refuses to start while a nightly run (or a `rollback --date`) holds its lock.
-A job started on its own (`score`, `train`, a `features` backfill) takes no lock: only the
-window protects it. Time travel and `rollback --date` reach back as far as the window.
+- vacuum refuses to start while a nightly run, a `rollback --date`, a command-line `score` (the
+  date's lock) or a `train` (its version's lock) holds its lock.
+A `features` backfill started on its own takes no lock: only the window protects it. Time travel
+and `rollback --date` reach back as far as the window.
 """
 from __future__ import annotations
 
