@@ -338,15 +338,16 @@ def commit(
             )
             return _committed_version(uri, commit_id)
         except CommitFailedError as exc:
-            if based_on is not None and DeltaTable(uri).version() != based_on.version:
+            latest = DeltaTable(uri)
+            if based_on is not None and latest.version() != based_on.version:
                 raise _concurrent(uri, based_on) from None
-            if mode == "overwrite" and filters is None and based_on is None and DeltaTable(uri).version() != table.version():
+            if mode == "overwrite" and filters is None and based_on is None and latest.version() != table.version():
                 raise ConcurrentCommitError(
-                    f"{uri}: another writer committed version {DeltaTable(uri).version()} while this job was "
+                    f"{uri}: another writer committed version {latest.version()} while this job was "
                     f"overwriting the table; nothing was committed; run the job again") from exc
-            if filters is not None and based_on is None and _files_in(DeltaTable(uri), filters) != _files_in(table, filters):
+            if filters is not None and based_on is None and _files_in(latest, filters) != _files_in(table, filters):
                 raise _replaced_meanwhile(uri, partition_by, replace_partitions,
-                                          f"(version {DeltaTable(uri).version()})") from exc
+                                          f"(version {latest.version()})") from exc
             if based_on is not None or filters is None or attempt == REPLACE_ATTEMPTS:
                 raise
             # Another writer committed to other partitions only: replace ours again on top of its commit.

@@ -18,7 +18,7 @@ import shutil
 import sys
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -104,12 +104,13 @@ def run(spark: SparkSession, config: Config, date: dt.date, *, fault: FaultInjec
 def version_lock(paths: Paths, version: str, run_id: str) -> Iterator[None]:
     """One run per model version: two would share its staging, checkpoints and folder (a nightly
     and a hand-started rerun of the same date compute the same version)."""
-    try:
-        with exclusive(paths, train_lock(version), run_id):
-            yield
-    except RunInProgressError as exc:
-        raise TrainingInProgressError(f"{version}: {exc}; then rerun, which judges the version again or resumes "
-                                      f"it") from None
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(exclusive(paths, train_lock(version), run_id))
+        except RunInProgressError as exc:  # only the lock's own refusal, not one from the body
+            raise TrainingInProgressError(f"{version}: {exc}; then rerun, which judges the version again or "
+                                          f"resumes it") from None
+        yield
 
 
 def trained_before(paths: Paths, version: str) -> registry.ModelRecord | None:

@@ -399,6 +399,17 @@ def test_the_version_lock_names_the_run_that_holds_it_and_is_released(tmp_path):
     assert holder(paths, train_lock("mvke-2026-11-05-abc")) is None
 
 
+def test_the_version_lock_converts_only_its_own_refusal(tmp_path):
+    """Another lock refused inside the body is that lock's error, not a training already running."""
+    paths = training_config(tmp_path).paths
+    with pytest.raises(RunInProgressError) as raised:
+        with train.version_lock(paths, "mvke-2026-11-05-abc", "train-2026-11-05-0000"):
+            raise RunInProgressError("another run holds nightly-2026-11-05")
+    assert type(raised.value) is RunInProgressError
+    assert str(raised.value) == "another run holds nightly-2026-11-05"
+    assert holder(paths, train_lock("mvke-2026-11-05-abc")) is None
+
+
 def test_a_lock_folder_on_a_store_fails_before_anything_is_read(spark, tmp_path):
     """The version lock needs a filesystem: with the warehouse on a store, paths.locks must be set."""
     config = training_config(tmp_path)
