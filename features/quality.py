@@ -9,7 +9,9 @@ Dimension tables (users, items, tags) have null_id, invalid_utf8 (the key or any
 the row: a tag name, a category, an attribute value, a tag id of an item), id_too_long (a
 user_id or item_id, as in the events) and duplicate
 (same key; of the rows with valid strings, the one with the smallest JSON record stays), and
-items referring to a tag missing from the tags table give one unknown_tag row per (item, tag).
+items referring to a tag missing from the tags table give one unknown_tag row per (item, tag);
+an item with no known tag at all also gives a no_tags row. Both items stay clean: their events
+count as activity, and an item without a known tag has no tag to sample.
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ class Reason(StrEnum):
     UNKNOWN_ITEM = "unknown_item"
     DUPLICATE = "duplicate"
     UNKNOWN_TAG = "unknown_tag"
+    NO_TAGS = "no_tags"
 
 
 # What str.isspace calls whitespace (tabs, line breaks, Unicode spaces; none above U+3000), where
@@ -169,6 +172,23 @@ def valid_utf8(schema: T.StructType) -> Column:
         elif isinstance(f.dataType, T.ArrayType) and isinstance(f.dataType.elementType, T.StringType):
             result = result & F.coalesce(F.forall(column(f.name), valid), F.lit(True))
     return result
+
+
+def items_without_known_tags(items: DataFrame, *, tags: DataFrame) -> DataFrame:
+    """(item_id, reason no_tags, record) of the `items` (clean rows of `flag_dimension_rows`: row,
+    record) with no tag of the clean `tags`: tag_ids null, empty, or only unknown or blank ids.
+    The item stays clean (its events are activity) but has nothing to sample: counted here, its
+    events do not leave samples, tags and lists without a trace."""
+    known = tags.select("tag_id", F.lit(True).alias("known_tag"))
+    refs = items.select(F.col("row").getField("item_id").alias("item_id"), "record",
+                        F.explode_outer(F.col("row").getField("tag_ids")).alias("tag_id"))
+    return (
+        refs.join(F.broadcast(known), on="tag_id", how="left")
+        .groupBy("item_id", "record")
+        .agg(F.max(F.coalesce(F.col("known_tag"), F.lit(False))).alias("any_known"))
+        .where(~F.col("any_known"))
+        .select("item_id", F.lit(Reason.NO_TAGS.value).alias("reason"), "record")
+    )
 
 
 def unknown_item_tags(items: DataFrame, *, tags: DataFrame) -> DataFrame:

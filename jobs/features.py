@@ -208,6 +208,9 @@ def read_inputs(spark: SparkSession, config: Config, dates: Sequence[dt.date], *
     ]
     dimension_bad.append(quality.unknown_item_tags(clean[Raw.ITEMS], tags=clean[Raw.TAGS])
                          .select(F.lit(Raw.ITEMS.value).alias("source"), "reason", "record"))
+    dimension_bad.append(quality.items_without_known_tags(flagged[Raw.ITEMS].where(F.col("reason").isNull()),
+                                                          tags=clean[Raw.TAGS])
+                         .select(F.lit(Raw.ITEMS.value).alias("source"), "reason", "record"))
 
     # Sampled negatives of label day dates[0] - 1 rank tags over that day's own window, which
     # starts one day before dates[0]'s; each run date still uses and counts only its own

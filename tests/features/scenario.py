@@ -333,5 +333,7 @@ def _dimension_bad() -> list[tuple[str, str, str]]:
     users = [("users", r, _json(dict(zip(("user_id", "gender", "age", "vip", "score"), row)))) for r, row in BAD_USERS]
     items = [("items", r, _json({"item_id": row[0], "tag_ids": row[1]})) for r, row in BAD_ITEMS]
     items += [("items", r, _json(record)) for r, record in UNKNOWN_TAGS]
+    items += [("items", "no_tags", _json({"item_id": item, "tag_ids": tags})) for item, tags in ITEMS
+              if not set(tags) & {t for t, _, _ in TAGS}]
     tags = [("tags", r, _json(dict(zip(("tag_id", "tag_name", "category"), row)))) for r, row in BAD_TAGS]
     return users + items + tags

@@ -6,6 +6,7 @@ import json
 import os
 import re
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -69,6 +70,33 @@ def test_non_utf8_and_overlong_ids_are_quarantined_by_reason(spark, tmp_path):
     assert [(r["user_id"], r["tag_id"], r["click"]) for r in samples.collect()] == [("u1", "t1", 1), ("u2", "t2", 0)]
 
 
+def test_an_item_without_a_known_tag_is_counted_and_its_events_stay_activity(spark, tmp_path):
+    """The contract gives every item one or more tags. An item with none (null, empty, blank) or only
+    unknown ones has no tag to sample: a no_tags row says so, instead of its clicks leaving samples,
+    tags and lists without a trace; its events still count as the user's activity."""
+    config = _world(tmp_path, _events([
+        (b"u1", "i1", "click", _at(1)), (b"u1", "i3", "click", _at(2)), (b"u2", "i4", "impression", _at(3)),
+        (b"u2", "i5", "click", _at(4)), (b"u2", "i6", "impression", _at(5)), (b"u2", "i7", "click", _at(6)),
+    ]))
+    items = pa.table({"item_id": ["i1", "i3", "i4", "i5", "i6", "i7"],
+                      "tag_ids": [["t1"], [], None, ["tx"], [" ", None], ["tx", "t2"]]})
+    _write(f"{config.paths.raw}/items", items)
+    summary = run(spark, config, [DAY], run_id="tagless")
+    rows = delta.read_table(spark, warehouse_uri(config.paths, Warehouse.QUARANTINE)).collect()
+    assert sorted((r["source"], r["reason"], json.loads(r["record"])["item_id"]) for r in rows) == [
+        ("items", "no_tags", "i3"), ("items", "no_tags", "i4"), ("items", "no_tags", "i5"), ("items", "no_tags", "i6"),
+        ("items", "unknown_tag", "i5"), ("items", "unknown_tag", "i6"), ("items", "unknown_tag", "i6"),
+        ("items", "unknown_tag", "i7")]  # i6: " " and null are no tags either
+    assert summary["quality"][DAY.isoformat()]["bad"] == {"items/no_tags": 4, "items/unknown_tag": 4}
+    assert summary["quality"][DAY.isoformat()]["bad_events"] == 0
+    samples = delta.read_table(spark, warehouse_uri(config.paths, Warehouse.SAMPLES)).orderBy("user_id", "tag_id")
+    assert [(r["user_id"], r["tag_id"], r["click"]) for r in samples.collect()] == [("u1", "t1", 1), ("u2", "t2", 1)]
+    # every event is activity: u1 2 clicks; u2 2 impressions, 2 clicks (bucket 2 + #edges <= n)
+    activity = delta.read_table(spark, warehouse_uri(config.paths, Warehouse.USER_FEATURES)).select(
+        "user_id", "impressions", "clicks").orderBy("user_id").collect()
+    assert [tuple(r) for r in activity] == [("u1", 2, 4), ("u2", 4, 4)]
+
+
 def test_an_overlong_user_key_is_quarantined_as_its_events_are(spark, tmp_path):
     """A user_id over max_id_length is quarantined in the events; its users row must be too, or
     the user is published with attributes alone under an id no event can carry."""
@@ -124,9 +152,31 @@ def test_one_user_with_a_million_events_is_aggregated_exactly(spark, tmp_path):
     assert [(r["tag_id"], r["click"]) for r in samples.collect()] == [("t1", 1), ("t2", 0)]
     quarantine = warehouse_uri(config.paths, Warehouse.QUARANTINE)
     assert not delta.table_exists(quarantine) or delta.read_table(spark, quarantine).count() == 0
-    features = delta.read_table(spark, warehouse_uri(config.paths, Warehouse.USER_FEATURES)) \
-        .where(F.col("user_id") == "whale").first()
-    assert features["clicked_tags"][:1] == [features["clicked_tags"][0]] and len(features["clicked_tags"]) == 1
+    whale = delta.read_table(spark, warehouse_uri(config.paths, Warehouse.USER_FEATURES)) \
+        .where(F.col("user_id") == "whale").collect()
+    # Computed here from the events' definition: 900,000 impressions and 100,000 clicks on one day
+    # of the 3-day window; each click (id 0, 10, 20, ...) at id / 20 s after 2026-11-09 00:00
+    # counts 0.5 ** (age in days / 7) on the snapshot of 2026-11-10. Ids in value order from 2:
+    # tag t1 -> 2, category a -> 2. Bucket b of the default edges is 2 + #edges <= value.
+    click_ids = np.arange(0, n, 10, dtype=np.float64)
+    weight = np.float32(np.sum(0.5 ** ((86_400 - click_ids / 20) / 86_400 / 7.0)))
+
+    def bucket(value, edges):
+        return 2 + sum(value >= e for e in edges)
+
+    conf = FeaturesConf()
+    expected = {
+        "dt": DAY, "user_id": "whale", "city": 0,
+        "impressions": bucket(900_000, conf.activity_buckets), "clicks": bucket(100_000, conf.activity_buckets),
+        "conversions": bucket(0, conf.activity_buckets), "active_days": bucket(1, conf.activity_buckets),
+        "click_rate": bucket(100_000 / 900_000, conf.rate_buckets),
+        "clicked_tags": [2], "clicked_categories": [2], "converted_tags": [], "converted_tags_weights": [],
+    }
+    assert len(whale) == 1
+    row = whale[0].asDict()
+    assert row.pop("clicked_tags_weights") == [pytest.approx(weight, rel=1e-6)]
+    assert row.pop("clicked_categories_weights") == [pytest.approx(weight, rel=1e-6)]
+    assert row == expected
 
 
 def _table_versions(config: Config) -> dict[str, int | None]:
