@@ -138,6 +138,10 @@ def user_attributes(users: DataFrame, categorical: tuple[str, ...] = (), numeric
         if not isinstance(types[name], NUMERIC_TYPES):
             raise ContractError(f"raw table users: numeric attribute {name} has type "
                                 f"{types[name].simpleString()}, expected a number")
+    for name in categorical:  # a code may be numeric; binary (no UTF-8 check), arrays, maps, structs are not values
+        if not isinstance(types[name], (T.StringType, T.BooleanType, *NUMERIC_TYPES)):
+            raise ContractError(f"raw table users: categorical attribute {name} has type "
+                                f"{types[name].simpleString()}, expected a string, boolean or number")
     found_cat, found_num = list(categorical), list(numeric)
     for name, dtype in types.items():
         if name in categorical or name in numeric:

@@ -5,6 +5,7 @@ import re
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from core import delta
@@ -79,6 +80,14 @@ def test_user_attributes_are_declared_or_discovered(spark):
     odd = spark.createDataFrame([("u1", [1])], "user_id string, codes array<int>")
     with pytest.raises(ContractError, match="attribute codes has type array<int>"):
         user_attributes(odd)
+    # declared categorical: a numeric code is a value; binary (its bytes unchecked) and arrays are not
+    assert user_attributes(users, categorical=("tenure",)) == UserAttributes(("tenure", "city", "premium"),
+                                                                              ("income",))
+    raw = spark.createDataFrame([("u1", bytearray(b"\xff"), [1])], "user_id string, region binary, codes array<int>")
+    for name, kind in (("region", "binary"), ("codes", "array<int>")):
+        with pytest.raises(ContractError, match=rf"^raw table users: categorical attribute {name} has type "
+                                                rf"{re.escape(kind)}, expected a string, boolean or number$"):
+            user_attributes(raw.select("user_id", name), categorical=(name,))
 
 
 def test_ignored_attributes_are_dropped_and_a_name_the_table_lacks_is_refused(spark):
@@ -135,7 +144,11 @@ def test_spark_written_int96_times_are_utc_timestamps_next_to_pyarrow_ones(spark
     utc = pa.array([dt.datetime(2026, 11, 1, 11, tzinfo=dt.timezone.utc)], pa.timestamp("us", tz="UTC"))
     pq.write_table(pa.table({"user_id": ["u2"], "item_id": ["i1"], "event_type": ["click"], "event_time": utc}),
                    f"{folder}/zz-part.parquet")
-    assert sorted(r.user_id for r in read_raw(spark, paths, Raw.EVENTS).collect()) == ["u1", "u2"]
+    read = read_raw(spark, paths, Raw.EVENTS).select("user_id", F.unix_micros("event_time").alias("micros"))
+    hours = {"u1": 10, "u2": 11}  # both 2026-11-01 in UTC: Spark's 10:00 in the UTC session, pyarrow's 11:00 UTC
+    assert sorted(tuple(r) for r in read.collect()) == [
+        (user, int(dt.datetime(2026, 11, 1, hour, tzinfo=dt.timezone.utc).timestamp()) * 1_000_000)
+        for user, hour in sorted(hours.items())]
 
 
 def test_a_delta_table_in_a_folder_with_a_space_is_read(spark, tmp_path):
