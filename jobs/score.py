@@ -20,6 +20,7 @@ import os
 import sys
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
@@ -40,6 +41,12 @@ from scoring.executor import PROFILE_SCHEMA, USER_VECTOR_SCHEMA, ScanTask, score
 from scoring.scan import ScanPlan, scan_plan
 from scoring.tag_index import ensure_tag_index, probe_sides, scan_tags
 from scoring.topn import UndefinedScoreError
+from training.artifact import TRAINING_FILE
+
+
+class ScoreIncompleteError(RuntimeError):
+    """The date's profiles are committed, but a later step (profiles_latest, user_vectors) failed:
+    the message names the committed version; a rerun of the same command finishes the job."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,8 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     except RunInProgressError as exc:
         print(f"score: nothing scored: {exc}", file=sys.stderr)
         return 3
-    except (ValueError, delta.ConcurrentCommitError) as exc:  # UnknownModelError, ScoringInputError, a bad
-        # artifact or setting, another score of the date committing first: all say why
+    except (ValueError, delta.ConcurrentCommitError, ScoreIncompleteError) as exc:  # UnknownModelError,
+        # ScoringInputError, a bad artifact or setting, another score of the date committing first, a
+        # step after the profiles commit: all say why
         print(f"score: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     finally:
@@ -76,7 +84,8 @@ def run(spark: SparkSession, config: Config, date: dt.date, *, output_uri: str |
     tag counts and the table versions committed. Raises before writing anything on bad score.*
     settings (ConfigError), an unknown model version (registry.UnknownModelError), inputs that do
     not fit the model (inputs.ScoringInputError) or a top_n_per_objective key the model does not
-    score (ValueError).
+    score (ValueError). A failure after the profiles commit (the profiles_latest refresh, the
+    user_vectors write) raises ScoreIncompleteError naming the committed profiles version.
     """
     paths, conf = config.paths, config.score
     run_id = run_id or uuid.uuid4().hex
@@ -103,11 +112,19 @@ def run(spark: SparkSession, config: Config, date: dt.date, *, output_uri: str |
         raise undefined from None
     finally:
         broadcast.destroy()
-    if output_uri is None:  # the warehouse's profiles changed: profiles_latest follows their newest date
-        refresh_latest(spark, paths)
-    if conf.write_user_vectors:
-        versions["user_vectors"] = _write_vectors(users, task, warehouse_uri(paths, Warehouse.USER_VECTORS),
-                                                  commit_info)
+    step = "the profiles_latest refresh"
+    try:
+        if output_uri is None:  # the warehouse's profiles changed: profiles_latest follows their newest date
+            refresh_latest(spark, paths)
+        step = "the user_vectors write"
+        if conf.write_user_vectors:
+            versions["user_vectors"] = _write_vectors(users, task, warehouse_uri(paths, Warehouse.USER_VECTORS),
+                                                      commit_info)
+    except (ValueError, delta.ConcurrentCommitError) as exc:
+        raise ScoreIncompleteError(
+            f"the profiles of dt={date.isoformat()} are committed ({uri} version {versions['user_tag_profiles']}, "
+            f"model {night.version}), but {step} failed: {type(exc).__name__}: {exc}; run the same command "
+            f"again to finish it") from exc
     return {
         "dt": date.isoformat(),
         "run_id": run_id,
@@ -156,8 +173,18 @@ def _scan_task(spark: SparkSession, config: Config, night: CheckedInputs, date: 
 
 
 def _model_users(spark: SparkSession, config: Config, night: CheckedInputs) -> DataFrame:
-    """user_features of D as the model's inputs, spread over the cluster's cores."""
-    return _spread(model_inputs(night.features, night.model.spec.fields, config.features.max_multi_len), spark)
+    """user_features of D as the model's inputs, spread over the cluster's cores, each list cut to the
+    length the model was trained with."""
+    return _spread(model_inputs(night.features, night.model.spec.fields, night.multi_len), spark)
+
+
+def trained_multi_len(model_path: str, default: int) -> int:
+    """The `features.max_multi_len` the model was trained with (its training.json), so a multi field
+    is cut as in training whatever the setting is now; `default` for a model folder without one."""
+    training = Path(model_path) / TRAINING_FILE
+    if not training.is_file():
+        return default
+    return int(json.loads(training.read_text())["config"]["max_multi_len"])
 
 
 @dataclass(frozen=True)
@@ -169,6 +196,7 @@ class CheckedInputs:
     model: ProfileModel
     plan: ScanPlan
     features: DataFrame  # user_features of D
+    multi_len: int  # values of a multi field the model sees, as in its training
     tags: inputs.TagSet
     scanned: pa.Table  # the tags to scan: seen by the model, not excluded
     users: dict[str, int]
@@ -203,7 +231,8 @@ def _checked_inputs(spark: SparkSession, config: Config, date: dt.date) -> Check
             f"user_features for dt={date}: {users['invalid']} of {users['users']} rows cannot be scored (no "
             f"user_id, or a negative feature id), e.g. {example.asDict()}; nothing was written")
     return CheckedInputs(version=record.model_version, model_path=model_path, model=model, plan=plan,
-                         features=features, tags=tags, scanned=scanned, users=users)
+                         features=features, multi_len=trained_multi_len(model_path, config.features.max_multi_len),
+                         tags=tags, scanned=scanned, users=users)
 
 
 def _count_users(features: DataFrame, fields) -> dict[str, int]:

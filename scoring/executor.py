@@ -24,7 +24,7 @@ from torch import Tensor
 from mvke.base import ProfileModel
 from mvke.fields import FieldSpec, weights_key
 from scoring.memory import keep_freed_memory
-from scoring.scan import ScanPlan, Selection, scan_block
+from scoring.scan import ScanPlan, ScanTags, Selection, scan_block
 from scoring.topn import UndefinedScoreError
 
 PROFILE_SCHEMA = T.StructType([
@@ -77,7 +77,8 @@ def score_users(batches: Iterator[pa.RecordBatch], *, task: ScanTask, tags: Broa
             try:
                 selections = scan_block(vecs, model.user_mask(inputs), scan, task.plan)
             except UndefinedScoreError:
-                raise UndefinedScoreError(_undefined_score(vecs, block["user_id"], task.model_version)) from None
+                raise UndefinedScoreError(_undefined_score(vecs, model.user_mask(inputs), scan, block["user_id"],
+                                                           task.model_version)) from None
         yield profile_batch(block["user_id"], selections, tag_ids, task, schema)
 
 
@@ -109,11 +110,18 @@ def prepare_worker(threads: int) -> None:
     keep_freed_memory()
 
 
-def _undefined_score(vecs: Tensor, user_ids: pa.ChunkedArray, model_version: str) -> str:
-    """Who a NaN score belongs to: the first user whose vectors hold one, else the tag side."""
-    broken = torch.isnan(vecs).flatten(1).any(dim=1).nonzero().flatten()
+def _undefined_score(vecs: Tensor, mask: Tensor | None, scan: ScanTags, user_ids: pa.ChunkedArray,
+                     model_version: str) -> str:
+    """Who a NaN score belongs to: the first user with a NaN or inf in a vector the scores use (an
+    expert of some objective, unmasked; inf - inf is NaN too), else the tag side."""
+    used = sorted({int(k) for side in scan.objectives.values() for k in side.experts})
+    bad = ~torch.isfinite(vecs[:, used])  # [B, S, E]
+    if mask is not None:
+        bad &= mask[:, used, None]
+    broken = bad.flatten(1).any(dim=1).nonzero().flatten()
     if broken.numel() == 0:
-        return f"model {model_version} gives NaN scores, with no NaN in any user vector: its tag vectors hold NaN"
+        return (f"model {model_version} gives NaN scores, with every user vector it uses finite: its tag vectors hold "
+                f"NaN or inf")
     return (f"model {model_version} gives NaN scores to {broken.numel()} of {len(user_ids)} users of a block, "
             f"e.g. user {user_ids[int(broken[0])].as_py()}: the model's weights or these users' features are broken")
 

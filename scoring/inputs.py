@@ -136,15 +136,15 @@ def unknown_any(model_fields: Sequence[FieldSpec]) -> Column:
 
 def invalid_any(model_fields: Sequence[FieldSpec]) -> Column:
     """True for a row that cannot be scored: no user_id (null or blank), or a negative id in a model
-    field (ids are 0 missing, 1 unknown, 2 and up; a multi field's id counts with a weight > 0)."""
+    field (ids are 0 missing, 1 unknown, 2 and up). A multi field's negative id is refused whatever
+    its weight: the embedding looks every position up, and would fail on the executor."""
     checks = [F.coalesce(F.trim(F.col("user_id")) == "", F.lit(True))]
     for spec in model_fields:
         ids = F.col(spec.name)
         if spec.kind == "single":
             checks.append(F.coalesce(ids < 0, F.lit(False)))
         else:
-            negative = F.zip_with(ids, F.col(weights_key(spec.name)), lambda i, w: (i < 0) & (w > 0))
-            checks.append(F.coalesce(F.exists(negative, lambda n: n), F.lit(False)))
+            checks.append(F.coalesce(F.exists(ids, lambda i: i < 0), F.lit(False)))
     return _any(checks)
 
 

@@ -21,6 +21,7 @@ from mvke.fields import FIRST_REAL_ID, UNKNOWN_ID
 from mvke.serving import TagSide, serving_tag_matrix
 from scoring.inputs import ScoringInputError
 from scoring.scan import ObjectiveTags, ScanTags
+from scoring.topn import UndefinedScoreError
 
 PARTITION = "model_version"
 VECTOR = pa.list_(pa.float32())
@@ -91,22 +92,33 @@ def ensure_tag_index(uri: str, model: ProfileModel, model_version: str, tags: pa
     one commit that replaces that version's rows (a new tag, a changed category, or a model folder
     replaced under the same version all lead here).
 
+    A rewrite keeps the stored tags that are not in `tags` (retired since, or left out of a rerun
+    of an earlier date), computed again by this model with their stored encoding: the rows of a
+    version are every tag it has scored, so the check below still knows their tag_index.
+
     A tag whose tag_index differs from the one stored for this model version, or a new tag with
     the tag_index of a stored one, means the tag vocabulary was rebuilt after training:
     ScoringInputError, nothing written.
     """
     rows = compute_tag_index(model, model_version, tags)
+    _check_finite(rows, model_version)
 
     def once() -> TagIndex:
         # again after another scoring run of this model wrote the rows first: they are then the same
         existing = read_tag_index(uri, model_version)
+        written = rows
         if existing is not None:
             _check_same_vocabulary(existing, tags, model_version)
             if _holds(existing, rows):
                 return TagIndex(rows=existing, written=False, table_version=delta.table_version(uri))
-        version = delta.write_arrow(rows, uri, mode="overwrite", partition_by=[PARTITION],
+            retired = _stored_tags_not_in(existing, tags)
+            if retired.num_rows:
+                kept = compute_tag_index(model, model_version, retired)
+                _check_finite(kept, model_version)
+                written = pa.concat_tables([rows, kept])
+        version = delta.write_arrow(written, uri, mode="overwrite", partition_by=[PARTITION],
                                     replace_partitions=[model_version], commit_info=dict(commit_info))
-        return TagIndex(rows=rows, written=True, table_version=version)
+        return TagIndex(rows=written, written=True, table_version=version)
 
     return delta.retry_on_conflict(once)
 
@@ -150,6 +162,29 @@ def _check_same_vocabulary(existing: pa.Table, tags: pa.Table, model_version: st
         shown = ", ".join(changed[:5])
         raise ScoringInputError(f"tag encoding changed since tag_index was written for model {model_version} "
                                 f"({len(changed)} tags, e.g. {shown}): the tags table does not match the model")
+
+
+def _stored_tags_not_in(existing: pa.Table, tags: pa.Table) -> pa.Table:
+    """The stored encoding (tag_id, tag_index, category_id) of the tags of `existing` missing from `tags`."""
+    one_objective = existing.filter(pc.equal(existing["objective"], existing["objective"][0]))
+    missing = one_objective.filter(pc.invert(pc.is_in(one_objective["tag_id"], tags["tag_id"])))
+    return missing.select(ENCODING).cast(tags.select(ENCODING).schema).sort_by("tag_index")
+
+
+def _check_finite(rows: pa.Table, model_version: str) -> None:
+    """UndefinedScoreError when a tag's gate or vectors hold NaN or inf: every score of that tag
+    would be undefined, and the rows must not be stored as the version's index."""
+    broken_tags: set[str] = set()
+    for objective in pc.unique(rows["objective"]).to_pylist():  # one width per objective and column
+        part = rows.filter(pc.equal(rows["objective"], objective))
+        broken = np.zeros(part.num_rows, dtype=bool)
+        for column in ("gate", "tag_vector", "serving_vector"):
+            if part[column].null_count == 0:  # MIND has no gate and no serving vector
+                broken |= ~np.isfinite(_matrix(part[column])).all(axis=1)
+        broken_tags.update(part.filter(pa.array(broken))["tag_id"].to_pylist())
+    if broken_tags:
+        raise UndefinedScoreError(f"model {model_version} gives NaN or inf tag vectors for {len(broken_tags)} "
+                                  f"tags, e.g. {min(broken_tags)}: the model's weights are broken; nothing was written")
 
 
 def _holds(existing: pa.Table, computed: pa.Table) -> bool:

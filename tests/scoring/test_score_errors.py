@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pyarrow as pa
 import pytest
 import torch
+from pyspark.testing import assertDataFrameEqual
 
 from core import delta
 from core.config import ConfigError
@@ -88,13 +90,15 @@ def test_user_features_of_another_type_are_refused(spark, world):
     ({"user_id": "  "}, "'user_id': '  '"),
     ({"city": -1}, "'city': -1"),
     ({"interests": [3, -4], "interests_weights": [1.0, 0.5]}, "'interests': [3, -4]"),
-], ids=["null user_id", "blank user_id", "negative single id", "negative multi id"])
+    ({"interests": [-2, 5], "interests_weights": [0.0, 1.0]}, "'interests': [-2, 5]"),
+], ids=["null user_id", "blank user_id", "negative single id", "negative multi id", "negative multi id at weight 0"])
 def test_rows_that_cannot_be_scored_are_refused_naming_one(spark, world, change, shown):
-    # the feature job never writes these (it quarantines null ids); another writer might
+    # the feature job never writes these (it quarantines null ids); another writer might. At weight 0
+    # a negative id still reaches the embedding lookup, which would fail on the executor.
     world.publish("v1")
     users = make_users(5, seed=1)
     users[3].update(change)
-    users[4].update(interests=[-2, 5], interests_weights=[0.0, 1.0])  # at weight 0 an id is not used: fine
+    users[4].update(interests=[9999, 5], interests_weights=[0.0, 1.0])  # an unknown id at weight 0: fine
     world.day(D1, users, make_tags())
     _refused(spark, world, world.config(write_user_vectors=True), D1, ScoringInputError,
              rf"user_features for dt={D1}: 1 of 5 rows cannot be scored \(no user_id, or a negative feature id\), "
@@ -151,6 +155,69 @@ def test_a_tag_vocabulary_rebuilt_since_the_tag_index_was_written_is_refused(spa
     _refused(spark, world, world.config(), D2, ScoringInputError,
              r"tag encoding changed since tag_index was written for model v1 \(2 tags, e.g. t04: 4 -> 3, t03: 3 -> 4\)")
     assert delta.table_version(world.uri(Warehouse.USER_TAG_PROFILES)) is None
+
+
+def test_a_model_with_nan_tag_vectors_is_named_with_a_tag_and_writes_nothing(spark, world):
+    """Caught on the driver, before the tag_index write: stored, the broken rows would be the
+    version's index (a NaN is never close to anything, so every later run would rewrite them)."""
+    def nan_tag(model):
+        with torch.no_grad():
+            model.tag_tower.id_embedding.weight[7] = float("nan")
+
+    world.publish("v1", tamper=nan_tag)
+    world.day(D1, make_users(4, seed=1), make_tags())
+    _refused(spark, world, world.config(), D1, UndefinedScoreError,
+             r"^model v1 gives NaN or inf tag vectors for 1 tags, e\.g\. t07: the model's weights are broken; "
+             r"nothing was written$")
+    assert _versions(world) == dict.fromkeys(WRITTEN)
+
+
+def test_the_nan_message_names_a_user_with_an_inf_in_a_used_vector_only():
+    """inf - inf is NaN: a user vector holding inf is the user side's fault. A NaN in an expert no
+    objective uses, or in a masked interest, scores nothing."""
+    from scoring.executor import _undefined_score
+    from scoring.scan import ObjectiveTags, ScanTags
+
+    side = ObjectiveTags(experts=np.array([0, 2]), gate=None, emb=np.zeros((3, 2), np.float32), serving=None)
+    scan = ScanTags(tag_ids=np.array(["t2", "t3", "t4"], dtype=object), objectives={"ctr": side})
+    users = pa.chunked_array([["a", "b", "c"]])
+    vecs = torch.zeros(3, 3, 2)
+    vecs[0, 1, 0] = float("nan")  # expert 1: used by no objective
+    vecs[2, 2, 1] = float("inf")
+    assert _undefined_score(vecs, None, scan, users, "v1") == (
+        "model v1 gives NaN scores to 1 of 3 users of a block, e.g. user c: the model's weights or these users' "
+        "features are broken")
+    mask = torch.tensor([[True, True, True], [True, True, True], [True, True, False]])  # c's expert 2 unused
+    assert _undefined_score(vecs, mask, scan, users, "v1") == (
+        "model v1 gives NaN scores, with every user vector it uses finite: its tag vectors hold NaN or inf")
+
+
+def test_a_failure_after_the_profiles_commit_names_the_committed_version(spark, world, monkeypatch):
+    """The profiles of D are live once committed: a later step failing (here profiles_latest losing
+    its race) must not read as "nothing was committed"."""
+    from jobs import score
+
+    world.publish("v1")
+    world.day(D1, make_users(4, seed=1), make_tags())
+
+    def lost_race(spark, paths):
+        raise delta.ConcurrentCommitError(f"{paths.warehouse}/profiles_latest: another writer committed first; "
+                                          f"nothing was committed")
+
+    monkeypatch.setattr(score, "refresh_latest", lost_race)
+    with pytest.raises(score.ScoreIncompleteError) as failed:
+        run(spark, world.config(write_user_vectors=True), D1)
+    profiles = world.uri(Warehouse.USER_TAG_PROFILES)
+    assert str(failed.value) == (
+        f"the profiles of dt={D1} are committed ({profiles} version 0, model v1), but the profiles_latest refresh "
+        f"failed: ConcurrentCommitError: {world.paths.warehouse}/profiles_latest: another writer committed first; "
+        f"nothing was committed; run the same command again to finish it")
+    assert _versions(world) == {Warehouse.USER_TAG_PROFILES: 0, Warehouse.TAG_INDEX: 0, Warehouse.USER_VECTORS: None}
+    monkeypatch.undo()
+    summary = run(spark, world.config(write_user_vectors=True), D1)  # the rerun finishes it
+    assert summary["table_versions"] == {"user_tag_profiles": 1, "tag_index": 0, "user_vectors": 0}
+    assertDataFrameEqual(delta.read_table(spark, world.uri(Warehouse.PROFILES_LATEST)),
+                         delta.read_table(spark, profiles))
 
 
 def _nan_embedding(model, field: str, ids: list[int]) -> None:

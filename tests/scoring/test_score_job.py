@@ -1,6 +1,9 @@
 """The scoring job end to end on local Spark, against the model's own forward pass."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -11,6 +14,7 @@ from core.tables import Warehouse
 from jobs.score import run
 from scoring.executor import PROFILE_SCHEMA
 from scoring.tag_index import read_tag_index
+from training.artifact import TRAINING_FILE
 from tests.scoring.warehouse import (D1, D2, MODEL_FIELDS, NUM_TAGS, World, expected_profiles, has_unknown,
                                      is_missing, make_tags, make_users, reference_probabilities)
 
@@ -37,6 +41,22 @@ def test_every_written_score_is_sigmoid_of_the_models_forward(spark, world, case
     assert summary["objectives"] == ["ctr", "cvr", "ctr_x_cvr"]
     assert summary["rows_written"] == len(users) * ALL_TAGS * 3
     assert (summary["tags_scored"], summary["tags_unseen_by_model"]) == (ALL_TAGS, 1)
+
+
+def test_multi_fields_are_cut_to_the_length_the_model_was_trained_with(spark, world):
+    """features.max_multi_len set to 16 now, the model trained with 2 (its training.json): each
+    user's 2 heaviest values reach it, as in training, not up to 16."""
+    model = world.publish("v1")
+    (Path(world.paths.models) / "v1" / TRAINING_FILE).write_text(json.dumps({"config": {"max_multi_len": 2}}))
+    users, tags = make_users(24, seed=4), make_tags()
+    assert max(len(u["interests"]) for u in users) == 3
+    world.day(D1, users, tags)
+    run(spark, world.config(top_n=ALL_TAGS), D1)
+    multi = [f.name for f in MODEL_FIELDS if f.kind == "multi"]
+    cut = [{**u, **{k: (u[k] or [])[:2] for name in multi for k in (name, name + "_weights")}} for u in users]
+    probs = reference_probabilities(model, cut, tags)
+    _assert_profiles(spark, world, D1, expected_profiles(probs, cut, tags, date=D1, version="v1",
+                                                         top_n={o: ALL_TAGS for o in probs}))
 
 
 def test_latest_is_the_latest_model_trained_for_the_scored_date_or_earlier(spark, world):

@@ -11,19 +11,15 @@ from nightly.lock import date_lock, exclusive
 from tests.scoring.warehouse import D1, make_tags, make_users
 
 
-def test_main_reports_a_refusal_in_one_line_and_returns_1(world, tmp_path, capsys, monkeypatch):
+def test_main_reports_a_refusal_in_one_line_and_returns_1(spark, world, tmp_path, capsys, monkeypatch):
     world.publish("v1")
     world.day(D1, make_users(3, seed=1), make_tags())
     conf = tmp_path / "conf.yaml"
     conf.write_text(f"paths:\n  raw: {world.paths.raw}\n  warehouse: {world.paths.warehouse}\n"
                     f"  models: {world.paths.models}\n")
     stopped = []
-
-    class Session:  # run() refuses before using Spark; main must still stop the session
-        def stop(self):
-            stopped.append(1)
-
-    monkeypatch.setattr(score, "spark_session", lambda conf: Session())
+    monkeypatch.setattr(score, "spark_session", lambda conf: spark)
+    monkeypatch.setattr(spark, "stop", lambda: stopped.append(1))  # main must stop it; the tests share it
     status = score.main(["--conf", str(conf), "--date", D1.isoformat(), "--set", "score.model_version=v7"])
     assert status == 1 and stopped == [1]
     assert capsys.readouterr().err.strip() == ("score: UnknownModelError: unknown model version 'v7'; "
@@ -40,18 +36,15 @@ def test_main_rejects_a_bad_setting_before_starting_spark(world, tmp_path, capsy
     assert ": error: score.min_score is a probability" in last
 
 
-def test_main_waits_for_no_night_of_the_date_and_scores_nothing_while_it_runs(world, tmp_path, capsys, monkeypatch):
+def test_main_waits_for_no_night_of_the_date_and_scores_nothing_while_it_runs(spark, world, tmp_path, capsys,
+                                                                            monkeypatch):
     """The date's lock: a night of D (or a rollback of D) holds it; a standalone score of D would
     race the night's publish or the rollback's commits."""
     conf = tmp_path / "conf.yaml"
     conf.write_text(f"paths:\n  raw: {world.paths.raw}\n  warehouse: {world.paths.warehouse}\n"
                     f"  models: {world.paths.models}\n")
-
-    class Session:
-        def stop(self):
-            pass
-
-    monkeypatch.setattr(score, "spark_session", lambda conf: Session())
+    monkeypatch.setattr(score, "spark_session", lambda conf: spark)
+    monkeypatch.setattr(spark, "stop", lambda: None)  # the session is shared with the other tests
     with exclusive(world.paths, date_lock(D1), "2026-11-10-night"):
         status = score.main(["--conf", str(conf), "--date", D1.isoformat()])
     assert status == 3

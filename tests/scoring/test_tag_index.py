@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 import pytest
+import torch
 
 from core import delta
 from mvke.builder import build_model
@@ -43,11 +46,49 @@ def test_tag_index_is_rewritten_only_when_tags_or_weights_change(tmp_path, case)
         assert index.written is written, step
     ensure_tag_index(uri, model, "v0", _tags(), {})
     assert delta.table_version(uri) == 3
-    rows = read_tag_index(uri, "v1")
-    assert rows.num_rows == 2 * (NUM_TAGS - 2)
-    assert set(rows["model_version"].to_pylist()) == {"v1"}
-    assert read_tag_index(uri, "v0").num_rows == 2 * (NUM_TAGS - 2)
+    _assert_rows_are_the_models(read_tag_index(uri, "v1"), retrained, "v1", _tags({"t05": 2}))
+    _assert_rows_are_the_models(read_tag_index(uri, "v0"), model, "v0", _tags())
     assert read_tag_index(uri, "v9") is None
+
+
+def _assert_rows_are_the_models(rows: pa.Table, model, version: str, tags: pa.Table) -> None:
+    """Every (objective, tag) of `tags` once, with the model's own gate, tag vector and serving vector
+    concat_k g[t, k] e_t (computed here from tag_vectors, not by the index's code)."""
+    tag = torch.tensor(tags["tag_index"].to_pylist())
+    category = torch.tensor(tags["category_id"].to_pylist())
+    with torch.no_grad():
+        sides = model.tag_vectors(tag, category)
+    assert sorted(rows["objective"].unique().to_pylist()) == sorted(sides)
+    for objective, side in sides.items():
+        part = sorted((r for r in rows.to_pylist() if r["objective"] == objective), key=lambda r: r["tag_index"])
+        assert [(r["model_version"], r["tag_id"], r["tag_index"], r["category_id"]) for r in part] == [
+            (version, t, i, c) for t, i, c in zip(*(tags[k].to_pylist() for k in ("tag_id", "tag_index",
+                                                                                  "category_id")))]
+        np.testing.assert_allclose([r["tag_vector"] for r in part], side.emb.numpy(), atol=1e-6)
+        if side.gate is None:  # MIND: the tag vector meets the user's interests, no serving vector
+            assert {r["serving_vector"] is None and r["gate"] is None for r in part} == {True}
+            continue
+        np.testing.assert_allclose([r["gate"] for r in part], side.gate.numpy(), atol=1e-6)
+        serving = (side.gate.unsqueeze(-1) * side.emb.unsqueeze(1)).reshape(len(part), -1)  # [T, S*E]
+        np.testing.assert_allclose([r["serving_vector"] for r in part], serving.numpy(), atol=1e-6)
+
+
+def test_a_rewrite_keeps_the_tags_no_longer_scored_so_their_index_stays_taken(tmp_path):
+    """Night 2 has no t09 and a changed category for t05, so the version's rows are rewritten: t09
+    keeps its row (its stored encoding, the model's vectors). Night 3 brings x09 on t09's index,
+    which the model would score with t09's embedding: refused, as long as t09's row is there."""
+    uri = str(tmp_path / "tag_index")
+    model = _model(1)
+    ensure_tag_index(uri, model, "v1", _tags(), {})
+    night2 = _tags({"t05": 2})
+    night2 = night2.filter(pa.compute.not_equal(night2["tag_id"], "t09"))
+    assert ensure_tag_index(uri, model, "v1", night2, {}).written
+    _assert_rows_are_the_models(read_tag_index(uri, "v1"), model, "v1", _tags({"t05": 2}))
+    night3 = _tags({"t05": 2}).set_column(0, "tag_id", pa.array([f"t{i:02d}" if i != 9 else "x09"
+                                                                    for i in range(2, NUM_TAGS)]))
+    with pytest.raises(ScoringInputError, match=r"tag encoding changed.*\(1 tags, e\.g\. x09: 9, stored for t09\)"):
+        ensure_tag_index(uri, model, "v1", night3, {})
+    assert delta.table_version(uri) == 1
 
 
 def test_a_tag_moved_to_another_index_is_refused(tmp_path):
