@@ -48,6 +48,10 @@ class UnscoredObjectiveError(ValueError):
     """A requested objective that the profiles of the date do not hold (ctr_x_cvr without score.combined)."""
 
 
+class MissingDataFileError(OSError):
+    """A warehouse table's Delta log lists a data file that is not there."""
+
+
 @dataclass(frozen=True)
 class TableInfo:
     name: str
@@ -169,8 +173,13 @@ def arrow_dataset(uri: str, version: int | None = None) -> ds.Dataset:
     columns = table.metadata().partition_columns
     partitioning = ds.partitioning(pa.schema([schema.field(c) for c in columns]), flavor="hive") \
         if columns else None
-    return ds.dataset(files, schema=schema, format="parquet", partitioning=partitioning, filesystem=filesystem,
-                      partition_base_dir=root)
+    try:
+        return ds.dataset(files, schema=schema, format="parquet", partitioning=partitioning, filesystem=filesystem,
+                          partition_base_dir=root)
+    except FileNotFoundError as exc:
+        raise MissingDataFileError(f"table {uri} (version {table.version()}) lists a data file that is gone: "
+                                   f"{exc}; it was deleted outside the pipeline (or by a vacuum with a short "
+                                   f"retention): restore it, or roll the table back") from None
 
 
 def register_spark_views(spark: "SparkSession", paths: Paths,

@@ -119,3 +119,17 @@ def open_engine(name: EngineName, config: Config, tables: Sequence[TableInfo] | 
             spark.stop()
     else:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {name!r}")
+
+
+def is_engine_error(exc: Exception) -> bool:
+    """An error the engine raised about the query or the data (a SQL error, a missing table, column
+    or file), which the command lines report in one line, not a bug of theirs."""
+    import duckdb
+
+    if isinstance(exc, (duckdb.Error, ValueError, catalog.MissingDataFileError)):
+        return True
+    try:
+        from pyspark.errors import PySparkException
+    except ImportError:  # pragma: no cover - pyspark is always installed here
+        return False
+    return isinstance(exc, PySparkException)

@@ -16,7 +16,7 @@ from typing import Sequence
 
 from analyst.catalog import (TableInfo, check_known_tags, check_scored_objectives, published_dates,
                              warehouse_tables)
-from analyst.engine import ENGINES, EngineName, open_engine
+from analyst.engine import ENGINES, EngineName, is_engine_error, open_engine
 from analyst.output import check_outside_pipeline, format_table, output_format, write_atomically
 from analyst.params import OBJECTIVES, ParamError, ParamSpec, Value
 from analyst.queries import DATE_PARAM, bind, describe_params, list_queries, load_query, parse_assignments, render
@@ -154,7 +154,7 @@ def _run(config: Config, engine_name: EngineName, prepared: PreparedQuery, outpu
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # the engine's own message: a SQL error, a missing table or column
-        if not _is_engine_error(exc):
+        if not is_engine_error(exc):
             raise
         print(f"{prog}: error: {str(exc).strip()}", file=sys.stderr)
         return 1
@@ -168,18 +168,6 @@ def _run(config: Config, engine_name: EngineName, prepared: PreparedQuery, outpu
     else:
         print(format_table(result, max_rows))
     return 0
-
-
-def _is_engine_error(exc: Exception) -> bool:
-    import duckdb
-
-    if isinstance(exc, (duckdb.Error, ValueError)):
-        return True
-    try:
-        from pyspark.errors import PySparkException
-    except ImportError:  # pragma: no cover - pyspark is always installed here
-        return False
-    return isinstance(exc, PySparkException)
 
 
 def _check_tags_known(specs: Sequence[ParamSpec], values: dict[str, Value], tables: Sequence[TableInfo]) -> None:

@@ -30,6 +30,9 @@ ANALYST_SETTINGS = {
     "spark.sql.runSQLOnFiles": "false",
     "spark.sql.variable.substitute": "false",
     "spark.sql.parser.escapedStringLiterals": "false",
+    # DuckDB runs in UTC (analyst.catalog); so does Spark here, whatever spark.extra gave the context:
+    # dates of timestamps, hour() and date_trunc() then agree between the engines.
+    "spark.sql.session.timeZone": "UTC",
 }
 
 # Logical operators a parsed SELECT/WITH query is made of (simple class names, Spark 4.0).

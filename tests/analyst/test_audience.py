@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import re
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.csv as pcsv
@@ -168,6 +170,25 @@ def test_the_cli_prints_the_score_threshold_it_applied(warehouse, data, tmp_path
     assert "u2" not in [r["user_id"] for r in rows]
     assert capsys.readouterr().out.splitlines()[0] == \
         f"audience of 2026-11-02 (objective ctr, score >= 0.4500001): {len(rows)} users -> {out}"
+
+
+def test_the_cli_reports_an_engine_error_in_one_line_and_returns_1(warehouse, tmp_path, capsys):
+    """A data file of the profiles gone (deleted by hand, a vacuum with a short retention): the
+    engine's own message, as analyst.query gives it, not a traceback."""
+    paths = _warehouse_with_rows(tmp_path, warehouse, [])
+    profiles = Path(paths.warehouse) / "user_tag_profiles"
+    for data_file in profiles.glob("dt=2026-11-02/*.parquet"):
+        data_file.unlink()
+    overrides = [f"--set=paths.{k}={getattr(paths, k)}" for k in ("raw", "warehouse", "models")]
+    code = audience_module.main([*overrides, "--tags", "t1", "--output", str(tmp_path / "a.csv"),
+                                 "--engine", "duckdb"])
+    err = capsys.readouterr().err.strip()
+    assert code == 1
+    assert re.fullmatch(rf"python -m analyst\.audience: error: table {profiles} \(version 0\) lists a data file "
+                        rf"that is gone: {profiles}/dt=2026-11-02/part-\S+\.parquet; it was deleted outside the "
+                        rf"pipeline \(or by a vacuum with a short retention\): restore it, or roll the table back",
+                        err), err
+    assert not (tmp_path / "a.csv").exists()
 
 
 def _warehouse_with_rows(tmp_path, warehouse, rows) -> Paths:

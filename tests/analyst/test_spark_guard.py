@@ -5,6 +5,8 @@ The exploit strings are the ones that ran a shell command or called Java through
 """
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 from pyspark.errors import AnalysisException
 
@@ -133,6 +135,27 @@ def test_variables_are_not_substituted_in_queries_or_parameter_values(spark, spa
     finally:
         engine.close()
     assert spark.conf.get("spark.sql.variable.substitute") == "true"
+
+
+def test_spark_queries_run_in_utc_as_duckdb_does_whatever_the_context_says(spark, warehouse, monkeypatch):
+    """spark.extra may give the context another session time zone (the pipeline's jobs pin UTC
+    themselves), and a new session starts from it; the analyst session pins UTC, as DuckDB's is
+    (analyst.catalog), or a timestamp's date and hour differ between the engines."""
+    new_session = spark.newSession
+
+    def from_a_pacific_context():
+        session = new_session()
+        session.conf.set("spark.sql.session.timeZone", "America/Los_Angeles")
+        return session
+
+    monkeypatch.setattr(spark, "newSession", from_a_pacific_context)
+    engine = SparkEngine(spark, warehouse)
+    try:
+        got = engine.run("SELECT CAST(TIMESTAMP '2026-11-10 03:30:00+00:00' AS DATE) AS d, "
+                         "hour(TIMESTAMP '2026-11-10 03:30:00+00:00') AS h").to_pylist()
+    finally:
+        engine.close()
+    assert got == [{"d": dt.date(2026, 11, 10), "h": 3}]
 
 
 def test_the_plan_check_needs_the_analyst_settings(spark):
