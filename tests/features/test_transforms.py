@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
 
 import pytest
 from pyspark.errors import AnalysisException
@@ -148,6 +149,27 @@ def test_sampled_negatives_are_deterministic_new_tags_of_the_users_day(spark, me
     assert all(r.tag_id != "t1" and r.tag_index == int(r.tag_id[1:]) + 1 for r in rows)  # not the impressed tag
     per_user = {u: [r.tag_id for r in rows if r.user_id == u] for u in ("u0", "u1", "u2")}
     assert all(len(tags) == len(set(tags)) <= 3 for tags in per_user.values())
+
+
+@pytest.mark.parametrize("method", ["uniform", "log_uniform"])
+def test_sampled_negatives_are_the_documented_draws(spark, method):
+    """Draw d of user u on day D: v = xxhash64(seed, u, D, d) mod 2**53 / 2**53, then rank
+    floor(v T) + 1 (uniform) or floor(exp(v log(T + 1))) (log-uniform), clamped to 1..T; the
+    tag of that rank unless the user's day already has it, each tag once."""
+    users, draws, tags = 40, 3, 5
+    samples, negatives = _negatives(spark, method, seed=11, users=users, per_user_day=draws)
+    keys = spark.createDataFrame([(f"u{u}", X, d) for u in range(users) for d in range(draws)],
+                                 "user_id string, dt date, draw int")
+    hashes = keys.select("user_id", "draw", F.xxhash64(F.lit(11), "user_id", "dt", "draw").alias("h")).collect()
+    expected = set()
+    for row in hashes:
+        v = (row.h % 2**53) / float(2**53)
+        rank = math.floor(v * tags) + 1 if method == "uniform" else math.floor(math.exp(v * math.log(tags + 1.0)))
+        rank = min(max(rank, 1), tags)
+        if rank != 1:  # rank 1 is t1, the tag every user's sample already has
+            expected.add((X, row.user_id, f"t{rank}", rank + 1, 2, 0, 0, "sampled"))
+    assert len({r[1] for r in expected}) > users // 2  # the draws reach most users, not a vacuous comparison
+    assertDataFrameEqual(negatives, spark.createDataFrame(sorted(expected), SAMPLES))
 
 
 def test_log_uniform_negatives_favour_popular_tags(spark):

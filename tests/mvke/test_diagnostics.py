@@ -57,7 +57,14 @@ def test_gate_table_reads_the_model_gates(toy, conf_for):
     assert list(cvr.columns) == ["tag", "category", "entropy", "dominant_kernel", "gate_1", "gate_2", "gate_3",
                                  "gate_4"]
     gates = cvr[["gate_1", "gate_2", "gate_3", "gate_4"]].to_numpy()
-    np.testing.assert_allclose(gates.sum(axis=1), 1.0, atol=1e-6)
+    assert cvr["tag"].tolist() == tags.tolist() and cvr["category"].tolist() == categories.tolist()
+    with torch.no_grad():  # g_k(t) = softmax over the objective's kernels of e_t . VK_k (mvke.gate)
+        embs = model.tag_tower(torch.as_tensor(tags), torch.as_tensor(categories))
+        kernels = model.experts.kernels
+        for objective, experts in {"ctr": [0, 1, 2], "cvr": [1, 2, 3, 4]}.items():
+            expected = torch.softmax(embs[objective] @ kernels[experts].T, dim=-1).numpy()
+            got = tables[objective][[f"gate_{k}" for k in experts]].to_numpy()
+            np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(cvr["entropy"], -(gates * np.log(gates)).sum(axis=1), atol=1e-6)
     assert cvr["dominant_kernel"].tolist() == [[1, 2, 3, 4][i] for i in gates.argmax(axis=1)]
     mind = build_model(conf_for("mind"), toy.fields, toy.num_tags, toy.num_categories)

@@ -144,13 +144,25 @@ def test_a_model_trained_tonight_whose_gates_fail_stops_being_the_published_mode
 def test_a_crash_between_stages_then_the_rerun_completes(spark, world, monkeypatch):
     config = _config(world)
     before = _versions(config)
+    earlier = {d: publish.read_profiles(spark, publish.profiles_uri(config.paths), d).toPandas() for d in (D1, D2)}
     monkeypatch.setenv(night.FAULT_ENV, "score")
     with pytest.raises(night.InjectedCrash):
         night.run_night(spark, config, D3, run_id="n3-crash")
     assert _versions(config) == before
+    scored = publish.read_profiles(spark, publish.candidate_uri(config.paths), D3).toPandas()  # by the crashed run
     monkeypatch.delenv(night.FAULT_ENV)
     night.run_night(spark, config, D3, run_id="n3")
     assert publish.published_dates(config.paths) == [D1, D2, D3]
+    assert [(r["stage"], r["status"]) for r in read_runs(config.paths) if r["run_id"] == "n3"] == [
+        (s, "succeeded") for s in night.STAGES]
+    profiles = publish.profiles_uri(config.paths)
+    d3 = publish.read_profiles(spark, profiles, D3)
+    assertDataFrameEqual(d3, spark.createDataFrame(scored, schema=d3.schema))  # what the crashed night scored
+    assert set(scored["model_version"]) == {registry.latest_published(config.paths).model_version}
+    assertDataFrameEqual(_table(spark, config, Warehouse.PROFILES_LATEST), d3)
+    for d, rows in earlier.items():  # the nights before are untouched
+        again = publish.read_profiles(spark, profiles, d)
+        assertDataFrameEqual(again, spark.createDataFrame(rows, schema=again.schema))
 
 
 def test_rollback_restores_the_previous_state(spark, world):

@@ -24,7 +24,8 @@ def _metrics(ctr, cvr):
 
 def test_first_model_above_the_floor_is_published():
     decision = decide(_metrics(0.70, 0.61), PublishRules(min_auc=0.6), OBJECTIVES, previous=None)
-    assert decision == PublishDecision(ModelStatus.PUBLISHED, decision.reasons, None)
+    assert decision == PublishDecision(ModelStatus.PUBLISHED, ("every objective passed the AUC floor and drop rules",),
+                                       None)
 
 
 @pytest.mark.parametrize("metrics, rules, reasons", [

@@ -353,20 +353,15 @@ def test_user_split_keeps_each_user_on_one_side_every_day(spark):
      "train: ConfigError: train.publish_if.min_auc_by_objective names ['cvr'], which model two_tower does not train; "
      "valid: ['ctr']"),
 ], ids=["training_error", "config_error", "floor_of_an_objective_two_tower_does_not_train"])
-def test_main_returns_1_with_the_message_in_one_line(tmp_path, capsys, monkeypatch, train_yaml, message):
+def test_main_returns_1_with_the_message_in_one_line(spark, tmp_path, capsys, monkeypatch, train_yaml, message):
     conf = tmp_path / "c.yaml"
     conf.write_text(f"paths:\n  raw: {tmp_path}/raw\n  warehouse: {tmp_path}/wh\n  models: {tmp_path}/m\n"
                     "train:\n" + train_yaml)
-    monkeypatch.setattr("core.spark.spark_session", lambda conf: _NoSpark())
+    monkeypatch.setattr("core.spark.spark_session", lambda conf: spark)
+    monkeypatch.setattr(spark, "stop", lambda: None)  # the session is shared with the other tests
     assert train.main(["--conf", str(conf), "--date", "2026-11-05"]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith(message) and "\n" not in err
-
-
-class _NoSpark:
-    def stop(self):
-        pass
-
 
 
 def test_a_backfill_the_feature_job_refuses_fails_in_one_line(spark, tmp_path, capsys, monkeypatch):
