@@ -11,6 +11,7 @@ from core.spark import spark_session
 from nightly.gates import QualityGateError
 from nightly.lock import RunInProgressError
 from nightly.night import new_run_id, run_night
+from nightly.publish import PartlyPublishedError
 from nightly.runlog import read_runs
 from training.errors import TrainingError
 
@@ -27,8 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     except (QualityGateError, RunInProgressError) as exc:
         print(f"[nightly] {args.date}: {exc}", file=sys.stderr)
         return 3
-    except (ValueError, TrainingError, ConcurrentCommitError) as exc:  # bad raw data, a setting, no model to
-        # score with, a commit another job won: each says why
+    except (ValueError, TrainingError, ConcurrentCommitError, PartlyPublishedError) as exc:  # bad raw data, a
+        # setting, no model to score with, a commit another job won, a refresh failing after the publish
         print(f"[nightly] {args.date}: {failed_stage(config.paths, run_id, started)}{type(exc).__name__}: {exc}",
               file=sys.stderr)
         return 1

@@ -35,18 +35,13 @@ from features.examples import model_inputs
 from mvke.artifact import load_model
 from mvke.base import ProfileModel
 from nightly.lock import RunInProgressError, check_lock_folder, date_lock, exclusive
-from nightly.publish import refresh_latest
+from nightly.publish import PartlyPublishedError, after_profiles_commit, refresh_latest
 from scoring import inputs
 from scoring.executor import PROFILE_SCHEMA, USER_VECTOR_SCHEMA, ScanTask, score_users, user_vectors
 from scoring.scan import ScanPlan, scan_plan
 from scoring.tag_index import ensure_tag_index, probe_sides, scan_tags
 from scoring.topn import UndefinedScoreError
 from training.artifact import TRAINING_FILE
-
-
-class ScoreIncompleteError(RuntimeError):
-    """The date's profiles are committed, but a later step (profiles_latest, user_vectors) failed:
-    the message names the committed version; a rerun of the same command finishes the job."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     except RunInProgressError as exc:
         print(f"score: nothing scored: {exc}", file=sys.stderr)
         return 3
-    except (ValueError, delta.ConcurrentCommitError, ScoreIncompleteError) as exc:  # UnknownModelError,
+    except (ValueError, delta.ConcurrentCommitError, PartlyPublishedError) as exc:  # UnknownModelError,
         # ScoringInputError, a bad artifact or setting, another score of the date committing first, a
         # step after the profiles commit: all say why
         print(f"score: {type(exc).__name__}: {exc}", file=sys.stderr)
@@ -85,7 +80,7 @@ def run(spark: SparkSession, config: Config, date: dt.date, *, output_uri: str |
     settings (ConfigError), an unknown model version (registry.UnknownModelError), inputs that do
     not fit the model (inputs.ScoringInputError) or a top_n_per_objective key the model does not
     score (ValueError). A failure after the profiles commit (the profiles_latest refresh, the
-    user_vectors write) raises ScoreIncompleteError naming the committed profiles version.
+    user_vectors write) raises nightly.publish.PartlyPublishedError naming the committed profiles version.
     """
     paths, conf = config.paths, config.score
     run_id = run_id or uuid.uuid4().hex
@@ -112,19 +107,14 @@ def run(spark: SparkSession, config: Config, date: dt.date, *, output_uri: str |
         raise undefined from None
     finally:
         broadcast.destroy()
-    step = "the profiles_latest refresh"
-    try:
-        if output_uri is None:  # the warehouse's profiles changed: profiles_latest follows their newest date
+    committed = functools.partial(after_profiles_commit, date, uri, versions["user_tag_profiles"], night.version)
+    if output_uri is None:  # the warehouse's profiles changed: profiles_latest follows their newest date
+        with committed("the profiles_latest refresh"):
             refresh_latest(spark, paths)
-        step = "the user_vectors write"
-        if conf.write_user_vectors:
+    if conf.write_user_vectors:
+        with committed("the user_vectors write"):
             versions["user_vectors"] = _write_vectors(users, task, warehouse_uri(paths, Warehouse.USER_VECTORS),
                                                       commit_info)
-    except (ValueError, delta.ConcurrentCommitError) as exc:
-        raise ScoreIncompleteError(
-            f"the profiles of dt={date.isoformat()} are committed ({uri} version {versions['user_tag_profiles']}, "
-            f"model {night.version}), but {step} failed: {type(exc).__name__}: {exc}; run the same command "
-            f"again to finish it") from exc
     return {
         "dt": date.isoformat(),
         "run_id": run_id,
@@ -180,11 +170,12 @@ def _model_users(spark: SparkSession, config: Config, night: CheckedInputs) -> D
 
 def trained_multi_len(model_path: str, default: int) -> int:
     """The `features.max_multi_len` the model was trained with (its training.json), so a multi field
-    is cut as in training whatever the setting is now; `default` for a model folder without one."""
+    is cut as in training when the setting has grown since; `default` (the setting now) for a model
+    folder whose training.json does not say (a model saved outside `train`)."""
     training = Path(model_path) / TRAINING_FILE
     if not training.is_file():
         return default
-    return int(json.loads(training.read_text())["config"]["max_multi_len"])
+    return int(json.loads(training.read_text()).get("config", {}).get("max_multi_len", default))
 
 
 @dataclass(frozen=True)

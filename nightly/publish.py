@@ -13,6 +13,8 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -45,17 +47,39 @@ def read_profiles(spark: SparkSession, uri: str, date: dt.date, version: int | N
     return delta.read_table(spark, uri, version, partition={"dt": date}).where(F.col("dt") == F.lit(date))
 
 
+class PartlyPublishedError(RuntimeError):
+    """The profiles of a date are committed (live), but a step after that commit failed (the
+    `profiles_latest` refresh, the `user_vectors` write): rerunning the same command finishes it."""
+
+
+@contextmanager
+def after_profiles_commit(date: dt.date, uri: str, version: int, model_version: str | None, step: str
+                          ) -> Iterator[None]:
+    """Any failure inside becomes PartlyPublishedError naming the committed version, so it never
+    reads as "nothing was written"."""
+    try:
+        yield
+    except Exception as exc:
+        model = f", model {model_version}" if model_version else ""
+        raise PartlyPublishedError(
+            f"the profiles of dt={date.isoformat()} are committed ({uri} version {version}{model}), but {step} "
+            f"failed: {type(exc).__name__}: {exc}; run the same command again to finish it") from exc
+
+
 def publish(spark: SparkSession, paths: Paths, date: dt.date, run_id: str, model_version: str | None = None) -> int:
     """Copy the candidate partition of `date` from staging into the warehouse; return the version.
     The commit records `model_version` (the model that scored the candidate), which a later
-    rollback reads instead of the rows, whose files the vacuum may have deleted by then."""
+    rollback reads instead of the rows, whose files the vacuum may have deleted by then. A
+    failed `profiles_latest` refresh after the commit is a PartlyPublishedError."""
     candidate = read_profiles(spark, candidate_uri(paths), date)
     info = {"job": "publish", "dt": date.isoformat(), "run_id": run_id}
+    uri = profiles_uri(paths)
     version = delta.write_table(
-        candidate, profiles_uri(paths), mode="overwrite", partition_by=["dt"], replace_partitions=[date.isoformat()],
+        candidate, uri, mode="overwrite", partition_by=["dt"], replace_partitions=[date.isoformat()],
         commit_info=info if model_version is None else {**info, "model_version": model_version},
     )
-    refresh_latest(spark, paths)
+    with after_profiles_commit(date, uri, version, model_version, "the profiles_latest refresh"):
+        refresh_latest(spark, paths)
     return version
 
 

@@ -77,8 +77,7 @@ def score_users(batches: Iterator[pa.RecordBatch], *, task: ScanTask, tags: Broa
             try:
                 selections = scan_block(vecs, model.user_mask(inputs), scan, task.plan)
             except UndefinedScoreError:
-                raise UndefinedScoreError(_undefined_score(vecs, model.user_mask(inputs), scan, block["user_id"],
-                                                           task.model_version)) from None
+                raise UndefinedScoreError(_undefined_score(vecs, scan, block["user_id"], task.model_version)) from None
         yield profile_batch(block["user_id"], selections, tag_ids, task, schema)
 
 
@@ -110,15 +109,11 @@ def prepare_worker(threads: int) -> None:
     keep_freed_memory()
 
 
-def _undefined_score(vecs: Tensor, mask: Tensor | None, scan: ScanTags, user_ids: pa.ChunkedArray,
-                     model_version: str) -> str:
-    """Who a NaN score belongs to: the first user with a NaN or inf in a vector the scores use (an
-    expert of some objective, unmasked; inf - inf is NaN too), else the tag side."""
+def _undefined_score(vecs: Tensor, scan: ScanTags, user_ids: pa.ChunkedArray, model_version: str) -> str:
+    """Who a NaN score belongs to: the first user with a NaN or inf in a vector of an expert some
+    objective uses (inf - inf is NaN; a masked MIND interest still is, as 0 * NaN), else the tag side."""
     used = sorted({int(k) for side in scan.objectives.values() for k in side.experts})
-    bad = ~torch.isfinite(vecs[:, used])  # [B, S, E]
-    if mask is not None:
-        bad &= mask[:, used, None]
-    broken = bad.flatten(1).any(dim=1).nonzero().flatten()
+    broken = (~torch.isfinite(vecs[:, used])).flatten(1).any(dim=1).nonzero().flatten()
     if broken.numel() == 0:
         return (f"model {model_version} gives NaN scores, with every user vector it uses finite: its tag vectors hold "
                 f"NaN or inf")

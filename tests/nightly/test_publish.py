@@ -46,6 +46,29 @@ def test_publish_copies_the_candidate_and_latest_follows_the_newest_date(spark, 
     assertDataFrameEqual(_latest(spark, paths), second)
 
 
+def test_a_refresh_failing_after_the_publish_commit_says_the_profiles_are_live(spark, paths, monkeypatch):
+    """The night's exit message must not read as "nothing published": D's profiles landed, and a
+    rerun of the night brings profiles_latest to them."""
+    staged = _stage(spark, paths, [(D1, "u1", "ctr", 1, "t1", 0.9, "m1")])
+    real = publish.refresh_latest
+
+    def lost(spark, paths):
+        raise delta.ConcurrentCommitError("profiles_latest: another writer committed first; nothing was committed")
+
+    monkeypatch.setattr(publish, "refresh_latest", lost)
+    with pytest.raises(publish.PartlyPublishedError) as failed:
+        publish.publish(spark, paths, D1, "r1", "m1")
+    assert str(failed.value) == (
+        f"the profiles of dt={D1} are committed ({publish.profiles_uri(paths)} version 0, model m1), but the "
+        f"profiles_latest refresh failed: ConcurrentCommitError: profiles_latest: another writer committed first; "
+        f"nothing was committed; run the same command again to finish it")
+    assertDataFrameEqual(delta.read_table(spark, publish.profiles_uri(paths)), staged)
+    assert not delta.table_exists(warehouse_uri(paths, Warehouse.PROFILES_LATEST))
+    monkeypatch.setattr(publish, "refresh_latest", real)
+    publish.publish(spark, paths, D1, "r1-again", "m1")
+    assertDataFrameEqual(_latest(spark, paths), staged)
+
+
 def test_rollback_restores_the_previous_publish_then_removes_the_first(spark, paths):
     v1 = _stage(spark, paths, [(D1, "u1", "ctr", 1, "t1", 0.9, "m1")])
     publish.publish(spark, paths, D1, "r1")

@@ -14,6 +14,7 @@ from core.config import ConfigError
 from core.registry import ModelStatus, UnknownModelError
 from core.tables import Warehouse
 from jobs.score import run
+from nightly.publish import PartlyPublishedError
 from scoring.inputs import ScoringInputError, read_tags, split_tags
 from scoring.tag_index import ensure_tag_index
 from scoring.topn import UndefinedScoreError
@@ -174,7 +175,7 @@ def test_a_model_with_nan_tag_vectors_is_named_with_a_tag_and_writes_nothing(spa
 
 def test_the_nan_message_names_a_user_with_an_inf_in_a_used_vector_only():
     """inf - inf is NaN: a user vector holding inf is the user side's fault. A NaN in an expert no
-    objective uses, or in a masked interest, scores nothing."""
+    objective uses scores nothing (a masked MIND interest does: 0 * NaN is NaN)."""
     from scoring.executor import _undefined_score
     from scoring.scan import ObjectiveTags, ScanTags
 
@@ -184,11 +185,11 @@ def test_the_nan_message_names_a_user_with_an_inf_in_a_used_vector_only():
     vecs = torch.zeros(3, 3, 2)
     vecs[0, 1, 0] = float("nan")  # expert 1: used by no objective
     vecs[2, 2, 1] = float("inf")
-    assert _undefined_score(vecs, None, scan, users, "v1") == (
+    assert _undefined_score(vecs, scan, users, "v1") == (
         "model v1 gives NaN scores to 1 of 3 users of a block, e.g. user c: the model's weights or these users' "
         "features are broken")
-    mask = torch.tensor([[True, True, True], [True, True, True], [True, True, False]])  # c's expert 2 unused
-    assert _undefined_score(vecs, mask, scan, users, "v1") == (
+    vecs[2, 2, 1] = 0.0
+    assert _undefined_score(vecs, scan, users, "v1") == (
         "model v1 gives NaN scores, with every user vector it uses finite: its tag vectors hold NaN or inf")
 
 
@@ -205,7 +206,7 @@ def test_a_failure_after_the_profiles_commit_names_the_committed_version(spark, 
                                           f"nothing was committed")
 
     monkeypatch.setattr(score, "refresh_latest", lost_race)
-    with pytest.raises(score.ScoreIncompleteError) as failed:
+    with pytest.raises(PartlyPublishedError) as failed:
         run(spark, world.config(write_user_vectors=True), D1)
     profiles = world.uri(Warehouse.USER_TAG_PROFILES)
     assert str(failed.value) == (
