@@ -23,7 +23,7 @@ from typing import Sequence
 
 from analyst.catalog import (UnknownTagError, published_dates, resolve_published_date, unknown_tags_message,
                              warehouse_tables)
-from analyst.engine import ENGINES, Engine, EngineName, is_engine_error, open_engine
+from analyst.engine import ENGINES, Engine, EngineName, engine_error_status, open_engine
 from analyst.output import check_outside_pipeline, output_format, write_atomically
 from analyst.params import check_string, quote_string, render_literal
 from analyst.sqltext import Dialect
@@ -184,11 +184,8 @@ def main(argv: list[str] | None = None, *, default_engine: EngineName = "duckdb"
     except ValueError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
-    except Exception as exc:  # the engine's own message: a missing or damaged file of a table
-        if not is_engine_error(exc):
-            raise
-        print(f"{prog}: error: {str(exc).strip()}", file=sys.stderr)
-        return 1
+    except Exception as exc:  # the engine's own message: a data file of a table gone
+        return engine_error_status(exc, prog)
     print(f"{spec.describe(summary.date)}: {summary.users} users -> {summary.output}")
     width = max(len("tag"), *(len(t) for t in summary.per_tag))
     print(f"  {'tag'.ljust(width)}  users")

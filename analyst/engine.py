@@ -6,6 +6,7 @@ read it as a plain query too (`analyst.spark_guard`).
 """
 from __future__ import annotations
 
+import sys
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Iterator, Literal, Protocol, Sequence
 
@@ -133,3 +134,12 @@ def is_engine_error(exc: Exception) -> bool:
     except ImportError:  # pragma: no cover - pyspark is always installed here
         return False
     return isinstance(exc, PySparkException)
+
+
+def engine_error_status(exc: Exception, prog: str) -> int:
+    """Exit status 1 after printing an engine error (`is_engine_error`) in one line; anything else
+    is raised again, traceback and all."""
+    if not is_engine_error(exc):
+        raise exc
+    print(f"{prog}: error: {str(exc).strip()}", file=sys.stderr)
+    return 1

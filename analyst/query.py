@@ -16,7 +16,7 @@ from typing import Sequence
 
 from analyst.catalog import (TableInfo, check_known_tags, check_scored_objectives, published_dates,
                              warehouse_tables)
-from analyst.engine import ENGINES, EngineName, is_engine_error, open_engine
+from analyst.engine import ENGINES, EngineName, engine_error_status, open_engine
 from analyst.output import check_outside_pipeline, format_table, output_format, write_atomically
 from analyst.params import OBJECTIVES, ParamError, ParamSpec, Value
 from analyst.queries import DATE_PARAM, bind, describe_params, list_queries, load_query, parse_assignments, render
@@ -127,6 +127,8 @@ def main(argv: list[str] | None = None, *, default_engine: EngineName = "duckdb"
     except ValueError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # the engine's own message: a data file of a table gone
+        return engine_error_status(exc, prog)
     settings = ", ".join(f"{k}={'NULL' if v is None else v}" for k, v in prepared.values.items())
     print(f"-- {prepared.label} on {args.engine}" + (f": {settings}" if settings else ""), file=sys.stderr)
     if args.show_sql:
@@ -154,10 +156,7 @@ def _run(config: Config, engine_name: EngineName, prepared: PreparedQuery, outpu
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # the engine's own message: a SQL error, a missing table or column
-        if not is_engine_error(exc):
-            raise
-        print(f"{prog}: error: {str(exc).strip()}", file=sys.stderr)
-        return 1
+        return engine_error_status(exc, prog)
     if output:
         try:
             path = write_atomically(result, output)

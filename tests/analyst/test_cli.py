@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +12,7 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 import pytest
 
+from core.config import Paths
 from jobs import sql as sql_job
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -94,6 +97,25 @@ def test_a_nested_result_is_refused_for_csv_and_written_to_parquet(warehouse, da
 def test_errors_exit_non_zero_with_a_message(warehouse, no_spark, capsys, args, code, message):
     assert sql_job.main([*_overrides(warehouse), "--engine", "duckdb", *args]) == code
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("engine", ["duckdb", "spark"])
+def test_a_data_file_gone_is_one_line_and_exit_1_even_while_checking_parameters(warehouse, tmp_path, capsys,
+                                                                                engine):
+    """The tag check of a named query reads the profiles before any engine starts: a data file the
+    Delta log lists but that is gone is the same one-line engine error there."""
+    copy = Paths(raw=str(tmp_path / "raw"), warehouse=str(tmp_path / "warehouse"), models=str(tmp_path / "models"))
+    shutil.copytree(warehouse.warehouse, copy.warehouse)
+    gone = sorted((Path(copy.warehouse) / "user_tag_profiles").glob("dt=2026-11-02/*.parquet"))
+    for data_file in gone:
+        data_file.unlink()
+    code = sql_job.main([*_overrides(copy), "--engine", engine, "--name", "tag_audience_change", "--param", "tag=t1"])
+    err = capsys.readouterr().err.strip()
+    assert code == 1
+    profiles = re.escape(f"{copy.warehouse}/user_tag_profiles")
+    assert re.fullmatch(rf"spark-submit\.sh sql: error: table {profiles} \(version 0\) lists a data file that is "
+                        rf"gone: {profiles}/dt=2026-11-02/\S+\.parquet; it was deleted outside the pipeline \(or "
+                        rf"by a vacuum with a short retention\): restore it, or roll the table back", err), err
 
 
 @pytest.mark.parametrize("value", ["-1", "ten", "2.5"])
