@@ -61,18 +61,22 @@ def score_quantiles(profiles: DataFrame) -> dict[str, list[float]]:
     return {r["objective"]: [float(v) for v in r["q"]] for r in rows}
 
 
-def score_shift(today: dict[str, list[float]], previous: dict[str, list[float]]) -> float:
-    """The largest absolute move of any score quantile of any shared objective."""
+NO_SHARED_OBJECTIVE = "no objective is scored on both dates"
+NO_SHARED_USER = "no user is profiled on both dates"
+
+
+def score_shift(today: dict[str, list[float]], previous: dict[str, list[float]]) -> float | None:
+    """The largest absolute move of any score quantile of any shared objective (None: none shared)."""
     shared = sorted(set(today) & set(previous))
     if not shared:
-        return 0.0
+        return None
     return max(abs(a - b) for o in shared for a, b in zip(today[o], previous[o]))
 
 
-def top_n_stability(profiles: DataFrame, previous: DataFrame) -> float:
+def top_n_stability(profiles: DataFrame, previous: DataFrame) -> float | None:
     """Mean Jaccard similarity of each user's top-N tag set with the previous date's, per objective.
 
-    Users present on both dates only; averaged over (user, objective) pairs.
+    Users present on both dates only; averaged over (user, objective) pairs (None: no such pair).
     """
     def sets(df: DataFrame, name: str) -> DataFrame:
         return df.groupBy("user_id", "objective").agg(F.collect_set("tag_id").alias(name))
@@ -80,7 +84,7 @@ def top_n_stability(profiles: DataFrame, previous: DataFrame) -> float:
     joined = sets(profiles, "today").join(sets(previous, "before"), on=["user_id", "objective"], how="inner")
     jaccard = F.size(F.array_intersect("today", "before")) / F.size(F.array_union("today", "before"))
     value = joined.agg(F.avg(jaccard).alias("j")).first()["j"]
-    return float(value) if value is not None else 0.0
+    return float(value) if value is not None else None
 
 
 def evaluate(
@@ -91,17 +95,24 @@ def evaluate(
     shift: float | None,
     stability: float | None,
     model_auc: dict[str, float],
+    has_previous: bool | None = None,
 ) -> list[GateResult]:
-    """Compare the measured numbers with the thresholds. None means 'no previous date'."""
+    """Compare the measured numbers with the thresholds. A shift or stability of None is skipped:
+    there is no previous date (`has_previous` false, the default when both are None), or nothing
+    to compare with it (no shared objective, no shared user)."""
+    if has_previous is None:
+        has_previous = shift is not None or stability is not None
     no_previous = "no previously published date to compare with"
     results = [
         _at_least("profile_share", share, gates.min_profile_share, "users with a profile / users in user_features"),
         _at_least("tag_coverage", coverage, gates.min_tag_coverage,
                   "tags in any profile / tags of the day not in score.exclude_tags"),
         _at_most("score_shift", shift, gates.max_score_shift,
-                 "largest move of a score quantile (p10..p90) since the previous date", no_previous),
+                 "largest move of a score quantile (p10..p90) since the previous date",
+                 NO_SHARED_OBJECTIVE if has_previous else no_previous),
         _at_least("top_n_stability", stability, gates.min_stability,
-                  "mean Jaccard of each user's top-N with the previous date's", no_previous),
+                  "mean Jaccard of each user's top-N with the previous date's",
+                  NO_SHARED_USER if has_previous else no_previous),
     ]
     for objective, auc in sorted(model_auc.items()):
         results.append(_at_least(f"model_auc_{objective}", auc, gates.min_auc, "validation AUC of the model used"))

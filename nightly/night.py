@@ -40,7 +40,9 @@ class NightResult:
     date: dt.date
     model_version: str = ""
     trained: bool = False  # the model it scored with was trained for this night: tonight, or by an earlier run
-    judged_again: bool = False  # ... by an earlier run of the night; tonight's training job only judged it again
+    by_earlier_run: bool = False  # ... by an earlier run of the night (tonight's training judged it again, or
+    # was not due)
+    judged_again: bool = False  # ... and tonight's training job judged it again
     gate_results: list[gates.GateResult] = field(default_factory=list)
     report_path: str = ""
 
@@ -74,8 +76,10 @@ def run_night(spark: SparkSession, config: Config, date: dt.date, *, run_id: str
             model = registry.resolve(paths, config.score.model_version, as_of=date)
             result.model_version = model.model_version
             # the training rules may reject tonight's model (or score.model_version pin another): then it is reused
-            result.trained = trained is not None and trained.model_version == model.model_version
-            result.judged_again = result.trained and trained.judged_again
+            trained_tonight = trained is not None and trained.model_version == model.model_version
+            result.trained = trained_tonight or model.trained_for == date
+            result.judged_again = trained_tonight and trained.judged_again
+            result.by_earlier_run = result.trained and (result.judged_again or not trained_tonight)
             out.message = training_message(trained) + f"scoring with {model.model_version}"
         _maybe_crash("train")
 
@@ -108,6 +112,7 @@ def run_night(spark: SparkSession, config: Config, date: dt.date, *, run_id: str
         _maybe_crash("gates")
 
         with stage(paths, result.run_id, "publish", date) as out:
+            check_still_published(paths, config.score.model_version, model, date)
             version = publish.publish(spark, paths, date, result.run_id, scored["model_version"])
             out.metrics = {"version": version}
             out.rows_in = scored["rows_written"]
@@ -150,6 +155,19 @@ def write_vectors(spark: SparkSession, config: Config, date: dt.date, model_vers
     return score_job.write_user_vectors(spark, pinned, date, run_id=run_id)
 
 
+def check_still_published(paths: Paths, pinned: str, model: registry.ModelRecord, date: dt.date) -> None:
+    """QualityGateError when the model resolved as `latest` was withdrawn while this night ran (the
+    gates of its own night failed, or a rollback undid that night): published now, these profiles
+    would put back what was undone. A pinned `score.model_version` is the operator's choice."""
+    if pinned != "latest":
+        return
+    now = registry.get_model(paths, model.model_version)
+    if now.status is not registry.ModelStatus.PUBLISHED:
+        raise gates.QualityGateError(
+            f"model {model.model_version} became {now.status.value} while this night ran; nothing published, the "
+            f"candidate stays in staging; {registry.current_for(paths, date)}: rerun the night to score with it")
+
+
 def measure_gates(spark: SparkSession, config: Config, date: dt.date,
                   model: registry.ModelRecord) -> list[gates.GateResult]:
     paths = config.paths
@@ -165,7 +183,7 @@ def measure_gates(spark: SparkSession, config: Config, date: dt.date,
         config.nightly.gates,
         share=gates.profile_share(candidate, day(Warehouse.USER_FEATURES)),
         coverage=gates.tag_coverage(candidate, day(Warehouse.TAGS), config.score.exclude_tags),
-        shift=shift, stability=stability, model_auc=model_auc(model),
+        shift=shift, stability=stability, model_auc=model_auc(model), has_previous=previous_date is not None,
     )
     candidate.unpersist()
     return results

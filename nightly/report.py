@@ -79,9 +79,12 @@ def write_report(spark: SparkSession, config: Config, date: dt.date, result: "Ni
 
 
 def _provenance(result: "NightResult") -> str:
-    if result.judged_again:
-        return "trained for this night by an earlier run, judged again tonight"
-    return "trained tonight" if result.trained else "reused"
+    if not result.trained:
+        return "reused"
+    if not result.by_earlier_run:
+        return "trained tonight"
+    earlier = "trained for this night by an earlier run"
+    return f"{earlier}, judged again tonight" if result.judged_again else earlier
 
 
 def _gates_section(result: "NightResult") -> str:

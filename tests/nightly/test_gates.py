@@ -34,6 +34,20 @@ def test_score_shift_is_the_largest_quantile_move():
     assert gates.score_shift(today, before) == pytest.approx(0.25)
 
 
+def test_nothing_shared_with_the_previous_date_skips_shift_and_stability_saying_why(spark):
+    """A previous date with other users (re-keyed ids, a small rescore) or other objectives gives
+    no comparison: the gates are skipped with the reason, not failed at 0 or passed at 0."""
+    today = spark.createDataFrame([("u1", "ctr", 1, "a", 0.9)], SCHEMA)
+    before = spark.createDataFrame([("u9", "ctr", 1, "a", 0.9)], SCHEMA)
+    assert gates.top_n_stability(today, before) is None
+    assert gates.score_shift({"ctr": [0.1] * 5}, {"cvr": [0.1] * 5}) is None
+    results = gates.evaluate(Gates(min_stability=0.5, max_score_shift=0.1), share=1.0, coverage=1.0, shift=None,
+                             stability=None, model_auc={}, has_previous=True)
+    assert [(r.name, r.value, r.passed, r.describe()) for r in results[2:]] == [
+        ("score_shift", None, True, f"score_shift: skipped ({gates.NO_SHARED_OBJECTIVE})"),
+        ("top_n_stability", None, True, f"top_n_stability: skipped ({gates.NO_SHARED_USER})")]
+
+
 def test_failed_gates_say_which_and_by_how_much():
     results = gates.evaluate(Gates(min_profile_share=0.95, min_auc=0.6), share=0.80, coverage=0.5, shift=None,
                              stability=None, model_auc={"ctr": 0.7, "cvr": 0.55})

@@ -290,3 +290,30 @@ def test_the_night_scores_with_the_model_its_gates_judge(spark, world, monkeypat
     finally:
         registry.set_status(config.paths, newer.model_version, registry.ModelStatus.REJECTED)
 
+
+
+def test_a_model_withdrawn_while_the_night_runs_publishes_nothing(spark, world, monkeypatch):
+    """Nights of two dates run side by side; the other date's gates (or a rollback) withdraw the
+    model this night chose as `latest`: publishing it would put back what was undone."""
+    config = _config(world)
+    current = registry.latest_published(config.paths)
+    before = _versions(config)
+    real_measure = night.measure_gates
+
+    def gates_then_withdrawn(spark, config, date, model):
+        results = real_measure(spark, config, date, model)
+        registry.set_status(config.paths, model.model_version, registry.ModelStatus.ROLLED_BACK)
+        return results
+
+    monkeypatch.setattr(night, "measure_gates", gates_then_withdrawn)
+    try:
+        with pytest.raises(QualityGateError) as held:
+            night.run_night(spark, config, D3, run_id="n3-withdrawn")
+        assert str(held.value) == (
+            f"model {current.model_version} became rolled_back while this night ran; nothing published, the "
+            f"candidate stays in staging; {registry.current_for(config.paths, D3)}: rerun the night to score with it")
+        assert _versions(config) == before
+        stages = [(r["stage"], r["status"]) for r in read_runs(config.paths) if r["run_id"] == "n3-withdrawn"]
+        assert stages[-2:] == [("gates", "succeeded"), ("publish", "failed")]
+    finally:
+        registry.set_status(config.paths, current.model_version, registry.ModelStatus.PUBLISHED)

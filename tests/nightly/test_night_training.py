@@ -81,7 +81,11 @@ def test_a_rejected_model_is_reused_and_a_rerun_of_an_earlier_night_scores_with_
     profiles = warehouse_uri(config.paths, Warehouse.USER_TAG_PROFILES)
     before = delta.read_arrow(profiles).filter(pc.equal(delta.read_arrow(profiles)["dt"], D1))
     rerun = night.run_night(spark, config, D1, run_id="n1-rerun")
-    assert (rerun.model_version, rerun.trained) == (first.model_version, False)
+    assert (rerun.model_version, rerun.trained, rerun.by_earlier_run) == (first.model_version, True, True)
+    with open(rerun.report_path) as f:
+        header = f.read().split("\n\n")[:2]
+    assert header == [f"# Nightly profiles {D1}", f"run `n1-rerun`, model `{first.model_version}` (trained for this "
+                                                  f"night by an earlier run)"]
     after = delta.read_arrow(profiles)
     assert after.filter(pc.equal(after["dt"], D1)).sort_by(SORT).to_pylist() == before.sort_by(SORT).to_pylist()
 
