@@ -34,6 +34,7 @@ class Vacuumed:
     tables: dict[str, int] = field(default_factory=dict)  # table uri: files
     scratch: list[leftovers.Leftover] = field(default_factory=list)  # training scratch folders, deleted
     unregistered: list[leftovers.Leftover] = field(default_factory=list)  # reported, never deleted
+    scratch_kept: str = ""  # why the scratch was left this time (a run started while the tables were vacuumed)
 
 
 def run(config, *, retention_hours: int = DEFAULT_RETENTION_HOURS, dry_run: bool = False,
@@ -44,7 +45,7 @@ def run(config, *, retention_hours: int = DEFAULT_RETENTION_HOURS, dry_run: bool
     RunInProgressError while a nightly or a training run holds its lock; nothing is deleted then.
     """
     check_retention(retention_hours, force_retention=force_retention or dry_run)
-    running = {**held_locks(config.paths), **held_locks(config.paths, prefix=TRAIN_LOCK_PREFIX)}
+    running = _held(config)
     if running and not dry_run:
         raise RunInProgressError("nothing vacuumed: a run in progress may have written files it has not committed "
                                  "yet; " + "; ".join(f"{path} is held by {who}" for path, who in running.items()))
@@ -54,9 +55,19 @@ def run(config, *, retention_hours: int = DEFAULT_RETENTION_HOURS, dry_run: bool
             if delta.table_exists(uri):
                 removed[uri] = len(delta.vacuum(uri, retention_hours=retention_hours, dry_run=dry_run))
     scratch, unregistered = leftovers.find(config.paths, retention_hours)
-    if not dry_run:
-        leftovers.remove(scratch)
+    if dry_run:
+        return Vacuumed(removed, scratch, unregistered)
+    started = _held(config)  # a rerun that started meanwhile may be resuming from an old checkpoint
+    if started:
+        kept = "; ".join(f"{path} is held by {who}" for path, who in started.items())
+        return Vacuumed(removed, [], unregistered, scratch_kept=f"a run started while the tables were vacuumed: {kept}")
+    leftovers.remove(scratch)
     return Vacuumed(removed, scratch, unregistered)
+
+
+def _held(config) -> dict[str, str]:
+    """The nightly, date and training locks held now, with their holders."""
+    return {**held_locks(config.paths), **held_locks(config.paths, prefix=TRAIN_LOCK_PREFIX)}
 
 
 def check_retention(retention_hours: int, *, force_retention: bool) -> None:
@@ -92,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[vacuum] {uri}: {count} file(s) {done}")
     for leftover in removed.scratch:
         print(f"[vacuum] {done}: {leftovers.describe(leftover)}")
+    if removed.scratch_kept:
+        print(f"[vacuum] training scratch not removed: {removed.scratch_kept}; run vacuum again after it")
     for folder in removed.unregistered:
         print(f"[vacuum] not removed: {leftovers.describe(folder)}; rerun the training of its date to register "
               f"it, or delete it by hand")

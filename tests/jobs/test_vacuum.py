@@ -1,7 +1,9 @@
 import dataclasses
 import datetime as dt
 import json
+import contextlib
 import os
+import re
 import time
 from pathlib import Path
 
@@ -14,8 +16,8 @@ from core import delta, registry
 from core.config import config_from_dict
 from core.tables import Warehouse, warehouse_uri
 from jobs import vacuum
-from nightly.lock import RunInProgressError, date_lock, exclusive, held_locks
-from training import artifact, leftovers
+from nightly.lock import RunInProgressError, date_lock, exclusive, held_locks, train_lock
+from training import artifact
 
 NIGHT = dt.date(2026, 11, 5)
 SCHEMA = pa.schema([("dt", pa.date32()), ("user_id", pa.string()), ("score", pa.float64())])
@@ -179,3 +181,29 @@ def test_a_shorter_window_reaches_younger_scratch_and_main_names_each_folder(tra
     assert f"[vacuum] would be removed: {kept[0]}" not in out  # its newest file is seconds old
     assert vacuum.main(["--conf", conf, "--retention-hours", "1", "--force-retention"]) == 0
     assert not live_staging.exists() and kept[0].exists()
+
+
+def test_scratch_is_kept_when_a_training_run_starts_while_the_tables_are_vacuumed(training_scratch, monkeypatch,
+                                                                                 capsys):
+    """A rerun of a night killed long ago takes its version's lock after the vacuum's first check and
+    resumes from that version's old checkpoint: the scratch step looks at the locks again."""
+    config, conf, old, kept = training_scratch
+    models = config.paths.models
+    before = _tree(models)
+    lock_file = f"{config.paths.locks_root}/train-mvke-2026-11-01-dead0001.lock"
+    real_vacuum = delta.vacuum
+    with contextlib.ExitStack() as rerun:
+        def a_run_starts_meanwhile(uri, **kwargs):
+            if not held_locks(config.paths, prefix="train-"):
+                rerun.enter_context(exclusive(config.paths, train_lock("mvke-2026-11-01-dead0001"), "rerun-n1"))
+            return real_vacuum(uri, **kwargs)
+
+        monkeypatch.setattr(delta, "vacuum", a_run_starts_meanwhile)
+        done = vacuum.run(config)
+        assert done.scratch == [] and _tree(models) == before
+        assert re.fullmatch(rf"a run started while the tables were vacuumed: {re.escape(lock_file)} is held by run "
+                            rf"rerun-n1 \(pid {os.getpid()} .*\)", done.scratch_kept), done.scratch_kept
+    monkeypatch.undo()
+    done = vacuum.run(config)  # the run is over: the next vacuum removes the scratch
+    assert [(f.path, f.kind) for f in done.scratch] == [(str(old[kind]), kind)
+                                                      for kind in ("replaced", "petastorm", "checkpoints", "staging")]
