@@ -85,7 +85,7 @@ def test_a_reflection_call_with_a_side_effect_never_runs(spark, spark_engine):
     from pathlib import Path
 
     before = set(Path(tmpdir).glob("analyst_guard_*"))
-    for sql in [f'''SELECT R"\\", reflect('java.io.File','createTempFile','analyst_guard_','.probe') AS x --"''',
+    for sql in ['''SELECT R"\\", reflect('java.io.File','createTempFile','analyst_guard_','.probe') AS x --"''',
                 "SELECT IDENTIFIER('ref' || 'lect')('java.io.File','createTempFile','analyst_guard_','.probe') AS x",
                 "SELECT java_method('java.io.File','createTempFile','analyst_guard_','.probe') AS x"]:
         with pytest.raises(ReadOnlyError):

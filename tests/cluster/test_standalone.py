@@ -3,7 +3,6 @@ lost executors, and results that match a local run."""
 from __future__ import annotations
 
 import datetime as dt
-import os
 
 import pandas as pd
 import pytest

@@ -5,7 +5,6 @@ import duckdb
 import pandas as pd
 import pytest
 from deltalake import DeltaTable
-from pyspark.sql import Row
 from pyspark.sql import types as T
 from pyspark.testing import assertDataFrameEqual
 

@@ -3,7 +3,6 @@ compared whole with what plain Python computes from the raw rows."""
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import shutil
 
 import pytest
