@@ -54,14 +54,13 @@ def run(config, *, retention_hours: int = DEFAULT_RETENTION_HOURS, dry_run: bool
         for uri in (warehouse_uri(config.paths, table), staging_uri(config.paths, table)):
             if delta.table_exists(uri):
                 removed[uri] = len(delta.vacuum(uri, retention_hours=retention_hours, dry_run=dry_run))
-    scratch, unregistered = leftovers.find(config.paths, retention_hours)
-    if dry_run:
-        return Vacuumed(removed, scratch, unregistered)
-    started = _held(config)  # a rerun that started meanwhile may be resuming from an old checkpoint
+    started = {} if dry_run else _held(config)  # a rerun started meanwhile may resume from an old checkpoint
+    scratch, unregistered = leftovers.find(config.paths, retention_hours)  # ages as of now, after the tables
     if started:
         kept = "; ".join(f"{path} is held by {who}" for path, who in started.items())
         return Vacuumed(removed, [], unregistered, scratch_kept=f"a run started while the tables were vacuumed: {kept}")
-    leftovers.remove(scratch)
+    if not dry_run:
+        leftovers.remove(scratch)
     return Vacuumed(removed, scratch, unregistered)
 
 

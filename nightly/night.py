@@ -117,10 +117,13 @@ def run_night(spark: SparkSession, config: Config, date: dt.date, *, run_id: str
             out.metrics = {"version": version}
             out.rows_in = scored["rows_written"]
             out.rows_out = delta.partition_rows(publish.profiles_uri(paths), date.isoformat(), version)
+            check_still_published(paths, config.score.model_version, model, date, committed=version)
         _maybe_crash("publish")
 
         with stage(paths, result.run_id, "vectors", date) as out:
-            out.metrics = write_vectors(spark, config, date, scored["model_version"], result.run_id)
+            with publish.after_profiles_commit(date, publish.profiles_uri(paths), version, scored["model_version"],
+                                               "the user_vectors write"):
+                out.metrics = write_vectors(spark, config, date, scored["model_version"], result.run_id)
             if out.metrics:
                 out.rows_in, out.rows_out = scored["users_scored"], out.metrics["rows_written"]
             out.message = (f"user_vectors of {date} written with {scored['model_version']}" if out.metrics
@@ -155,17 +158,26 @@ def write_vectors(spark: SparkSession, config: Config, date: dt.date, model_vers
     return score_job.write_user_vectors(spark, pinned, date, run_id=run_id)
 
 
-def check_still_published(paths: Paths, pinned: str, model: registry.ModelRecord, date: dt.date) -> None:
-    """QualityGateError when the model resolved as `latest` was withdrawn while this night ran (the
-    gates of its own night failed, or a rollback undid that night): published now, these profiles
-    would put back what was undone. A pinned `score.model_version` is the operator's choice."""
+def check_still_published(paths: Paths, pinned: str, model: registry.ModelRecord, date: dt.date,
+                          committed: int | None = None) -> None:
+    """The model resolved as `latest` must still be published: withdrawn while this night ran (the
+    gates of its own night failed, or a rollback undid that night), these profiles would put back
+    what was undone. Before the publish: QualityGateError, nothing published. After it (`committed`,
+    the profiles version; withdrawn during the copy): PartlyPublishedError saying to roll D back.
+    A pinned `score.model_version` is the operator's choice."""
     if pinned != "latest":
         return
     now = registry.get_model(paths, model.model_version)
-    if now.status is not registry.ModelStatus.PUBLISHED:
+    if now.status is registry.ModelStatus.PUBLISHED:
+        return
+    if committed is None:
         raise gates.QualityGateError(
             f"model {model.model_version} became {now.status.value} while this night ran; nothing published, the "
             f"candidate stays in staging; {registry.current_for(paths, date)}: rerun the night to score with it")
+    raise publish.PartlyPublishedError(
+        f"the profiles of dt={date.isoformat()} are committed ({publish.profiles_uri(paths)} version {committed}, "
+        f"model {model.model_version}), but that model became {now.status.value} while they were published: run "
+        f"rollback --date {date.isoformat()} to undo them, then rerun the night")
 
 
 def measure_gates(spark: SparkSession, config: Config, date: dt.date,

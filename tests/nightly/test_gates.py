@@ -34,18 +34,18 @@ def test_score_shift_is_the_largest_quantile_move():
     assert gates.score_shift(today, before) == pytest.approx(0.25)
 
 
-def test_nothing_shared_with_the_previous_date_skips_shift_and_stability_saying_why(spark):
-    """A previous date with other users (re-keyed ids, a small rescore) or other objectives gives
-    no comparison: the gates are skipped with the reason, not failed at 0 or passed at 0."""
+def test_no_user_in_common_fails_stability_and_no_objective_in_common_skips_the_shift(spark):
+    """Every user id changed (an upstream re-keying) is what the stability gate alone catches: 0, not
+    skipped. Objectives of which none is scored on both dates give no shift: skipped, saying why."""
     today = spark.createDataFrame([("u1", "ctr", 1, "a", 0.9)], SCHEMA)
     before = spark.createDataFrame([("u9", "ctr", 1, "a", 0.9)], SCHEMA)
-    assert gates.top_n_stability(today, before) is None
+    assert gates.top_n_stability(today, before) == 0.0
     assert gates.score_shift({"ctr": [0.1] * 5}, {"cvr": [0.1] * 5}) is None
     results = gates.evaluate(Gates(min_stability=0.5, max_score_shift=0.1), share=1.0, coverage=1.0, shift=None,
-                             stability=None, model_auc={}, has_previous=True)
-    assert [(r.name, r.value, r.passed, r.describe()) for r in results[2:]] == [
-        ("score_shift", None, True, f"score_shift: skipped ({gates.NO_SHARED_OBJECTIVE})"),
-        ("top_n_stability", None, True, f"top_n_stability: skipped ({gates.NO_SHARED_USER})")]
+                             stability=0.0, model_auc={}, has_previous=True)
+    assert [(r.name, r.value, r.passed) for r in results[2:]] == [("score_shift", None, True),
+                                                                  ("top_n_stability", 0.0, False)]
+    assert results[2].describe() == f"score_shift: skipped ({gates.NO_SHARED_OBJECTIVE})"
 
 
 def test_failed_gates_say_which_and_by_how_much():

@@ -531,3 +531,28 @@ def test_a_restore_withdraws_the_model_of_each_date_it_undoes_not_the_newest_com
     assert _statuses(paths) == {"m0": "published", "m1": "rolled_back", "m2": "rolled_back"}
     assertDataFrameEqual(delta.read_table(spark, publish.profiles_uri(paths)), p0)
     assertDataFrameEqual(_all_vectors(spark, paths), v0)
+
+
+def test_a_model_withdrawn_during_the_publish_copy_says_to_roll_the_date_back(paths):
+    """Checked before and after the publish commit: before, nothing is published (exit 3); after,
+    the profiles are live, and the message says how to undo them."""
+    from nightly.gates import QualityGateError
+    from nightly.night import check_still_published
+
+    record = registry.ModelRecord("m1", D0, ModelStatus.PUBLISHED, dt.datetime(2026, 11, 9, tzinfo=dt.timezone.utc),
+                                  {}, "/m/m1")
+    registry.register(paths, record)
+    check_still_published(paths, "latest", record, D1)  # still published: nothing to say
+    check_still_published(paths, "latest", record, D1, committed=4)
+    registry.set_status(paths, "m1", ModelStatus.ROLLED_BACK)
+    check_still_published(paths, "m1", record, D1, committed=4)  # pinned by the operator
+    with pytest.raises(QualityGateError) as before:
+        check_still_published(paths, "latest", record, D1)
+    assert str(before.value) == (f"model m1 became rolled_back while this night ran; nothing published, the candidate "
+                                 f"stays in staging; no published model for {D1} is left: its next run trains one: "
+                                 f"rerun the night to score with it")
+    with pytest.raises(publish.PartlyPublishedError) as after:
+        check_still_published(paths, "latest", record, D1, committed=4)
+    assert str(after.value) == (f"the profiles of dt={D1} are committed ({publish.profiles_uri(paths)} version 4, "
+                                f"model m1), but that model became rolled_back while they were published: run "
+                                f"rollback --date {D1} to undo them, then rerun the night")
