@@ -17,6 +17,7 @@ from core.config import Config, FeaturesConf, Paths
 from core.contract import ContractError
 from core.tables import Warehouse, warehouse_uri
 from jobs.features import run
+from tests.features.scenario import _bucket
 
 pytestmark = pytest.mark.integration
 
@@ -161,15 +162,12 @@ def test_one_user_with_a_million_events_is_aggregated_exactly(spark, tmp_path):
     click_ids = np.arange(0, n, 10, dtype=np.float64)
     weight = np.float32(np.sum(0.5 ** ((86_400 - click_ids / 20) / 86_400 / 7.0)))
 
-    def bucket(value, edges):
-        return 2 + sum(value >= e for e in edges)
-
     conf = FeaturesConf()
     expected = {
         "dt": DAY, "user_id": "whale", "city": 0,
-        "impressions": bucket(900_000, conf.activity_buckets), "clicks": bucket(100_000, conf.activity_buckets),
-        "conversions": bucket(0, conf.activity_buckets), "active_days": bucket(1, conf.activity_buckets),
-        "click_rate": bucket(100_000 / 900_000, conf.rate_buckets),
+        "impressions": _bucket(900_000, conf.activity_buckets), "clicks": _bucket(100_000, conf.activity_buckets),
+        "conversions": _bucket(0, conf.activity_buckets), "active_days": _bucket(1, conf.activity_buckets),
+        "click_rate": _bucket(100_000 / 900_000, conf.rate_buckets),
         "clicked_tags": [2], "clicked_categories": [2], "converted_tags": [], "converted_tags_weights": [],
     }
     assert len(whale) == 1
