@@ -41,6 +41,13 @@ def spark_session(conf: SparkConf) -> SparkSession:
         "spark.sql.execution.arrow.maxRecordsPerBatch": str(conf.arrow_batch_size),
         "spark.ui.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
+        # With the UI off nobody reads the finished jobs, stages and queries Spark keeps for it;
+        # by default a long driver (a night, a test run) holds the last 1000 of each, plans and
+        # metrics included, in its heap.
+        "spark.ui.retainedJobs": "50",
+        "spark.ui.retainedStages": "50",
+        "spark.ui.retainedTasks": "1000",
+        "spark.sql.ui.retainedExecutions": "20",
         "spark.sql.adaptive.enabled": "true",
         "spark.executorEnv.PYSPARK_PYTHON": os.environ["PYSPARK_PYTHON"],
         "spark.sql.sources.partitionColumnTypeInference.enabled": "false",

@@ -1,6 +1,8 @@
 """Shared fixtures: one local Spark session for the whole run (local[2], few shuffle partitions, UI off), one torch thread."""
 from __future__ import annotations
 
+import gc
+
 import pytest
 
 from core.config import SparkConf
@@ -14,6 +16,23 @@ def spark():
                                       app_name="mvke-tests"))
     yield session
     session.stop()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def release_spark_memory():
+    """After each module, give back what its tests left in the one driver: cached tables, and the
+    broadcasts and shuffles of DataFrames no longer referenced. Spark frees the last two only once
+    the driver's garbage collector has seen them go (Python's proxies first, then the JVM's), which
+    a long run of small tests otherwise leaves to a heap that is nearly full."""
+    yield
+    from pyspark.sql import SparkSession
+
+    session = SparkSession.getActiveSession()
+    if session is None:  # no test has started one yet, or a test stopped its own
+        return
+    session.catalog.clearCache()
+    gc.collect()
+    session.sparkContext._jvm.System.gc()
 
 
 @pytest.fixture
