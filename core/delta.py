@@ -296,6 +296,12 @@ def commit(
         raise ValueError(f"a snapshot of {based_on.uri} cannot guard a commit to {uri}")
     if replaced_as_of is not None and replace_partitions is None:
         raise ValueError("replaced_as_of guards a partition replace: give replace_partitions")
+    filters = None
+    if replace_partitions is not None:
+        filters = [(partition_by[0], "in", [str(v) for v in replace_partitions])]
+    expected, since = None, None  # the files the replaced partitions must still hold, and since when
+    if replaced_as_of is not None:
+        expected, since = _files_in(open_table(uri, replaced_as_of), filters), f"since version {replaced_as_of}"
     exists = table_exists(uri)
     if based_on is not None and based_on.version is None and exists:
         raise _concurrent(uri, based_on)
@@ -312,21 +318,23 @@ def commit(
                 raise
             if based_on is not None:
                 raise _concurrent(uri, based_on) from None
-            # Another writer created the table since we looked (two first runs at once): write on
-            # top of its version, as to any existing table.
+            # Another writer created the table since we looked (two first runs at once). An append
+            # lands on top of its version; a replace only of partitions that writer left empty,
+            # as this job found them; a whole-table overwrite not at all.
+            if mode == "overwrite" and filters is None:
+                raise ConcurrentCommitError(
+                    f"{uri}: another writer created the table while this job was overwriting it; nothing was "
+                    f"committed; run the job again") from None
+            expected, since = frozenset(), "since this job found no table"
         else:
             return _committed_version(uri, commit_id)
-    filters = None
-    if replace_partitions is not None:
-        filters = [(partition_by[0], "in", [str(v) for v in replace_partitions])]
-    expected = None if replaced_as_of is None else _files_in(open_table(uri, replaced_as_of), filters)
     for attempt in range(1, REPLACE_ATTEMPTS + 1):
         table = DeltaTable(uri) if based_on is None else open_table(uri, based_on.version)
         existing = table.metadata().partition_columns
         if list(existing) != list(partition_by):
             raise ValueError(f"{uri} is partitioned by {existing}, not {list(partition_by)}")
         if expected is not None and _files_in(table, filters) != expected:
-            raise _replaced_meanwhile(uri, partition_by, replace_partitions, f"since version {replaced_as_of}")
+            raise _replaced_meanwhile(uri, partition_by, replace_partitions, since)
         _check_readable(table, uri)
         written = schema
         if mode == "append" or replace_partitions is not None:

@@ -247,6 +247,29 @@ def test_a_first_write_that_finds_the_table_created_meanwhile_lands_on_top_of_it
     assert delta.table_version(uri) == 1
 
 
+@pytest.mark.parametrize("replace, message", [
+    (["2026-11-10"], r"another writer changed dt=2026-11-10 since this job found no table while this job was "
+                     r"replacing it; nothing was committed"),
+    (["2026-11-11", "2026-11-10"], r"another writer changed dt=2026-11-11, 2026-11-10 since this job found no table"),
+    (None, r"another writer created the table while this job was overwriting it; nothing was committed"),
+])
+def test_a_first_write_does_not_replace_rows_of_a_table_created_meanwhile(tmp_path, monkeypatch, replace, message):
+    """Both writers found no table, so neither knew of the other's rows: the second must not remove them
+    (a backfill and a night of the same date on a new warehouse, or a whole-table overwrite)."""
+    uri = str(tmp_path / "t")
+    delta.write_arrow(_day_rows("2026-11-10", 0), uri, mode="overwrite", partition_by=["dt"],
+                      replace_partitions=["2026-11-10"])  # the other writer's create, which won
+    before = delta.read_arrow(uri).to_pylist()
+    real = delta.table_exists
+    answers = [False]  # what the second writer saw before that create landed
+    monkeypatch.setattr(delta, "table_exists", lambda u: answers.pop() if answers else real(u))
+    with pytest.raises(delta.ConcurrentCommitError, match=message):
+        delta.write_arrow(_day_rows("2026-11-10", 1), uri, mode="overwrite", partition_by=["dt"],
+                          replace_partitions=replace)
+    assert delta.table_version(uri) == 0
+    assert delta.read_arrow(uri).to_pylist() == before
+
+
 @pytest.mark.parametrize("other_mode", ["append", "overwrite"])
 def test_a_read_modify_write_does_not_land_on_top_of_another_writers_commit(tmp_path, other_mode):
     """Plain Delta lets an overwrite land after a concurrent append (and an append after anything):
