@@ -24,6 +24,7 @@ from typing import Any
 
 from core.config import Paths
 from core.registry import model_dir
+from training.checkpoint import sync_files, sync_folder
 
 ROOT = Path(__file__).resolve().parent.parent
 CODE_PACKAGES = ("core", "features", "jobs", "mvke", "training")
@@ -54,10 +55,15 @@ def code_version(root: Path | None = None) -> dict[str, str | None]:
 
 
 def finalize(staging: Path, paths: Paths, version: str, training: dict, metrics: dict) -> Path:
-    """Add training.json, metrics.json and DONE to `staging`, then move it to the version folder."""
+    """Add training.json, metrics.json and DONE to `staging`, then move it to the version folder.
+
+    Everything else is on disk before DONE is written, and DONE before the rename: a host that
+    loses power cannot leave a folder that says it is complete over empty files."""
     (staging / TRAINING_FILE).write_text(json.dumps(json_safe(training), indent=2, sort_keys=True))
     (staging / METRICS_FILE).write_text(json.dumps(json_safe(metrics), indent=2, sort_keys=True))
+    sync_files(staging)
     (staging / DONE_FILE).write_text(dt.datetime.now(dt.timezone.utc).isoformat())
+    sync_files(staging)
     final = Path(model_dir(paths, version))
     if final.exists():
         old = final.with_name(f".replaced-{final.name}-{uuid.uuid4().hex}")
@@ -65,6 +71,7 @@ def finalize(staging: Path, paths: Paths, version: str, training: dict, metrics:
         shutil.rmtree(old)
     final.parent.mkdir(parents=True, exist_ok=True)
     os.replace(staging, final)
+    sync_folder(final.parent)  # the rename
     return final
 
 

@@ -71,11 +71,11 @@ def save_checkpoint(root: str | Path, epoch: int, model_state: dict, optimizer_s
     with open(tmp / META_FILE, "w") as meta:
         meta.write(json.dumps({"epoch": epoch, "fingerprint": fingerprint, "history": history}, sort_keys=True))
         _sync(meta)
-    _sync_folder(tmp)  # its entries
+    sync_folder(tmp)  # its entries
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
-    _sync_folder(Path(root))  # the rename
+    sync_folder(Path(root))  # the rename
     return final
 
 
@@ -84,12 +84,25 @@ def _sync(file: Any) -> None:
     os.fsync(file.fileno())
 
 
-def _sync_folder(folder: Path) -> None:
+def sync_folder(folder: Path) -> None:
+    """Flush a folder's entries (names created, renamed or removed in it) to disk."""
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def sync_files(folder: Path) -> None:
+    """Flush every file under `folder`, then every folder's entries, deepest first."""
+    folders = []
+    for parent, _, files in os.walk(folder):
+        folders.append(Path(parent))
+        for name in files:
+            with open(Path(parent) / name, "rb") as file:
+                os.fsync(file.fileno())
+    for each in reversed(folders):
+        sync_folder(each)
 
 
 def load_checkpoint(root: str | Path, epoch: int, fingerprint: dict) -> Checkpoint:
@@ -109,12 +122,19 @@ def load_checkpoint(root: str | Path, epoch: int, fingerprint: dict) -> Checkpoi
 
 
 def _read_meta(folder: Path) -> dict:
+    """meta.json as save_checkpoint writes it, or CheckpointDamagedError: a resumed run reads each part."""
     try:
         meta = json.loads((folder / META_FILE).read_text())
-        if not {"epoch", "fingerprint", "history"} <= meta.keys():
-            raise ValueError(f"keys {sorted(meta)}, not epoch, fingerprint and history")
+        if not isinstance(meta, dict) or not {"epoch", "fingerprint", "history"} <= meta.keys():
+            raise ValueError(f"keys {sorted(meta) if isinstance(meta, dict) else meta!r}, not epoch, fingerprint "
+                             f"and history")
+        history = meta["history"]
+        if not (type(meta["epoch"]) is int and isinstance(meta["fingerprint"], dict) and isinstance(history, dict)
+                and isinstance(history.get("steps"), list) and isinstance(history.get("epochs"), list)):
+            raise ValueError("epoch must be a whole number, fingerprint an object and history an object with "
+                             "steps and epochs lists")
         return meta
-    except (OSError, ValueError, AttributeError) as exc:
+    except (OSError, ValueError) as exc:
         raise _damaged(folder, META_FILE, exc) from None
 
 
