@@ -101,6 +101,9 @@ def log_sigmoid(logits: np.ndarray) -> np.ndarray:
         return np.where(np.isfinite(logits), -np.logaddexp(0.0, -logits), np.nan)
 
 
+UNDEFINED = dict.fromkeys(("auc", "gauc", "log_loss", "calibration"), float("nan"))
+
+
 def binary_metrics(labels: np.ndarray, probs: np.ndarray, groups: np.ndarray,
                    weighting: GaucWeighting = "impressions", *, scores: np.ndarray | None = None) -> dict[str, float]:
     """Every metric of one objective, plus the sample and positive counts; NaN metrics for non-finite predictions.
@@ -113,7 +116,7 @@ def binary_metrics(labels: np.ndarray, probs: np.ndarray, groups: np.ndarray,
     scores = probs if scores is None else np.asarray(scores, dtype=np.float64)
     counts = {"samples": float(labels.size), "positives": float(labels.sum())}
     if not (np.isfinite(probs).all() and np.isfinite(scores).all()):
-        return {**dict.fromkeys(("auc", "gauc", "log_loss", "calibration"), float("nan")), **counts}
+        return {**UNDEFINED, **counts}
     return {
         "auc": auc(labels, scores),
         "gauc": gauc(labels, scores, groups, weighting),
@@ -137,6 +140,8 @@ def objective_metrics(logits: Mapping[str, np.ndarray], click: np.ndarray, conve
         probs, log_probs, labels, keep = _objective_view(objective, logits, click, conversion, cvr_mode)
         out[objective] = binary_metrics(labels[keep], probs[keep], np.asarray(groups)[keep], weighting,
                                         scores=log_probs[keep])
+        if not np.isfinite(log_probs).all():  # also where no label is kept: the model scores every user
+            out[objective].update(UNDEFINED)
     return out
 
 

@@ -130,6 +130,13 @@ def test_non_finite_predictions_make_their_objective_metrics_nan_and_the_model_u
     assert decision.status is ModelStatus.REJECTED
     assert [r for r in decision.reasons if r.startswith("cvr")] == [
         "cvr: AUC is undefined (a validation set with one class only, or non-finite predictions)"]
+    # clicked mode keeps only the clicked samples' labels, but the model scores every user: a
+    # non-finite logit on an unclicked sample is as broken
+    for bad in (math.nan, math.inf):
+        unclicked = np.array([1.0, bad, 0.3, 2.0, -0.5, 0.2])
+        metrics = objective_metrics({"ctr": ctr, "cvr": unclicked}, click, conversion, users, cvr_mode="clicked")
+        assert json_safe(metrics["cvr"]) == json_safe({"auc": nan, "gauc": nan, "log_loss": nan, "calibration": nan,
+                                                       "samples": 4.0, "positives": 2.0})
 
 
 def test_confident_logits_whose_probabilities_round_to_one_are_still_ranked():
@@ -174,6 +181,3 @@ def test_infinite_logits_make_their_objective_metrics_nan_and_the_model_unpublis
         assert decision.status is ModelStatus.REJECTED
         esmm = objective_metrics({"ctr": ctr, "cvr": cvr}, click, conversion, users, cvr_mode="esmm")
         assert all(math.isnan(esmm["cvr"][m]) for m in ("auc", "gauc", "log_loss", "calibration"))
-    unclicked = objective_metrics({"ctr": ctr, "cvr": np.array([1.0, math.inf, 0.3, 2.0, -0.5, 0.2])}, click,
-                                  conversion, users, cvr_mode="clicked")
-    assert math.isfinite(unclicked["cvr"]["auc"])  # the inf is on a sample the cvr metrics do not see
