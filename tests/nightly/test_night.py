@@ -94,6 +94,17 @@ def test_two_consecutive_nights_publish_profiles_and_a_report(spark, world):
                 "kernel_by_category.png", "coverage_and_stability.png"):
         assert f"]({png})" in text and os.path.getsize(os.path.join(os.path.dirname(report), png)) > 1000
     assert "top_n_stability" in text
+    # the first night has nothing to compare with; the second compares with the first, as recomputed here
+    assert [r.describe() for r in first.gate_results if r.value is None] == [
+        f"{name}: skipped (no previously published date to compare with)"
+        for name in ("score_shift", "top_n_stability")]
+    before = publish.read_profiles(spark, publish.profiles_uri(config.paths), D1).toPandas()
+    tops = lambda frame: frame.groupby(["user_id", "objective"])["tag_id"].agg(frozenset)  # noqa: E731
+    pairs = tops(day).to_frame("today").join(tops(before).to_frame("before"), how="inner")
+    jaccard = [len(a & b) / len(a | b) for a, b in zip(pairs["today"], pairs["before"])]
+    measured = {r.name: r.value for r in second.gate_results}
+    assert measured["top_n_stability"] == pytest.approx(sum(jaccard) / len(jaccard), abs=1e-9)
+    assert measured["score_shift"] is not None
 
 
 def test_rerunning_a_night_gives_identical_tables(spark, world):

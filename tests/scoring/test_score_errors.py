@@ -1,6 +1,7 @@
 """Every refusal is a clear error raised before anything is written."""
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import numpy as np
@@ -191,6 +192,11 @@ def test_the_nan_message_names_a_user_with_an_inf_in_a_used_vector_only():
     vecs[2, 2, 1] = 0.0
     assert _undefined_score(vecs, scan, users, "v1") == (
         "model v1 gives NaN scores, with every user vector it uses finite: its tag vectors hold NaN or inf")
+    # MIND: every interest is used, a user's masked ones included, so a NaN there is named
+    mind = ScanTags(tag_ids=scan.tag_ids, objectives={"ctr": dataclasses.replace(side, experts=np.array([0, 1, 2]))})
+    assert _undefined_score(vecs, mind, users, "v1") == (
+        "model v1 gives NaN scores to 1 of 3 users of a block, e.g. user a: the model's weights or these users' "
+        "features are broken")
 
 
 def test_a_failure_after_the_profiles_commit_names_the_committed_version(spark, world, monkeypatch):
