@@ -535,7 +535,14 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    raw = yaml.load(path.read_text(), Loader=_TextKeepingLoader) or {}
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc}") from None
+    try:
+        raw = yaml.load(text, Loader=_UniqueKeyLoader) or {}
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping, got {type(raw).__name__}")
     for item in overrides:
@@ -573,7 +580,10 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"--set {key}: {part} is not a section")
-    node[parts[-1]] = yaml.load(value, Loader=_TextKeepingLoader) if value != "" else ""
+    try:
+        node[parts[-1]] = yaml.load(value, Loader=_TextKeepingLoader) if value != "" else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {key}: {value!r} is not a YAML value: {' '.join(str(exc).split())}") from None
 
 
 @dataclass(frozen=True)
@@ -596,6 +606,21 @@ def _keeping_text(construct: Callable[[yaml.SafeLoader, yaml.Node], Any]) -> Cal
         except ValueError:  # looks like a date but is none (2026-02-30): the setting's own check names it
             return _Typed(node.value, node.value)
     return typed
+
+
+class _UniqueKeyLoader(_TextKeepingLoader):
+    """A config file's loader: a key given twice in one mapping is an error, not the last one winning
+    (a second `train:` section would silently drop every setting of the first)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set[str] = set()
+        for key_node, _ in node.value:
+            key = str(key_node.value)
+            if key in seen:
+                raise ConfigError(f"key {key!r} is given twice in one mapping (line {key_node.start_mark.line + 1}); "
+                                  f"write it once")
+            seen.add(key)
+        return super().construct_mapping(node, deep)
 
 
 for _tag, _construct in (("int", yaml.SafeLoader.construct_yaml_int), ("float", yaml.SafeLoader.construct_yaml_float),
@@ -666,6 +691,8 @@ def _convert(hint: Any, raw: Any, key: str) -> Any:
     if origin in (types.UnionType, typing.Union):
         raise ConfigError(f"{key}: union types are not supported in config")
     if origin is tuple:
+        if value is None or value == "":  # `key:` left empty in YAML, or `--set key=`: no items
+            return ()
         items = value if isinstance(value, (list, tuple)) else [raw]
         return tuple(_convert(args[0], v, f"{key}[{i}]") for i, v in enumerate(items))
     if origin is dict:
@@ -681,9 +708,15 @@ def _convert(hint: Any, raw: Any, key: str) -> Any:
             raise ConfigError(f"{key}={value!r} must be an integer")
         return value
     if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-            raise ConfigError(f"{key}={value!r} must be a number")  # NaN would pass every range check
-        return float(value)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}={value!r} must be a number")
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number):  # NaN passes every range check, and inf every one-sided one
+            raise ConfigError(f"{key}={_text(raw)} must be a finite number")
+        return number
     if hint is dt.date:
         if isinstance(value, dt.datetime):  # a datetime is a date to isinstance
             raise ConfigError(f"{key}={_text(raw)!r} must be a date YYYY-MM-DD, not a date and time")

@@ -77,14 +77,40 @@ def test_config_is_frozen(tmp_path):
     (["score.combined=maybe"], r"score.combined='maybe' must be true or false"),
     (["paths.raw="], r"paths.raw is required"),
     (["trainnum_proc"], r"--set expects key=value"),
-    (["model.temperature=.nan"], r"model.temperature=nan must be a number"),
-    (["features.decay_half_life_days=.NaN"], r"features.decay_half_life_days=nan must be a number"),
-    (["features.activity_buckets=[1, .nan, 4]"], r"features.activity_buckets\[1\]=nan must be a number"),
-    (["model.loss_weights={ctr: .nan}"], r"model.loss_weights.ctr=nan must be a number"),
+    (["model.temperature=.nan"], r"^model.temperature=.nan must be a finite number$"),
+    (["features.decay_half_life_days=.NaN"], r"^features.decay_half_life_days=.NaN must be a finite number$"),
+    (["features.activity_buckets=[1, .nan, 4]"], r"^features.activity_buckets\[1\]=.nan must be a finite number$"),
+    (["model.loss_weights={ctr: .nan}"], r"^model.loss_weights.ctr=.nan must be a finite number$"),
+    # inf passes every one-sided range check (learning_rate > 0); a huge integer is no float at all
+    (["train.learning_rate=.inf"], r"^train.learning_rate=.inf must be a finite number$"),
+    (["model.temperature=-.inf"], r"^model.temperature=-.inf must be a finite number$"),
+    ([f"train.learning_rate={'9' * 400}"], rf"^train.learning_rate={'9' * 400} must be a finite number$"),
+    (["spark.extra.foo=[unclosed"], r"^--set spark.extra.foo: '\[unclosed' is not a YAML value: while parsing a flow "
+                                    r"sequence"),
 ])
 def test_bad_keys_and_values_name_the_key(tmp_path, overrides, message):
     with pytest.raises(ConfigError, match=message):
         load_config(_write(tmp_path, MINIMAL), overrides)
+
+
+def test_an_empty_list_setting_is_no_items(tmp_path):
+    """`key:` left empty in YAML, or `--set key=`, used to be one empty-string item: a tag field named ''."""
+    config = load_config(_write(tmp_path, MINIMAL + "features:\n  ignore_attributes:\n"),
+                         ["model.tag_fields=", "score.exclude_tags="])
+    assert (config.features.ignore_attributes, config.model.tag_fields, config.score.exclude_tags) == ((), (), ())
+
+
+@pytest.mark.parametrize("text, message", [
+    (MINIMAL + "train:\n  epochs: 3\nmodel:\n  name: mind\ntrain:\n  num_proc: 1\n",
+     r"c.yaml: key 'train' is given twice in one mapping \(line 9\); write it once$"),
+    (MINIMAL + "train:\n  epochs: 3\n  epochs: 4\n", r"key 'epochs' is given twice in one mapping \(line 7\)"),
+    (b"paths:\n  raw: /r\xff\n", r"c.yaml cannot be read: 'utf-8' codec can't decode byte 0xff"),
+])
+def test_a_config_file_that_cannot_be_read_as_written_is_refused(tmp_path, text, message):
+    path = tmp_path / "c.yaml"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
 
 
 def test_required_paths(tmp_path):
