@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import uuid
 import zipfile
 from pathlib import Path
 
@@ -56,9 +57,11 @@ def split_argv(argv: list[str]) -> tuple[str, list[str], str | None, list[str]]:
 
 
 def code_archive(target: Path) -> Path:
-    """Zip the project's packages for executors that do not share this checkout."""
+    """Zip the project's packages for executors that do not share this checkout. Each call writes its
+    own temporary file and renames it into place: submits started together (nights of several dates)
+    each ship a whole archive."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".tmp")
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
     with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
         for package in PACKAGES:
             for path in sorted((ROOT / package).rglob("*.py")):

@@ -23,3 +23,22 @@ def test_relative_conf_and_paths_resolve_against_the_callers_directory(tmp_path)
     assert f"[vacuum] {table}: 1 file(s) would be removed" in done.stdout, done.stdout  # resolved where it ran
     assert (table / "orphan.parquet").exists()
     assert not (ROOT / "wh").exists() and not (ROOT / "not-this-one").exists()
+
+
+def test_submits_started_together_each_ship_a_whole_code_archive(tmp_path):
+    """They shared one temporary file: all but one failed to rename it, or shipped a zip two wrote into."""
+    import zipfile
+    from concurrent.futures import ThreadPoolExecutor
+
+    from core.submit import PACKAGES, code_archive
+
+    target = tmp_path / "build" / "mvke_code.zip"
+    with ThreadPoolExecutor(4) as pool:
+        built = list(pool.map(lambda _: code_archive(target), range(4)))
+    assert built == [target] * 4
+    expected = sorted(path.relative_to(ROOT).as_posix()
+                      for package in PACKAGES for path in (ROOT / package).rglob("*.py"))
+    with zipfile.ZipFile(target) as archive:
+        assert archive.testzip() is None
+        assert sorted(archive.namelist()) == expected
+    assert [p.name for p in target.parent.iterdir()] == ["mvke_code.zip"]
