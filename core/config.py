@@ -290,6 +290,9 @@ class FeaturesConf:
         seen: dict[str, str] = {}
         for key, names in named.items():
             for name in names:
+                if name.lower() == "user_id":
+                    raise ConfigError(f"features.{key} lists {name}: the users table's key is no attribute, and "
+                                      f"the job cannot drop it")
                 if name in seen:
                     raise ConfigError(f"features: attribute {name!r} is in both {seen[name]} and {key}")
                 seen[name] = key

@@ -74,6 +74,9 @@ def test_config_is_frozen(tmp_path):
     (["nightly.gates.max_score_shift=-0.1"], r"nightly.gates.max_score_shift must be in \[0, 1\], got -0.1"),
     (["nightly.gates.min_auc=1.5"], r"nightly.gates.min_auc must be in \[0, 1\], got 1.5"),
     (["nightly.train_every=-1"], r"nightly.train_every must be >= 0 days .*, got -1"),
+    (["features.ignore_attributes=[User_Id]"], r"^features.ignore_attributes lists User_Id: the users table's key "
+                                               r"is no attribute, and the job cannot drop it$"),
+    (["features.categorical_attributes=[user_id]"], r"^features.categorical_attributes lists user_id"),
     (["score.combined=maybe"], r"score.combined='maybe' must be true or false"),
     (["paths.raw="], r"paths.raw is required"),
     (["trainnum_proc"], r"--set expects key=value"),
