@@ -231,8 +231,10 @@ def write_arrow(
     replace_partitions: Sequence[str] | None = None,
     commit_info: dict[str, str] | None = None,
     based_on: Snapshot | None = None,
+    replaced_as_of: int | None = None,
 ) -> int:
-    """Write a small, driver-side Arrow table (a registry, a run log) in one commit.
+    """Write a small, driver-side Arrow table (a registry, a run log) in one commit
+    (`based_on` and `replaced_as_of` as in `commit`).
 
     Files are written with this project's pyarrow, so every reader here can read them
     (delta-rs's own writer emits Arrow view types that pyarrow 14 cannot read).
@@ -254,7 +256,8 @@ def write_arrow(
     filesystem.create_dir(root, recursive=True)
     _check_inside_replaced(uri, adds, partition_by, replace_partitions)
     return commit(uri, adds, table.schema, mode=mode, partition_by=partition_by,
-                  replace_partitions=replace_partitions, commit_info=commit_info, based_on=based_on)
+                  replace_partitions=replace_partitions, commit_info=commit_info, based_on=based_on,
+                  replaced_as_of=replaced_as_of)
 
 
 def commit(

@@ -77,12 +77,13 @@ def model_category_ids(category_id: pa.Array | pa.ChunkedArray, num_categories: 
     return np.where(ids >= num_categories, UNKNOWN_ID, ids)
 
 
-def read_tag_index(uri: str, model_version: str) -> pa.Table | None:
-    """The rows of `model_version`, or None if the table or that version is absent."""
-    if model_version not in delta.partition_values(uri, PARTITION):
+def read_tag_index(uri: str, model_version: str, version: int | None = None) -> pa.Table | None:
+    """The rows of `model_version` (at table `version`, default latest), or None if the table or that
+    model version is absent."""
+    if model_version not in delta.partition_values(uri, PARTITION, version):
         return None
     # read_arrow opens the files by their real paths (delta-rs's file_uris() %-encode a local folder's spaces).
-    return delta.read_arrow(uri, partition={PARTITION: model_version}).select(SCHEMA.names).cast(SCHEMA)
+    return delta.read_arrow(uri, version, partition={PARTITION: model_version}).select(SCHEMA.names).cast(SCHEMA)
 
 
 def ensure_tag_index(uri: str, model: ProfileModel, model_version: str, tags: pa.Table,
@@ -104,20 +105,23 @@ def ensure_tag_index(uri: str, model: ProfileModel, model_version: str, tags: pa
     _check_finite(rows, model_version)
 
     def once() -> TagIndex:
-        # again after another scoring run of this model wrote the rows first: they are then the same
-        existing = read_tag_index(uri, model_version)
+        # again after another scoring run of this model wrote the rows first: they are then the same,
+        # or hold tags of another date this run must keep
+        read = delta.table_version(uri)
+        existing = None if read is None else read_tag_index(uri, model_version, read)
         written = rows
         if existing is not None:
             _check_same_vocabulary(existing, tags, model_version)
             if _holds(existing, rows):
-                return TagIndex(rows=existing, written=False, table_version=delta.table_version(uri))
+                return TagIndex(rows=existing, written=False, table_version=read)
             retired = _stored_tags_not_in(existing, tags)
             if retired.num_rows:
                 kept = compute_tag_index(model, model_version, retired)
                 _check_finite(kept, model_version)
                 written = pa.concat_tables([rows, kept])
         version = delta.write_arrow(written, uri, mode="overwrite", partition_by=[PARTITION],
-                                    replace_partitions=[model_version], commit_info=dict(commit_info))
+                                    replace_partitions=[model_version], commit_info=dict(commit_info),
+                                    replaced_as_of=read)  # lands only on the rows it read
         return TagIndex(rows=written, written=True, table_version=version)
 
     return delta.retry_on_conflict(once)

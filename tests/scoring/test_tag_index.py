@@ -121,3 +121,29 @@ def test_two_scoring_runs_of_one_model_writing_its_index_at_once_both_go_on(tmp_
     index = ensure_tag_index(uri, _model(1), "v1", _tags(), {"run": "b"})
     assert other[0].written and not index.written
     assert index.rows.equals(read_tag_index(uri, "v1")) and index.table_version == delta.table_version(uri) == 1
+
+
+def test_two_dates_adding_different_tags_to_one_models_index_at_once_keep_both(tmp_path, monkeypatch):
+    """Night a adds t07 and night b adds t08 to v1's rows. b read the rows before a's commit: its
+    replace, planned on the table after a's commit, used to drop t07 without a word."""
+    from scoring import tag_index
+
+    uri = str(tmp_path / "tag_index")
+    first, with_t07 = _tags().slice(0, 5), _tags().slice(0, 6)
+    with_t08 = pa.concat_tables([first, _tags().slice(6, 1)])
+    ensure_tag_index(uri, _model(1), "v1", first, {})
+    real, raced = tag_index.read_tag_index, {}
+
+    def read_then_lose_the_race(*args, **kwargs):
+        rows = real(*args, **kwargs)
+        if not raced:
+            raced["a"] = None  # a's own reads go straight through
+            raced["a"] = ensure_tag_index(uri, _model(1), "v1", with_t07, {"run": "a"})
+        return rows
+
+    monkeypatch.setattr(tag_index, "read_tag_index", read_then_lose_the_race)
+    index = ensure_tag_index(uri, _model(1), "v1", with_t08, {"run": "b"})
+    assert raced["a"].written and index.written
+    stored = read_tag_index(uri, "v1")
+    assert sorted(set(stored["tag_id"].to_pylist())) == [f"t{i:02d}" for i in range(2, 9)]
+    _assert_rows_are_the_models(stored.filter(pa.compute.field("tag_id") != "t07"), _model(1), "v1", with_t08)
