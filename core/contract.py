@@ -8,7 +8,6 @@ the expected and found types, before anything is written. Extra columns are igno
 """
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 
@@ -162,27 +161,38 @@ def _load(spark: SparkSession, uri: str, table: Raw) -> DataFrame:
         _check_features(opened, table, uri)
         _check_parquet_footers(opened, table)
         return delta.read_table(spark, uri)
-    if not os.path.isdir(uri):
-        raise ContractError(f"raw table {table.value} not found at {uri} (expected a Delta table or a Parquet folder)")
-    files = _data_files(uri)
-    if not files:
-        raise ContractError(f"raw table {table.value} at {uri} holds no Parquet files")
-    _check_parquet_schemas(files, table)
+    _check_parquet_folder(uri, table)
     try:  # the union of the files' columns: a column some files lack reads null in their rows
         return spark.read.option("mergeSchema", "true").parquet(uri)
     except AnalysisException as exc:
         raise ContractError(f"raw table {table.value} at {uri} cannot be read as Parquet: {exc}") from exc
 
 
-def _data_files(root: str) -> list[str]:
-    found = []
-    for folder, dirs, names in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith(("_", ".")))
-        found += [os.path.join(folder, n) for n in sorted(names) if not n.startswith(("_", "."))]
-    return found
+def _check_parquet_folder(uri: str, table: Raw) -> None:
+    """A raw Parquet folder, local or on a store pyarrow knows (`s3://`, `gs://`, `hdfs://`), exists
+    and holds Parquet files whose footers keep the contract."""
+    from pyarrow import fs as pafs
+
+    filesystem, root, _ = delta.arrow_filesystem(uri)
+    if filesystem.get_file_info(root).type != pafs.FileType.Directory:
+        raise ContractError(f"raw table {table.value} not found at {uri} (expected a Delta table or a Parquet folder)")
+    files = _data_files(filesystem, root)
+    if not files:
+        raise ContractError(f"raw table {table.value} at {uri} holds no Parquet files")
+    _check_parquet_schemas(filesystem, files, table)
 
 
-def _check_parquet_schemas(files: list[str], table: Raw) -> None:
+def _data_files(filesystem, root: str) -> list[str]:
+    """The files under `root` that Spark reads as data: none in, or named, `_...` or `.…` (Spark's
+    and Hadoop's metadata, such as `_SUCCESS`), in path order."""
+    from pyarrow import fs as pafs
+
+    listed = filesystem.get_file_info(pafs.FileSelector(root, recursive=True))
+    return sorted(info.path for info in listed if info.type == pafs.FileType.File and not any(
+        part.startswith(("_", ".")) for part in info.path[len(root):].split("/")))
+
+
+def _check_parquet_schemas(filesystem, files: list[str], table: Raw) -> None:
     """Read every file's schema (its footer only): a corrupted file, or one whose columns break
     the contract or disagree with another file's, is named up front. Spark takes a folder's
     schema from one file, so a disagreeing file would otherwise fail (or be misread) mid-job.
@@ -191,7 +201,7 @@ def _check_parquet_schemas(files: list[str], table: Raw) -> None:
     seen: dict[str, tuple[str, T.DataType]] = {}  # column -> (first file holding it, its type)
     for path in files:
         try:
-            parquet = pq.read_metadata(path).schema
+            parquet = pq.read_metadata(path, filesystem=filesystem).schema
         except (OSError, pa.ArrowException) as exc:
             raise ContractError(f"raw table {table.value}: file {path} cannot be read as Parquet ({exc})") from exc
         # INT96 (Spark's default timestamp encoding) carries no time zone flag: pyarrow reads it as

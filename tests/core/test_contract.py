@@ -218,3 +218,35 @@ def test_attribute_names_must_be_lowercase_identifiers(spark, paths, name):
                                             r"valid attribute name: attribute names are lowercase identifiers"):
         user_attributes(users)
     assert user_attributes(users.drop(name)) == UserAttributes((), ())
+
+
+def test_a_raw_parquet_folder_on_a_store_is_found_listed_and_checked(monkeypatch):
+    """s3:// or gs:// folders were looked for on the local disk and reported missing. pyarrow's
+    in-memory mock:// filesystem stands in for the store (no network here)."""
+    from pyarrow import fs
+
+    from core import contract
+
+    store = fs._MockFileSystem()
+    monkeypatch.setattr(delta, "arrow_filesystem", lambda uri: (store, uri.removeprefix("mock://"), []))
+    root = "bucket/raw/events"
+    at = pa.array([dt.datetime(2026, 11, 1, 10, tzinfo=dt.timezone.utc)], pa.timestamp("us", tz="UTC"))
+    good = pa.table({"user_id": ["u1"], "item_id": ["i1"], "event_type": ["click"], "event_time": at})
+    for name in ("day=1/part-0.parquet", "day=2/part-0.parquet", "part-9.parquet"):
+        store.create_dir(f"{root}/{name}".rsplit("/", 1)[0])
+        pq.write_table(good, f"{root}/{name}", filesystem=store)
+    store.create_dir(f"{root}/_temporary/0")
+    for metadata in ("_SUCCESS", ".part-9.parquet.crc", "_temporary/0/part-5.parquet"):  # Spark's and Hadoop's
+        with store.open_output_stream(f"{root}/{metadata}") as out:
+            out.write(b"not data")
+
+    assert contract._data_files(store, root) == [
+        f"{root}/day=1/part-0.parquet", f"{root}/day=2/part-0.parquet", f"{root}/part-9.parquet"]
+    contract._check_parquet_folder(f"mock://{root}", Raw.EVENTS)
+    with store.open_output_stream(f"{root}/day=2/part-1.parquet") as out:
+        out.write(b"not a parquet file at all")
+    with pytest.raises(ContractError, match=rf"^raw table events: file {root}/day=2/part-1.parquet cannot be read "
+                                            rf"as Parquet"):
+        contract._check_parquet_folder(f"mock://{root}", Raw.EVENTS)
+    with pytest.raises(ContractError, match=r"^raw table tags not found at mock://bucket/raw/tags \(expected a Delta"):
+        contract._check_parquet_folder("mock://bucket/raw/tags", Raw.TAGS)
