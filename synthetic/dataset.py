@@ -7,6 +7,7 @@ enumerates block ids, and each block's rows are drawn with numpy inside the writ
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
@@ -49,7 +50,8 @@ def generate(spark: SparkSession, conf: GenerateConf, paths: Paths) -> Generatio
 
     Every table's files are written before the first commit, so a failure while drawing or
     writing (the ground truth, U x T rows, is by far the largest) leaves every table as it
-    was, never new tags and items beside old events.
+    was, never new tags and items beside old events. The folders of tables that did not exist
+    are removed again: their uncommitted files would read as a raw Parquet folder.
     """
     world = build_world(conf)
     sources = raw_sources(spark, world)
@@ -57,14 +59,38 @@ def generate(spark: SparkSession, conf: GenerateConf, paths: Paths) -> Generatio
         if table in SCHEMAS:
             check_schema(source.schema, table)
         check_replaceable(raw_uri(paths, table))
-    written = {table: delta.write_files(source.rows, raw_uri(paths, table), through=source.through)
-               for table, source in sources.items()}
+    new = [raw_uri(paths, table) for table in sources if not _folder_exists(raw_uri(paths, table))]
+    try:
+        written = {table: delta.write_files(source.rows, raw_uri(paths, table), through=source.through)
+                   for table, source in sources.items()}
+    except BaseException:
+        for uri in new:
+            _remove_folder(uri)
+        raise
     commit_info = {"writer": "synthetic", "seed": str(conf.seed)}
     for table, source in sources.items():
         delta.commit(raw_uri(paths, table), written[table].adds, delta.spark_to_arrow_schema(source.schema),
                      mode="overwrite", commit_info=commit_info)
     rows = {table.value: files.num_records for table, files in written.items()}
     return GenerationSummary(rows=rows, events_by_type=count_event_types(spark, paths))
+
+
+def _folder_exists(uri: str) -> bool:
+    """Whether anything is at `uri`; locally a link counts even when its target is gone."""
+    from pyarrow import fs as pafs
+
+    filesystem, root, _ = delta.arrow_filesystem(uri)
+    if isinstance(filesystem, pafs.LocalFileSystem):
+        return os.path.lexists(root)
+    return filesystem.get_file_info(root).type != pafs.FileType.NotFound
+
+
+def _remove_folder(uri: str) -> None:
+    filesystem, root, _ = delta.arrow_filesystem(uri)
+    try:
+        filesystem.delete_dir(root)
+    except OSError:  # never there, or a volume that is gone: the error that stopped the run is the one to see
+        pass
 
 
 def check_replaceable(uri: str) -> None:

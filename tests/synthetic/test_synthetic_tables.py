@@ -13,7 +13,7 @@ from pyspark.testing import assertDataFrameEqual
 
 from core import delta
 from core.config import GenerateConf, Paths
-from core.contract import SCHEMAS, check_schema, read_raw
+from core.contract import SCHEMAS, ContractError, check_schema, read_raw
 from core.tables import Raw, raw_uri
 from synthetic import build_world, generate, raw_frames, user_interests
 
@@ -247,3 +247,18 @@ def test_a_table_it_cannot_replace_is_refused_before_any_table_changes(spark, tm
     for table in (Raw.TAGS, Raw.ITEMS, Raw.USERS, Raw.GROUND_TRUTH):
         assertDataFrameEqual(delta.read_table(spark, raw_uri(paths, table)), before[table])
     assert delta.partition_values(events) == [day.isoformat()]
+
+
+def test_a_failed_first_run_leaves_no_folder_a_job_would_read_as_raw_data(spark, tmp_path):
+    """With no table there before, the files written ahead of the commits have no Delta log beside
+    them: left in place they would be read as raw Parquet folders, rows of a run that failed."""
+    paths = _paths(tmp_path)
+    blocked = Path(raw_uri(paths, Raw.GROUND_TRUTH))
+    blocked.parent.mkdir(parents=True)
+    blocked.symlink_to(tmp_path / "unmounted" / "ground_truth")  # a volume that is gone: no file can be written
+    with pytest.raises(FileExistsError):
+        generate(spark, CONF, paths)
+    assert sorted(p.name for p in blocked.parent.iterdir()) == ["ground_truth"]  # the dangling link only
+    for table in (Raw.TAGS, Raw.ITEMS, Raw.USERS, Raw.EVENTS):
+        with pytest.raises(ContractError, match=rf"raw table {table.value} not found at "):
+            read_raw(spark, paths, table)
