@@ -6,7 +6,8 @@ and so does the registry: a model trained for an undone night becomes `rolled_ba
 `--date D` holds the per-date lock of the nightly run (`nightly.lock`) while it works, so it
 cannot race a publish of D: while a run of D holds the lock it fails at once (exit 3).
 `--to-version` changes every date: it refuses while any night or rollback holds a lock (exit 3).
-Nothing to roll back, or a --to-version out of range, is one line on stderr and exit 1.
+Nothing to roll back, or a --to-version out of range, is one line on stderr and exit 1; so is a
+profiles_latest refresh failing after the rollback's commit, naming that commit (rerun to finish).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from core.cli import iso_date, job_parser, parse_job_args
 from core.delta import ConcurrentCommitError
 from core.spark import spark_session
 from nightly.lock import RunInProgressError, date_lock, exclusive, held_locks
-from nightly.publish import rollback_date, rollback_to_version
+from nightly.publish import PartlyPublishedError, rollback_date, rollback_to_version
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,8 +42,8 @@ def main(argv: list[str] | None = None) -> int:
         target = args.date if args.date is not None else f"--to-version {args.to_version}"
         print(f"[rollback] {target}: nothing rolled back: {exc}", file=sys.stderr)
         return 3
-    except (ValueError, ConcurrentCommitError) as exc:  # nothing to roll back, a version out of range, a log
-        # that cannot tell, a commit another job won: all say why
+    except (ValueError, ConcurrentCommitError, PartlyPublishedError) as exc:  # nothing to roll back, a version
+        # out of range, a log that cannot tell, a commit another job won, a refresh after the commit: all say why
         print(f"[rollback] {exc}", file=sys.stderr)
         return 1
     print(f"[rollback] {message}")

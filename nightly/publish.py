@@ -53,16 +53,17 @@ class PartlyPublishedError(RuntimeError):
 
 
 @contextmanager
-def after_profiles_commit(date: dt.date, uri: str, version: int, model_version: str | None, step: str
+def after_profiles_commit(date: dt.date | None, uri: str, version: int, model_version: str | None, step: str
                           ) -> Iterator[None]:
     """Any failure inside becomes PartlyPublishedError naming the committed version, so it never
-    reads as "nothing was written"."""
+    reads as "nothing was written". `date` None: a commit that changed every date (a restore)."""
     try:
         yield
     except Exception as exc:
         model = f", model {model_version}" if model_version else ""
+        profiles = "the profiles" if date is None else f"the profiles of dt={date.isoformat()}"
         raise PartlyPublishedError(
-            f"the profiles of dt={date.isoformat()} are committed ({uri} version {version}{model}), but {step} "
+            f"{profiles} are committed ({uri} version {version}{model}), but {step} "
             f"failed: {type(exc).__name__}: {exc}; run the same command again to finish it") from exc
 
 
@@ -174,10 +175,12 @@ def rollback_date(spark: SparkSession, paths: Paths, date: dt.date) -> str:
     models = align_models(spark, paths, {date: ([delta.table_version(uri)], target - 1)})
     vectors = apply_vectors(spark, paths, plan)
     # lands only if nothing published the date since the history was read (a standalone score takes no lock)
-    delta.write_table(partition_as_of(spark, uri, date, target - 1), uri, mode="overwrite", partition_by=["dt"],
-                      replace_partitions=[date.isoformat()], replaced_as_of=read_version,
-                      commit_info={"job": "rollback", "dt": date.isoformat(), "undoes": str(target)})
-    refresh_latest(spark, paths)
+    committed = delta.write_table(
+        partition_as_of(spark, uri, date, target - 1), uri, mode="overwrite", partition_by=["dt"],
+        replace_partitions=[date.isoformat()], replaced_as_of=read_version,
+        commit_info={"job": "rollback", "dt": date.isoformat(), "undoes": str(target)})
+    with after_profiles_commit(date, uri, committed, None, "the profiles_latest refresh"):
+        refresh_latest(spark, paths)
     return (f"rolled back {date}: restored the partition as of version {target - 1} (undoing version {target}); "
             f"user_vectors of {date}: {vectors[date]}{models}")
 
@@ -465,7 +468,8 @@ def rollback_to_version(spark: SparkSession, paths: Paths, version: int) -> str:
     models = align_models(spark, paths, {date: (undone, version) for date, (_, undone) in changed.items()}, logged)
     vectors = apply_vectors(spark, paths, plan)
     delta.restore(uri, version)
-    refresh_latest(spark, paths)
+    with after_profiles_commit(None, uri, delta.table_version(uri), None, "the profiles_latest refresh"):
+        refresh_latest(spark, paths)
     notes = "; ".join(f"{date}: {note}" for date, note in sorted(vectors.items()))
     return f"restored {uri} to version {version} (was {current}); user_vectors: {notes or 'no date changes publish'}{models}"
 

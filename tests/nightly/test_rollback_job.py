@@ -6,6 +6,7 @@ from pyspark.testing import assertDataFrameEqual
 
 from core import delta
 from core.config import Paths
+from core.tables import Warehouse, warehouse_uri
 from jobs import rollback
 from nightly import publish
 from nightly.lock import date_lock, exclusive
@@ -91,3 +92,31 @@ def test_rollback_of_a_date_undoes_the_nights_vectors_then_says_in_one_line_when
     err = capsys.readouterr().err
     assert err.startswith("[rollback] nothing to roll back for 2026-11-10: its publishes (versions 0, 1)")
     assert err.count("\n") == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("target", ["--date", "--to-version"])
+def test_a_refresh_failing_after_the_rollbacks_commit_names_it_and_a_rerun_finishes(spark, paths, capsys,
+                                                                                     monkeypatch, target):
+    """The rolled-back profiles are live once committed: a refresh losing its race must not read as
+    "nothing was committed", and the same command again brings profiles_latest in line."""
+    first = _publish(spark, paths, "t1", "r1")
+    _publish(spark, paths, "t2", "r2")
+    argv = _argv(paths, target, D1.isoformat() if target == "--date" else "0")
+
+    def lost_race(spark, paths):
+        raise delta.ConcurrentCommitError(f"{paths.warehouse}/profiles_latest: another writer committed first; "
+                                          f"nothing was committed")
+
+    monkeypatch.setattr(publish, "refresh_latest", lost_race)
+    assert rollback.main(argv) == 1
+    profiles = publish.profiles_uri(paths)
+    which = f"the profiles of dt={D1}" if target == "--date" else "the profiles"
+    assert capsys.readouterr().err == (
+        f"[rollback] {which} are committed ({profiles} version 2), but the profiles_latest refresh failed: "
+        f"ConcurrentCommitError: {paths.warehouse}/profiles_latest: another writer committed first; nothing was "
+        f"committed; run the same command again to finish it\n")
+    assertDataFrameEqual(publish.read_profiles(spark, profiles, D1), first)
+    monkeypatch.undo()
+    assert rollback.main(argv) == 0
+    assertDataFrameEqual(delta.read_table(spark, warehouse_uri(paths, Warehouse.PROFILES_LATEST)), first)
+    assertDataFrameEqual(publish.read_profiles(spark, profiles, D1), first)
