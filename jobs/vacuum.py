@@ -35,6 +35,7 @@ class Vacuumed:
     scratch: list[leftovers.Leftover] = field(default_factory=list)  # training scratch folders, deleted
     unregistered: list[leftovers.Leftover] = field(default_factory=list)  # reported, never deleted
     scratch_kept: str = ""  # why the scratch was left this time (a run started while the tables were vacuumed)
+    scratch_failed: list[tuple[leftovers.Leftover, str]] = field(default_factory=list)  # not deleted, and why
 
 
 def run(config, *, retention_hours: int = DEFAULT_RETENTION_HOURS, dry_run: bool = False,
@@ -59,9 +60,11 @@ def run(config, *, retention_hours: int = DEFAULT_RETENTION_HOURS, dry_run: bool
     if started:
         kept = "; ".join(f"{path} is held by {who}" for path, who in started.items())
         return Vacuumed(removed, [], unregistered, scratch_kept=f"a run started while the tables were vacuumed: {kept}")
-    if not dry_run:
-        leftovers.remove(scratch)
-    return Vacuumed(removed, scratch, unregistered)
+    if dry_run:
+        return Vacuumed(removed, scratch, unregistered)
+    failed = leftovers.remove(scratch)
+    not_removed = {f.path for f, _ in failed}
+    return Vacuumed(removed, [f for f in scratch if f.path not in not_removed], unregistered, scratch_failed=failed)
 
 
 def _held(config) -> dict[str, str]:
@@ -107,7 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     for folder in removed.unregistered:
         print(f"[vacuum] not removed: {leftovers.describe(folder)}; rerun the training of its date to register "
               f"it, or delete it by hand")
-    return 0
+    for folder, why in removed.scratch_failed:
+        print(f"[vacuum] could not remove {leftovers.describe(folder)}: {why}; it may be partly deleted: delete it "
+              f"by hand", file=sys.stderr)
+    return 1 if removed.scratch_failed else 0
 
 
 if __name__ == "__main__":

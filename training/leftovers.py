@@ -64,9 +64,17 @@ def find(paths: Paths, retention_hours: float, *, now: float | None = None) -> t
     return sorted(stale, key=lambda f: -f.age_hours), _unregistered(paths, models, now)
 
 
-def remove(leftovers: list[Leftover]) -> None:
+def remove(leftovers: list[Leftover]) -> list[tuple[Leftover, str]]:
+    """Delete the folders; return those that could not be (all or part of them is still there), with why."""
+    failed = []
     for leftover in leftovers:
-        shutil.rmtree(leftover.path, ignore_errors=True)
+        try:
+            shutil.rmtree(leftover.path)
+        except FileNotFoundError:  # gone already
+            pass
+        except OSError as exc:
+            failed.append((leftover, f"{type(exc).__name__}: {exc}"))
+    return failed
 
 
 def describe(leftover: Leftover) -> str:

@@ -17,7 +17,7 @@ from core.config import config_from_dict
 from core.tables import Warehouse, warehouse_uri
 from jobs import vacuum
 from nightly.lock import RunInProgressError, date_lock, exclusive, held_locks, train_lock
-from training import artifact
+from training import artifact, leftovers
 
 NIGHT = dt.date(2026, 11, 5)
 SCHEMA = pa.schema([("dt", pa.date32()), ("user_id", pa.string()), ("score", pa.float64())])
@@ -207,3 +207,27 @@ def test_scratch_is_kept_when_a_training_run_starts_while_the_tables_are_vacuume
     done = vacuum.run(config)  # the run is over: the next vacuum removes the scratch
     assert [(f.path, f.kind) for f in done.scratch] == [(str(old[kind]), kind)
                                                       for kind in ("replaced", "petastorm", "checkpoints", "staging")]
+
+
+def test_scratch_that_cannot_be_deleted_is_named_and_the_vacuum_fails(training_scratch, monkeypatch, capsys):
+    """rmtree ignored its errors: a folder on a read-only mount was printed as removed, with exit 0."""
+    import shutil
+
+    config, conf, old, kept = training_scratch
+    stuck, real_rmtree = old["checkpoints"], shutil.rmtree
+
+    def read_only_there(path, *args, **kwargs):
+        if str(path) == str(stuck):
+            raise PermissionError(13, "Read-only file system", str(path))
+        return real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(shutil, "rmtree", read_only_there)
+    assert vacuum.main(["--conf", conf]) == 1
+    captured = capsys.readouterr()
+    assert [line for line in captured.out.splitlines() if line.startswith("[vacuum] removed:")] == [
+        f"[vacuum] removed: {old[kind]} ({leftovers.KINDS[kind]}, {age} h old)"
+        for kind, age in (("replaced", 400), ("petastorm", 300), ("staging", 200))]
+    assert captured.err == (f"[vacuum] could not remove {stuck} ({leftovers.KINDS['checkpoints']}, 210 h old): "
+                            f"PermissionError: [Errno 13] Read-only file system: '{stuck}'; it may be partly "
+                            f"deleted: delete it by hand\n")
+    assert stuck.exists() and not any(old[kind].exists() for kind in ("replaced", "petastorm", "staging"))
