@@ -163,7 +163,7 @@ class SparkConf:
     extra: dict[str, str] = field(default_factory=dict)
 
 
-# The last day a generated day may be: the bad rows' future timestamps (10 years on) must stay
+# The last day a generated day may be: the bad rows' future timestamps (3,650 days on) must stay
 # inside Spark's range, which ends with year 9999.
 LAST_GENERATED_DAY = dt.date(9989, 12, 31)
 

@@ -48,7 +48,7 @@ class BadRow(IntEnum):
     NULL_USER = 1  # user_id null
     UNKNOWN_ITEM = 2  # item_id not in items ("i_unknown_<block>_<k>")
     DUPLICATE = 3  # an exact copy of a good event
-    AFTER_LAST_DAY = 4  # a copy moved ten years past the last generated day (a future timestamp)
+    AFTER_LAST_DAY = 4  # a copy moved FUTURE_OFFSET past start_date + days (a future timestamp)
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,7 @@ def draw_events(world: World, users: UserBlock, rng: np.random.Generator) -> Eve
     )
 
 
-# Far enough ahead to be in the future for any run: a clock-skewed or corrupted timestamp.
+# Far enough ahead to be in the future for any run date of the world: a clock-skewed or corrupted timestamp.
 FUTURE_OFFSET = dt.timedelta(days=3650)
 
 
