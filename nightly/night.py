@@ -59,6 +59,7 @@ def run_night(spark: SparkSession, config: Config, date: dt.date, *, run_id: str
 
     paths = config.paths
     result = NightResult(run_id=run_id or new_run_id(date), date=date)
+    report.report_folder(paths, date)  # a report it cannot write fails the night now, not after its publish
     with exclusive(paths, date_lock(date), result.run_id):
         training = plan.training_due(config, date)
 

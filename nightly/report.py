@@ -21,7 +21,7 @@ from pyspark.sql import SparkSession  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 
 from core import delta, registry  # noqa: E402
-from core.config import Config  # noqa: E402
+from core.config import Config, ConfigError, Paths  # noqa: E402
 from core.tables import Warehouse, warehouse_uri  # noqa: E402
 from mvke.fields import PAD_ID, UNKNOWN_ID  # noqa: E402
 from nightly import publish  # noqa: E402
@@ -42,10 +42,20 @@ class Report:
     not_computed: tuple[str, ...]  # titles of the sections that could not be computed
 
 
+def report_folder(paths: Paths, date: dt.date) -> str:
+    """The folder of a night's report; a ConfigError when `paths.reports_root` is a store URI (the
+    report and its charts are written as local files: the default under a warehouse on a store)."""
+    root = paths.reports_root
+    if "://" in root and not root.startswith("file://"):
+        raise ConfigError(f"the night's report needs a filesystem path, not {root!r}: set paths.reports to a local "
+                          f"or mounted folder")
+    return f"{root.removeprefix('file://').rstrip('/')}/{date.isoformat()}"
+
+
 def write_report(spark: SparkSession, config: Config, date: dt.date, result: "NightResult") -> Report:
     """Write the report of a night. It runs after the publish, so a section that cannot be computed
     does not fail the night: it says why in the report, and its title is returned."""
-    folder = f"{config.paths.reports_root.rstrip('/')}/{date.isoformat()}"
+    folder = report_folder(config.paths, date)
     os.makedirs(folder, exist_ok=True)
     profiles = publish.read_profiles(spark, publish.profiles_uri(config.paths), date)
     diagnostics = [

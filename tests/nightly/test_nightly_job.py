@@ -40,6 +40,15 @@ def test_a_lock_folder_on_an_object_store_fails_in_one_line_before_any_stage(spa
     assert read_runs(paths) == []
 
 
+def test_a_report_folder_on_an_object_store_fails_in_one_line_before_any_stage(spark, paths, capsys):
+    """Its default lies under the warehouse; on a store, os.makedirs made a local folder named 's3:'."""
+    assert nightly.main(_argv(paths, "--set", "paths.reports=s3://bucket/wh/_reports")) == 1
+    assert capsys.readouterr().err == (
+        f"[nightly] {FUTURE}: ConfigError: the night's report needs a filesystem path, not 's3://bucket/wh/_reports': "
+        f"set paths.reports to a local or mounted folder\n")
+    assert read_runs(paths) == []
+
+
 def test_an_attempt_under_a_reused_run_id_names_only_its_own_failed_stage(spark, paths, capsys):
     assert nightly.main(_argv(paths, "--run-id", "night-1")) == 1  # features fails
     capsys.readouterr()
