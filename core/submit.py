@@ -1,13 +1,14 @@
 """`spark-submit.sh <job> [--conf F] [--date D] [--set k=v ...] [--master M] [-- spark-submit options]`.
 
 Dispatches to `jobs/<job>.py:main` through Spark's own `spark-submit`. The master is
-`local[*]` unless `--master` or `$SPARK_MASTER` names a cluster; then the project's
-code is zipped and shipped to the executors with `--py-files`, as on any cluster.
+`--master`, else `$SPARK_MASTER`, else the config's `spark.master`; with a cluster master the
+project's code is zipped and shipped to the executors with `--py-files`, as on any cluster.
 The project's own files are found by absolute path; relative paths in the job's arguments
 and configuration stay relative to the caller's working directory, which the driver keeps.
 """
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import sys
@@ -15,6 +16,10 @@ import uuid
 import zipfile
 from pathlib import Path
 
+import yaml
+
+from core.cli import DEFAULT_CONF
+from core.config import ConfigError, SparkConf, load_config
 from core.spark import prepare_environment
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,13 +75,43 @@ def code_archive(target: Path) -> Path:
     return target
 
 
+def configured_spark(job_args: list[str]) -> SparkConf | None:
+    """The `spark` section of the config the job will load (its --conf and --set), or None when that
+    config cannot be loaded: the job itself then says why, as a usage error."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--conf", default=str(DEFAULT_CONF))
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    args, _ = parser.parse_known_args(job_args)
+    try:
+        return load_config(args.conf, args.overrides).spark
+    except (ConfigError, yaml.YAMLError):
+        return None
+
+
+def _given(extra: list[str], flag: str, key: str) -> bool:
+    """Whether the spark-submit options already set `flag` (`--driver-memory`) or its `--conf key=...`."""
+    return any(o == flag or o.startswith(f"{flag}=") or o.startswith(f"{key}=") or o.startswith(f"--conf={key}=")
+               for o in extra)
+
+
 def submit_command(job: str, job_args: list[str], master: str | None, extra: list[str]) -> list[str]:
+    """spark-submit's command line. The master is --master, else $SPARK_MASTER, else the config's
+    `spark.master`; the driver's and executors' memory are the config's `spark.driver_memory` and
+    `spark.executor_memory` unless the spark-submit options set them (the driver's JVM is started
+    by spark-submit, so a session cannot set its own memory)."""
+    spark = configured_spark(job_args)
     spark_submit = shutil.which("spark-submit", path=str(Path(sys.executable).parent)) or "spark-submit"
-    command = [spark_submit, "--master", master or "local[*]",
+    master = master or (spark.master if spark else None) or "local[*]"
+    memory = []
+    for flag, key, value in (("--driver-memory", "spark.driver.memory", spark and spark.driver_memory),
+                             ("--executor-memory", "spark.executor.memory", spark and spark.executor_memory)):
+        if value and not _given(extra, flag, key):
+            memory += [flag, value]
+    command = [spark_submit, "--master", master, *memory,
                "--conf", f"spark.pyspark.python={os.environ['PYSPARK_PYTHON']}",
                "--conf", f"spark.pyspark.driver.python={os.environ['PYSPARK_DRIVER_PYTHON']}",
                "--conf", "spark.driver.extraJavaOptions=-Dlog4j2.level=warn"]
-    if master and not master.startswith("local"):
+    if not master.startswith("local"):
         command += ["--py-files", str(code_archive(ROOT / "build" / "mvke_code.zip"))]
     return [*command, *extra, str(ROOT / "core" / "run_job.py"), job, *job_args]
 

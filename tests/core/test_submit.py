@@ -42,3 +42,36 @@ def test_submits_started_together_each_ship_a_whole_code_archive(tmp_path):
         assert archive.testzip() is None
         assert sorted(archive.namelist()) == expected
     assert [p.name for p in target.parent.iterdir()] == ["mvke_code.zip"]
+
+
+def test_the_configs_master_and_memory_reach_spark_submit_unless_its_options_set_them(tmp_path, monkeypatch):
+    """A session cannot size the JVM spark-submit already started: spark.driver_memory (and the
+    master, and executor memory) of the config went nowhere, and `make demo` ran on 1g."""
+    from core.spark import prepare_environment
+    from core.submit import split_argv, submit_command
+
+    prepare_environment()
+    monkeypatch.delenv("SPARK_MASTER", raising=False)
+    conf = tmp_path / "prod.yaml"
+    conf.write_text("paths: {raw: /r, warehouse: /w, models: /m}\n"
+                    "spark: {master: 'spark://m:7077', driver_memory: 6g, executor_memory: 10g}\n")
+
+    def options(job_args, master=None, extra=()):
+        argv = ["doctor", *job_args, *(["--master", master] if master else []), "--", *extra]
+        command = submit_command(*split_argv(argv))
+        run_job = command.index(str(ROOT / "core" / "run_job.py"))
+        given = command[1:run_job]
+        return {flag: given[given.index(flag) + 1] for flag in ("--master", "--driver-memory", "--executor-memory")
+                if flag in given}, command[run_job + 1:]
+
+    job = ["--conf", str(conf)]
+    assert options(job) == ({"--master": "spark://m:7077", "--driver-memory": "6g", "--executor-memory": "10g"},
+                            ["doctor", *job])
+    assert options([*job, "--set", "spark.driver_memory=7g"], "yarn", ["--executor-memory", "3g"])[0] == {
+        "--master": "yarn", "--driver-memory": "7g", "--executor-memory": "3g"}
+    assert options(job, "local[1]", ["--conf", "spark.driver.memory=2g"])[0] == {
+        "--master": "local[1]", "--executor-memory": "10g"}
+    # a config the job cannot load: spark-submit's defaults, and the job reports the config (exit 2)
+    assert options(["--conf", str(tmp_path / "missing.yaml")])[0] == {"--master": "local[*]"}
+    monkeypatch.setenv("SPARK_MASTER", "spark://env:7077")
+    assert options(job)[0]["--master"] == "spark://env:7077"
