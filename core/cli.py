@@ -25,7 +25,8 @@ def iso_date(value: str) -> dt.date:
 
 
 def job_parser(description: str, *, needs_date: bool = True) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=description)
+    # no abbreviations: spark-submit.sh reads --conf and --set by their full names too (core/submit.py)
+    parser = argparse.ArgumentParser(description=description, allow_abbrev=False)
     parser.add_argument("--conf", default=str(DEFAULT_CONF), help="YAML config (default conf/local.yaml)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set train.num_proc=2 (repeatable)")

@@ -157,8 +157,9 @@ class SparkConf:
     master: str = "local[*]"
     app_name: str = "mvke-profiles"
     shuffle_partitions: int = 4
-    driver_memory: str = "4g"
-    executor_memory: str = "2g"
+    # "" leaves them to Spark: its site configuration (spark-defaults.conf), else its defaults
+    driver_memory: str = ""
+    executor_memory: str = ""
     arrow_batch_size: int = 8192
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -612,18 +613,21 @@ def _keeping_text(construct: Callable[[yaml.SafeLoader, yaml.Node], Any]) -> Cal
 
 
 class _UniqueKeyLoader(_TextKeepingLoader):
-    """A config file's loader: a key given twice in one mapping is an error, not the last one winning
-    (a second `train:` section would silently drop every setting of the first)."""
+    """A config file's loader: a key written twice in one mapping is an error, not the last one winning
+    (a second `train:` section would silently drop every setting of the first). Checked as each
+    mapping is read, before merge keys (`<<: *anchor`) copy keys in, which may then be overridden."""
 
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+    def compose_mapping_node(self, anchor: str | None) -> yaml.MappingNode:
+        node = super().compose_mapping_node(anchor)
         seen: set[str] = set()
         for key_node, _ in node.value:
-            key = str(key_node.value)
-            if key in seen:
-                raise ConfigError(f"key {key!r} is given twice in one mapping (line {key_node.start_mark.line + 1}); "
-                                  f"write it once")
-            seen.add(key)
-        return super().construct_mapping(node, deep)
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            if key_node.value in seen:
+                raise ConfigError(f"key {key_node.value!r} is given twice in one mapping "
+                                  f"(line {key_node.start_mark.line + 1}); write it once")
+            seen.add(key_node.value)
+        return node
 
 
 for _tag, _construct in (("int", yaml.SafeLoader.construct_yaml_int), ("float", yaml.SafeLoader.construct_yaml_float),

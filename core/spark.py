@@ -33,7 +33,9 @@ def spark_session(conf: SparkConf) -> SparkSession:
     prepare_environment()
     builder = SparkSession.builder.appName(conf.app_name)
     if not launched_by_spark_submit():
-        builder = builder.master(conf.master).config("spark.driver.memory", conf.driver_memory)
+        builder = builder.master(conf.master)
+        if conf.driver_memory:
+            builder = builder.config("spark.driver.memory", conf.driver_memory)
     settings = {
         "spark.sql.shuffle.partitions": str(conf.shuffle_partitions),
         "spark.sql.session.timeZone": "UTC",

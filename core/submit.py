@@ -97,8 +97,8 @@ def _given(extra: list[str], flag: str, key: str) -> bool:
 def submit_command(job: str, job_args: list[str], master: str | None, extra: list[str]) -> list[str]:
     """spark-submit's command line. The master is --master, else $SPARK_MASTER, else the config's
     `spark.master`; the driver's and executors' memory are the config's `spark.driver_memory` and
-    `spark.executor_memory` unless the spark-submit options set them (the driver's JVM is started
-    by spark-submit, so a session cannot set its own memory)."""
+    `spark.executor_memory`, where it sets them and the spark-submit options do not (the driver's
+    JVM is started by spark-submit, so a session cannot set its own memory)."""
     spark = configured_spark(job_args)
     spark_submit = shutil.which("spark-submit", path=str(Path(sys.executable).parent)) or "spark-submit"
     master = master or (spark.master if spark else None) or "local[*]"

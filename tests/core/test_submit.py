@@ -73,5 +73,9 @@ def test_the_configs_master_and_memory_reach_spark_submit_unless_its_options_set
         "--master": "local[1]", "--executor-memory": "10g"}
     # a config the job cannot load: spark-submit's defaults, and the job reports the config (exit 2)
     assert options(["--conf", str(tmp_path / "missing.yaml")])[0] == {"--master": "local[*]"}
+    # memory the config does not set stays the site's (spark-defaults.conf, --properties-file)
+    bare = tmp_path / "bare.yaml"
+    bare.write_text("paths: {raw: /r, warehouse: /w, models: /m}\n")
+    assert options(["--conf", str(bare)])[0] == {"--master": "local[*]"}
     monkeypatch.setenv("SPARK_MASTER", "spark://env:7077")
     assert options(job)[0]["--master"] == "spark://env:7077"
