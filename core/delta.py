@@ -302,15 +302,15 @@ def commit(
     filters = None
     if replace_partitions is not None:
         filters = [(partition_by[0], "in", [str(v) for v in replace_partitions])]
-    expected, since = None, None  # the files the replaced partitions must still hold, and since when
-    if replaced_as_of is not None:
-        expected, since = _files_in(open_table(uri, replaced_as_of), filters), f"since version {replaced_as_of}"
     exists = table_exists(uri)
     if based_on is not None and based_on.version is None and exists:
         raise _concurrent(uri, based_on)
+    if replaced_as_of is not None and not exists:
+        raise ValueError(f"{uri}: no table, so no version {replaced_as_of} to guard the replace with")
+    expected, since = None, None  # the files the replaced partitions must still hold, and since when
+    if replaced_as_of is not None:
+        expected, since = _files_in(open_table(uri, replaced_as_of), filters), f"since version {replaced_as_of}"
     if not exists:
-        if replaced_as_of is not None:
-            raise ValueError(f"{uri}: no table, so no version {replaced_as_of} to guard the replace with")
         try:
             create_table_with_add_actions(
                 uri, schema, adds, mode="error", partition_by=list(partition_by) or None,

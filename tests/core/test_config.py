@@ -116,6 +116,18 @@ def test_a_config_file_that_cannot_be_read_as_written_is_refused(tmp_path, text,
         load_config(path)
 
 
+def test_yaml_merge_keys_may_override_what_they_merge():
+    """A merged-in key overridden by the mapping itself is written once: no duplicate."""
+    import yaml
+
+    from core.config import _UniqueKeyLoader
+
+    text = "base: &b {x: 1, y: 1}\nouter: {derived: &d {<<: *b, x: 2}}\nc: {<<: *d, y: 3}\n"
+    loaded = yaml.load(text, Loader=_UniqueKeyLoader)
+    assert {k: {i: v.value for i, v in loaded[k].items()} for k in ("base", "c")} == {
+        "base": {"x": 1, "y": 1}, "c": {"x": 2, "y": 3}}
+
+
 def test_required_paths(tmp_path):
     with pytest.raises(ConfigError, match="paths is required"):
         load_config(_write(tmp_path, "train:\n  epochs: 1\n"))

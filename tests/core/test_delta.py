@@ -270,6 +270,14 @@ def test_a_first_write_does_not_replace_rows_of_a_table_created_meanwhile(tmp_pa
     assert delta.read_arrow(uri).to_pylist() == before
 
 
+def test_a_replace_guarded_by_a_version_of_a_table_that_is_gone_says_so(tmp_path):
+    uri = str(tmp_path / "t")
+    with pytest.raises(ValueError, match=r"t: no table, so no version 0 to guard the replace with"):
+        delta.write_arrow(_day_rows("2026-11-10", 0), uri, mode="overwrite", partition_by=["dt"],
+                          replace_partitions=["2026-11-10"], replaced_as_of=0)
+    assert not delta.table_exists(uri)
+
+
 @pytest.mark.parametrize("other_mode", ["append", "overwrite"])
 def test_a_read_modify_write_does_not_land_on_top_of_another_writers_commit(tmp_path, other_mode):
     """Plain Delta lets an overwrite land after a concurrent append (and an append after anything):
