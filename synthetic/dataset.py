@@ -60,17 +60,18 @@ def generate(spark: SparkSession, conf: GenerateConf, paths: Paths) -> Generatio
             check_schema(source.schema, table)
         check_replaceable(raw_uri(paths, table))
     new = [raw_uri(paths, table) for table in sources if not _folder_exists(raw_uri(paths, table))]
+    commit_info = {"writer": "synthetic", "seed": str(conf.seed)}
     try:
         written = {table: delta.write_files(source.rows, raw_uri(paths, table), through=source.through)
                    for table, source in sources.items()}
+        for table, source in sources.items():
+            delta.commit(raw_uri(paths, table), written[table].adds, delta.spark_to_arrow_schema(source.schema),
+                         mode="overwrite", commit_info=commit_info)
     except BaseException:
         for uri in new:
-            _remove_folder(uri)
+            if not delta.table_exists(uri):  # committed (by this run, or another one meanwhile): a table now
+                _remove_folder(uri)
         raise
-    commit_info = {"writer": "synthetic", "seed": str(conf.seed)}
-    for table, source in sources.items():
-        delta.commit(raw_uri(paths, table), written[table].adds, delta.spark_to_arrow_schema(source.schema),
-                     mode="overwrite", commit_info=commit_info)
     rows = {table.value: files.num_records for table, files in written.items()}
     return GenerationSummary(rows=rows, events_by_type=count_event_types(spark, paths))
 
