@@ -62,8 +62,11 @@ def finalize(staging: Path, paths: Paths, version: str, training: dict, metrics:
     (staging / TRAINING_FILE).write_text(json.dumps(json_safe(training), indent=2, sort_keys=True))
     (staging / METRICS_FILE).write_text(json.dumps(json_safe(metrics), indent=2, sort_keys=True))
     sync_files(staging)
-    (staging / DONE_FILE).write_text(dt.datetime.now(dt.timezone.utc).isoformat())
-    sync_files(staging)
+    with open(staging / DONE_FILE, "w") as done:
+        done.write(dt.datetime.now(dt.timezone.utc).isoformat())
+        done.flush()
+        os.fsync(done.fileno())
+    sync_folder(staging)  # DONE's name
     final = Path(model_dir(paths, version))
     if final.exists():
         old = final.with_name(f".replaced-{final.name}-{uuid.uuid4().hex}")
