@@ -86,9 +86,10 @@ def run(spark: SparkSession, config: Config, date: dt.date, *, output_uri: str |
     run_id = run_id or uuid.uuid4().hex
     night = _checked_inputs(spark, config, date)
     commit_info = {"job": "score", "run_id": run_id, "dt": date.isoformat(), "model_version": night.version}
+    sides = probe_sides(night.model)
     index = ensure_tag_index(warehouse_uri(paths, Warehouse.TAG_INDEX), night.model, night.version,
                              night.tags.seen, commit_info)
-    scan = scan_tags(index.rows, night.scanned, probe_sides(night.model))
+    scan = scan_tags(index.rows, night.scanned, sides)
     task = _scan_task(spark, config, night, date)
     users = _model_users(spark, config, night)
     uri = output_uri or warehouse_uri(paths, Warehouse.USER_TAG_PROFILES)
@@ -213,16 +214,18 @@ def _checked_inputs(spark: SparkSession, config: Config, date: dt.date) -> Check
             f"no tag left to score for dt={date}: {tags.seen.num_rows} known to model {record.model_version} "
             f"(tag vocabulary of {model.spec.num_tags} ids), {tags.unseen.num_rows} newer than it, "
             f"{tags.seen.num_rows - scanned.num_rows} excluded by score.exclude_tags")
-    users = _count_users(features, fields)
+    multi_len = trained_multi_len(model_path, config.features.max_multi_len)
+    seen = inputs.cut_lists(features, fields, multi_len)  # the values that reach the model
+    users = _count_users(seen, fields)
     if users["users"] == 0:
         raise inputs.ScoringInputError(f"user_features has no rows for dt={date}")
     if users["invalid"]:
-        example = features.where(inputs.invalid_any(fields)).select("user_id", *(f.name for f in fields)).first()
+        example = seen.where(inputs.invalid_any(fields)).select("user_id", *(f.name for f in fields)).first()
         raise inputs.ScoringInputError(
             f"user_features for dt={date}: {users['invalid']} of {users['users']} rows cannot be scored (no "
             f"user_id, or a negative feature id), e.g. {example.asDict()}; nothing was written")
     return CheckedInputs(version=record.model_version, model_path=model_path, model=model, plan=plan,
-                         features=features, multi_len=trained_multi_len(model_path, config.features.max_multi_len),
+                         features=features, multi_len=multi_len,
                          tags=tags, scanned=scanned, users=users)
 
 

@@ -105,6 +105,17 @@ def check_feature_columns(schema: T.StructType, model_fields: Sequence[FieldSpec
         raise ScoringInputError("user_features does not match the model's fields: " + "; ".join(problems))
 
 
+def cut_lists(features: DataFrame, model_fields: Sequence[FieldSpec], max_len: int) -> DataFrame:
+    """`features` with each multi field and its weights cut to their first `max_len` values, the ones
+    the model is given (nulls stay null): the counts and checks below then judge what is scored."""
+    cut = {}
+    for spec in model_fields:
+        if spec.kind == "multi":
+            for name in (spec.name, weights_key(spec.name)):
+                cut[name] = F.slice(F.col(name), 1, max_len)
+    return features.withColumns(cut)
+
+
 def missing_any(model_fields: Sequence[FieldSpec]) -> Column:
     """True for a user with at least one field missing (id 0 or null; a multi field with no value)."""
     checks = []

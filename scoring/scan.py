@@ -163,14 +163,16 @@ def scan_plan(objectives: tuple[str, ...], *, output: Output, temperature: float
               top_n_per_objective: Mapping[str, int], min_score: float, combined: bool) -> ScanPlan:
     """N per objective for a model with `objectives` (+ `ctr_x_cvr` when `combined` and it has both parts).
 
-    A top_n_per_objective key the model does not score is a ValueError listing the valid ones.
+    A top_n_per_objective key other than the model's objectives and `ctr_x_cvr` is a ValueError
+    listing the valid ones; a `ctr_x_cvr` key is unused where that objective is not ranked
+    (`combined` off, or a single-objective model), so one config serves every model.
     """
     scored = list(objectives)
     if combined and set(COMBINED_PARTS) <= set(objectives):
         scored.append(COMBINED_OBJECTIVE)
-    unknown = sorted(set(top_n_per_objective) - set(scored))
+    unknown = sorted(set(top_n_per_objective) - set(objectives) - {COMBINED_OBJECTIVE})
     if unknown:
         raise ValueError(f"score.top_n_per_objective names {unknown}, which this model does not score; "
-                         f"valid: {', '.join(scored)}")
+                         f"valid: {', '.join([*objectives, COMBINED_OBJECTIVE])}")
     return ScanPlan(top_n={o: top_n_per_objective.get(o, top_n) for o in scored}, min_score=min_score,
                     output=output, temperature=temperature)

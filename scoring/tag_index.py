@@ -17,7 +17,7 @@ import torch
 
 from core import delta
 from mvke.base import ProfileModel
-from mvke.fields import FIRST_REAL_ID, UNKNOWN_ID
+from mvke.fields import UNKNOWN_ID
 from mvke.serving import TagSide, serving_tag_matrix
 from scoring.inputs import ScoringInputError
 from scoring.scan import ObjectiveTags, ScanTags
@@ -146,10 +146,13 @@ def scan_tags(rows: pa.Table, tags: pa.Table, probe: Mapping[str, TagSide]) -> S
 
 
 def probe_sides(model: ProfileModel) -> dict[str, TagSide]:
-    """Each objective's TagSide for one tag: its experts, combination and power, not its vectors."""
-    one = torch.tensor([FIRST_REAL_ID])
+    """Each objective's TagSide for one tag: its experts, combination and power, not its vectors.
+
+    The probe is the unknown tag of the unknown category: rows every model has, even one trained
+    when no tag had a category (num_categories 2)."""
+    unknown = torch.tensor([UNKNOWN_ID])
     with torch.inference_mode():
-        return model.tag_vectors(one, one)
+        return model.tag_vectors(unknown, unknown)
 
 
 def _check_same_vocabulary(existing: pa.Table, tags: pa.Table, model_version: str) -> None:

@@ -18,11 +18,16 @@ from scoring.tag_index import compute_tag_index, probe_sides, scan_tags
 from tests.scoring.warehouse import MODEL_FIELDS, NUM_CATEGORIES, NUM_TAGS, model_conf
 
 
+def tiny_tags_table(category: str | None = "cycle") -> pa.Table:
+    ids = list(range(2, NUM_TAGS))
+    categories = [2 + i % 3 if category else None for i in ids]
+    return pa.table({"tag_id": [f"t{i:02d}" for i in ids], "tag_index": pa.array(ids, pa.int32()),
+                     "category_id": pa.array(categories, pa.int32())})
+
+
 @pytest.fixture(scope="module")
 def tiny_tags():
-    ids = list(range(2, NUM_TAGS))
-    return pa.table({"tag_id": [f"t{i:02d}" for i in ids], "tag_index": pa.array(ids, pa.int32()),
-                     "category_id": pa.array([2 + i % 3 for i in ids], pa.int32())})
+    return tiny_tags_table()
 
 
 def _users(count: int) -> dict:
@@ -47,6 +52,24 @@ def test_block_logits_equal_score_block_on_the_whole_tag_side(case, tiny_tags, m
         vecs, mask = model.user_vectors(users), model.user_mask(users)
         tag = torch.tensor(tiny_tags["tag_index"].to_pylist())
         sides = model.tag_vectors(tag, torch.tensor(tiny_tags["category_id"].to_pylist()))
+        for objective, side in sides.items():
+            got = objective_logits(vecs, mask, tags.objectives[objective], output=model.output,
+                                   temperature=model.temperature)
+            want = score_block(vecs, side, output=model.output, temperature=model.temperature, user_mask=mask)
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["mvke", "mmoe", "hard_sharing", "mind"])
+def test_a_model_trained_without_tag_categories_scans_its_tags(family):
+    # No tag had a category at training time: the category table holds only the two reserved rows.
+    model = build_model(dataclasses.replace(model_conf("mvke"), name=family), MODEL_FIELDS, NUM_TAGS, 2).eval()
+    no_category = tiny_tags_table(category=None)
+    tags = scan_tags(compute_tag_index(model, "v", no_category), no_category, probe_sides(model))
+    users = _users(4)
+    with torch.no_grad():
+        vecs, mask = model.user_vectors(users), model.user_mask(users)
+        tag = torch.tensor(no_category["tag_index"].to_pylist())
+        sides = model.tag_vectors(tag, torch.zeros_like(tag))  # a null category is id 0
         for objective, side in sides.items():
             got = objective_logits(vecs, mask, tags.objectives[objective], output=model.output,
                                    temperature=model.temperature)
@@ -94,6 +117,19 @@ def test_scan_plan_adds_the_combined_objective_only_when_the_model_has_both_part
     plan = scan_plan(("ctr",), output="dot", temperature=1.0, top_n=5, top_n_per_objective={}, min_score=0.0,
                      combined=True)
     assert dict(plan.top_n) == {"ctr": 5}
+
+
+@pytest.mark.parametrize("objectives, combined", [(("ctr", "cvr"), False), (("cvr",), True)])
+def test_a_combined_top_n_is_unused_where_the_combined_objective_is_not_ranked(objectives, combined):
+    plan = scan_plan(objectives, output="dot", temperature=1.0, top_n=5,
+                     top_n_per_objective={COMBINED_OBJECTIVE: 20, "cvr": 3}, min_score=0.0, combined=combined)
+    assert dict(plan.top_n) == {**{o: 5 for o in objectives}, "cvr": 3}
+
+
+def test_a_top_n_key_the_model_does_not_score_names_the_valid_ones():
+    with pytest.raises(ValueError, match=r"names \['cvr'\], which this model does not score; valid: ctr, ctr_x_cvr"):
+        scan_plan(("ctr",), output="dot", temperature=1.0, top_n=5, top_n_per_objective={"cvr": 3},
+                  min_score=0.0, combined=True)
 
 
 def test_tensor_batch_pads_ragged_lists_and_reads_nulls_as_missing():

@@ -45,18 +45,26 @@ def test_every_written_score_is_sigmoid_of_the_models_forward(spark, world, case
 
 def test_multi_fields_are_cut_to_the_length_the_model_was_trained_with(spark, world):
     """features.max_multi_len set to 16 now, the model trained with 2 (its training.json): each
-    user's 2 heaviest values reach it, as in training, not up to 16."""
+    user's 2 heaviest values reach it, as in training, not up to 16. The user counts and the
+    invalid-row check judge those 2 values too: what lies past them is never scored."""
     model = world.publish("v1")
     (Path(world.paths.models) / "v1" / TRAINING_FILE).write_text(json.dumps({"config": {"max_multi_len": 2}}))
     users, tags = make_users(24, seed=4), make_tags()
     assert max(len(u["interests"]) for u in users) == 3
+    users[3].update(interests=[3, 4, -5], interests_weights=[1.0, 1.0, 1.0])  # negative, but past the cut
+    users[4].update(interests=[2, 5, 7], interests_weights=[0.0, 0.0, 1.0])  # only an unknown id weighs, past the cut
+    users[5].update(age=1, city=2, clicked_tags=[2, 3, NUM_TAGS + 1], clicked_tags_weights=[2.0, 1.0, 0.5])
     world.day(D1, users, tags)
-    run(spark, world.config(top_n=ALL_TAGS), D1)
+    summary = run(spark, world.config(top_n=ALL_TAGS), D1)
     multi = [f.name for f in MODEL_FIELDS if f.kind == "multi"]
     cut = [{**u, **{k: (u[k] or [])[:2] for name in multi for k in (name, name + "_weights")}} for u in users]
     probs = reference_probabilities(model, cut, tags)
     _assert_profiles(spark, world, D1, expected_profiles(probs, cut, tags, date=D1, version="v1",
                                                          top_n={o: ALL_TAGS for o in probs}))
+    assert is_missing(cut[4]) and not is_missing(users[4])
+    assert has_unknown(users[4]) and not has_unknown(cut[4]) and not has_unknown(cut[5])
+    assert (summary["users_with_missing_fields"], summary["users_with_unknown_ids"]) == \
+        (sum(map(is_missing, cut)), sum(map(has_unknown, cut)))
 
 
 def test_latest_is_the_latest_model_trained_for_the_scored_date_or_earlier(spark, world):
