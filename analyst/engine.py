@@ -1,8 +1,9 @@
 """Run one read-only query on Spark or DuckDB over the warehouse views; get an Arrow table back.
 
 `run` refuses anything but a single SELECT/WITH query before the engine sees it
-(`analyst.sqltext.check_read_only`), on both engines; on Spark, Spark's own parser must then
-read it as a plain query too (`analyst.spark_guard`).
+(`analyst.sqltext.check_read_only`), on both engines; then the engine's own parser must read it
+as one plain query too (Spark: `analyst.spark_guard`; DuckDB: `check_duckdb_statement`), so the
+two readings of the text cannot disagree about where a string or a statement ends.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pyarrow as pa
 
 from analyst import catalog, spark_guard
 from analyst.catalog import TableInfo
-from analyst.sqltext import Dialect, check_read_only, words
+from analyst.sqltext import Dialect, ReadOnlyError, check_read_only, words
 from core.config import Config, Paths
 
 if TYPE_CHECKING:
@@ -69,21 +70,42 @@ class SparkEngine:
 
 
 class DuckDBEngine:
-    """A locked in-memory DuckDB connection (see `catalog.duckdb_connection`); no JVM, no Spark."""
+    """A locked in-memory DuckDB connection (see `catalog.duckdb_connection`); no JVM, no Spark.
+
+    As on Spark, a table's view is registered the first time a query names it, so a query never
+    opens the files of a table it does not read.
+    """
 
     dialect: Dialect = "duckdb"
 
     def __init__(self, paths: Paths, tables: Sequence[TableInfo] | None = None) -> None:
         self.paths = paths
         self.tables = list(catalog.warehouse_tables(paths) if tables is None else tables)
-        self.connection: "duckdb.DuckDBPyConnection" = catalog.duckdb_connection(paths, tables=self.tables)
+        self.connection: "duckdb.DuckDBPyConnection" = catalog.duckdb_connection(paths, tables=())
+        self._registered: set[str] = set()
 
     def run(self, sql: str) -> pa.Table:
         check_read_only(sql, self.dialect)
+        check_duckdb_statement(self.connection, sql)  # before any view is registered
+        named = words(sql, self.dialect)
+        for info in self.tables:
+            if info.name in named and info.name not in self._registered:
+                self.connection.register(info.name, catalog.arrow_dataset(info.uri, info.version))
+                self._registered.add(info.name)
         return integer_sums(self.connection.execute(sql).arrow())
 
     def close(self) -> None:
         self.connection.close()
+
+
+def check_duckdb_statement(connection: "duckdb.DuckDBPyConnection", sql: str) -> None:
+    """Raise `ReadOnlyError` unless DuckDB's own parser reads `sql` as exactly one SELECT statement
+    (a query that does not parse raises DuckDB's ParserException)."""
+    kinds = [statement.type.name for statement in connection.extract_statements(sql)]
+    if kinds != ["SELECT"]:
+        shown = ", ".join(kinds) or "none"
+        raise ReadOnlyError("not a single SELECT", f"refused: DuckDB reads {len(kinds)} statements ({shown}); "
+                                                   f"only a single read-only SELECT or WITH query is allowed")
 
 
 def integer_sums(table: pa.Table) -> pa.Table:

@@ -73,6 +73,12 @@ def write_atomically(table: pa.Table, path: str | Path) -> Path:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
         raise OutputWriteError(f"output {str(target)!r} cannot be written: {exc.strerror or exc}") from exc
+    except pa.ArrowNotImplementedError as exc:  # a column type the format has no form for (DuckDB's INTERVAL)
+        tmp.unlink(missing_ok=True)
+        types = ", ".join(f"{f.name} ({f.type})" for f in table.schema)
+        raise ValueError(f"output {str(target)!r}: {fmt} cannot hold a column of this result ({exc}); its columns: "
+                         f"{types}; cast that column in the query (e.g. CAST(x AS VARCHAR), or epoch(x) for "
+                         f"an interval's seconds)") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -23,6 +23,8 @@ PREVIOUS = "previous"  # a published_date default: the published date just befor
 # The objectives the scoring job writes into user_tag_profiles, spelled as there (lower case).
 OBJECTIVES = ("ctr", "cvr", "ctr_x_cvr")
 _INT_RANGE = (-(2**63), 2**63 - 1)
+# Counts, ranks and LIMITs: Spark requires an INT for LIMIT, so every engine takes at most 2**31 - 1.
+_POSITIVE_INT_RANGE = (1, 2**31 - 1)
 _NULL_TYPES = {
     "spark": {"string": "STRING", "objective": "STRING", "tag": "STRING", "int": "BIGINT", "positive_int": "BIGINT", "float": "DOUBLE",
               "date": "DATE", "published_date": "DATE"},
@@ -60,8 +62,8 @@ def parse_value(spec: ParamSpec, text: str) -> Value:
     try:
         if spec.type in ("int", "positive_int"):
             value = int(text.strip())
-            low = 1 if spec.type == "positive_int" else _INT_RANGE[0]
-            if not low <= value <= _INT_RANGE[1]:
+            low, high = _POSITIVE_INT_RANGE if spec.type == "positive_int" else _INT_RANGE
+            if not low <= value <= high:
                 raise ValueError
             return value
         if spec.type == "float":
@@ -71,7 +73,7 @@ def parse_value(spec: ParamSpec, text: str) -> Value:
             return value
         return dt.date.fromisoformat(text.strip())
     except ValueError:
-        wanted = {"int": "an integer", "positive_int": "an integer >= 1",
+        wanted = {"int": "an integer", "positive_int": f"an integer from 1 to {_POSITIVE_INT_RANGE[1]}",
                   "float": "a finite number"}.get(spec.type, "a date YYYY-MM-DD")
         raise ParamError(f"parameter {spec.name}={text!r} must be {wanted}") from None
 

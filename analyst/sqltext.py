@@ -30,8 +30,11 @@ FORBIDDEN_WORDS = frozenset({
     "TRANSFORM",
 })
 
-_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
-_NUMBER = re.compile(r"[0-9]+(\.[0-9]*)?([eE][+-]?[0-9]+)?[A-Za-z]*|\.[0-9]+([eE][+-]?[0-9]+)?[A-Za-z]*")
+# A name: a letter (any script) or _, then letters, digits, _ and $ (DuckDB reads `é$$` as one name).
+_WORD = re.compile(r"[^\W\d][\w$]*")
+# A number takes the name glued to it (Spark's 1L, 1BD; DuckDB reads `1e$$` as 1 aliased e$$), so
+# a `$` after it never opens a $$-string the engine does not see.
+_NUMBER = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?(?:[^\W\d][\w$]*)?")
 _DOLLAR_TAG = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$")
 
 
@@ -101,8 +104,8 @@ def scan(sql: str, dialect: Dialect) -> Iterator[Token]:
             prefix = word.upper()
             if end < n and sql[end] in _prefixed_quotes(prefix, dialect):
                 # Spark: r'...', r"..." (raw: no escapes), X'..', X"..";
-                # DuckDB: E'...' (backslash escapes), X'..', B'..'.
-                close = _skip_quoted(sql, end, sql[end], backslash=prefix == "E")
+                # DuckDB: E'...' (backslash escapes, and '' still stands for '), X'..', B'..'.
+                close = _skip_quoted(sql, end, sql[end], backslash=prefix == "E", doubled=True)
                 yield Token("string", sql[i:close], i, close)
                 i = close
             else:
@@ -208,15 +211,20 @@ def _skip_line_comment(sql: str, start: int, dialect: Dialect) -> int:
     return n
 
 
-def _skip_quoted(sql: str, start: int, quote: str, *, backslash: bool) -> int:
-    """The index just past the closing `quote` of the quoted text opening at `start`."""
+def _skip_quoted(sql: str, start: int, quote: str, *, backslash: bool, doubled: bool | None = None) -> int:
+    """The index just past the closing `quote` of the quoted text opening at `start`.
+
+    `backslash`: a backslash escapes the next character; `doubled` (default: not `backslash`):
+    a doubled quote stands for one.
+    """
+    doubled = not backslash if doubled is None else doubled
     i, n = start + 1, len(sql)
     while i < n:
         ch = sql[i]
         if backslash and ch == "\\":
             i += 2
         elif ch == quote:
-            if sql.startswith(quote * 2, i) and not backslash:
+            if sql.startswith(quote * 2, i) and doubled:
                 i += 2  # a doubled quote stands for one
             else:
                 return i + 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pyarrow as pa
+import pytest
 
 from analyst import catalog
 from analyst.engine import DuckDBEngine, SparkEngine
@@ -71,3 +72,23 @@ def test_duckdb_reads_a_warehouse_given_as_a_file_uri_in_a_folder_with_a_space(t
                 {"dt": D1, "rows_out": 1}, {"dt": D2, "rows_out": 2}], warehouse
         finally:
             engine.close()
+
+
+def test_a_table_with_a_missing_data_file_fails_only_the_queries_that_read_it(spark, tmp_path):
+    paths = Paths(raw=str(tmp_path / "raw"), warehouse=str(tmp_path / "warehouse"), models=str(tmp_path / "models"))
+    delta.write_arrow(_runs([(D1, "score", 10)]), f"{paths.warehouse}/runs", mode="overwrite", partition_by=["dt"])
+    staged = f"{paths.staging_root}/user_tag_profiles"
+    delta.write_arrow(_runs([(D2, "gates", 0)]), staged, mode="overwrite")
+    for data_file in (tmp_path / "warehouse").rglob("*.parquet"):
+        if "_staging" in data_file.parts:
+            data_file.unlink()
+    duck, spark_engine = DuckDBEngine(paths), SparkEngine(spark, paths)
+    try:
+        for engine in (duck, spark_engine):
+            assert engine.run("SELECT stage, rows_out FROM runs").to_pylist() == [
+                {"stage": "score", "rows_out": 10}], engine.dialect
+        with pytest.raises(catalog.MissingDataFileError, match="lists a data file that is gone"):
+            duck.run("SELECT * FROM staging_user_tag_profiles")
+    finally:
+        duck.close()
+        spark_engine.close()

@@ -85,6 +85,23 @@ def test_a_nested_result_is_refused_for_csv_and_written_to_parquet(warehouse, da
     assert pq.read_table(parquet_out).to_pylist() == expected
 
 
+@pytest.mark.parametrize("suffix", ["csv", "parquet"])
+def test_an_interval_result_is_one_line_naming_its_column_and_the_cast(warehouse, no_spark, tmp_path, capsys, suffix):
+    # DuckDB's timestamp difference is an INTERVAL, which neither CSV nor Parquet can hold.
+    query = ["--query", "SELECT TIMESTAMP '2026-11-12 03:00:00' - TIMESTAMP '2026-11-12 01:00:00' AS took"]
+    out = tmp_path / f"took.{suffix}"
+    assert sql_job.main([*_overrides(warehouse), "--engine", "duckdb", *query, "--output", str(out)]) == 2
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert last.startswith(f"spark-submit.sh sql: error: output {str(out)!r}: {suffix} cannot hold a column of")
+    assert last.endswith("its columns: took (month_day_nano_interval); cast that column in the query "
+                         "(e.g. CAST(x AS VARCHAR), or epoch(x) for an interval's seconds)")
+    assert list(tmp_path.iterdir()) == []
+    query = ["--query", "SELECT epoch(TIMESTAMP '2026-11-12 03:00:00' - TIMESTAMP '2026-11-12 01:00:00') AS took"]
+    assert sql_job.main([*_overrides(warehouse), "--engine", "duckdb", *query, "--output", str(out)]) == 0
+    read = pcsv.read_csv(out) if suffix == "csv" else pq.read_table(out)
+    assert read.to_pylist() == [{"took": 7200.0}]
+
+
 @pytest.mark.parametrize("args,code,message", [
     (["--query", "DROP TABLE user_tag_profiles"], 2, "refused: a DROP statement"),
     (["--query", "SELECT 1; DELETE FROM tags"], 2, "refused: multiple statements"),

@@ -21,7 +21,9 @@ NASTY = ["t1' OR '1'='1", "t1\\' OR 1=1 --", "\\", "''", "a\\\\'b", "$$ DROP $$"
     ([], r"missing parameter\(s\) tag for tag_audience_change"),
     (["tag=t1", "max_rank=five"], r"max_rank='five' must be an integer"),
     (["tag=t1", "max_rank=2.5"], r"max_rank='2.5' must be an integer"),
-    (["tag=t1", "max_rank=0"], r"max_rank='0' must be an integer >= 1"),  # it would count nobody
+    (["tag=t1", "max_rank=0"], r"max_rank='0' must be an integer from 1 to 2147483647"),  # it would count nobody
+    # Spark's LIMIT takes an INT: a larger count would run on DuckDB and fail on Spark.
+    (["tag=t1", "max_rank=2147483648"], r"max_rank='2147483648' must be an integer from 1 to 2147483647"),
     (["tag=t1", "date=yesterday"], r"date='yesterday' must be a date YYYY-MM-DD"),
     (["tag=t1", "tag=t2"], r"parameter tag is given twice"),
     (["tag"], r"--param needs NAME=VALUE, got 'tag'"),

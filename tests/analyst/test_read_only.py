@@ -1,10 +1,13 @@
 """Only one SELECT/WITH query runs, on both engines; DuckDB's connection cannot touch files."""
 from __future__ import annotations
 
+import re
+
 import duckdb
 import pytest
 
 from analyst import catalog
+from analyst.engine import check_duckdb_statement
 from analyst.sqltext import ReadOnlyError, check_read_only, placeholders
 
 REFUSED = [
@@ -78,6 +81,34 @@ def test_the_scanner_reads_strings_as_each_engine_does(duck, spark_engine):
     # DuckDB doubles the quote; its E-strings and $-quoted strings hide keywords too.
     assert duck.run("SELECT 'it''s; DROP' AS a, E'x\\'; DROP' AS b, $q$; DROP$q$ AS c").to_pylist() == [
         {"a": "it's; DROP", "b": "x'; DROP", "c": "; DROP"}]
+
+
+# Texts a scanner that stopped a name at a non-ASCII letter, a number before its glued name, or an
+# E-string at '' would read as one statement; DuckDB runs each as several.
+DUCKDB_READINGS = [
+    "SELECT 1e$$; DROP VIEW user_tag_profiles; CREATE VIEW user_tag_profiles AS SELECT 42 AS x; SELECT 1e$$",
+    "SELECT é$$ ; DROP VIEW tags ; SELECT é$$",
+    r"SELECT E'''\'' AS a; DROP VIEW tags; SELECT 1 AS b --'",
+]
+
+
+@pytest.mark.parametrize("sql", DUCKDB_READINGS)
+def test_the_scanner_ends_names_numbers_and_e_strings_where_duckdb_does(sql):
+    statements = len(duckdb.extract_statements(sql))
+    assert statements > 1
+    with pytest.raises(ReadOnlyError, match=rf"multiple statements \({statements}\)"):
+        check_read_only(sql, "duckdb")
+
+
+def test_duckdbs_own_parser_must_read_one_select(duck, data):
+    for sql, kinds in (("SELECT 1; SELECT 2", "2 statements (SELECT, SELECT)"),
+                       ("EXPLAIN SELECT 1", "1 statements (EXPLAIN)"), ("", "0 statements (none)")):
+        with pytest.raises(ReadOnlyError, match=re.escape(f"refused: DuckDB reads {kinds}")):
+            check_duckdb_statement(duck.connection, sql)
+    for sql in DUCKDB_READINGS:
+        with pytest.raises(ReadOnlyError, match="multiple statements"):
+            duck.run(sql)
+    assert duck.run("SELECT COUNT(*) AS n FROM user_tag_profiles").to_pylist() == [{"n": len(data.rows)}]
 
 
 def test_casts_are_not_parameters():
