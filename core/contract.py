@@ -183,13 +183,17 @@ def _check_parquet_folder(uri: str, table: Raw) -> None:
 
 
 def _data_files(filesystem, root: str) -> list[str]:
-    """The files under `root` that Spark reads as data: none in, or named, `_...` or `.…` (Spark's
-    and Hadoop's metadata, such as `_SUCCESS`), in path order."""
+    """The files under `root` that Spark reads as data, in path order: Spark's rule, applied to every
+    name below `root`, skips `.…` (hidden), `…._COPYING_` (a copy still being written) and `_…`
+    (metadata such as `_SUCCESS`, `_temporary/`) unless it holds `=` (a partition folder `_src=crm`)."""
     from pyarrow import fs as pafs
+
+    def skipped(name: str) -> bool:
+        return name.startswith(".") or name.endswith("._COPYING_") or (name.startswith("_") and "=" not in name)
 
     listed = filesystem.get_file_info(pafs.FileSelector(root, recursive=True))
     return sorted(info.path for info in listed if info.type == pafs.FileType.File and not any(
-        part.startswith(("_", ".")) for part in info.path[len(root):].split("/")))
+        skipped(part) for part in info.path[len(root):].split("/") if part))
 
 
 def _check_parquet_schemas(filesystem, files: list[str], table: Raw) -> None:

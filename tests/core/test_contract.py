@@ -1,6 +1,7 @@
 import datetime as dt
 import os
 import re
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -218,6 +219,33 @@ def test_attribute_names_must_be_lowercase_identifiers(spark, paths, name):
                                             r"valid attribute name: attribute names are lowercase identifiers"):
         user_attributes(users)
     assert user_attributes(users.drop(name)) == UserAttributes((), ())
+
+
+def test_the_files_checked_are_the_files_spark_reads(spark, paths):
+    folder = Path(paths.raw) / "events"
+    at = pa.array([dt.datetime(2026, 11, 1, 10, tzinfo=dt.timezone.utc)], pa.timestamp("us", tz="UTC"))
+    good = pa.table({"user_id": ["u1"], "item_id": ["i1"], "event_type": ["click"], "event_time": at})
+    data = ("_src=crm/part-0.parquet", "day=1/part-0.parquet", "part-0.parquet", "part_1.parquet")
+    skipped = (".part-0.parquet.crc", "_SUCCESS", "_temporary/0/part-5.parquet", "part-7.parquet._COPYING_",
+               "day=1/.hidden/part-0.parquet", "day=1/_logs/part-0.parquet")
+    for name in (*data, *skipped):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(good, folder / name)
+    from pyarrow import fs
+
+    from core import contract
+
+    listed = contract._data_files(fs.LocalFileSystem(), str(folder))
+    # (recursive lookup: these folders are not one partitioning; Spark lists files by the same rule)
+    read_by_spark = spark.read.option("recursiveFileLookup", "true").parquet(str(folder)).inputFiles()
+    assert sorted(Path(f).relative_to(folder).as_posix() for f in listed) == sorted(data)
+    assert sorted(Path(f.removeprefix("file:")).relative_to(folder).as_posix() for f in read_by_spark) == sorted(data)
+    # A file Spark reads is checked, even in a folder named `_…=…`.
+    pq.write_table(good.set_column(3, "event_time", pa.array(["2026-11-01 10:00:00"])),
+                   folder / "_src=crm" / "part-0.parquet")
+    with pytest.raises(ContractError, match=r"column event_time has type string, expected timestamp in file "
+                                            r".*/events/_src=crm/part-0\.parquet$"):
+        read_raw(spark, paths, Raw.EVENTS)
 
 
 def test_a_raw_parquet_folder_on_a_store_is_found_listed_and_checked(monkeypatch):
