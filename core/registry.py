@@ -139,10 +139,20 @@ def _update(paths: Paths, model_version: str,
 
 
 def current_for(paths: Paths, night: dt.date) -> str:
-    """What a run of `night` scores with now, said after a status change."""
+    """What a run of `night` scores with now, said after a status change.
+
+    With none left, a rerun of `night` trains one, unless a model trained for `night` was withdrawn:
+    the same inputs and settings give that version back, and it stays withdrawn (training.publish)."""
     current = latest_published(paths, as_of=night)
-    return (f"the latest published model for {night} is {current.model_version}" if current is not None
-            else f"no published model for {night} is left: its next run trains one")
+    if current is not None:
+        return f"the latest published model for {night} is {current.model_version}"
+    withdrawn = [r.model_version for r in list_models(paths) if r.trained_for == night
+                 and r.status in (ModelStatus.GATE_FAILED, ModelStatus.ROLLED_BACK)]
+    if not withdrawn:
+        return f"no published model for {night} is left: its next run trains one"
+    return (f"no published model for {night} is left, and a rerun of {night} with the same inputs and settings "
+            f"gets {withdrawn[-1]} back, which stays withdrawn: change a model or train setting to train a new "
+            f"version, or pin score.model_version={withdrawn[-1]} to score with it anyway")
 
 
 def get_model(paths: Paths, model_version: str) -> ModelRecord:

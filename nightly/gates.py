@@ -31,7 +31,7 @@ class GateResult:
 
     def describe(self) -> str:
         if self.value is None:
-            return f"{self.name}: skipped ({self.detail})"
+            return f"{self.name}: {'skipped' if self.passed else 'FAILED'} ({self.detail})"
         sign = ">=" if self.direction == "min" else "<="
         verdict = "ok" if self.passed else f"FAILED by {abs(self.value - self.threshold):.4f}"
         return f"{self.name}: {self.value:.4f} (must be {sign} {self.threshold}) {verdict}; {self.detail}"
@@ -94,7 +94,7 @@ def evaluate(
     coverage: float,
     shift: float | None,
     stability: float | None,
-    model_auc: dict[str, float],
+    model_auc: dict[str, float | None],
     has_previous: bool | None = None,
 ) -> list[GateResult]:
     """Compare the measured numbers with the thresholds. A shift or stability of None is skipped:
@@ -114,7 +114,14 @@ def evaluate(
                   "mean Jaccard of each user's top-N with the previous date's", no_previous),
     ]
     for objective, auc in sorted(model_auc.items()):
-        results.append(_at_least(f"model_auc_{objective}", auc, gates.min_auc, "validation AUC of the model used"))
+        if auc is None:  # NaN when measured (training records it as null): nothing says the model ranks
+            results.append(GateResult(f"model_auc_{objective}", None, gates.min_auc, "min", False,
+                                      "the validation AUC of the model used is undefined"))
+        else:
+            results.append(_at_least(f"model_auc_{objective}", auc, gates.min_auc, "validation AUC of the model used"))
+    if not model_auc:
+        results.append(GateResult("model_auc", None, gates.min_auc, "min", False,
+                                  "no validation AUC is recorded with the model used"))
     return results
 
 

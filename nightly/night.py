@@ -59,7 +59,7 @@ def run_night(spark: SparkSession, config: Config, date: dt.date, *, run_id: str
 
     paths = config.paths
     result = NightResult(run_id=run_id or new_run_id(date), date=date)
-    report.report_folder(paths, date)  # a report it cannot write fails the night now, not after its publish
+    report.check_report_folder(paths, date)  # a report it cannot write fails the night now, not after its publish
     with exclusive(paths, date_lock(date), result.run_id):
         training = plan.training_due(config, date)
 
@@ -132,7 +132,9 @@ def run_night(spark: SparkSession, config: Config, date: dt.date, *, run_id: str
         _maybe_crash("vectors")
 
         with stage(paths, result.run_id, "report", date) as out:
-            written = report.write_report(spark, config, date, result)
+            with publish.after_profiles_commit(date, publish.profiles_uri(paths), version, scored["model_version"],
+                                               "the report"):  # a disk that filled up since the check
+                written = report.write_report(spark, config, date, result)
             result.report_path = written.path
             out.message = written.path + (f"; not computed: {', '.join(written.not_computed)}"
                                           if written.not_computed else "")
@@ -202,10 +204,11 @@ def measure_gates(spark: SparkSession, config: Config, date: dt.date,
     return results
 
 
-def model_auc(model: registry.ModelRecord) -> dict[str, float]:
-    """The validation AUC per objective recorded with the model ({objective: {"auc": ...}})."""
-    return {objective: float(values["auc"]) for objective, values in model.metrics.items()
-            if isinstance(values, dict) and values.get("auc") is not None}
+def model_auc(model: registry.ModelRecord) -> dict[str, float | None]:
+    """The validation AUC per objective recorded with the model ({objective: {"auc": ...}}); None
+    where it is undefined (training records a NaN as null), which fails its gate."""
+    return {objective: None if values.get("auc") is None else float(values["auc"])
+            for objective, values in model.metrics.items() if isinstance(values, dict)}
 
 
 def _maybe_crash(stage_name: str) -> None:

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import matplotlib
@@ -50,6 +52,21 @@ def report_folder(paths: Paths, date: dt.date) -> str:
         raise ConfigError(f"the night's report needs a filesystem path, not {root!r}: set paths.reports to a local "
                           f"or mounted folder")
     return f"{root.removeprefix('file://').rstrip('/')}/{date.isoformat()}"
+
+
+def check_report_folder(paths: Paths, date: dt.date) -> str:
+    """The report folder of `date`, made and written to once (a probe file, removed), so a report the
+    night could not write fails it before any stage: a ConfigError naming the folder and the cause."""
+    folder = report_folder(paths, date)
+    probe = Path(folder) / f".probe-{uuid.uuid4().hex}"
+    try:
+        os.makedirs(folder, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"the night's report cannot be written to {folder}: {exc.strerror or exc}; set "
+                          f"paths.reports to a folder this job can write") from None
+    return folder
 
 
 def write_report(spark: SparkSession, config: Config, date: dt.date, result: "NightResult") -> Report:

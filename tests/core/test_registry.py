@@ -61,6 +61,23 @@ def test_a_rerun_for_an_earlier_day_does_not_become_the_latest_published(tmp_pat
     assert registry.resolve(paths, "b-nov3", as_of=nov1).model_version == "b-nov3"  # a pinned version is as given
 
 
+def test_with_no_model_left_the_message_says_what_a_rerun_of_the_night_gets(tmp_path):
+    """The only model trained for the night failed its gates: a rerun of that night gets the same
+    (withdrawn) version back, so "its next run trains one" would be wrong there."""
+    paths = Paths(raw=str(tmp_path / "r"), warehouse=str(tmp_path / "w"), models=str(tmp_path / "m"))
+    nov1 = dt.date(2026, 11, 1)
+    registry.register(paths, _record("v1", ModelStatus.PUBLISHED, 0))
+    assert registry.current_for(paths, nov1) == f"the latest published model for {nov1} is v1"
+    registry.set_status(paths, "v1", ModelStatus.GATE_FAILED)
+    assert registry.current_for(paths, nov1) == (
+        f"no published model for {nov1} is left, and a rerun of {nov1} with the same inputs and settings gets v1 "
+        f"back, which stays withdrawn: change a model or train setting to train a new version, or pin "
+        f"score.model_version=v1 to score with it anyway")
+    # The night before has no model of its own: its run trains one.
+    assert registry.current_for(paths, nov1 - dt.timedelta(days=1)) == (
+        f"no published model for {nov1 - dt.timedelta(days=1)} is left: its next run trains one")
+
+
 def _register_many(root: str, writer: str, count: int, start) -> None:
     from core import registry as r
     from core.config import Paths as P

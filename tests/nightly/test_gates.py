@@ -42,9 +42,10 @@ def test_no_user_in_common_fails_stability_and_no_objective_in_common_skips_the_
     assert gates.top_n_stability(today, before) == 0.0
     assert gates.score_shift({"ctr": [0.1] * 5}, {"cvr": [0.1] * 5}) is None
     results = gates.evaluate(Gates(min_stability=0.5, max_score_shift=0.1), share=1.0, coverage=1.0, shift=None,
-                             stability=0.0, model_auc={}, has_previous=True)
+                             stability=0.0, model_auc={"ctr": 0.7}, has_previous=True)
     assert [(r.name, r.value, r.passed) for r in results[2:]] == [("score_shift", None, True),
-                                                                  ("top_n_stability", 0.0, False)]
+                                                                  ("top_n_stability", 0.0, False),
+                                                                  ("model_auc_ctr", 0.7, True)]
     assert results[2].describe() == f"score_shift: skipped ({gates.NO_SHARED_OBJECTIVE})"
 
 
@@ -61,3 +62,24 @@ def test_failed_gates_say_which_and_by_how_much():
     assert "model_auc_cvr: 0.5500 (must be >= 0.6) FAILED by 0.0500" in text
     assert "tag_coverage" not in text
     assert "skipped (no previously published date" in results[2].describe()
+
+
+def test_an_undefined_or_unrecorded_model_auc_fails_its_gate():
+    """Training records a NaN AUC as null; such a model (pinned by score.model_version) used to
+    pass with no AUC gate for that objective at all."""
+    from core.registry import ModelRecord, ModelStatus
+    from nightly.night import model_auc
+
+    record = ModelRecord("m1", dt.date(2026, 11, 1), ModelStatus.REJECTED, dt.datetime(2026, 11, 1, 3),
+                         {"ctr": {"auc": 0.7, "gauc": 0.65}, "cvr": {"auc": None, "log_loss": 0.5}}, "/m/m1")
+    assert model_auc(record) == {"ctr": 0.7, "cvr": None}
+    results = gates.evaluate(Gates(min_auc=0.6), share=1.0, coverage=1.0, shift=None, stability=None,
+                             model_auc=model_auc(record))
+    assert [(r.name, r.value, r.passed) for r in results[4:]] == [("model_auc_ctr", 0.7, True),
+                                                                 ("model_auc_cvr", None, False)]
+    with pytest.raises(gates.QualityGateError, match=r"\n  model_auc_cvr: FAILED \(the validation AUC of the "
+                                                     r"model used is undefined\)$"):
+        gates.check(results)
+    nothing = gates.evaluate(Gates(min_auc=0.6), share=1.0, coverage=1.0, shift=None, stability=None, model_auc={})
+    assert [(r.name, r.passed, r.describe()) for r in nothing[4:]] == [
+        ("model_auc", False, "model_auc: FAILED (no validation AUC is recorded with the model used)")]

@@ -118,6 +118,27 @@ def test_rerunning_a_night_gives_identical_tables(spark, world):
         assertDataFrameEqual(after, spark.createDataFrame(before[table], schema=after.schema))
 
 
+def test_a_report_failing_after_the_publish_names_the_commit(spark, world, monkeypatch):
+    """A disk that fills up after the night's check of its report folder: the profiles are live, so
+    the night says which version is committed, not a bare traceback."""
+    config = _config(world)
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("nightly.report.write_report", disk_full)
+    with pytest.raises(publish.PartlyPublishedError) as failed:
+        night.run_night(spark, config, D2, run_id="n2-disk-full")
+    version = delta.table_version(publish.profiles_uri(config.paths))
+    model = registry.latest_published(config.paths).model_version
+    assert str(failed.value) == (
+        f"the profiles of dt={D2} are committed ({publish.profiles_uri(config.paths)} version {version}, model "
+        f"{model}), but the report failed: OSError: [Errno 28] No space left on device; run the same command "
+        f"again to finish it")
+    assert [(r["stage"], r["status"]) for r in read_runs(config.paths) if r["run_id"] == "n2-disk-full"] == [
+        *((s, "succeeded") for s in night.STAGES[:-1]), ("report", "failed")]
+
+
 def test_a_failed_gate_publishes_nothing_and_says_why(spark, world):
     config = _config(world, min_auc=1.0)  # no model reaches it
     before = _versions(config)

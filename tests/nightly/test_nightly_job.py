@@ -49,6 +49,17 @@ def test_a_report_folder_on_an_object_store_fails_in_one_line_before_any_stage(s
     assert read_runs(paths) == []
 
 
+def test_a_report_folder_the_night_cannot_write_fails_in_one_line_before_any_stage(spark, paths, tmp_path, capsys):
+    """It used to be found after the publish: a traceback, with the night's profiles already live."""
+    blocked = tmp_path / "reports"
+    blocked.write_text("a file where the folder should be")
+    assert nightly.main(_argv(paths, "--set", f"paths.reports={blocked}")) == 1
+    assert capsys.readouterr().err == (
+        f"[nightly] {FUTURE}: ConfigError: the night's report cannot be written to {blocked}/{FUTURE}: Not a "
+        f"directory; set paths.reports to a folder this job can write\n")
+    assert read_runs(paths) == [] and blocked.read_text() == "a file where the folder should be"
+
+
 def test_an_attempt_under_a_reused_run_id_names_only_its_own_failed_stage(spark, paths, capsys):
     assert nightly.main(_argv(paths, "--run-id", "night-1")) == 1  # features fails
     capsys.readouterr()
