@@ -104,8 +104,10 @@ def check_duckdb_statement(connection: "duckdb.DuckDBPyConnection", sql: str) ->
     kinds = [statement.type.name for statement in connection.extract_statements(sql)]
     if kinds != ["SELECT"]:
         shown = ", ".join(kinds) or "none"
+        # DuckDB makes a PIVOT without an IN (...) list into a CREATE TYPE, then the query
+        hint = "; a PIVOT needs its IN (...) list here" if "pivot" in words(sql, "duckdb") else ""
         raise ReadOnlyError("not a single SELECT", f"refused: DuckDB reads {len(kinds)} statements ({shown}); "
-                                                   f"only a single read-only SELECT or WITH query is allowed")
+                                                   f"only a single read-only SELECT or WITH query is allowed{hint}")
 
 
 def integer_sums(table: pa.Table) -> pa.Table:

@@ -30,11 +30,12 @@ FORBIDDEN_WORDS = frozenset({
     "TRANSFORM",
 })
 
-# A name: a letter (any script) or _, then letters, digits, _ and $ (DuckDB reads `é$$` as one name).
-_WORD = re.compile(r"[^\W\d][\w$]*")
+# A name: an ASCII letter, _ or any non-ASCII character, then those, digits and $ (DuckDB reads
+# `é$$` and `€$$` as one name).
+_WORD = re.compile(r"[A-Za-z_\u0080-\U0010ffff][\w$\u0080-\U0010ffff]*")
 # A number takes the name glued to it (Spark's 1L, 1BD; DuckDB reads `1e$$` as 1 aliased e$$), so
 # a `$` after it never opens a $$-string the engine does not see.
-_NUMBER = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?(?:[^\W\d][\w$]*)?")
+_NUMBER = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?(?:[A-Za-z_\u0080-\U0010ffff][\w$\u0080-\U0010ffff]*)?")
 _DOLLAR_TAG = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$")
 
 

@@ -115,12 +115,12 @@ def evaluate(
     ]
     for objective, auc in sorted(model_auc.items()):
         if auc is None:  # NaN when measured (training records it as null): nothing says the model ranks
-            results.append(GateResult(f"model_auc_{objective}", None, gates.min_auc, "min", False,
+            results.append(GateResult(f"model_auc_{objective}", None, gates.min_auc, "min", gates.min_auc <= 0,
                                       "the validation AUC of the model used is undefined"))
         else:
             results.append(_at_least(f"model_auc_{objective}", auc, gates.min_auc, "validation AUC of the model used"))
     if not model_auc:
-        results.append(GateResult("model_auc", None, gates.min_auc, "min", False,
+        results.append(GateResult("model_auc", None, gates.min_auc, "min", gates.min_auc <= 0,
                                   "no validation AUC is recorded with the model used"))
     return results
 

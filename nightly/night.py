@@ -174,9 +174,10 @@ def check_still_published(paths: Paths, pinned: str, model: registry.ModelRecord
     if now.status is registry.ModelStatus.PUBLISHED:
         return
     if committed is None:
+        rerun = ": rerun the night to score with it" if registry.latest_published(paths, as_of=date) else ""
         raise gates.QualityGateError(
             f"model {model.model_version} became {now.status.value} while this night ran; nothing published, the "
-            f"candidate stays in staging; {registry.current_for(paths, date)}: rerun the night to score with it")
+            f"candidate stays in staging; {registry.current_for(paths, date)}{rerun}")
     raise publish.PartlyPublishedError(
         f"the profiles of dt={date.isoformat()} are committed ({publish.profiles_uri(paths)} version {committed}, "
         f"model {model.model_version}), but that model became {now.status.value} while they were published: run "

@@ -147,13 +147,16 @@ def _training_curves(spark: SparkSession, config: Config, model_version: str, fo
 def _auc_across_nights(config: Config, folder: str) -> str:
     from nightly.night import model_auc
 
-    records = [r for r in registry.list_models(config.paths) if model_auc(r)]
+    def measured(record: registry.ModelRecord) -> dict[str, float]:  # an undefined AUC is left out
+        return {o: auc for o, auc in model_auc(record).items() if auc is not None}
+
+    records = [r for r in registry.list_models(config.paths) if measured(r)]
     if not records:
         return ""
     fig, ax = plt.subplots(figsize=(6, 3.2))
-    objectives = sorted({o for r in records for o in model_auc(r)})
+    objectives = sorted({o for r in records for o in measured(r)})
     for objective in objectives:
-        points = sorted((r.trained_for, model_auc(r)[objective]) for r in records if objective in model_auc(r))
+        points = sorted((r.trained_for, measured(r)[objective]) for r in records if objective in measured(r))
         ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=objective)
     ax.set_ylabel("validation AUC")
     ax.legend()
@@ -161,7 +164,7 @@ def _auc_across_nights(config: Config, folder: str) -> str:
     table = ["| model | trained for | status | " + " | ".join(f"AUC {o}" for o in objectives) + " |",
              "|---|---|---|" + "---|" * len(objectives)]
     for r in records:
-        aucs = model_auc(r)
+        aucs = measured(r)
         table.append(f"| {r.model_version} | {r.trained_for} | {r.status.value} | " +
                      " | ".join(f"{aucs.get(o, float('nan')):.4f}" for o in objectives) + " |")
     return _figure(fig, folder, "auc_across_nights.png", "## Validation AUC across nights") + "\n\n" + "\n".join(table)

@@ -39,6 +39,10 @@ def expect_audience(data, day, objective, tags, max_rank=None, min_score=None):
     return rows, per_tag
 
 
+def _read_csv(path) -> list[dict]:
+    return pcsv.read_csv(path, convert_options=pcsv.ConvertOptions(column_types=CSV_TYPES)).to_pylist()
+
+
 def test_csv_export_on_duckdb(duck, warehouse, data, tmp_path):
     spec = AudienceSpec(tags=("t1", "t4", "t6"), max_rank=3)
     summary = export_audience(duck, spec, tmp_path / "out" / "audience.csv")
@@ -46,8 +50,7 @@ def test_csv_export_on_duckdb(duck, warehouse, data, tmp_path):
     assert summary.date == data.D2 and summary.users == len(rows) and summary.per_tag == per_tag
     assert per_tag["t6"] == 0 and any(r["matched_tags"] == 2 for r in rows)
     assert any(r["user_id"] == data.odd_user for r in rows)
-    written = pcsv.read_csv(summary.output, convert_options=pcsv.ConvertOptions(column_types=CSV_TYPES))
-    assert written.to_pylist() == rows
+    assert _read_csv(summary.output) == rows
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["audience.csv"]
 
 
@@ -111,9 +114,9 @@ def test_a_tag_only_another_date_knows_is_unknown(spark, warehouse, data, tmp_pa
                 export_audience(engine, AudienceSpec(tags=("t1", "t7")), tmp_path / "a.csv")
             assert not (tmp_path / "a.csv").exists()
             on_d2 = export_audience(engine, AudienceSpec(tags=("t1", "t8")), tmp_path / "d2.csv")
-            assert on_d2.per_tag == expect_audience(data, data.D2, "ctr", ("t1", "t8"))[1]
+            assert (_read_csv(on_d2.output), on_d2.per_tag) == expect_audience(data, data.D2, "ctr", ("t1", "t8"))
             on_d1 = export_audience(engine, AudienceSpec(tags=("t1", "t7"), date=data.D1), tmp_path / "d1.csv")
-            assert on_d1.per_tag == expect_audience(data, data.D1, "ctr", ("t1", "t7"))[1]
+            assert (_read_csv(on_d1.output), on_d1.per_tag) == expect_audience(data, data.D1, "ctr", ("t1", "t7"))
             with pytest.raises(UnknownTagError, match=r"^unknown tag\(s\) on 2026-11-01: t8$"):
                 export_audience(engine, AudienceSpec(tags=("t8",), date=data.D1), tmp_path / "a.csv")
         finally:
@@ -153,6 +156,7 @@ def test_the_cli_prints_sizes_per_tag_without_spark(warehouse, data, tmp_path, m
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == f"audience of 2026-11-02 (objective ctr, rank <= 2): {len(rows)} users -> {out}"
     assert [line.split() for line in lines[2:]] == [[t, str(n)] for t, n in per_tag.items()]
+    assert _read_csv(out) == rows
     code = audience_module.main([*overrides, "--tags", "t1", "--date", "2026-10-01", "--output", str(out),
                                  "--engine", "duckdb"])
     assert code == 2
@@ -167,9 +171,10 @@ def test_the_cli_prints_the_score_threshold_it_applied(warehouse, data, tmp_path
                                  "--engine", "duckdb"])
     rows, _ = expect_audience(data, data.D2, "ctr", ("t1",), min_score=0.4500001)
     assert code == 0
-    assert "u2" not in [r["user_id"] for r in rows]
     assert capsys.readouterr().out.splitlines()[0] == \
         f"audience of 2026-11-02 (objective ctr, score >= 0.4500001): {len(rows)} users -> {out}"
+    written = _read_csv(out)
+    assert written == rows and "u2" not in [r["user_id"] for r in written]
 
 
 def test_the_cli_reports_an_engine_error_in_one_line_and_returns_1(warehouse, tmp_path, capsys):

@@ -83,13 +83,22 @@ def test_query_headers_are_checked_against_their_placeholders():
     assert query.params == (ParamSpec("n", "int", "3", "how many"),) and query.description == "Something."
 
 
-@pytest.mark.parametrize("value", NASTY)
-def test_string_literals_read_back_as_exactly_the_value(value):
-    spec = ParamSpec("s", "string")
-    assert parse_value(spec, value) == value
-    for dialect in ("spark", "duckdb"):
-        literal = render_literal(value, "string", dialect)
-        assert literal.startswith("'") and literal.endswith("'")
+# (value, Spark literal: backslash escapes; DuckDB literal: a doubled quote), written out by hand
+LITERALS = [
+    ("t1' OR '1'='1", r"'t1\' OR \'1\'=\'1'", "'t1'' OR ''1''=''1'"),
+    ("\\", r"'\\'", "'\\'"),
+    ("''", r"'\'\''", "''''''"),
+    ("a\\\\'b", r"'a\\\\\'b'", "'a\\\\''b'"),
+    ("$$ DROP $$", "'$$ DROP $$'", "'$$ DROP $$'"),
+    ("é ✓ \"q\" `b`", "'é ✓ \"q\" `b`'", "'é ✓ \"q\" `b`'"),
+]
+
+
+@pytest.mark.parametrize("value,spark_literal,duckdb_literal", LITERALS)
+def test_string_literals_are_quoted_as_each_engine_reads_them(value, spark_literal, duckdb_literal):
+    assert parse_value(ParamSpec("s", "string"), value) == value
+    assert (render_literal(value, "string", "spark"), render_literal(value, "string", "duckdb")) == (
+        spark_literal, duckdb_literal)
 
 
 def test_quoted_strings_round_trip_on_both_engines(duck, spark_engine):

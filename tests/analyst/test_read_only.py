@@ -88,6 +88,9 @@ def test_the_scanner_reads_strings_as_each_engine_does(duck, spark_engine):
 DUCKDB_READINGS = [
     "SELECT 1e$$; DROP VIEW user_tag_profiles; CREATE VIEW user_tag_profiles AS SELECT 42 AS x; SELECT 1e$$",
     "SELECT é$$ ; DROP VIEW tags ; SELECT é$$",
+    "SELECT €$$; DROP VIEW tags; SELECT €$$",
+    "SELECT x€$$; DROP VIEW tags; SELECT x€$$",
+    "SELECT ٣$$; DROP VIEW tags; SELECT ٣$$",
     r"SELECT E'''\'' AS a; DROP VIEW tags; SELECT 1 AS b --'",
 ]
 
@@ -109,6 +112,15 @@ def test_duckdbs_own_parser_must_read_one_select(duck, data):
         with pytest.raises(ReadOnlyError, match="multiple statements"):
             duck.run(sql)
     assert duck.run("SELECT COUNT(*) AS n FROM user_tag_profiles").to_pylist() == [{"n": len(data.rows)}]
+
+
+def test_a_pivot_without_its_in_list_is_refused_with_the_hint(duck):
+    # DuckDB reads it as CREATE TYPE + SELECT; with its IN list it is one SELECT.
+    with pytest.raises(ReadOnlyError, match=r"DuckDB reads 2 statements \(CREATE, SELECT\); .* a PIVOT needs its "
+                                            r"IN \(\.\.\.\) list here$"):
+        duck.run("SELECT * FROM (PIVOT (SELECT 1 AS a, 2 AS b) ON a USING sum(b))")
+    assert duck.run("SELECT * FROM (PIVOT (SELECT 1 AS a, 2 AS b) ON a IN (1) USING sum(b))").to_pylist() == [
+        {"1": 2}]
 
 
 def test_casts_are_not_parameters():

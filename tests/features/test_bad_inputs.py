@@ -116,9 +116,13 @@ def test_an_empty_day_publishes_empty_samples_and_yesterdays_users(spark, tmp_pa
     config = _world(tmp_path, _events([(b"u1", "i1", "impression", dt.datetime(2026, 11, 8, 5, tzinfo=UTC))]))
     run(spark, config, [DAY], run_id="empty-day")
     samples = delta.read_table(spark, warehouse_uri(config.paths, Warehouse.SAMPLES))
-    assert samples.where(F.col("dt") == F.lit(DAY - dt.timedelta(days=1))).count() == 0
+    assert samples.collect() == []  # the label day D-1 had no event, and no other day is written
+    # u1's impression of 11-08 is in D's window; u2 has attributes alone. Activity ids (docs/features.md):
+    # 2 + the edges (1, 2, 4, ...) at or below the count, so 1 event -> 3 and none -> 2; no impression,
+    # no click rate (0).
     users = delta.read_table(spark, warehouse_uri(config.paths, Warehouse.USER_FEATURES))
-    assert sorted(r["user_id"] for r in users.collect()) == ["u1", "u2"]
+    activity = users.select("dt", "user_id", "impressions", "clicks", "conversions", "active_days", "click_rate")
+    assert sorted(tuple(r) for r in activity.collect()) == [(DAY, "u1", 3, 2, 2, 3, 2), (DAY, "u2", 2, 2, 2, 2, 0)]
 
 
 def test_schema_changes_stop_the_job_before_any_write(spark, tmp_path):

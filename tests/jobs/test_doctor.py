@@ -1,9 +1,15 @@
 """The doctor job in-process on the local session: executor reports and the path checks."""
 import json
+import os
+import platform
+import socket
+from pathlib import Path
 
 import pytest
 
 from jobs import doctor
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _run(tmp_path, capsys, **paths: str) -> tuple[int, list[dict], list[str]]:
@@ -21,8 +27,11 @@ def _run(tmp_path, capsys, **paths: str) -> tuple[int, list[dict], list[str]]:
 def test_a_healthy_setup_passes_and_reports_every_executor_process(spark, tmp_path, capsys):
     code, reports, problems = _run(tmp_path, capsys)
     assert (code, problems) == (0, [])
-    assert reports and all(set(r) == {"host", "pid", "python", "project_code", "torch", "horovod", "deltalake",
-                                      "pyarrow", "petastorm"} for r in reports)
+    # every Python worker of this local session runs this interpreter and this checkout
+    here = {"host": socket.gethostname(), "python": platform.python_version(), "project_code": str(ROOT),
+            **{name: __import__(name).__version__ for name in ("torch", "horovod", "deltalake", "pyarrow", "petastorm")}}
+    assert reports and [{k: v for k, v in r.items() if k != "pid"} for r in reports] == [here] * len(reports)
+    assert len({r["pid"] for r in reports}) == len(reports) and os.getpid() not in {r["pid"] for r in reports}
 
 
 @pytest.mark.parametrize("key", ["raw", "warehouse", "models"])

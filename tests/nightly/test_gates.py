@@ -83,3 +83,13 @@ def test_an_undefined_or_unrecorded_model_auc_fails_its_gate():
     nothing = gates.evaluate(Gates(min_auc=0.6), share=1.0, coverage=1.0, shift=None, stability=None, model_auc={})
     assert [(r.name, r.passed, r.describe()) for r in nothing[4:]] == [
         ("model_auc", False, "model_auc: FAILED (no validation AUC is recorded with the model used)")]
+
+
+def test_min_auc_0_turns_the_undefined_and_unrecorded_auc_gates_off():
+    for model_auc in ({"ctr": 0.7, "cvr": None}, {}):
+        results = gates.evaluate(Gates(min_auc=0.0), share=1.0, coverage=1.0, shift=None, stability=None,
+                                 model_auc=model_auc)
+        gates.check(results)  # nothing fails
+        assert [r.describe() for r in results[4:] if r.value is None] == [
+            "model_auc_cvr: skipped (the validation AUC of the model used is undefined)" if model_auc else
+            "model_auc: skipped (no validation AUC is recorded with the model used)"]

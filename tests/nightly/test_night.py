@@ -18,7 +18,7 @@ from core.tables import Raw, Warehouse, warehouse_uri
 from mvke.artifact import load_model
 from mvke.fields import weights_key
 from nightly import night, plan, publish
-from nightly.gates import QualityGateError
+from nightly.gates import QUANTILES, QualityGateError
 from nightly.runlog import read_runs
 
 pytestmark = pytest.mark.integration
@@ -104,7 +104,12 @@ def test_two_consecutive_nights_publish_profiles_and_a_report(spark, world):
     jaccard = [len(a & b) / len(a | b) for a, b in zip(pairs["today"], pairs["before"])]
     measured = {r.name: r.value for r in second.gate_results}
     assert measured["top_n_stability"] == pytest.approx(sum(jaccard) / len(jaccard), abs=1e-9)
-    assert measured["score_shift"] is not None
+    # the largest move of a score quantile of any objective: percentile_approx is exact at these sizes
+    # (the smallest score with at least a share q of the scores at or below it)
+    quantiles = lambda frame, o: np.quantile(frame[frame["objective"] == o]["score"], QUANTILES,  # noqa: E731
+                                             method="inverted_cdf")
+    moves = [np.abs(quantiles(day, o) - quantiles(before, o)).max() for o in sorted(set(day["objective"]))]
+    assert measured["score_shift"] == pytest.approx(max(moves), abs=1e-12)
 
 
 def test_rerunning_a_night_gives_identical_tables(spark, world):
@@ -148,8 +153,13 @@ def test_a_failed_gate_publishes_nothing_and_says_why(spark, world):
         night.run_night(spark, config, D3, run_id="n3-gate")
     assert _versions(config) == before
     assert publish.published_dates(config.paths) == [D1, D2]
-    staged = publish.read_profiles(spark, publish.candidate_uri(config.paths), D3)
-    assert staged.count() > 0  # the candidate stays in staging for inspection
+    # the candidate stays in staging for inspection: D3's users, top 5 per objective, by the reused model
+    staged = publish.read_profiles(spark, publish.candidate_uri(config.paths), D3).toPandas()
+    users = _table(spark, config, Warehouse.USER_FEATURES).where(f"dt = DATE'{D3}'").toPandas()["user_id"]
+    assert set(staged["user_id"]) == set(users) and set(staged["model_version"]) == {
+        registry.latest_published(config.paths).model_version}
+    ranks = staged.groupby(["user_id", "objective"])["rank"].agg(sorted)
+    assert len(ranks) == len(users) * 3 and all(r == [1, 2, 3, 4, 5] for r in ranks)
     gate_rows = [r for r in read_runs(config.paths) if r["run_id"] == "n3-gate" and r["stage"] == "gates"]
     assert gate_rows[0]["status"] == "failed" and "model_auc_ctr" in gate_rows[0]["message"]
 

@@ -89,3 +89,22 @@ def test_a_section_that_cannot_be_computed_says_why_and_the_report_is_still_writ
     ]) + "\n"
     assert _section(text, "## Largest audiences") == audiences
     assert "## Score distributions" in text
+
+
+def test_auc_across_nights_leaves_out_an_undefined_auc(spark, night, tmp_path):
+    """Training records a NaN AUC as null; such a model must not break the section for every later night."""
+    import datetime as dt
+
+    from core import registry
+
+    world, _ = night
+    for version, day, metrics in (("v2", D2, {"ctr": {"auc": 0.71}, "cvr": {"auc": None}}),
+                                  ("v3", D2 + dt.timedelta(days=1), {"ctr": {"auc": 0.72}, "cvr": {"auc": 0.66}})):
+        registry.register(world.paths, registry.ModelRecord(version, day, registry.ModelStatus.REJECTED,
+                                                            dt.datetime(2026, 11, 6, tzinfo=dt.timezone.utc), metrics,
+                                                            f"/m/{version}"))
+    section = report._auc_across_nights(world.config(), str(tmp_path))
+    assert section.split("\n\n")[-1].splitlines() == [  # v1 has no AUC recorded: no line
+        "| model | trained for | status | AUC ctr | AUC cvr |", "|---|---|---|---|---|",
+        f"| v2 | {D2} | rejected | 0.7100 | nan |", f"| v3 | {D2 + dt.timedelta(days=1)} | rejected | 0.7200 | 0.6600 |"]
+    assert os.path.getsize(tmp_path / "auc_across_nights.png") > 1000
