@@ -3,6 +3,7 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
+import yaml
 
 from core.config import Config, ConfigError, Paths, config_from_dict, load_config, normalise_path
 
@@ -17,10 +18,32 @@ def _write(tmp_path, text):
 
 
 @pytest.mark.parametrize("path", sorted(CONF_DIR.glob("*.yaml")), ids=lambda p: p.name)
-def test_every_shipped_config_loads_and_validates(path):
+def test_every_shipped_config_loads_with_every_value_it_sets(path):
+    """Each setting of the file, read here with plain YAML, is the loaded value: lists become
+    tuples, paths are made absolute against the folder the command runs in."""
     config = load_config(path)
     assert isinstance(config, Config)
-    assert config.paths.raw and config.paths.warehouse and config.paths.models
+
+    def leaves(tree, prefix=()):
+        for key, value in tree.items():
+            if isinstance(value, dict) and not (prefix == ("model",) and key == "expert_sets"):
+                yield from leaves(value, (*prefix, key))
+            else:
+                yield (*prefix, key), value
+
+    written = list(leaves(yaml.safe_load(path.read_text())))
+    assert written  # the file sets something
+    for (section, *names), value in written:
+        loaded = getattr(config, section)
+        for name in names:
+            loaded = getattr(loaded, name)
+        if section == "paths":
+            value = str(Path(value).resolve())
+        elif isinstance(value, list):
+            value = tuple(value)
+        elif isinstance(value, dict):
+            value = {k: tuple(v) for k, v in value.items()}
+        assert loaded == value, (section, *names)
 
 
 def test_defaults_fill_unset_sections(tmp_path):
