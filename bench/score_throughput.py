@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/score_throughput.py [--sizes 250000x1000,...] [--torch-sizes ...]
         [--als-sizes 1000000x1000,100000x10000] [--repeats 3] [--big-repeats 1] [--torch-repeats N]
-        [--als-repeats N] [--mind-sizes 100000x1000] [--torch-threads N] [--block-size 4096] [--job] [--json FILE]
+        [--als-repeats N] [--mind-sizes 100000x1000] [--torch-procs N] [--torch-threads N] [--block-size 4096]
+        [--job] [--json FILE]
 
 The defaults run the whole grid (users 250k/500k/1M x tags 1k/10k) and take well over half an
 hour on a 2-core machine; docs/performance.md lists the commands actually used.
@@ -17,9 +18,15 @@ one multi field of 8 tags per user; top 10 per user and objective.
   the job does per user but the Delta commit; the files are more than ALS's `noop` sink gets.
   With --job, also the whole `jobs.score.run` (checks, counts, tag_index, Delta commit of every
   profile row) once per tag count at the largest user count.
-- torch_alone: the same per-block work (user tower + `scoring.scan.scan_block`) in this process
-  over in-memory tensors, with --torch-threads threads (default torch's, one per core): the limit
-  Spark's overhead is measured against.
+- torch_alone: the same per-block work (user tower + `scoring.scan.scan_block`, --block-size
+  users per block) over in-memory tensors, with the executors' parallelism: --torch-procs worker
+  processes (default: as many as Spark's cores), each with --torch-threads torch threads (default
+  1, as each scoring worker) and `scoring.memory.keep_freed_memory()`, each over its own share of
+  the users. The workers are started ("spawn"), load the model and are warmed up before anything
+  is timed; per measurement each builds its users' tensors, then all wait on a barrier, and the
+  time runs from its release to the last worker's end. The limit Spark's overhead is measured
+  against. --torch-procs 1 runs it in this process instead, as before 2026-11-25 (with
+  --torch-threads 0: torch's default threads, one per core).
 - als_spark: `ALSModel.recommendForAllUsers(10)` into the `noop` sink, rank 320 (= K*E). The model
   is not trained: random factor matrices are written in ALSModel's on-disk layout and loaded with
   `ALSModel.load` (docs/stack.md). Only at --als-sizes (ALS's cost per user grows with the tags:
@@ -27,11 +34,12 @@ one multi field of 8 tags per user; top 10 per user and objective.
   there too. Sizes are USERSxTAGS lists; torch alone runs at --torch-sizes.
 - mind_torch: torch alone for a MIND model of the same size (E=64, 4 interests from the 8 clicked
   tags, 3 of them used; label-aware attention per user and tag, `mvke.serving.score_block`)
-  beside MVKE's torch alone, at --mind-sizes: what MVKE's tag-only gate saves in the scan.
+  beside MVKE's torch alone, at --mind-sizes, run the same way (same processes and threads): what
+  MVKE's tag-only gate saves in the scan.
 Timings are medians over --repeats runs (--big-repeats for users*tags > 2.5e9); the first Spark
-scan (Python workers starting, model loading) is a warm-up and is not timed, and so are a first
-block of torch_alone (and of mind_torch) in this process and a first ALS recommendation (for up
-to 20,000 users) when ALS is timed.
+scan (Python workers starting, model loading) is a warm-up and is not timed, and so are the
+torch workers' start, model loading and a first block of torch_alone (and of mind_torch) in
+each of them, and a first ALS recommendation (for up to 20,000 users) when ALS is timed.
 """
 from __future__ import annotations
 
@@ -40,11 +48,13 @@ import dataclasses
 import datetime as dt
 import functools
 import json
+import multiprocessing
 import os
 import platform
 import shutil
 import statistics
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -105,7 +115,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--torch-repeats", type=int, help="torch_alone repeats (default: as mvke_spark)")
     parser.add_argument("--als-repeats", type=int, help="als_spark repeats (default: as mvke_spark)")
     parser.add_argument("--block-size", type=int, default=4096)
-    parser.add_argument("--torch-threads", type=int, default=0, help="torch_alone threads (0: torch's default)")
+    parser.add_argument("--torch-procs", type=int, default=0,
+                        help="torch_alone (and mind_torch) processes (0: as many as Spark's cores; 1: in this process)")
+    parser.add_argument("--torch-threads", type=int, default=0,
+                        help="torch threads per torch_alone process (0: 1, or torch's default with --torch-procs 1)")
     parser.add_argument("--job", action="store_true", help="also time jobs.score.run end to end (Delta write)")
     parser.add_argument("--json", help="also write the raw results here")
     args = parser.parse_args()
@@ -115,12 +128,14 @@ def parse_args() -> argparse.Namespace:
 
 
 def run_bench(args: argparse.Namespace, root: Path) -> dict:
-    if args.torch_threads:
-        torch.set_num_threads(args.torch_threads)
-    keep_freed_memory()  # what the executors' scoring workers do, for torch_alone in this process
     spark = spark_session(SparkConf(master="local[*]", app_name="score-bench", driver_memory="8g",
                                     shuffle_partitions=8))
     cores = spark.sparkContext.defaultParallelism
+    procs = args.torch_procs or cores
+    threads = args.torch_threads or (1 if procs > 1 else torch.get_num_threads())
+    if procs == 1:
+        torch.set_num_threads(threads)
+        keep_freed_memory()  # what the executors' scoring workers do, for torch_alone in this process
     conf = dataclasses.replace(ModelConf(), embedding_dim=DIM, hidden_dim=DIM, num_experts=EXPERTS, seed=1)
     model = build_model(conf, FIELDS, NUM_TAGS, NUM_CATEGORIES).eval()
     model_path = str(root / "models" / "bench")
@@ -133,14 +148,29 @@ def run_bench(args: argparse.Namespace, root: Path) -> dict:
                         key=lambda size: (size[1], size[0]))
     mind = build_model(dataclasses.replace(conf, name="mind"), FIELDS, NUM_TAGS, NUM_CATEGORIES).eval() \
         if args.mind_sizes else None
+    model_paths = {"mvke": model_path}
+    if mind is not None:
+        model_paths["mind"] = str(root / "models" / "mind")
+        save_model(mind, dataclasses.replace(conf, name="mind"), FIELDS, NUM_TAGS, NUM_CATEGORIES, model_paths["mind"])
+    torch_scans = TorchScans(procs, threads, model_paths, {"mvke": model, "mind": mind}, args.block_size)
+    try:
+        return _run_bench(args, root, spark, cores, model, conf, mind, plan, task, everything, torch_scans)
+    finally:
+        torch_scans.close()
+
+
+def _run_bench(args, root, spark, cores, model, conf, mind, plan, task, everything, torch_scans) -> dict:
     users_paths = write_user_sets(spark, root, [u for u, _ in everything], cores)
-    results: dict = {"meta": {"cores": cores, "torch_threads": torch.get_num_threads(), "cpu": platform.processor(),
-                              "block_size": args.block_size, "load_before": os.getloadavg()},
+    results: dict = {"meta": {"cores": cores, "torch_procs": torch_scans.procs, "torch_threads": torch_scans.threads,
+                              "cpu": platform.processor(), "block_size": args.block_size,
+                              "load_before": os.getloadavg()},
                      "rows": []}
     smallest = everything[0]
     time_spark_scan(spark, users_paths[smallest[0]], tag_side(model, smallest[1]), task)  # warm-up
-    for warm in [m for m in (model, mind) if m is not None]:  # warm-up here: numba's top-N, first torch calls
-        time_torch_scan(warm, min(smallest[0], args.block_size), tag_side(warm, smallest[1]), plan, args.block_size)
+    for name, warm in (("mvke", model), ("mind", mind)):  # warm-up: numba's top-N, first torch calls
+        if warm is not None:
+            torch_scans.time(name, min(smallest[0], args.block_size * torch_scans.procs), tag_side(warm, smallest[1]),
+                             plan)
     if args.als_sizes:  # warm-up of ALS in the JVM (100k x 1k in a new session: 8.2 s cold, then 5.5 and 4.6 s)
         als_users, als_tags = min(args.als_sizes, key=lambda size: size[0] * size[1])
         als_path = write_als_model(root / "als_warm_up", min(als_users, 20_000), als_tags, cores)
@@ -161,11 +191,10 @@ def run_bench(args: argparse.Namespace, root: Path) -> dict:
         if size in args.sizes or size in args.als_sizes:
             row["mvke_spark"] = _median(reps, lambda: time_spark_scan(spark, users_paths[num_users], scan, task))
         if size in args.torch_sizes or size in args.als_sizes or size in args.mind_sizes:
-            row["torch_alone"] = _median(torch_reps, lambda: time_torch_scan(model, num_users, scan, plan,
-                                                                             args.block_size))
+            row["torch_alone"] = _median(torch_reps, lambda: torch_scans.time("mvke", num_users, scan, plan))
         if size in args.mind_sizes:
-            row["mind_torch"] = _median(torch_reps, lambda: time_torch_scan(mind, num_users, mind_scans[num_tags],
-                                                                            plan, args.block_size))
+            row["mind_torch"] = _median(torch_reps, lambda: torch_scans.time("mind", num_users, mind_scans[num_tags],
+                                                                             plan))
         if size in args.als_sizes:
             als_path = write_als_model(root / f"als_{num_users}_{num_tags}", num_users, num_tags, cores)
             row["als_spark"] = _median(als_reps, lambda: time_als(spark, als_path))
@@ -231,9 +260,9 @@ def time_spark_scan(spark: SparkSession, users_path: str, scan: ScanTags, task: 
     return elapsed
 
 
-def user_tensors(num_users: int) -> dict[str, torch.Tensor]:
-    """The same feature values as `write_users`, as in-memory tensors."""
-    n = torch.arange(num_users, dtype=torch.int64)
+def user_tensors(num_users: int, first: int = 0) -> dict[str, torch.Tensor]:
+    """The same feature values as `write_users` (users first .. first + num_users - 1), as in-memory tensors."""
+    n = torch.arange(first, first + num_users, dtype=torch.int64)
     batch = {f.name: (n * SINGLE_PRIMES[f.name] + 3) % (f.vocab_size - 2) + 2 for f in FIELDS if f.kind == "single"}
     batch["clicked_tags"] = (n[:, None] * 31 + torch.arange(MULTI_LEN)[None, :] * 1009) % MAX_TAGS + 2  # [U, L]
     batch["clicked_tags_weights"] = torch.ones(num_users, MULTI_LEN)
@@ -241,13 +270,118 @@ def user_tensors(num_users: int) -> dict[str, torch.Tensor]:
 
 
 def time_torch_scan(model, num_users: int, scan: ScanTags, plan, block_size: int) -> float:
+    """Seconds for the per-block work over `num_users` users in this process (--torch-procs 1)."""
     batch = user_tensors(num_users)
     start = time.perf_counter()
+    torch_scan(model, batch, scan, plan, block_size)
+    return time.perf_counter() - start
+
+
+def torch_scan(model, batch: dict[str, torch.Tensor], scan: ScanTags, plan, block_size: int) -> None:
+    """What a scoring worker computes per block: user tower + `scan_block`, `block_size` users at a time."""
+    rows = len(next(iter(batch.values())))
     with torch.inference_mode():
-        for first in range(0, num_users, block_size):
+        for first in range(0, rows, block_size):
             block = {k: v[first:first + block_size] for k, v in batch.items()}
             scan_block(block_user_vectors(model, block), model.user_mask(block), scan, plan)
-    return time.perf_counter() - start
+
+
+def user_share(num_users: int, rank: int, procs: int) -> tuple[int, int]:
+    """(first user, count) of worker `rank` of `procs`: contiguous shares differing by at most one user."""
+    first, end = num_users * rank // procs, num_users * (rank + 1) // procs
+    return first, end - first
+
+
+class TorchScans:
+    """torch_alone and mind_torch: in this process (procs == 1) or in `procs` worker processes.
+
+    The workers are started once ("spawn": the parent has torch threads and the Spark JVM's
+    gateway running, which fork would copy half-way) and load the models before anything is
+    timed. `time` sends each worker its share of the users; each builds its tensors, then all
+    of them and this process wait on one barrier, and the time runs from its release to the
+    last worker's answer: process start, model loading and tensor building are not in it.
+    """
+
+    def __init__(self, procs: int, threads: int, model_paths: dict[str, str], models: dict, block_size: int):
+        self.procs, self.threads, self.models, self.block_size = procs, threads, models, block_size
+        self.workers: list = []
+        if procs == 1:
+            return
+        context = multiprocessing.get_context("spawn")
+        self.barrier = context.Barrier(procs + 1)
+        self.done = context.Queue()
+        self.commands = [context.Queue() for _ in range(procs)]
+        for rank in range(procs):
+            worker = context.Process(target=_torch_worker, daemon=True,
+                                     args=(rank, procs, threads, model_paths, block_size, self.commands[rank],
+                                           self.barrier, self.done))
+            worker.start()
+            self.workers.append(worker)
+        for _ in range(procs):  # every worker has loaded its models
+            self._answer()
+
+    def time(self, name: str, num_users: int, scan: ScanTags, plan) -> float:
+        if self.procs == 1:
+            return time_torch_scan(self.models[name], num_users, scan, plan, self.block_size)
+        for commands in self.commands:
+            commands.put((name, num_users, scan, plan))
+        try:
+            self.barrier.wait()
+        except threading.BrokenBarrierError:  # a worker failed before its scan
+            self._answer()
+            raise
+        start = time.perf_counter()
+        for _ in range(self.procs):
+            self._answer()
+        return time.perf_counter() - start
+
+    def _answer(self) -> None:
+        answer = self.done.get()
+        if answer is not None:  # a worker's traceback
+            self.close()
+            raise RuntimeError(f"torch_alone worker failed:\n{answer}")
+
+    def close(self) -> None:
+        for commands, worker in zip(self.commands if self.workers else [], self.workers):
+            if worker.is_alive():
+                commands.put(None)
+        for worker in self.workers:
+            worker.join(timeout=30)
+            if worker.is_alive():
+                worker.terminate()
+        self.workers = []
+
+
+def _torch_worker(rank: int, procs: int, threads: int, model_paths: dict[str, str], block_size: int,
+                  commands, barrier, done) -> None:
+    """One torch_alone process: as a scoring worker (`prepare_worker`), over users `user_share(...)`."""
+    import traceback
+
+    from scoring.executor import cached_model, prepare_worker
+
+    try:
+        prepare_worker(threads)
+        models = {name: cached_model(path) for name, path in model_paths.items()}
+    except BaseException:
+        done.put(traceback.format_exc())
+        return
+    done.put(None)
+    while (command := commands.get()) is not None:
+        name, num_users, scan, plan = command
+        try:
+            first, count = user_share(num_users, rank, procs)
+            batch = user_tensors(count, first)
+        except BaseException:
+            barrier.abort()
+            done.put(traceback.format_exc())
+            return
+        barrier.wait()
+        try:
+            torch_scan(models[name], batch, scan, plan, block_size)
+        except BaseException:
+            done.put(traceback.format_exc())
+            return
+        done.put(None)
 
 
 def write_als_model(path: Path, num_users: int, num_tags: int, cores: int) -> str:
@@ -332,7 +466,8 @@ def _cell(value: float | None, fmt: str) -> str:
 def report(results: dict) -> str:
     meta = results["meta"]
     lines = [
-        f"cores: {meta['cores']}, torch threads (torch_alone): {meta['torch_threads']}, block_size: "
+        f"cores: {meta['cores']}, torch_alone: {meta['torch_procs']} process(es) x {meta['torch_threads']} torch "
+        f"thread(s), block_size: "
         f"{meta['block_size']}, load average before/after: {meta['load_before'][0]:.1f} / "
         f"{meta['load_after'][0]:.1f}",
         "",
