@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from core import delta
 from core.cli import job_parser, parse_job_args
 from core.tables import Warehouse, staging_uri, warehouse_uri
-from nightly.lock import TRAIN_LOCK_PREFIX, RunInProgressError, held_locks
+from nightly.lock import TRAIN_LOCK_PREFIX, RunInProgressError, check_lock_folder, held_locks
 from training import leftovers
 
 DEFAULT_RETENTION_HOURS = 168
@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     args, config = parse_job_args(parser, argv)
     try:
         check_retention(args.retention_hours, force_retention=args.force_retention or args.dry_run)
+        check_lock_folder(config.paths)  # it must see the runs in progress
     except ValueError as exc:
         parser.error(str(exc))
     try:

@@ -98,13 +98,11 @@ def held_locks(paths: Paths, prefix: str = "nightly-") -> dict[str, str]:
     with `prefix` and that a live process holds now.
 
     Changes nothing on disk: each lock file is probed with a shared, non-blocking flock that is
-    released at once (a run starting in that instant would fail as if a run held it). Empty when
-    `paths.locks_root` is not a filesystem path, where no lock can be taken.
+    released at once (a run starting in that instant would fail as if a run held it). A
+    ConfigError when `paths.locks_root` is a store URI: no run could hold a lock there, so
+    nothing would tell a caller (vacuum, a rollback of the whole table) that one is running.
     """
-    folder = _lock_folder(paths)
-    if folder is None:
-        return {}
-    folder = folder.rstrip("/") or "/"
+    folder = check_lock_folder(paths).rstrip("/") or "/"
     try:
         names = sorted(n for n in os.listdir(folder) if n.startswith(prefix) and n.endswith(".lock"))
     except FileNotFoundError:

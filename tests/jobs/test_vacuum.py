@@ -67,6 +67,18 @@ def test_a_window_below_the_floor_is_refused_without_the_override(world, hours, 
     assert os.path.exists(f"{uri}/{in_flight}")
 
 
+def test_locks_on_a_store_are_a_usage_error_before_anything_is_deleted(world, capsys):
+    """vacuum must see the runs in progress; with no lock possible there it used to see none."""
+    config, conf, uri, in_flight = world
+    with pytest.raises(SystemExit) as exit_info:
+        vacuum.main(["--conf", conf, "--set", "paths.locks=s3://bucket/locks"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith(
+        "error: the run lock needs a filesystem path, not 's3://bucket/locks': set paths.locks to a local or "
+        "mounted folder that every driver of this pipeline sees")
+    assert os.path.exists(f"{uri}/{in_flight}")
+
+
 def test_the_override_goes_below_the_floor(world):
     config, conf, uri, in_flight = world
     assert vacuum.run(config, retention_hours=1, dry_run=True).tables == {uri: 1}  # a dry run deletes nothing

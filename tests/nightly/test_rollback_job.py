@@ -63,6 +63,17 @@ def test_rollback_to_a_version_refuses_while_a_night_of_any_date_holds_its_lock(
     assertDataFrameEqual(publish.read_profiles(spark, publish.profiles_uri(paths), D1), first)
 
 
+def test_rollback_to_a_version_with_locks_on_a_store_stops_before_reading_anything(spark, paths, capsys):
+    """It cannot see a night's lock there; it used to go ahead as if none was held."""
+    _publish(spark, paths, "t1", "r1")
+    _publish(spark, paths, "t2", "r2")
+    assert rollback.main(_argv(paths, "--to-version", "0", "--set", "paths.locks=s3://bucket/locks")) == 1
+    assert capsys.readouterr().err == ("[rollback] the run lock needs a filesystem path, not 's3://bucket/locks': set "
+                                       "paths.locks to a local or mounted folder that every driver of this pipeline "
+                                       "sees\n")
+    assert delta.table_version(publish.profiles_uri(paths)) == 1
+
+
 VECTORS = "dt date, user_id string, model_version string, user_vector array<float>, vector_mask array<boolean>"
 
 
