@@ -50,8 +50,9 @@ def generate(spark: SparkSession, conf: GenerateConf, paths: Paths) -> Generatio
 
     Every table's files are written before the first commit, so a failure while drawing or
     writing (the ground truth, U x T rows, is by far the largest) leaves every table as it
-    was, never new tags and items beside old events. The folders of tables that did not exist
-    are removed again: their uncommitted files would read as a raw Parquet folder.
+    was, never new tags and items beside old events. Where no Delta table was, the files this run
+    wrote are removed again (with the folder, if it did not exist): uncommitted, they would read
+    as a raw Parquet folder.
     """
     world = build_world(conf)
     sources = raw_sources(spark, world)
@@ -59,7 +60,9 @@ def generate(spark: SparkSession, conf: GenerateConf, paths: Paths) -> Generatio
         if table in SCHEMAS:
             check_schema(source.schema, table)
         check_replaceable(raw_uri(paths, table))
-    new = [raw_uri(paths, table) for table in sources if not _folder_exists(raw_uri(paths, table))]
+    uris = [raw_uri(paths, table) for table in sources]
+    new = [uri for uri in uris if not _folder_exists(uri)]
+    plain = {uri: _files(uri) for uri in uris if uri not in new and not delta.table_exists(uri)}  # no Delta log
     commit_info = {"writer": "synthetic", "seed": str(conf.seed)}
     try:
         written = {table: delta.write_files(source.rows, raw_uri(paths, table), through=source.through)
@@ -71,6 +74,9 @@ def generate(spark: SparkSession, conf: GenerateConf, paths: Paths) -> Generatio
         for uri in new:
             if not delta.table_exists(uri):  # committed (by this run, or another one meanwhile): a table now
                 _remove_folder(uri)
+        for uri, before in plain.items():
+            if not delta.table_exists(uri):
+                _remove_files(uri, _files(uri) - before)
         raise
     rows = {table.value: files.num_records for table, files in written.items()}
     return GenerationSummary(rows=rows, events_by_type=count_event_types(spark, paths))
@@ -86,6 +92,27 @@ def _folder_exists(uri: str) -> bool:
     return filesystem.get_file_info(root).type != pafs.FileType.NotFound
 
 
+def _files(uri: str) -> set[str]:
+    """The files under `uri` (none when it cannot be listed)."""
+    from pyarrow import fs as pafs
+
+    filesystem, root, _ = delta.arrow_filesystem(uri)
+    try:
+        listed = filesystem.get_file_info(pafs.FileSelector(root, recursive=True))
+    except OSError:
+        return set()
+    return {info.path for info in listed if info.type == pafs.FileType.File}
+
+
+def _remove_files(uri: str, files: set[str]) -> None:
+    filesystem, _, _ = delta.arrow_filesystem(uri)
+    for path in sorted(files):
+        try:
+            filesystem.delete_file(path)
+        except OSError:  # the error that stopped the run is the one to see
+            pass
+
+
 def _remove_folder(uri: str) -> None:
     filesystem, root, _ = delta.arrow_filesystem(uri)
     try:
@@ -95,13 +122,20 @@ def _remove_folder(uri: str) -> None:
 
 
 def check_replaceable(uri: str) -> None:
-    """Refuse, before anything is written, a table that an unpartitioned overwrite cannot replace."""
+    """Refuse, before anything is written, a table that an unpartitioned overwrite cannot replace:
+    a partitioned one, or one using table features this project's writer does not apply (its
+    commit would fail after the tables before it had taken the new world)."""
     if not delta.table_exists(uri):
         return
-    partitioned = list(delta.open_table(uri).metadata().partition_columns)
+    table = delta.open_table(uri)
+    partitioned = list(table.metadata().partition_columns)
     if partitioned:
         raise ValueError(f"{uri} is partitioned by {partitioned}; generate writes unpartitioned tables, "
                          "so move the table away first")
+    features = delta.unreadable_features(table)
+    if features:
+        raise ValueError(f"{uri} uses {' and '.join(features)}, which generate cannot replace; move the table "
+                         f"away first")
 
 
 @dataclass(frozen=True)

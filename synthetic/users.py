@@ -53,6 +53,9 @@ def user_interests(world: World, index: np.ndarray) -> np.ndarray:
     Regenerates the blocks that hold them on the caller's process, so keep `index` small.
     """
     index = np.asarray(index, dtype=np.int64)
+    outside = index[(index < 0) | (index >= world.conf.users)]
+    if outside.size:
+        raise ValueError(f"user indices {sorted(set(outside.tolist()))[:5]} are outside 0..{world.conf.users - 1}")
     out = np.empty((len(index), world.conf.facets))
     blocks = index // world.conf.block_users
     for block in np.unique(blocks):

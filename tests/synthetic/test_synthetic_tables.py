@@ -249,6 +249,23 @@ def test_a_table_it_cannot_replace_is_refused_before_any_table_changes(spark, tm
     assert delta.partition_values(events) == [day.isoformat()]
 
 
+def test_a_table_using_deletion_vectors_is_refused_before_any_table_changes(spark, tmp_path):
+    """Its commit would fail after the tables committed before it had taken the new world."""
+    from deltalake import write_deltalake
+
+    paths = _paths(tmp_path)
+    generate(spark, CONF, paths)
+    truth = raw_uri(paths, Raw.GROUND_TRUTH)
+    kept = delta.read_arrow(truth)
+    shutil.rmtree(truth)
+    write_deltalake(truth, kept, configuration={"delta.enableDeletionVectors": "true"})
+    with pytest.raises(ValueError, match=r"ground_truth uses deletion vectors .*, which generate cannot replace"):
+        generate(spark, dataclasses.replace(CONF, seed=4), paths)
+    before = raw_frames(spark, build_world(CONF))
+    for table in (Raw.TAGS, Raw.ITEMS, Raw.USERS, Raw.EVENTS):
+        assertDataFrameEqual(delta.read_table(spark, raw_uri(paths, table)), before[table])
+
+
 def test_a_failed_first_run_leaves_no_folder_a_job_would_read_as_raw_data(spark, tmp_path):
     """With no table there before, the files written ahead of the commits have no Delta log beside
     them: left in place they would be read as raw Parquet folders, rows of a run that failed."""
@@ -256,9 +273,16 @@ def test_a_failed_first_run_leaves_no_folder_a_job_would_read_as_raw_data(spark,
     blocked = Path(raw_uri(paths, Raw.GROUND_TRUTH))
     blocked.parent.mkdir(parents=True)
     blocked.symlink_to(tmp_path / "unmounted" / "ground_truth")  # a volume that is gone: no file can be written
+    # a folder that is there, with no Delta table: an earlier export, or a mount point
+    users = Path(raw_uri(paths, Raw.USERS))
+    users.mkdir()
+    (users / "_SUCCESS").write_text("")
     with pytest.raises(FileExistsError):
         generate(spark, CONF, paths)
-    assert sorted(p.name for p in blocked.parent.iterdir()) == ["ground_truth"]  # the dangling link only
-    for table in (Raw.TAGS, Raw.ITEMS, Raw.USERS, Raw.EVENTS):
+    assert sorted(p.name for p in blocked.parent.iterdir()) == ["ground_truth", "users"]  # as they were
+    assert sorted(str(p.relative_to(users)) for p in users.rglob("*")) == ["_SUCCESS"]
+    for table in (Raw.TAGS, Raw.ITEMS, Raw.EVENTS):
         with pytest.raises(ContractError, match=rf"raw table {table.value} not found at "):
             read_raw(spark, paths, table)
+    with pytest.raises(ContractError, match=r"raw table users at .* holds no Parquet files"):
+        read_raw(spark, paths, Raw.USERS)

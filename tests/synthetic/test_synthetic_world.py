@@ -76,6 +76,9 @@ def test_user_interests_do_not_depend_on_which_users_are_asked_for():
     everyone = user_interests(world, np.arange(CONF.users))
     np.testing.assert_allclose(everyone.sum(axis=1), 1.0)
     np.testing.assert_array_equal(user_interests(world, np.array([249, 3, 120])), everyone[[249, 3, 120]])
+    for wrong in ([CONF.users], [-1, 3]):
+        with pytest.raises(ValueError, match=rf"user indices \[{wrong[0]}\] are outside 0..{CONF.users - 1}"):
+            user_interests(world, np.array(wrong))
     sparse_share = (everyone.max(axis=1) > 0.5).mean()
     assert sparse_share > 0.5  # a sparse Dirichlet: most users have one dominant facet
 
