@@ -106,8 +106,8 @@ def petastorm_converters(spark: SparkSession, frames: Mapping[str, DataFrame], c
             shuffled = (frame.repartition(partitions, F.xxhash64(*row))
                         .sortWithinPartitions(F.xxhash64(F.lit(seed), *row)))
             converter = make_spark_converter(shuffled, dtype="float32")
-            # Petastorm deals row groups to shards by their position in this list, which Spark
-            # returns in no fixed order: sorted, every rank (and every run) sees the same deal.
+            # Shards are dealt files by their position in this list, which Spark returns in no
+            # fixed order: sorted, every rank (and every run) sees the same deal.
             converter.file_urls = sorted(converter.file_urls)
             converters[name] = converter
             check_every_shard_has_rows(name, row_groups(converter.file_urls), partitions)
@@ -117,28 +117,44 @@ def petastorm_converters(spark: SparkSession, frames: Mapping[str, DataFrame], c
             converter.delete()
 
 
-def row_groups(file_urls: Sequence[str]) -> int:
-    """The row groups of the Parquet files at `file_urls`, from their footers (an empty file has none)."""
+def row_groups(file_urls: Sequence[str]) -> list[int]:
+    """The row groups of each Parquet file at `file_urls`, from their footers (an empty file has none)."""
     import pyarrow.parquet as pq
     from pyarrow import fs
 
-    total = 0
+    counts = []
     for url in file_urls:
         filesystem, path = fs.FileSystem.from_uri(url)
         with filesystem.open_input_file(path) as handle:
-            total += pq.ParquetFile(handle).metadata.num_row_groups
-    return total
+            counts.append(pq.ParquetFile(handle).metadata.num_row_groups)
+    return counts
 
 
-def check_every_shard_has_rows(split: str, row_groups: int, partitions: int) -> None:
-    """Raise EmptyWindowError when a split holds fewer row groups than workers: some shard would be empty."""
-    if row_groups < partitions:
+def check_every_shard_has_rows(split: str, row_groups: Sequence[int], partitions: int) -> None:
+    """Raise EmptyWindowError when a file of the split has no row group: the worker whose shard it
+    is (with `partitions` = train.num_proc, one file per worker) would have no rows to read."""
+    filled = sum(1 for count in row_groups if count > 0)
+    if filled < partitions:
         raise EmptyWindowError(
-            f"the {split} split's rows all fell into {row_groups} of {partitions} files (rows go to files by a "
-            f"hash of their content), so {partitions - row_groups} of train.num_proc={partitions} workers would "
+            f"the {split} split's rows all fell into {filled} of {partitions} files (rows go to files by a "
+            f"hash of their content), so {partitions - filled} of train.num_proc={partitions} workers would "
             f"have no rows to read; add rows to the split (widen train.window_days or "
             f"train.validation_user_share) or lower train.num_proc"
         )
+
+
+def shard_files(file_urls: Sequence[str], cur_shard: int, shard_count: int) -> list[str]:
+    """The files of shard `cur_shard` of `shard_count`: every shard_count-th file of the sorted list.
+
+    Whole files, not Petastorm's deal of row groups by their index: that deal gave one rank every
+    full 32 MB row group and the other every file's small remainder whenever the files held an
+    even number of row groups each, so both took the same steps over very different row counts.
+    Files hold the rows by a hash of their content, so shards differ only by that hash's spread.
+    """
+    if not 0 <= cur_shard < shard_count <= len(file_urls):
+        raise ValueError(f"shard {cur_shard} of {shard_count} needs at least {shard_count} files, got "
+                         f"{len(file_urls)}")
+    return list(file_urls)[cur_shard::shard_count]
 
 
 @contextmanager
@@ -155,18 +171,16 @@ def converter_batches(converter: Any, fields: Sequence[FieldSpec], *, multi_len:
     Petastorm's BatchedDataLoader (columnar; its shuffling buffer draws rows with torch), not the
     default DataLoader, which splits every row group into Python rows and collates them again.
     """
+    from petastorm import make_batch_reader
     from petastorm.pytorch import BatchedDataLoader
 
     kinds = batch_columns(fields)
-    loader_context = converter.make_torch_dataloader(
-        batch_size=batch_size, num_epochs=num_epochs, cur_shard=cur_shard, shard_count=shard_count,
-        shuffling_queue_capacity=shuffle_buffer, workers_count=workers, seed=seed,
-        shuffle_row_groups=shuffle, data_loader_fn=BatchedDataLoader,
-        # One worker reads in this thread: Petastorm's thread pool with one worker sometimes
-        # ended a reader's shard with no rows at all (1 loader in 12 here, either rank).
-        reader_pool_type="dummy" if workers == 1 else "thread",
-    )
-    with loader_context as loader:
+    files = shard_files(converter.file_urls, cur_shard, shard_count)
+    with make_batch_reader(files, num_epochs=num_epochs, workers_count=workers, seed=seed, shuffle_row_groups=shuffle,
+                           # One worker reads in this thread: Petastorm's thread pool with one worker sometimes
+                           # ended a reader's shard with no rows at all (1 loader in 12 here, either rank).
+                           reader_pool_type="dummy" if workers == 1 else "thread") as reader:
+        loader = BatchedDataLoader(reader, batch_size=batch_size, shuffling_queue_capacity=shuffle_buffer)
         yield (to_model_batch(raw, kinds, multi_len) for raw in loader)
 
 

@@ -259,6 +259,36 @@ def test_a_split_whose_rows_miss_a_workers_file_fails_as_an_empty_window(spark, 
 
 
 def test_every_shard_check_passes_with_a_file_per_worker():
-    check_every_shard_has_rows("train", row_groups=2, partitions=2)
+    check_every_shard_has_rows("train", row_groups=[1, 3], partitions=2)
     with pytest.raises(EmptyWindowError, match="rows all fell into 3 of 4 files"):
-        check_every_shard_has_rows("train", row_groups=3, partitions=4)
+        check_every_shard_has_rows("train", row_groups=[1, 0, 2, 1], partitions=4)
+    with pytest.raises(EmptyWindowError, match="rows all fell into 1 of 2 files"):  # 2 row groups, in one file
+        check_every_shard_has_rows("train", row_groups=[2, 0], partitions=2)
+
+
+def test_each_rank_reads_whole_files_whatever_their_row_groups(spark, tmp_path):
+    """Two files of 1,100 rows, each a full row group of 1,000 and a remainder of 100: Petastorm's
+    deal of row groups by index gave rank 0 both full groups (2,000 rows) and rank 1 both
+    remainders (200), whatever the seed, and both ranks took the same number of steps."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from types import SimpleNamespace
+
+    rows = [(f"u{i}", 2, 1, i % 2, 0, [3, 4], [0.5, 1.0], 2) for i in range(2200)]
+    frame = model_columns(spark.createDataFrame(rows, "user_id string, tag_index int, category_id int, click int, "
+                                                      "conversion int, history array<int>, "
+                                                      "history_weights array<float>, interest int"),
+                          FIELDS, multi_len=2)
+    table = pa.Table.from_pandas(frame.toPandas(), preserve_index=False)
+    urls = []
+    for i in range(2):
+        path = tmp_path / f"part-{i}.parquet"
+        pq.write_table(table.slice(i * 1100, 1100), path, row_group_size=1000)
+        assert [pq.ParquetFile(path).metadata.row_group(g).num_rows for g in range(2)] == [1000, 100]
+        urls.append(path.as_uri())
+    converter = SimpleNamespace(file_urls=urls)
+    for rank in (0, 1):
+        with converter_batches(converter, FIELDS, multi_len=2, cur_shard=rank, shard_count=2, batch_size=128,
+                               num_epochs=1, shuffle=True, seed=11) as batches:
+            keys = sorted(k for b in batches for k in b["user_key"].tolist())
+        assert keys == sorted(table.column("user_key").to_pylist()[rank * 1100:(rank + 1) * 1100])
