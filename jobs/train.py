@@ -75,7 +75,7 @@ def run(spark: SparkSession, config: Config, date: dt.date, *, fault: FaultInjec
     check_model_fits(config, inputs)
     examples = model_examples(inputs, config.features.max_multi_len)
     try:
-        rows = split_counts(examples, config.train.num_proc)
+        rows = split_counts(examples, config.train.num_proc, config.train.validation)
         fingerprint = version_fingerprint(config, date, inputs, content_digest(examples))
         version = artifact.model_version(config.model.name, date, fingerprint)
         # the same inputs and settings whatever the code: how a withdrawal outlives a deploy
@@ -216,14 +216,21 @@ def model_examples(inputs: TrainingInputs, multi_len: int) -> DataFrame:
     return columns.persist(StorageLevel.MEMORY_AND_DISK)
 
 
-def split_counts(examples: DataFrame, num_proc: int) -> dict[str, int]:
+def split_counts(examples: DataFrame, num_proc: int, validation: str = "last_day") -> dict[str, int]:
     """Rows per split; each split needs at least one row per worker (a Petastorm shard each)."""
     counts = {bool(r[VALIDATION_FLAG]): r["count"] for r in examples.groupBy(VALIDATION_FLAG).count().collect()}
     rows = {"train": counts.get(False, 0), "validation": counts.get(True, 0)}
+    advice = {  # what adds rows to that split
+        ("train", "last_day"): "widen train.window_days",
+        ("validation", "last_day"): "check the samples of the window's last day (its whole validation split)",
+        ("train", "user_split"): "widen train.window_days or lower train.validation_user_share",
+        ("validation", "user_split"): "widen train.window_days or raise train.validation_user_share",
+    }
     for split, n in rows.items():
         if n < num_proc:
             raise EmptyWindowError(f"the {split} split holds {n} samples, fewer than train.num_proc={num_proc} "
-                                   f"workers; widen train.window_days or train.validation_user_share")
+                                   f"workers; {advice.get((split, validation), 'widen train.window_days')}, or "
+                                   f"lower train.num_proc")
     return rows
 
 

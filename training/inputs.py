@@ -76,7 +76,9 @@ def ensure_window(spark: SparkSession, config: Config, window: Sequence[dt.date]
     if not missing:
         return []
     if not config.train.build_missing:
-        raise _missing_error(missing, window, "set train.build_missing=true or run the feature job for them")
+        raise _missing_error(missing, window, f"set train.build_missing=true, or run the feature job for run dates "
+                                              f"{_days(backfill_dates(missing))} (a run of day X writes the samples "
+                                              f"of X-1)")
     from jobs import features as features_job
 
     runs = backfill_dates(missing)

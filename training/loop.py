@@ -86,9 +86,10 @@ def train_epoch(model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Opt
 
 
 def check_finite(loss: float, *, epoch: int, step: int) -> None:
+    """`epoch` counts from 0; the message counts from 1, as the progress lines do."""
     if not math.isfinite(loss):
         raise NonFiniteLossError(
-            f"training loss is {loss} at epoch {epoch} step {step}; lower train.learning_rate or look for "
+            f"training loss is {loss} at epoch {epoch + 1} step {step}; lower train.learning_rate or look for "
             f"extreme feature weights in the input (the model was not saved)"
         )
 

@@ -81,7 +81,7 @@ def test_the_loss_reduction_overlaps_backward_and_is_awaited_before_the_update(b
 
 def test_a_huge_learning_rate_stops_with_a_non_finite_loss_naming_epoch_and_step(batches):
     model, loss_fn, optimizer = _setup(lr=1e30)
-    with pytest.raises(NonFiniteLossError, match=r"at epoch 4 step \d+"):
+    with pytest.raises(NonFiniteLossError, match=r"at epoch 5 step \d+"):  # index 4, counted from 1
         for epoch in range(4, 8):
             train_epoch(model, loss_fn, optimizer, batches, epoch=epoch)
 
@@ -91,7 +91,7 @@ def test_inf_weights_stop_before_any_update(batches):
     state = {k: v.clone() for k, v in model.state_dict().items()}
     bad = [dict(b) for b in batches]
     bad[0]["history_weights"] = torch.full_like(bad[0]["history_weights"], float("inf"))
-    with pytest.raises(NonFiniteLossError, match="training loss is nan at epoch 0 step 1"):
+    with pytest.raises(NonFiniteLossError, match="training loss is nan at epoch 1 step 1"):
         train_epoch(model, loss_fn, optimizer, bad, epoch=0)
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
 

@@ -292,3 +292,24 @@ def test_each_rank_reads_whole_files_whatever_their_row_groups(spark, tmp_path):
                                num_epochs=1, shuffle=True, seed=11) as batches:
             keys = sorted(k for b in batches for k in b["user_key"].tolist())
         assert keys == sorted(table.column("user_key").to_pylist()[rank * 1100:(rank + 1) * 1100])
+
+
+@pytest.mark.parametrize("validation, flags, message", [
+    ("last_day", [False, False, True],
+     r"^the validation split holds 1 samples, fewer than train.num_proc=2 workers; check the samples of the "
+     r"window's last day \(its whole validation split\), or lower train.num_proc$"),
+    ("user_split", [False, False, True],
+     r"^the validation split holds 1 samples, .*; widen train.window_days or raise train.validation_user_share, or "
+     r"lower train.num_proc$"),
+    ("user_split", [False, True, True],
+     r"^the train split holds 1 samples, .*; widen train.window_days or lower train.validation_user_share, or lower "
+     r"train.num_proc$"),
+])
+def test_a_split_with_fewer_samples_than_workers_says_what_adds_to_it(spark, validation, flags, message):
+    from jobs.train import split_counts
+    from training.inputs import VALIDATION_FLAG
+
+    examples = spark.createDataFrame([(f,) for f in flags], f"{VALIDATION_FLAG} boolean")
+    with pytest.raises(EmptyWindowError, match=message):
+        split_counts(examples, 2, validation)
+    assert split_counts(examples, 1, validation) == {"train": flags.count(False), "validation": flags.count(True)}

@@ -167,7 +167,7 @@ def artifact_leftovers(config):
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # Horovod's Spark thread
 def test_killed_rank_fails_clearly_then_a_rerun_resumes_from_the_checkpoint(spark, config, tmp_path, monkeypatch):
     fault = FaultInjection.from_env({"MVKE_FAULT_KILL_RANK": "1:0"})
-    with pytest.raises(WorkerFailedError, match="failed or was killed.*rerun the same command to resume"):
+    with pytest.raises(WorkerFailedError, match=r"failed or was killed.*are kept \(up to epoch 1\): rerun the same command to resume$"):
         train.run(spark, config, RUN_DATE, fault=fault)
     assert_nothing_published(config)
     [checkpoints] = list((Path(config.paths.models) / "_checkpoints").iterdir())
@@ -249,8 +249,9 @@ def test_a_killed_rank_without_resume_says_how_to_resume(spark, tmp_path):
     # "rerun the same command to resume" was false here: the same command starts from scratch
     config = training_config(tmp_path, resume=False)
     write_warehouse(config.paths.warehouse)
-    with pytest.raises(WorkerFailedError, match=r"are kept, but train.resume=false starts the same command from "
-                                                 r"scratch: rerun with --set train.resume=true to resume$"):
+    with pytest.raises(WorkerFailedError, match=r"are kept \(up to epoch 1\), but train.resume=false starts the "
+                                                 r"same command from scratch: rerun with --set train.resume=true to "
+                                                 r"resume$"):
         train.run(spark, config, RUN_DATE, fault=FaultInjection.from_env({"MVKE_FAULT_KILL_RANK": "1:0"}))
     assert_nothing_published(config)
 
@@ -258,7 +259,7 @@ def test_a_killed_rank_without_resume_says_how_to_resume(spark, tmp_path):
 def test_nan_loss_fails_naming_the_step_and_publishes_nothing(spark, tmp_path):
     config = training_config(tmp_path, learning_rate=1e30)
     write_warehouse(config.paths.warehouse)
-    with pytest.raises(NonFiniteLossError, match=r"training loss is (nan|inf) at epoch 0 step \d+"):
+    with pytest.raises(NonFiniteLossError, match=r"training loss is (nan|inf) at epoch 1 step \d+"):
         train.run(spark, config, RUN_DATE)
     assert_nothing_published(config)
 
@@ -295,7 +296,9 @@ def test_empty_window_names_the_days(spark, config):
 def test_missing_days_fail_without_build_missing(spark, config):
     with pytest.raises(MissingSamplesError, match="samples has no partition for 2026-11-05; "
                                                   "user_features has no partition for 2026-11-05; set "
-                                                  "train.build_missing=true"):
+                                                  r"train.build_missing=true, or run the feature job for run dates "
+                                                  r"2026-11-05, 2026-11-06 \(a run of day X writes the samples of "
+                                                  r"X-1\)$"):
         train.run(spark, config, dt.date(2026, 11, 6))
     assert_nothing_published(config)
 
