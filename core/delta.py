@@ -222,6 +222,48 @@ def write_files(df: DataFrame, uri: str, *, partition_by: Sequence[str] = (),
     return WrittenFiles(adds=adds, num_records=sum(r.num_records for r in rows))
 
 
+def copy_partition(spark: SparkSession, uri: str, version: int, column: str, value: str, target_uri: str, *,
+                   commit_info: dict[str, str] | None = None, based_on: Snapshot | None = None) -> int:
+    """Replace the whole (unpartitioned) table `target_uri` with the rows of partition `column` =
+    `value` of `uri` at `version`, in one commit; return its version.
+
+    Executors copy the partition's files with pyarrow, one task per file, streaming row groups
+    and writing `column` into each copy: no row passes through the JVM. The same rows through a
+    Spark read and `write_table` cost about as much as the scoring job's own write
+    (docs/performance.md). `based_on` as in `commit`.
+    """
+    table = open_table(uri, version)
+    _check_readable(table, uri)
+    if column not in table.metadata().partition_columns:
+        raise ValueError(f"{uri}: {column!r} is not a partition column")
+    schema = spark_to_arrow_schema(arrow_to_spark_schema(table.schema().to_arrow()))  # as write_table has it
+    adds = pa.table(table.get_add_actions(flatten=True))
+    relative = adds.filter(_in_partition(adds[f"partition.{column}"], value)).column("path").to_pylist()
+    source, _, files = arrow_filesystem(table.table_uri, relative)
+    target, root, _ = arrow_filesystem(target_uri)
+    constant = pc.cast(pa.array([value], pa.string()), schema.field(column).type)[0]  # "2026-11-12" -> a date
+
+    def copy_task(paths: Iterator[str]) -> Iterator[tuple[str, int, int]]:
+        for path in paths:
+            rel, rows = _new_data_file({}), 0
+            with pq.ParquetFile(path, filesystem=source) as parquet, \
+                    pq.ParquetWriter(f"{root}/{rel}", schema, filesystem=target) as writer:
+                for batch in parquet.iter_batches():
+                    columns = [pa.repeat(constant, batch.num_rows) if f.name == column
+                               else batch.column(f.name).cast(f.type) for f in schema]
+                    writer.write_batch(pa.RecordBatch.from_arrays(columns, schema=schema))
+                    rows += batch.num_rows
+            yield rel, target.get_file_info(f"{root}/{rel}").size, rows
+
+    target.create_dir(root, recursive=True)
+    copied = (spark.sparkContext.parallelize(files, max(1, min(len(files), spark.sparkContext.defaultParallelism)))
+              .mapPartitions(copy_task).collect()) if files else []
+    now_ms = int(time.time() * 1000)
+    written = [AddAction(path=rel, size=size, partition_values={}, modification_time=now_ms, data_change=True,
+                         stats=json.dumps({"numRecords": rows})) for rel, size, rows in copied]
+    return commit(target_uri, written, schema, mode="overwrite", commit_info=commit_info, based_on=based_on)
+
+
 def write_arrow(
     table: pa.Table,
     uri: str,

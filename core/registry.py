@@ -146,13 +146,23 @@ def current_for(paths: Paths, night: dt.date) -> str:
     current = latest_published(paths, as_of=night)
     if current is not None:
         return f"the latest published model for {night} is {current.model_version}"
-    withdrawn = [r.model_version for r in list_models(paths) if r.trained_for == night
-                 and r.status in (ModelStatus.GATE_FAILED, ModelStatus.ROLLED_BACK)]
-    if not withdrawn:
+    withdrawn = withdrawn_for(paths, night)
+    if withdrawn is None:
         return f"no published model for {night} is left: its next run trains one"
     return (f"no published model for {night} is left, and a rerun of {night} with the same inputs and settings "
-            f"gets {withdrawn[-1]} back, which stays withdrawn: change a model or train setting to train a new "
-            f"version, or pin score.model_version={withdrawn[-1]} to score with it anyway")
+            f"gets {withdrawn} back, which stays withdrawn: change a model or train setting to train a new "
+            f"version, or pin score.model_version={withdrawn} to score with it anyway")
+
+
+def withdrawn_for(paths: Paths, night: dt.date) -> str | None:
+    """The version a rerun of `night` would train again and keep withdrawn: the newest model trained
+    for `night` that failed its gates or was rolled back, when no model for `night` or earlier is
+    published (None otherwise)."""
+    if latest_published(paths, as_of=night) is not None:
+        return None
+    withdrawn = [r.model_version for r in list_models(paths) if r.trained_for == night
+                 and r.status in (ModelStatus.GATE_FAILED, ModelStatus.ROLLED_BACK)]
+    return withdrawn[-1] if withdrawn else None
 
 
 def get_model(paths: Paths, model_version: str) -> ModelRecord:

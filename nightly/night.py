@@ -174,7 +174,7 @@ def check_still_published(paths: Paths, pinned: str, model: registry.ModelRecord
     if now.status is registry.ModelStatus.PUBLISHED:
         return
     if committed is None:
-        rerun = ": rerun the night to score with it" if registry.latest_published(paths, as_of=date) else ""
+        rerun = "" if registry.withdrawn_for(paths, date) else ": rerun the night to score with it"
         raise gates.QualityGateError(
             f"model {model.model_version} became {now.status.value} while this night ran; nothing published, the "
             f"candidate stays in staging; {registry.current_for(paths, date)}{rerun}")

@@ -98,11 +98,12 @@ def refresh_latest(spark: SparkSession, paths: Paths) -> None:
         read = delta.snapshot(target)
         source = delta.table_version(uri)
         dates = delta.partition_values(uri, version=source)
-        latest = (read_profiles(spark, uri, dt.date.fromisoformat(dates[-1]), source) if dates
-                  else delta.read_table(spark, uri, source).limit(0))
-        delta.write_table(latest, target, mode="overwrite", based_on=read,
-                          commit_info={"job": "refresh_latest", "dt": dates[-1] if dates else "",
-                                       "source": str(source)})
+        info = {"job": "refresh_latest", "dt": dates[-1] if dates else "", "source": str(source)}
+        if dates:  # the newest date's files, copied by the executors
+            delta.copy_partition(spark, uri, source, "dt", dates[-1], target, based_on=read, commit_info=info)
+        else:
+            delta.write_table(delta.read_table(spark, uri, source).limit(0), target, mode="overwrite", based_on=read,
+                              commit_info=info)
 
     delta.retry_on_conflict(once)
 

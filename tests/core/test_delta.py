@@ -27,6 +27,25 @@ def test_create_then_read_back_every_row(spark, tmp_path):
     assert delta.partition_values(uri) == ["2026-11-01", "2026-11-02"]
 
 
+def test_copy_partition_replaces_the_target_with_that_partitions_rows(spark, tmp_path):
+    """Row groups streamed file by file by the executors, the partition column written into the copy."""
+    uri, target = str(tmp_path / "t"), str(tmp_path / "latest")
+    rows = [(D1, "a", 1.0, [1, 2]), (D2, "b", 2.0, []), (D2, "c", None, None), (D2, "d", 4.0, [7])]
+    delta.write_table(_rows(spark, rows).repartition(3), uri, mode="overwrite", partition_by=["dt"])
+    delta.write_table(_rows(spark, rows[:1]), target, mode="overwrite")  # an earlier copy, of D1
+    source = delta.table_version(uri)
+    version = delta.copy_partition(spark, uri, source, "dt", D2.isoformat(), target, commit_info={"job": "copy"})
+    assert version == 1 and DeltaTable(target).metadata().partition_columns == []
+    copied = delta.read_table(spark, target)
+    assert copied.schema == delta.read_table(spark, uri).schema  # the same columns, in order, and types
+    assertDataFrameEqual(copied, _rows(spark, [r for r in rows if r[0] == D2]))
+    assert delta.partition_rows(uri, D2.isoformat()) == 3
+    empty = delta.copy_partition(spark, uri, source, "dt", "2026-10-01", target)  # no such partition: no rows
+    assert delta.read_table(spark, target, empty).collect() == []
+    with pytest.raises(ValueError, match="'user_id' is not a partition column"):
+        delta.copy_partition(spark, uri, source, "user_id", "a", target)
+
+
 def test_replacing_a_partition_is_idempotent_and_keeps_the_others(spark, tmp_path):
     uri = str(tmp_path / "t")
     delta.write_table(_rows(spark, [(D1, "a", 1.0, [1]), (D2, "b", 2.0, [2])]), uri,
