@@ -227,7 +227,7 @@ def copy_partition(spark: SparkSession, uri: str, version: int, column: str, val
     """Replace the whole (unpartitioned) table `target_uri` with the rows of partition `column` =
     `value` of `uri` at `version`, in one commit; return its version.
 
-    Executors copy the partition's files with pyarrow, one task per file, streaming row groups
+    Executors copy the partition's files with pyarrow (the files dealt over the cores), streaming row groups
     and writing `column` into each copy: no row passes through the JVM. The same rows through a
     Spark read and `write_table` cost about as much as the scoring job's own write
     (docs/performance.md). `based_on` as in `commit`.
@@ -249,8 +249,10 @@ def copy_partition(spark: SparkSession, uri: str, version: int, column: str, val
             with pq.ParquetFile(path, filesystem=source) as parquet, \
                     pq.ParquetWriter(f"{root}/{rel}", schema, filesystem=target) as writer:
                 for batch in parquet.iter_batches():
+                    # a column the table has and this file lacks reads null, as through Spark
                     columns = [pa.repeat(constant, batch.num_rows) if f.name == column
-                               else batch.column(f.name).cast(f.type) for f in schema]
+                               else batch.column(f.name).cast(f.type) if f.name in batch.schema.names
+                               else pa.nulls(batch.num_rows, f.type) for f in schema]
                     writer.write_batch(pa.RecordBatch.from_arrays(columns, schema=schema))
                     rows += batch.num_rows
             yield rel, target.get_file_info(f"{root}/{rel}").size, rows

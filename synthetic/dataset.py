@@ -63,6 +63,7 @@ def generate(spark: SparkSession, conf: GenerateConf, paths: Paths) -> Generatio
     uris = [raw_uri(paths, table) for table in sources]
     new = [uri for uri in uris if not _folder_exists(uri)]
     plain = {uri: _files(uri) for uri in uris if uri not in new and not delta.table_exists(uri)}  # no Delta log
+    plain = {uri: files for uri, files in plain.items() if files is not None}  # unlisted: nothing can be told apart
     commit_info = {"writer": "synthetic", "seed": str(conf.seed)}
     try:
         written = {table: delta.write_files(source.rows, raw_uri(paths, table), through=source.through)
@@ -75,8 +76,9 @@ def generate(spark: SparkSession, conf: GenerateConf, paths: Paths) -> Generatio
             if not delta.table_exists(uri):  # committed (by this run, or another one meanwhile): a table now
                 _remove_folder(uri)
         for uri, before in plain.items():
-            if not delta.table_exists(uri):
-                _remove_files(uri, _files(uri) - before)
+            after = _files(uri)
+            if after is not None and not delta.table_exists(uri):
+                _remove_files(uri, after - before)
         raise
     rows = {table.value: files.num_records for table, files in written.items()}
     return GenerationSummary(rows=rows, events_by_type=count_event_types(spark, paths))
@@ -92,15 +94,15 @@ def _folder_exists(uri: str) -> bool:
     return filesystem.get_file_info(root).type != pafs.FileType.NotFound
 
 
-def _files(uri: str) -> set[str]:
-    """The files under `uri` (none when it cannot be listed)."""
+def _files(uri: str) -> set[str] | None:
+    """The files under `uri` (None when it cannot be listed)."""
     from pyarrow import fs as pafs
 
     filesystem, root, _ = delta.arrow_filesystem(uri)
     try:
         listed = filesystem.get_file_info(pafs.FileSelector(root, recursive=True))
     except OSError:
-        return set()
+        return None
     return {info.path for info in listed if info.type == pafs.FileType.File}
 
 
@@ -133,6 +135,8 @@ def check_replaceable(uri: str) -> None:
         raise ValueError(f"{uri} is partitioned by {partitioned}; generate writes unpartitioned tables, "
                          "so move the table away first")
     features = delta.unreadable_features(table)
+    if table.metadata().configuration.get("delta.appendOnly", "false").lower() == "true":
+        features.append("delta.appendOnly (no overwrite may remove its files)")
     if features:
         raise ValueError(f"{uri} uses {' and '.join(features)}, which generate cannot replace; move the table "
                          f"away first")

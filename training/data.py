@@ -138,8 +138,7 @@ def check_every_shard_has_rows(split: str, row_groups: Sequence[int], partitions
         raise EmptyWindowError(
             f"the {split} split's rows all fell into {filled} of {partitions} files (rows go to files by a "
             f"hash of their content), so {partitions - filled} of train.num_proc={partitions} workers would "
-            f"have no rows to read; add rows to the split (widen train.window_days or "
-            f"train.validation_user_share) or lower train.num_proc"
+            f"have no rows to read; add rows to the split (a wider train.window_days) or lower train.num_proc"
         )
 
 

@@ -44,6 +44,11 @@ def test_copy_partition_replaces_the_target_with_that_partitions_rows(spark, tmp
     assert delta.read_table(spark, target, empty).collect() == []
     with pytest.raises(ValueError, match="'user_id' is not a partition column"):
         delta.copy_partition(spark, uri, source, "user_id", "a", target)
+    # D2 replaced by rows without `tags`: the table keeps the column, and its copy reads null there
+    narrow = spark.createDataFrame([(D2, "e", 5.0)], "dt date, user_id string, score double")
+    delta.write_table(narrow, uri, mode="overwrite", partition_by=["dt"], replace_partitions=[D2.isoformat()])
+    version = delta.copy_partition(spark, uri, delta.table_version(uri), "dt", D2.isoformat(), target)
+    assertDataFrameEqual(delta.read_table(spark, target, version), _rows(spark, [(D2, "e", 5.0, None)]))
 
 
 def test_replacing_a_partition_is_idempotent_and_keeps_the_others(spark, tmp_path):

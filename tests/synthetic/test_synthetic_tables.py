@@ -249,7 +249,11 @@ def test_a_table_it_cannot_replace_is_refused_before_any_table_changes(spark, tm
     assert delta.partition_values(events) == [day.isoformat()]
 
 
-def test_a_table_using_deletion_vectors_is_refused_before_any_table_changes(spark, tmp_path):
+@pytest.mark.parametrize("configuration, named", [
+    ({"delta.enableDeletionVectors": "true"}, r"deletion vectors \(rows they delete would be read back\)"),
+    ({"delta.appendOnly": "true"}, r"delta.appendOnly \(no overwrite may remove its files\)"),
+], ids=["deletion vectors", "append only"])
+def test_a_table_it_cannot_overwrite_is_refused_before_any_table_changes(spark, tmp_path, configuration, named):
     """Its commit would fail after the tables committed before it had taken the new world."""
     from deltalake import write_deltalake
 
@@ -258,8 +262,8 @@ def test_a_table_using_deletion_vectors_is_refused_before_any_table_changes(spar
     truth = raw_uri(paths, Raw.GROUND_TRUTH)
     kept = delta.read_arrow(truth)
     shutil.rmtree(truth)
-    write_deltalake(truth, kept, configuration={"delta.enableDeletionVectors": "true"})
-    with pytest.raises(ValueError, match=r"ground_truth uses deletion vectors .*, which generate cannot replace"):
+    write_deltalake(truth, kept, configuration=configuration)
+    with pytest.raises(ValueError, match=rf"ground_truth uses {named}, which generate cannot replace"):
         generate(spark, dataclasses.replace(CONF, seed=4), paths)
     before = raw_frames(spark, build_world(CONF))
     for table in (Raw.TAGS, Raw.ITEMS, Raw.USERS, Raw.EVENTS):
