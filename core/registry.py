@@ -146,7 +146,7 @@ def current_for(paths: Paths, night: dt.date) -> str:
     current = latest_published(paths, as_of=night)
     if current is not None:
         return f"the latest published model for {night} is {current.model_version}"
-    withdrawn = withdrawn_for(paths, night)
+    withdrawn = _newest_withdrawn(list_models(paths), night)
     if withdrawn is None:
         return f"no published model for {night} is left: its next run trains one"
     return (f"no published model for {night} is left, and a rerun of {night} with the same inputs and settings "
@@ -160,7 +160,11 @@ def withdrawn_for(paths: Paths, night: dt.date) -> str | None:
     published (None otherwise)."""
     if latest_published(paths, as_of=night) is not None:
         return None
-    withdrawn = [r.model_version for r in list_models(paths) if r.trained_for == night
+    return _newest_withdrawn(list_models(paths), night)
+
+
+def _newest_withdrawn(records: list[ModelRecord], night: dt.date) -> str | None:
+    withdrawn = [r.model_version for r in records if r.trained_for == night
                  and r.status in (ModelStatus.GATE_FAILED, ModelStatus.ROLLED_BACK)]
     return withdrawn[-1] if withdrawn else None
 
