@@ -248,6 +248,19 @@ ERROR_TYPES = {cls.__name__: cls for cls in (errors.NonFiniteLossError, Checkpoi
                                              errors.TrainingError)}
 
 
+def rerun_advice(checkpoint_dir: str, resume: bool) -> str:
+    """What a rerun of the failed command does with the checkpoints a failed run left."""
+    from training.checkpoint import latest_epoch
+
+    last = latest_epoch(checkpoint_dir)
+    if last is None:
+        return f"no epoch was checkpointed under {checkpoint_dir}: a rerun starts from the first epoch"
+    if resume:
+        return f"checkpoints under {checkpoint_dir} are kept (up to epoch {last + 1}): rerun the same command to resume"
+    return (f"checkpoints under {checkpoint_dir} are kept (up to epoch {last + 1}), but train.resume=false starts "
+            f"the same command from scratch: rerun with --set train.resume=true to resume")
+
+
 def launch(spec: WorkerSpec, train_data: Any, validation_data: Any, num_proc: int,
            nics: tuple[str, ...]) -> dict[str, Any]:
     """Run `train_worker` on `num_proc` Spark tasks; rank 0's result, or the workers' failure raised.
@@ -262,21 +275,9 @@ def launch(spec: WorkerSpec, train_data: Any, validation_data: Any, num_proc: in
         results = horovod.spark.run(train_worker, args=(spec, train_data, validation_data), num_proc=num_proc,
                                     env=env, nics=set(nics) or None, verbose=0)
     except Exception as exc:  # horovod raises RuntimeError, Spark its own errors
-        from training.checkpoint import latest_epoch
-
-        last = latest_epoch(spec.checkpoint_dir)
-        if last is None:
-            after = f"no epoch was checkpointed under {spec.checkpoint_dir}: a rerun starts from the first epoch"
-        elif spec.resume:
-            after = (f"checkpoints under {spec.checkpoint_dir} are kept (up to epoch {last + 1}): rerun the same "
-                     f"command to resume")
-        else:
-            after = (f"checkpoints under {spec.checkpoint_dir} are kept (up to epoch {last + 1}), but "
-                     f"train.resume=false starts the same command from scratch: rerun with --set train.resume=true "
-                     f"to resume")
         raise errors.WorkerFailedError(
             f"a training worker failed or was killed ({type(exc).__name__}: {' '.join(str(exc).split())[:500]}); "
-            + after) from exc
+            + rerun_advice(spec.checkpoint_dir, spec.resume)) from exc
     failed = [r["error"] for r in results if r["error"]]
     if failed:
         raise ERROR_TYPES.get(failed[0]["type"], errors.TrainingError)(failed[0]["message"])

@@ -9,6 +9,7 @@ from mvke import build_model
 from training.checkpoint import (CheckpointDamagedError, CheckpointMismatchError, checkpoint_path, latest_epoch,
                                  load_checkpoint, prepare_start, save_checkpoint)
 from training.report import empty_history
+from training.worker import rerun_advice
 
 from tests.training.toy import FIELDS, NUM_CATEGORIES, NUM_TAGS, learnable_batches, small_conf
 
@@ -51,6 +52,20 @@ def test_latest_epoch_ignores_incomplete_and_temporary_folders(tmp_path):
     assert latest_epoch(tmp_path) == 1
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == [
         "checkpoint-0", "checkpoint-1", "checkpoint-5"]
+
+
+def test_a_failed_run_says_what_a_rerun_does_with_its_checkpoints(tmp_path):
+    """The kill tests in test_train_job.py cover the two branches with a checkpoint; a rank killed
+    before the first one leaves an empty (or no) folder, and a rerun starts over, whatever resume is."""
+    folder = tmp_path / "checkpoints"
+    starts_over = f"no epoch was checkpointed under {folder}: a rerun starts from the first epoch"
+    assert [rerun_advice(str(folder), resume) for resume in (True, False)] == [starts_over, starts_over]
+    (folder / "checkpoint-0").mkdir(parents=True)  # no meta.json: not a checkpoint
+    assert rerun_advice(str(folder), True) == starts_over
+    model, optimizer = _trained()
+    save_checkpoint(folder, 1, model.state_dict(), optimizer.state_dict(), FINGERPRINT, empty_history())
+    assert rerun_advice(str(folder), True) == (
+        f"checkpoints under {folder} are kept (up to epoch 2): rerun the same command to resume")
 
 
 def test_a_checkpoint_for_other_vocabulary_sizes_is_refused(tmp_path):
