@@ -179,11 +179,24 @@ def study_config(root: Path, *, days: int, generator_seed: int, **generate: floa
     })
 
 
+WORLD_CODE = ("core", "features", "jobs", "synthetic")  # what writes the raw and warehouse tables
+
+
+def world_stamp(config: Config, root: Path | None = None) -> str:
+    """What a reused world must have been built with: the generator conf and the code that wrote it."""
+    from training.artifact import source_hash
+
+    return json.dumps({"generate": config.to_dict()["generate"], "code": source_hash(root, WORLD_CODE)},
+                      sort_keys=True)
+
+
 def generate_world(spark, config: Config, stamp: Path) -> bool:
-    """Write the synthetic raw tables unless `stamp` records the same generator conf; True if written."""
+    """Write the synthetic raw tables unless `stamp` records the same world (`world_stamp`); True if written.
+
+    The warehouse is dropped with the raw tables: the feature job only builds the days it lacks."""
     from synthetic.dataset import generate
 
-    wanted = json.dumps(config.to_dict()["generate"], sort_keys=True)
+    wanted = world_stamp(config)
     if stamp.is_file() and stamp.read_text() == wanted:
         return False
     if stamp.parent.exists():
@@ -855,7 +868,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--ablation", action="store_true", help="train the pre-declared MVKE variants only, print, exit")
     add("--select-lrs", default="0.003,0.01,0.03")
     add("--select-epochs", type=int, default=5)
-    add("--work-dir", type=Path, help="keep the generated data here and reuse it (default: a temp folder)")
+    add("--work-dir", type=Path, help="keep the generated data here and reuse it while the generator settings and "
+                                      "the code that writes it are unchanged (default: a temp folder)")
     add("--doc", type=Path, default=Path(__file__).resolve().parents[1] / "docs" / "quality.md")
     add("--no-doc", action="store_true")
     return parser.parse_args(argv)

@@ -51,7 +51,7 @@ def checkpoint_dir(paths: Paths, version: str) -> Path:
 def code_version(root: Path | None = None) -> dict[str, str | None]:
     """The git commit of the checkout (read from .git, no subprocess) and a hash of the source files."""
     root = root or ROOT
-    return {"git_commit": _git_commit(root / ".git"), "source_sha256": _source_hash(root)}
+    return {"git_commit": _git_commit(root / ".git"), "source_sha256": source_hash(root)}
 
 
 def finalize(staging: Path, paths: Paths, version: str, training: dict, metrics: dict) -> Path:
@@ -115,9 +115,11 @@ def _git_commit(git_dir: Path) -> str | None:
     return None
 
 
-def _source_hash(root: Path) -> str:
+def source_hash(root: Path | None = None, packages: tuple[str, ...] = CODE_PACKAGES) -> str:
+    """sha256 over the names and bytes of the .py files of `packages` under `root`."""
+    root = root or ROOT
     digest = hashlib.sha256()
-    for package in CODE_PACKAGES:
+    for package in packages:
         for path in sorted((root / package).rglob("*.py")):
             digest.update(path.relative_to(root).as_posix().encode())
             digest.update(path.read_bytes())

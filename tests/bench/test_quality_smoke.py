@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import shutil
 import sys
 from pathlib import Path
 
@@ -194,6 +195,27 @@ def test_world_settings_reach_the_generator(quality, tmp_path):
     assert (conf.tags, conf.items, conf.days, conf.seed) == (60, 400, 12, 7)
     defaults = quality.study_config(tmp_path, **quality.sizes_of(quality.parse_args([]))).generate
     assert (defaults.base_cvr, defaults.interest_sharpness) == (GenerateConf.base_cvr, GenerateConf.interest_sharpness)
+
+
+def test_a_reused_world_is_rebuilt_when_the_code_that_wrote_it_changes(quality, tmp_path):
+    """--work-dir reuses a world only if its generator settings and world code are those of this run."""
+    root = Path(__file__).resolve().parents[2]
+    code = tmp_path / "code"
+    for package in ("core", "features", "jobs", "synthetic", "mvke"):
+        shutil.copytree(root / package, code / package)
+    config = quality.study_config(tmp_path, **quality.sizes_of(quality.parse_args([])))
+    stamp = quality.world_stamp(config, code)
+    assert quality.world_stamp(config, code) == stamp
+    other = quality.study_config(tmp_path, **quality.sizes_of(quality.parse_args(["--users", "300"])))
+    assert quality.world_stamp(other, code) != stamp
+    with open(code / "mvke" / "models.py", "a") as model_code:  # the models do not write the world
+        model_code.write("\n# edited\n")
+    assert quality.world_stamp(config, code) == stamp
+    for edited in ("synthetic/dataset.py", "features/__init__.py", "jobs/features.py", "core/contract.py"):
+        before = quality.world_stamp(config, code)
+        with open(code / edited, "a") as world_code:
+            world_code.write("\n# edited\n")
+        assert quality.world_stamp(config, code) != before, edited
 
 
 def test_ablation_trains_each_declared_variant_with_its_options(quality, world):
