@@ -164,7 +164,10 @@ def converter_batches(converter: Any, fields: Sequence[FieldSpec], *, multi_len:
 
     num_epochs=None repeats the shard forever (the caller takes a fixed number of steps).
     shuffle=True reads the row groups in a random order drawn once per reader from `seed` (every
-    pass repeats it; Petastorm takes a seed of 0 or None as unseeded); shuffle_buffer > 0
+    pass repeats it; Petastorm takes a seed of 0 or None as unseeded) and the rows of each row
+    group in a new order every time it is read, drawn from the same seed: a shard of one row
+    group (a file under Petastorm's 32 MB) would otherwise give the same batches every epoch.
+    shuffle_buffer > 0
     also mixes rows across row groups through a buffer of that many rows (it halves the
     loader's throughput, see docs/performance.md). Uses
     Petastorm's BatchedDataLoader (columnar; its shuffling buffer draws rows with torch), not the
@@ -176,6 +179,7 @@ def converter_batches(converter: Any, fields: Sequence[FieldSpec], *, multi_len:
     kinds = batch_columns(fields)
     files = shard_files(converter.file_urls, cur_shard, shard_count)
     with make_batch_reader(files, num_epochs=num_epochs, workers_count=workers, seed=seed, shuffle_row_groups=shuffle,
+                           shuffle_rows=shuffle,
                            # One worker reads in this thread: Petastorm's thread pool with one worker sometimes
                            # ended a reader's shard with no rows at all (1 loader in 12 here, either rank).
                            reader_pool_type="dummy" if workers == 1 else "thread") as reader:
@@ -199,8 +203,9 @@ def epoch_batches(converter: Any, fields: Sequence[FieldSpec], *, multi_len: int
                   workers: int = 1) -> Iterator[Iterator[dict]]:
     """Exactly `steps` training batches of epoch `epoch` from shard `cur_shard`, from a reader of its own.
 
-    The reader's row group order is drawn from `epoch_seed(seed, epoch)`: a new order every epoch,
-    the same for a rerun and for a run resumed at this epoch. A shard that holds fewer than
+    The reader's row group order, and the row order within each group, are drawn from
+    `epoch_seed(seed, epoch)`: a new order every epoch, the same for a rerun and for a run
+    resumed at this epoch. A shard that holds fewer than
     `steps` batches is read again (another seeded pass), so every rank takes `steps` steps (equal
     step counts keep the gradient allreduce in step). With `shuffle_buffer > 0` the buffer draws
     rows with torch's global generator, which is seeded here from (seed, epoch, cur_shard);

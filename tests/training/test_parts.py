@@ -12,7 +12,7 @@ from training import artifact, report
 from mvke.fields import FieldSpec
 from pyspark.sql import functions as F
 from training.data import (batch_columns, check_every_shard_has_rows, converter_batches, epoch_batches, epoch_seed,
-                           model_columns, petastorm_converters, to_model_batch)
+                           model_columns, petastorm_converters, row_groups, to_model_batch)
 from training.errors import EmptyWindowError
 from jobs.train import content_digest, version_fingerprint
 from training.inputs import TrainingInputs, backfill_dates, window_days
@@ -225,12 +225,41 @@ def test_epochs_read_a_seeded_new_row_group_order_and_exactly_their_steps(spark,
         assert sorted(second[:one_pass]) == sorted(groups[0]) and second != first  # the next epoch: another order
         assert _epoch_keys(converter, 0, epoch=0, steps=steps[0], seed=5) != first
 
-        longer = max(steps) + 3  # more steps than the shorter shard holds: it is read again, same order
+        longer = max(steps) + 3  # more steps than the shorter shard holds: it is read again
         for rank in (0, 1):
             keys = _epoch_keys(converter, rank, epoch=0, steps=longer)
             assert len(keys) == longer * 4
-            one_pass = len(groups[rank])
-            assert keys[one_pass:] == keys[:len(keys) - one_pass] and sorted(keys[:one_pass]) == sorted(groups[rank])
+            assert_passes_over(keys, groups[rank])
+
+
+def assert_passes_over(keys: list[int], shard: list[int]) -> None:
+    """`keys` is whole passes over `shard`, each every row once, then part of one more (no row twice)."""
+    passes = [keys[i:i + len(shard)] for i in range(0, len(keys), len(shard))]
+    assert all(sorted(p) == sorted(shard) for p in passes[:-1])
+    assert len(set(passes[-1])) == len(passes[-1]) and set(passes[-1]) <= set(shard)
+
+
+def test_a_shard_of_one_row_group_is_read_in_a_new_row_order_every_epoch(spark, tmp_path):
+    """A rank's file under Petastorm's 32 MB row group is one row group: with only the row group
+    order shuffled, every epoch (and every pass within one) read the same batches."""
+    rows = [(f"u{i}", 2, 1, i % 2, 0, [3, 4], [0.5, 1.0], 2) for i in range(64)]
+    frame = model_columns(spark.createDataFrame(rows, "user_id string, tag_index int, category_id int, click int, "
+                                                      "conversion int, history array<int>, "
+                                                      "history_weights array<float>, interest int"),
+                          FIELDS, multi_len=2)
+    with petastorm_converters(spark, {"train": frame}, str(tmp_path), partitions=2, seed=3) as converters:
+        converter = converters["train"]
+        assert row_groups(converter.file_urls) == [1, 1]
+        with converter_batches(converter, FIELDS, multi_len=2, cur_shard=0, shard_count=2, batch_size=1,
+                               num_epochs=1) as batches:
+            shard = [b["user_key"].item() for b in batches]
+        steps = 2 * -(-len(shard) // 4)  # two passes over the shard in an epoch
+        epochs = [_epoch_keys(converter, 0, epoch=e, steps=steps) for e in (0, 1)]
+        for keys in epochs:
+            assert_passes_over(keys, shard)
+            assert keys[:len(shard)] != keys[len(shard):2 * len(shard)]  # the second pass: another order
+        assert epochs[0] != epochs[1]
+        assert _epoch_keys(converter, 0, epoch=1, steps=steps) == epochs[1]  # a rerun or a resumed run
 
 
 def test_epoch_seeds_are_never_zero_and_depend_on_every_part():
