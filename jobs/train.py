@@ -143,8 +143,11 @@ def judge(config: Config, date: dt.date, version: str, inputs_key: str, metrics:
     """The publish rules on `metrics` against the last published model; a withdrawal of the same inputs stands."""
     paths = config.paths
     previous = publish.last_published(paths, excluding=version, as_of=date)
-    return publish.keep_withdrawal(paths, version, inputs_key, date, publish.decide(
-        metrics, config.train.publish_if, trained_objectives(config), previous))
+    decision = publish.decide(
+        metrics, config.train.publish_if, trained_objectives(config), previous,
+        measures=publish.auc_measures(asdict(config.model)),
+        previous_measures=None if previous is None else publish.recorded_auc_measures(paths, previous))
+    return publish.keep_withdrawal(paths, version, inputs_key, date, decision)
 
 
 def trained_objectives(config: Config) -> tuple[str, ...]:

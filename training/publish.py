@@ -4,7 +4,11 @@ For every objective: validation AUC >= the floor (`min_auc_by_objective[o]`, els
 AUC >= (the AUC for that objective of the last published model trained for the same day or earlier)
 - `max_auc_drop`. An undefined AUC (the validation set held one class only, or the model predicted
 NaN or inf) fails the floor.
-Objectives the last published model did not report are judged by the floor alone.
+Objectives the last published model did not report are judged by the floor alone, and so is an
+objective whose AUC it measured another way (CVR AUC over clicked samples against an ESMM model's
+over every impression, `auc_measures`): the two numbers are not comparable. An objective the last
+published model serves and the candidate does not train fails, unless `max_auc_drop` is 1 (any
+drop): published, the candidate would silently stop that objective's profiles.
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from core import registry
 from core.config import Paths, PublishRules
@@ -29,18 +34,51 @@ class PublishDecision:
 
 
 def decide(metrics: Mapping[str, Mapping[str, float]], rules: PublishRules, objectives: Sequence[str],
-           previous: ModelRecord | None) -> PublishDecision:
-    """Judge validation `metrics` ({objective: {"auc": ...}}) against the rules and the last published model."""
-    failures = []
+           previous: ModelRecord | None, *, measures: Mapping[str, str] | None = None,
+           previous_measures: Mapping[str, str] | None = None) -> PublishDecision:
+    """Judge validation `metrics` ({objective: {"auc": ...}}) against the rules and the last published model.
+
+    `measures` and `previous_measures` say how the candidate's and the previous model's AUC of an
+    objective were measured (`auc_measures`); where either is unknown (None), the same way."""
+    failures, notes = [], []
     for objective in objectives:
         value = metrics.get(objective, {}).get("auc", math.nan)
         failures += _floor_failures(objective, value, rules.floor(objective))
-        if previous is not None:
+        if previous is None:
+            continue
+        if None not in (measures, previous_measures) and measures.get(objective) != previous_measures.get(objective):
+            notes.append(f"{objective}: judged by the floor alone: its AUC is measured with "
+                         f"{measures.get(objective)}, that of the last published model {previous.model_version} "
+                         f"with {previous_measures.get(objective)}")
+        else:
             failures += _drop_failures(objective, value, previous, rules.max_auc_drop)
+    if previous is not None and rules.max_auc_drop < 1:
+        failures += [f"{objective}: this model does not train it, but the last published model "
+                     f"{previous.model_version} serves it: published, it would stop the {objective} profiles "
+                     f"(train.publish_if.max_auc_drop=1 publishes it anyway)"
+                     for objective in sorted(set(previous.metrics) - set(objectives))]
     if failures:
-        return PublishDecision(ModelStatus.REJECTED, tuple(failures), _version(previous))
-    return PublishDecision(ModelStatus.PUBLISHED, ("every objective passed the AUC floor and drop rules",),
+        return PublishDecision(ModelStatus.REJECTED, (*failures, *notes), _version(previous))
+    return PublishDecision(ModelStatus.PUBLISHED, ("every objective passed the AUC floor and drop rules", *notes),
                            _version(previous))
+
+
+def auc_measures(model: Mapping[str, Any]) -> dict[str, str]:
+    """How a model's validation AUC per objective is measured, from its `model` settings (a dict, as
+    in training.json): CVR AUC on clicked samples (cvr_mode=clicked) or, for an ESMM model,
+    pCTR x pCVR on every impression (cvr_mode=esmm). Settings written before cvr_mode existed
+    were clicked."""
+    return {"cvr": f"cvr_mode={model.get('cvr_mode', 'clicked')}"}
+
+
+def recorded_auc_measures(paths: Paths, record: ModelRecord) -> dict[str, str] | None:
+    """`auc_measures` of a registered model, from its training.json; None (unknown) where that
+    cannot be read, e.g. a folder deleted by hand."""
+    training = Path(record.path or registry.model_dir(paths, record.model_version)) / TRAINING_FILE
+    try:
+        return auc_measures(json.loads(training.read_text())["config"]["model"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _floor_failures(objective: str, value: float, floor: float) -> list[str]:

@@ -1,13 +1,16 @@
 """Publish rules: the AUC floor per objective, and the drop against the last published model."""
 import datetime as dt
+import json
 import math
+import shutil
 
 import pytest
 
 from core.config import Paths, PublishRules
 from jobs import train
 from core.registry import ModelRecord, ModelStatus, get_model, list_models
-from training.publish import PublishDecision, decide, last_published, register
+from training.publish import (PublishDecision, auc_measures, decide, last_published, recorded_auc_measures,
+                              register)
 from tests.training.warehouse import training_config
 
 OBJECTIVES = ("ctr", "cvr")
@@ -90,3 +93,61 @@ def test_a_rerun_of_an_old_night_is_judged_against_the_model_of_its_time(tmp_pat
     tonight = train.judge(config, dt.date(2026, 11, 7), "mvke-d", "key-d", _metrics(0.75, 0.80))
     assert tonight == PublishDecision(ModelStatus.REJECTED, (
         "ctr: AUC 0.7500 is more than 0.0200 below 0.8000 of the last published model mvke-c",), "mvke-c")
+
+
+def test_a_cvr_auc_measured_another_way_is_judged_by_the_floor_alone():
+    """An ESMM model's CVR AUC (pCTR x pCVR on every impression) runs higher than a clicked-mode
+    model's on the same data: compared, a switch to clicked was rejected every night after."""
+    previous = _record("mvke-esmm", ModelStatus.PUBLISHED, _metrics(0.80, 0.76))
+    rules = PublishRules(min_auc=0.6, max_auc_drop=0.02)
+    clicked, esmm = auc_measures({"cvr_mode": "clicked"}), auc_measures({"cvr_mode": "esmm"})
+    assert decide(_metrics(0.80, 0.70), rules, OBJECTIVES, previous, measures=clicked,
+                  previous_measures=esmm) == PublishDecision(ModelStatus.PUBLISHED, (
+        "every objective passed the AUC floor and drop rules",
+        "cvr: judged by the floor alone: its AUC is measured with cvr_mode=clicked, that of the last published "
+        "model mvke-esmm with cvr_mode=esmm"), "mvke-esmm")
+    assert decide(_metrics(0.75, 0.70), rules, OBJECTIVES, previous, measures=clicked,
+                  previous_measures=esmm).reasons == (  # CTR is measured the same way: its drop still counts
+        "ctr: AUC 0.7500 is more than 0.0200 below 0.8000 of the last published model mvke-esmm",
+        "cvr: judged by the floor alone: its AUC is measured with cvr_mode=clicked, that of the last published "
+        "model mvke-esmm with cvr_mode=esmm")
+    for measures, previous_measures in ((esmm, esmm), (clicked, None)):  # the same way, or unknown: the drop counts
+        assert decide(_metrics(0.80, 0.70), rules, OBJECTIVES, previous, measures=measures,
+                      previous_measures=previous_measures).status is ModelStatus.REJECTED
+    assert auc_measures({}) == clicked  # settings recorded before cvr_mode existed
+
+
+def test_a_model_that_drops_a_served_objective_is_rejected_unless_any_drop_is_allowed():
+    """A two_tower (one objective) after a published mvke: published, scoring stopped the cvr profiles."""
+    previous = _record("mvke-old", ModelStatus.PUBLISHED, _metrics(0.80, 0.70))
+    metrics = {"ctr": {"auc": 0.80}}
+    reason = ("cvr: this model does not train it, but the last published model mvke-old serves it: published, "
+              "it would stop the cvr profiles (train.publish_if.max_auc_drop=1 publishes it anyway)")
+    assert decide(metrics, PublishRules(min_auc=0.6), ("ctr",), previous) == PublishDecision(
+        ModelStatus.REJECTED, (reason,), "mvke-old")
+    assert decide(metrics, PublishRules(min_auc=0.6, max_auc_drop=1.0), ("ctr",), previous).status \
+        is ModelStatus.PUBLISHED
+    assert decide(metrics, PublishRules(min_auc=0.6), ("ctr",), previous=None).status is ModelStatus.PUBLISHED
+
+
+def test_the_job_reads_how_the_last_published_model_measured_its_auc(tmp_path):
+    """train.judge takes the previous model's cvr_mode from its training.json; an unreadable one
+    (a folder deleted by hand) counts as measured the same way."""
+    config = training_config(tmp_path, publish_if={"min_auc": 0.55, "max_auc_drop": 0.02})
+    paths = config.paths
+    folder = tmp_path / "models" / "mvke-esmm"
+    folder.mkdir(parents=True)
+    (folder / "training.json").write_text(json.dumps({"config": {"model": {"cvr_mode": "esmm"}}}))
+    register(paths, PublishDecision(ModelStatus.PUBLISHED, ("ok",)), model_version="mvke-esmm",
+             trained_for=dt.date(2026, 11, 4), metrics=_metrics(0.70, 0.76), path=str(folder))
+    decision = train.judge(config, dt.date(2026, 11, 5), "mvke-a", "key-a", _metrics(0.70, 0.70))
+    assert decision == PublishDecision(ModelStatus.PUBLISHED, (
+        "every objective passed the AUC floor and drop rules",
+        "cvr: judged by the floor alone: its AUC is measured with cvr_mode=clicked, that of the last published "
+        "model mvke-esmm with cvr_mode=esmm"), "mvke-esmm")
+    record = get_model(paths, "mvke-esmm")
+    assert recorded_auc_measures(paths, record) == {"cvr": "cvr_mode=esmm"}
+    shutil.rmtree(folder)
+    assert recorded_auc_measures(paths, record) is None
+    assert train.judge(config, dt.date(2026, 11, 5), "mvke-a", "key-a", _metrics(0.70, 0.70)).reasons == (
+        "cvr: AUC 0.7000 is more than 0.0200 below 0.7600 of the last published model mvke-esmm",)
