@@ -372,7 +372,8 @@ def commit(
                 raise ConcurrentCommitError(
                     f"{uri}: another writer created the table while this job was overwriting it; nothing was "
                     f"committed; run the job again") from None
-            expected, since = frozenset(), "since this job found no table"
+            if filters is not None:
+                expected, since = frozenset(), "since this job found no table"
         else:
             return _committed_version(uri, commit_id)
     for attempt in range(1, REPLACE_ATTEMPTS + 1):

@@ -271,6 +271,19 @@ def test_a_first_write_that_finds_the_table_created_meanwhile_lands_on_top_of_it
     assert delta.table_version(uri) == 1
 
 
+def test_a_first_append_that_finds_the_table_created_meanwhile_lands_on_top_of_it(tmp_path, monkeypatch):
+    """Two first nights appending run-log rows at once: the second create fails, and its append lands
+    on top of the first one's commit (it used to fail with a TypeError, hiding the stage's own error)."""
+    uri = str(tmp_path / "t")
+    delta.write_arrow(_day_rows("2026-11-10", 0), uri, mode="append", partition_by=["dt"])  # the create that won
+    real = delta.table_exists
+    answers = [False]  # what the second writer saw before that create landed
+    monkeypatch.setattr(delta, "table_exists", lambda u: answers.pop() if answers else real(u))
+    assert delta.write_arrow(_day_rows("2026-11-10", 1), uri, mode="append", partition_by=["dt"]) == 1
+    assert sorted(delta.read_arrow(uri).to_pylist(), key=lambda r: (r["writer"], r["k"])) == [
+        {"dt": "2026-11-10", "writer": w, "k": k} for w in (0, 1) for k in (0, 1)]
+
+
 @pytest.mark.parametrize("replace, message", [
     (["2026-11-10"], r"another writer changed dt=2026-11-10 since this job found no table while this job was "
                      r"replacing it; nothing was committed"),
