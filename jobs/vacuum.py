@@ -9,18 +9,22 @@ they are younger than the window. Two guards keep them so:
   `--force-retention` is given, and 168 h (one week) by default;
 - vacuum refuses to start while a nightly run, a `rollback --date`, a command-line `score` (the
   date's lock) or a `train` (its version's lock) holds its lock.
+It also holds `nightly.lock.VACUUM_LOCK` exclusively, which every rollback shares: a RESTORE
+committed while it works would make files live again that it has already chosen to delete.
 A `features` backfill started on its own takes no lock: only the window protects it. Time travel
 and `rollback --date` reach back as far as the window.
 """
 from __future__ import annotations
 
 import sys
+import uuid
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 from core import delta
 from core.cli import job_parser, parse_job_args
 from core.tables import Warehouse, staging_uri, warehouse_uri
-from nightly.lock import TRAIN_LOCK_PREFIX, RunInProgressError, check_lock_folder, held_locks
+from nightly.lock import TRAIN_LOCK_PREFIX, VACUUM_LOCK, RunInProgressError, check_lock_folder, exclusive, held_locks
 from training import leftovers
 
 DEFAULT_RETENTION_HOURS = 168
@@ -43,28 +47,36 @@ def run(config, *, retention_hours: int = DEFAULT_RETENTION_HOURS, dry_run: bool
     """Vacuum every warehouse and staging table, and delete training scratch older than the window.
 
     Raises ValueError for a window below MIN_RETENTION_HOURS without force_retention, and
-    RunInProgressError while a nightly or a training run holds its lock; nothing is deleted then.
+    RunInProgressError while a nightly, a training run, a rollback or another vacuum holds its lock;
+    nothing is deleted then.
     """
     check_retention(retention_hours, force_retention=force_retention or dry_run)
-    running = _held(config)
-    if running and not dry_run:
-        raise RunInProgressError("nothing vacuumed: a run in progress may have written files it has not committed "
-                                 "yet; " + "; ".join(f"{path} is held by {who}" for path, who in running.items()))
-    removed = {}
-    for table in Warehouse:
-        for uri in (warehouse_uri(config.paths, table), staging_uri(config.paths, table)):
-            if delta.table_exists(uri):
-                removed[uri] = len(delta.vacuum(uri, retention_hours=retention_hours, dry_run=dry_run))
-    started = {} if dry_run else _held(config)  # a rerun started meanwhile may resume from an old checkpoint
-    scratch, unregistered = leftovers.find(config.paths, retention_hours)  # ages as of now, after the tables
-    if started:
-        kept = "; ".join(f"{path} is held by {who}" for path, who in started.items())
-        return Vacuumed(removed, [], unregistered, scratch_kept=f"a run started while the tables were vacuumed: {kept}")
-    if dry_run:
-        return Vacuumed(removed, scratch, unregistered)
-    failed = leftovers.remove(scratch)
-    not_removed = {f.path for f, _ in failed}
-    return Vacuumed(removed, [f for f in scratch if f.path not in not_removed], unregistered, scratch_failed=failed)
+    with ExitStack() as held:
+        if not dry_run:
+            try:
+                held.enter_context(exclusive(config.paths, VACUUM_LOCK, f"vacuum-{uuid.uuid4().hex[:8]}"))
+            except RunInProgressError as exc:  # a rollback, or another vacuum
+                raise RunInProgressError(f"nothing vacuumed: {exc}") from None
+        running = _held(config)
+        if running and not dry_run:
+            raise RunInProgressError("nothing vacuumed: a run in progress may have written files it has not committed "
+                                     "yet; " + "; ".join(f"{path} is held by {who}" for path, who in running.items()))
+        removed = {}
+        for table in Warehouse:
+            for uri in (warehouse_uri(config.paths, table), staging_uri(config.paths, table)):
+                if delta.table_exists(uri):
+                    removed[uri] = len(delta.vacuum(uri, retention_hours=retention_hours, dry_run=dry_run))
+        started = {} if dry_run else _held(config)  # a rerun started meanwhile may resume from an old checkpoint
+        scratch, unregistered = leftovers.find(config.paths, retention_hours)  # ages as of now, after the tables
+        if started:
+            kept = "; ".join(f"{path} is held by {who}" for path, who in started.items())
+            return Vacuumed(removed, [], unregistered,
+                            scratch_kept=f"a run started while the tables were vacuumed: {kept}")
+        if dry_run:
+            return Vacuumed(removed, scratch, unregistered)
+        failed = leftovers.remove(scratch)
+        not_removed = {f.path for f, _ in failed}
+        return Vacuumed(removed, [f for f in scratch if f.path not in not_removed], unregistered, scratch_failed=failed)
 
 
 def _held(config) -> dict[str, str]:

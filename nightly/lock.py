@@ -65,6 +65,12 @@ def _lock_folder(paths: Paths) -> str | None:
     return root.removeprefix("file://")
 
 
+VACUUM_LOCK = "vacuum"
+"""Vacuum holds it exclusively, every rollback shares it: a vacuum works from the table versions it
+read when it started, so a RESTORE committed meanwhile (which makes files of an old version live
+again) would have them deleted under it."""
+
+
 @contextmanager
 def exclusive(paths: Paths, name: str, run_id: str) -> Iterator[None]:
     path = lock_path(paths, name)
@@ -74,8 +80,10 @@ def exclusive(paths: Paths, name: str, run_id: str) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RunInProgressError(f"another run holds {path}: {_describe(_holder_record(path))}; wait for "
-                                     f"it (the lock goes with its process)") from None
+            current = _holder_record(path)
+            who = _describe(current) if current or name != VACUUM_LOCK else "a rollback (it shares this lock)"
+            raise RunInProgressError(f"another run holds {path}: {who}; wait for it (the lock goes with its "
+                                     f"process)") from None
         holder = {"run_id": run_id, "pid": os.getpid(), "host": socket.gethostname(),
                   "since": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
         os.ftruncate(fd, 0)
@@ -86,6 +94,23 @@ def exclusive(paths: Paths, name: str, run_id: str) -> Iterator[None]:
             os.ftruncate(fd, 0)  # released: no holder to name
     finally:
         os.close(fd)  # closing the descriptor releases the flock
+
+
+@contextmanager
+def shared(paths: Paths, name: str) -> Iterator[None]:
+    """Hold `name` shared with other sharers, against an exclusive holder (no holder record is written)."""
+    path = lock_path(paths, name)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunInProgressError(f"another run holds {path}: {_describe(_holder_record(path))}; wait for "
+                                     f"it (the lock goes with its process)") from None
+        yield
+    finally:
+        os.close(fd)
 
 
 def holder(paths: Paths, name: str) -> dict | None:

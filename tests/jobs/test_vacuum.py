@@ -16,7 +16,7 @@ from core import delta, registry
 from core.config import config_from_dict
 from core.tables import Warehouse, warehouse_uri
 from jobs import vacuum
-from nightly.lock import RunInProgressError, date_lock, exclusive, held_locks, train_lock
+from nightly.lock import VACUUM_LOCK, RunInProgressError, date_lock, exclusive, held_locks, shared, train_lock
 from training import artifact, leftovers
 
 NIGHT = dt.date(2026, 11, 5)
@@ -101,6 +101,23 @@ def test_vacuum_refuses_while_a_nightly_lock_is_held(world, capsys):
     assert os.path.exists(lock_file)
     assert vacuum.run(config).tables == {uri: 0}
 
+
+
+def test_vacuum_refuses_while_a_rollback_runs_and_a_dry_run_still_lists(world, capsys):
+    """A vacuum works from the versions it read at its start: a rollback's RESTORE committed meanwhile
+    makes old files live again, which it would then delete. Every rollback shares the vacuum lock."""
+    config, conf, uri, in_flight = world
+    with shared(config.paths, VACUUM_LOCK):
+        with pytest.raises(RunInProgressError, match=rf"^nothing vacuumed: another run holds "
+                                                     rf"{config.paths.locks_root}/vacuum.lock: a rollback \(it shares "
+                                                     rf"this lock\); wait for it"):
+            vacuum.run(config, retention_hours=1, force_retention=True)
+        assert vacuum.main(["--conf", conf, "--retention-hours", "1", "--force-retention"]) == 3
+        assert capsys.readouterr().err.startswith("[vacuum] nothing vacuumed: another run holds ")
+        assert os.path.exists(f"{uri}/{in_flight}")
+        assert vacuum.run(config, retention_hours=1, dry_run=True).tables == {uri: 1}  # deletes nothing
+    assert vacuum.run(config, retention_hours=1, force_retention=True).tables == {uri: 1}
+    assert not os.path.exists(f"{uri}/{in_flight}")
 
 
 def _folder(path, *, hours_old, files=("part",), fresh_file=None):

@@ -9,7 +9,7 @@ from core.config import Paths
 from core.tables import Warehouse, warehouse_uri
 from jobs import rollback
 from nightly import publish
-from nightly.lock import date_lock, exclusive
+from nightly.lock import VACUUM_LOCK, date_lock, exclusive
 
 D1 = dt.date(2026, 11, 10)
 SCHEMA = "dt date, user_id string, objective string, rank int, tag_id string, score double, model_version string"
@@ -61,6 +61,22 @@ def test_rollback_to_a_version_refuses_while_a_night_of_any_date_holds_its_lock(
     assert delta.table_version(publish.profiles_uri(paths)) == version
     assert rollback.main(_argv(paths, "--to-version", "0")) == 0
     assertDataFrameEqual(publish.read_profiles(spark, publish.profiles_uri(paths), D1), first)
+
+
+@pytest.mark.parametrize("target", [["--date", D1.isoformat()], ["--to-version", "0"]])
+def test_rollback_refuses_while_a_vacuum_runs(spark, paths, capsys, target):
+    """The vacuum chose what to delete from the versions it read: a RESTORE now would make files of an
+    old version live again under it, and it would delete them."""
+    _publish(spark, paths, "t1", "r1")
+    _publish(spark, paths, "t2", "r2")
+    version = delta.table_version(publish.profiles_uri(paths))
+    with exclusive(paths, VACUUM_LOCK, "vacuum-1a2b3c4d"):
+        assert rollback.main(_argv(paths, *target)) == 3
+    named = D1.isoformat() if target[0] == "--date" else "--to-version 0"
+    assert capsys.readouterr().err.startswith(f"[rollback] {named}: nothing rolled back: another run holds "
+                                              f"{paths.locks_root}/vacuum.lock: run vacuum-1a2b3c4d (pid ")
+    assert delta.table_version(publish.profiles_uri(paths)) == version
+    assert rollback.main(_argv(paths, *target)) == 0
 
 
 def test_rollback_to_a_version_with_locks_on_a_store_stops_before_reading_anything(spark, paths, capsys):
