@@ -31,14 +31,27 @@ def available_jobs() -> list[str]:
     return sorted(p.stem for p in JOBS_DIR.glob("*.py") if not p.stem.startswith("_"))
 
 
+def usage() -> str:
+    return (f"usage: spark-submit.sh <job> [--conf FILE] [--date YYYY-MM-DD] [--set key=value ...] "
+            f"[--master URL] [-- spark-submit options]\njobs: {', '.join(available_jobs())}")
+
+
+def usage_error(message: str) -> SystemExit:
+    """Exit status 2, as every job's own usage errors: the usage, then the error, on stderr."""
+    print(f"{usage()}\nspark-submit.sh: error: {message}", file=sys.stderr)
+    return SystemExit(2)
+
+
 def split_argv(argv: list[str]) -> tuple[str, list[str], str | None, list[str]]:
     """(job, job arguments, master or None, extra spark-submit options)."""
-    if not argv or argv[0] in ("-h", "--help"):
-        raise SystemExit(f"usage: spark-submit.sh <job> [--conf FILE] [--date YYYY-MM-DD] [--set key=value ...] "
-                         f"[--master URL] [-- spark-submit options]\njobs: {', '.join(available_jobs())}")
+    if argv and argv[0] in ("-h", "--help"):
+        print(usage())
+        raise SystemExit(0)
+    if not argv:
+        raise usage_error("a job is required")
     job, rest = argv[0], argv[1:]
     if job not in available_jobs():
-        raise SystemExit(f"unknown job {job!r}; available jobs: {', '.join(available_jobs())}")
+        raise usage_error(f"unknown job {job!r}; available jobs: {', '.join(available_jobs())}")
     extra: list[str] = []
     if "--" in rest:
         cut = rest.index("--")
@@ -49,7 +62,7 @@ def split_argv(argv: list[str]) -> tuple[str, list[str], str | None, list[str]]:
     while i < len(rest):
         if rest[i] == "--master":
             if i + 1 >= len(rest):
-                raise SystemExit("--master needs a URL")
+                raise usage_error("--master needs a URL")
             master = rest[i + 1]
             i += 2
         elif rest[i].startswith("--master="):

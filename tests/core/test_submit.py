@@ -79,3 +79,18 @@ def test_the_configs_master_and_memory_reach_spark_submit_unless_its_options_set
     assert options(["--conf", str(bare)])[0] == {"--master": "local[*]"}
     monkeypatch.setenv("SPARK_MASTER", "spark://env:7077")
     assert options(job)[0]["--master"] == "spark://env:7077"
+
+
+def test_the_dispatchers_usage_errors_exit_2_and_its_help_0():
+    """A scheduler tells a typo (2) from a failed job (1); the dispatcher's own errors exited 1."""
+    from core.submit import available_jobs
+
+    usage = ("usage: spark-submit.sh <job> [--conf FILE] [--date YYYY-MM-DD] [--set key=value ...] [--master URL] "
+             f"[-- spark-submit options]\njobs: {', '.join(available_jobs())}\n")
+    for argv, error in (([], "a job is required"),
+                        (["nosuch"], f"unknown job 'nosuch'; available jobs: {', '.join(available_jobs())}"),
+                        (["vacuum", "--master"], "--master needs a URL")):
+        done = subprocess.run([str(ROOT / "spark-submit.sh"), *argv], capture_output=True, text=True, timeout=120)
+        assert (done.returncode, done.stdout, done.stderr) == (2, "", f"{usage}spark-submit.sh: error: {error}\n")
+    done = subprocess.run([str(ROOT / "spark-submit.sh"), "--help"], capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stdout, done.stderr) == (0, usage, "")
