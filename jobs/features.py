@@ -149,28 +149,39 @@ def utc_session(spark: SparkSession) -> Iterator[None]:
 
 def checked_horizon(as_of: dt.date | None, dates: Sequence[dt.date] = (), *,
                     today: dt.date | None = None) -> dt.date | None:
-    """`--as-of` as given; ValueError when it, or a run date, is after tomorrow (UTC, one day of
-    slack for clocks ahead of UTC): every event up to it would pass as real, none as `future`,
-    and a night that has not happened would be published (`checked_as_of` alone lets a run date
-    one day after an `--as-of` of tomorrow through).
+    """`--as-of` as given; ValueError when it is after tomorrow (UTC, one day of slack for clocks
+    ahead of UTC: every event up to it would pass as real, none as `future`), or when a run date
+    is after today, whatever `--as-of` says: the night of D runs during day D, once day D-1 ended.
     Only the command line checks this; `run(as_of=...)` may pin any horizon (synthetic worlds)."""
-    latest = (today or dt.datetime.now(dt.timezone.utc).date()) + DAY
-    if as_of is not None and as_of > latest:
-        raise ValueError(f"--as-of {as_of} is after {latest} (tomorrow, UTC): "
+    today = today or dt.datetime.now(dt.timezone.utc).date()
+    if as_of is not None and as_of > today + DAY:
+        raise ValueError(f"--as-of {as_of} is after {today + DAY} (tomorrow, UTC): "
                          f"events up to it would not be quarantined as future")
-    if dates and max(dates) > latest:
-        raise ValueError(f"run date {max(dates)} is after {latest} (tomorrow, UTC): that night has not happened yet")
+    if dates and max(dates) > today:
+        raise ValueError(_not_yet(max(dates), today))
     return as_of
 
 
-def checked_as_of(dates: Sequence[dt.date], as_of: dt.date | None) -> dt.date:
-    """`as_of` (default: today, UTC, by the wall clock); ValueError for a run date more than one
-    day after it, a night that has not happened yet."""
-    as_of = as_of or dt.datetime.now(dt.timezone.utc).date()
+def checked_as_of(dates: Sequence[dt.date], as_of: dt.date | None, *, today: dt.date | None = None) -> dt.date:
+    """`as_of` (default: today, UTC, by the wall clock); ValueError for a night that has not happened.
+
+    A given `as_of` is the last day whose events can have happened, so a run date up to one day
+    after it is accepted. The default is today, which has not ended: a run date after it would
+    build the samples of today and a snapshot of days that are still going on."""
+    if as_of is None:
+        today = today or dt.datetime.now(dt.timezone.utc).date()
+        if max(dates) > today:
+            raise ValueError(_not_yet(max(dates), today))
+        return today
     if max(dates) - DAY > as_of:
         raise ValueError(f"run date {max(dates)} is more than one day after as_of {as_of}: "
                          f"that night has not happened yet")
     return as_of
+
+
+def _not_yet(date: dt.date, today: dt.date) -> str:
+    return (f"run date {date} is after today ({today}, UTC): that night has not happened yet, and day "
+            f"{date - DAY} has not ended")
 
 
 def format_summary(summary: dict) -> str:

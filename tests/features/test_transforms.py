@@ -5,6 +5,7 @@ import argparse
 import datetime as dt
 import json
 import math
+import re
 
 import pytest
 from pyspark.errors import AnalysisException
@@ -285,21 +286,44 @@ def test_the_horizon_may_be_at_most_tomorrow(as_of, accepted):
 
 
 @pytest.mark.parametrize(("as_of", "run_date", "refused"), [
-    (None, dt.date(2026, 11, 13), None),
-    (dt.date(2026, 11, 13), dt.date(2026, 11, 13), None),
-    (dt.date(2026, 11, 13), dt.date(2026, 11, 14), "run date 2026-11-14 is after 2026-11-13"),
-    (None, dt.date(2026, 11, 15), "run date 2026-11-15 is after 2026-11-13"),
+    (None, dt.date(2026, 11, 12), None),
+    (dt.date(2026, 11, 11), dt.date(2026, 11, 12), None),
+    (None, dt.date(2026, 11, 13), "run date 2026-11-13 is after today (2026-11-12, UTC)"),
+    (dt.date(2026, 11, 13), dt.date(2026, 11, 13), "run date 2026-11-13 is after today (2026-11-12, UTC)"),
+    (None, dt.date(2026, 11, 15), "run date 2026-11-15 is after today (2026-11-12, UTC)"),
 ])
-def test_a_run_date_after_tomorrow_is_refused_whatever_the_horizon(as_of, run_date, refused):
-    # --as-of tomorrow let a run date of the day after through (one day after as_of)
+def test_a_run_date_after_today_is_refused_on_the_command_line_whatever_the_horizon(as_of, run_date, refused):
+    # a scheduler ahead of UTC ran tomorrow's night: its samples were of a day not yet over
     from jobs.features import checked_horizon
 
     today = dt.date(2026, 11, 12)
     if refused is None:
         assert checked_horizon(as_of, [run_date], today=today) == as_of
     else:
-        with pytest.raises(ValueError, match=rf"^{refused} \(tomorrow, UTC\): that night has not happened yet$"):
+        with pytest.raises(ValueError, match=rf"^{re.escape(refused)}: that night has not happened yet, and day "
+                                             rf"{run_date - dt.timedelta(days=1)} has not ended$"):
             checked_horizon(as_of, [dt.date(2026, 11, 1), run_date], today=today)
+
+
+@pytest.mark.parametrize(("as_of", "run_date", "expected"), [
+    (None, dt.date(2026, 11, 12), dt.date(2026, 11, 12)),  # the night of today: yesterday has ended
+    (None, dt.date(2026, 11, 13), "run date 2026-11-13 is after today (2026-11-12, UTC): that night has not "
+                                  "happened yet, and day 2026-11-12 has not ended"),
+    (dt.date(2026, 11, 12), dt.date(2026, 11, 13), dt.date(2026, 11, 12)),  # a pinned horizon: its day is whole
+    (dt.date(2026, 11, 12), dt.date(2026, 11, 14), "run date 2026-11-14 is more than one day after as_of "
+                                                   "2026-11-12: that night has not happened yet"),
+])
+def test_the_default_horizon_accepts_the_nights_up_to_today(as_of, run_date, expected):
+    """The default as_of is today, which has not ended: the night of tomorrow (one day after it, which a
+    pinned as_of allows) used to pass, from the nightly and training backfills too, which call run()."""
+    from jobs.features import checked_as_of
+
+    today = dt.date(2026, 11, 12)
+    if isinstance(expected, dt.date):
+        assert checked_as_of([dt.date(2026, 11, 1), run_date], as_of, today=today) == expected
+    else:
+        with pytest.raises(ValueError, match=f"^{re.escape(expected)}$"):
+            checked_as_of([dt.date(2026, 11, 1), run_date], as_of, today=today)
 
 
 @pytest.mark.parametrize("dates", [

@@ -25,8 +25,8 @@ def test_a_night_that_has_not_happened_yet_fails_in_one_line_naming_the_stage(sp
     assert nightly.main(_argv(paths, "--run-id", "future")) == 1
     today = dt.datetime.now(dt.timezone.utc).date()
     err = capsys.readouterr().err
-    assert err == (f"[nightly] {FUTURE}: stage features failed: ValueError: run date {FUTURE} is more than one "
-                   f"day after as_of {today}: that night has not happened yet\n")
+    assert err == (f"[nightly] {FUTURE}: stage features failed: ValueError: run date {FUTURE} is after today "
+                   f"({today}, UTC): that night has not happened yet, and day 2098-12-31 has not ended\n")
     assert [(r["run_id"], r["stage"], r["dt"], r["status"]) for r in read_runs(paths)] == \
         [("future", "features", FUTURE, "failed")]
 
