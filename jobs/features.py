@@ -316,18 +316,21 @@ def plan_outputs(
     catalogue: DataFrame,
     item_tag_rows: DataFrame,
 ) -> dict[Warehouse, tuple[list[dt.date], DataFrame]]:
-    """The partitioned tables to write, each with the dates of the partitions it replaces."""
+    """The partitioned tables to write, in that order, each with the dates of the partitions it replaces.
+
+    The quarantine goes first: a run that fails part way through (a lost race, a lost executor)
+    has then published no features of a date without the record of the rows it set aside."""
     label_days = [d - DAY for d in dates]
     events = quality.clean_events(inputs.classified)
     return {
+        Warehouse.QUARANTINE: (list(dates), quarantine(inputs, dates=dates, window_days=conf.window_days,
+                                                       run_id=run_id)),
         Warehouse.USER_FEATURES: (list(dates), user_features(events, inputs, conf=conf, dates=dates,
                                                              vocabulary=vocabulary, item_tag_rows=item_tag_rows)),
         Warehouse.TAGS: (list(dates), tag_snapshots(daily_tag_counts(events, item_tag_rows=item_tag_rows),
                                                     catalogue=catalogue, dates=dates, window_days=conf.window_days)),
         Warehouse.SAMPLES: (label_days, samples(events, conf=conf, catalogue=catalogue, item_tag_rows=item_tag_rows,
                                                 label_days=label_days)),
-        Warehouse.QUARANTINE: (list(dates), quarantine(inputs, dates=dates, window_days=conf.window_days,
-                                                       run_id=run_id)),
     }
 
 

@@ -146,6 +146,27 @@ def test_sample_labels_equal_those_computed_from_the_raw_events(spark, backfill)
     assertDataFrameEqual(backfill.tables["samples"], spark.createDataFrame(expected, scenario.SAMPLES_SCHEMA))
 
 
+def test_a_run_that_fails_part_way_has_published_the_quarantine_of_its_features(spark, tmp_path_factory,
+                                                                                  monkeypatch):
+    """The quarantine was written last: a run that died after the user features (here: the samples
+    write fails) left features of the date with no record of the rows it set aside."""
+    root, raw = raw_world(tmp_path_factory, "fails-part-way", World())
+    config = scenario.config(root, raw)
+    samples_uri, write_table = warehouse_uri(config.paths, Warehouse.SAMPLES), delta.write_table
+
+    def failing(df, uri, **options):
+        if uri == samples_uri:
+            raise RuntimeError("executor lost")
+        return write_table(df, uri, **options)
+
+    monkeypatch.setattr(delta, "write_table", failing)
+    with pytest.raises(RuntimeError, match="executor lost"):
+        run(spark, config, [D1], run_id="fails", as_of=AS_OF)
+    assert delta.table_exists(warehouse_uri(config.paths, Warehouse.USER_FEATURES))
+    assertDataFrameEqual(delta.read_table(spark, warehouse_uri(config.paths, Warehouse.QUARANTINE)),
+                         spark.createDataFrame(World().quarantine([D1], "fails"), scenario.QUARANTINE_SCHEMA))
+
+
 def test_quarantine_holds_every_bad_row_read_reason_by_reason(spark, backfill):
     world = World()
     assertDataFrameEqual(backfill.tables["quarantine"],
