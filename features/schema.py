@@ -7,6 +7,7 @@ everywhere (the table, `read_fields`, the columns of `user_features`).
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Mapping, Sequence
 
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 Kind = Literal["single", "multi"]
 Encoding = Literal["vocab", "bucket"]
 FIELDS_SCHEMA = pa.schema([("name", pa.string()), ("kind", pa.string()), ("encoding", pa.string()),
-                           ("source", pa.string()), ("vocab_size", pa.int32())])
+                           ("source", pa.string()), ("vocab_size", pa.int32()), ("definition", pa.string())])
 # The model's batch keys and weights suffix (mvke.fields, which imports torch through its
 # package; tests check these copies against it).
 WEIGHTS_SUFFIX = "_weights"
@@ -44,6 +45,14 @@ class FieldDef:
     vocabulary: str | None = None
     edges: tuple[float, ...] = ()
     event_type: str | None = None  # the events a behaviour list counts
+
+    @property
+    def definition(self) -> str:
+        """What the field's ids mean: its bucket edges, or the vocabulary that numbers its values.
+        Every model records it (training.json); scoring refuses a field whose definition changed."""
+        if self.encoding == "bucket":
+            return "bucket edges " + json.dumps([float(edge) for edge in self.edges])
+        return f"vocabulary {self.vocabulary}"
 
     def vocab_size(self, vocabulary_sizes: Mapping[str, int]) -> int:
         """Ids are 0 .. vocab_size - 1: bucket b of k edges is b + 2 (b = 0 .. k)."""
@@ -97,8 +106,16 @@ def define_fields(attributes: UserAttributes, conf: FeaturesConf) -> list[FieldD
 
 def fields_table(fields: Sequence[FieldDef], vocabulary_sizes: Mapping[str, int]) -> pa.Table:
     """The `fields` table (FIELDS_SCHEMA), one row per field; a small driver-side table."""
-    rows = [(f.name, f.kind, f.encoding, f.source, f.vocab_size(vocabulary_sizes)) for f in fields]
+    rows = [(f.name, f.kind, f.encoding, f.source, f.vocab_size(vocabulary_sizes), f.definition) for f in fields]
     return pa.Table.from_pylist([dict(zip(FIELDS_SCHEMA.names, row)) for row in rows], schema=FIELDS_SCHEMA)
+
+
+def read_field_definitions(uri: str, version: int | None = None) -> dict[str, str]:
+    """{field: definition} of the `fields` table at `uri`; {} for a table written before it had them."""
+    table = delta.read_arrow(uri, version)
+    if "definition" not in table.column_names:
+        return {}
+    return {r["name"]: r["definition"] for r in table.select(["name", "definition"]).to_pylist()}
 
 
 def read_fields(uri: str, version: int | None = None) -> list[FieldSpec]:

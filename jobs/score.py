@@ -169,14 +169,17 @@ def _model_users(spark: SparkSession, config: Config, night: CheckedInputs) -> D
     return _spread(model_inputs(night.features, night.model.spec.fields, night.multi_len), spark)
 
 
+def training_record(model_path: str) -> dict:
+    """The model's training.json; {} for a model folder without one (a model saved outside `train`)."""
+    training = Path(model_path) / TRAINING_FILE
+    return json.loads(training.read_text()) if training.is_file() else {}
+
+
 def trained_multi_len(model_path: str, default: int) -> int:
     """The `features.max_multi_len` the model was trained with (its training.json), so a multi field
     is cut as in training when the setting has grown since; `default` (the setting now) for a model
-    folder whose training.json does not say (a model saved outside `train`)."""
-    training = Path(model_path) / TRAINING_FILE
-    if not training.is_file():
-        return default
-    return int(json.loads(training.read_text()).get("config", {}).get("max_multi_len", default))
+    folder whose training.json does not say."""
+    return int(training_record(model_path).get("config", {}).get("max_multi_len", default))
 
 
 @dataclass(frozen=True)
@@ -204,7 +207,7 @@ def _checked_inputs(spark: SparkSession, config: Config, date: dt.date) -> Check
                      top_n_per_objective=conf.top_n_per_objective, min_score=conf.min_score,
                      combined=conf.combined)
     fields = model.spec.fields
-    inputs.check_fields(fields, *inputs.read_fields(paths))
+    inputs.check_fields(fields, *inputs.read_fields(paths), training_record(model_path).get("field_definitions", {}))
     features = inputs.read_user_features(spark, paths, date)
     inputs.check_feature_columns(features.schema, fields)
     tags = inputs.split_tags(inputs.read_tags(paths, date), model.spec.num_tags)

@@ -198,7 +198,8 @@ def version_fingerprint(config: Config, date: dt.date, inputs: TrainingInputs, e
                                                  "reader_workers", "gauc_weighting")}
     return {"date": date.isoformat(), "model": asdict(config.model), "train": settings,
             "max_multi_len": config.features.max_multi_len, "fields": [asdict(f) for f in inputs.fields],
-            "num_tags": inputs.num_tags, "num_categories": inputs.num_categories, "examples": examples,
+            "field_definitions": inputs.definitions, "num_tags": inputs.num_tags,
+            "num_categories": inputs.num_categories, "examples": examples,
             "code": artifact.code_version()["source_sha256"]}
 
 
@@ -287,8 +288,8 @@ def training_record(config: Config, date: dt.date, inputs: TrainingInputs, versi
         "rows": rows, "table_versions": inputs.versions, "code_version": artifact.code_version(),
         "config": {"model": asdict(config.model), "train": asdict(config.train),
                    "max_multi_len": config.features.max_multi_len},
-        "fields": [asdict(f) for f in inputs.fields], "num_tags": inputs.num_tags,
-        "num_categories": inputs.num_categories, "start_epoch": result["start_epoch"],
+        "fields": [asdict(f) for f in inputs.fields], "field_definitions": inputs.definitions,
+        "num_tags": inputs.num_tags, "num_categories": inputs.num_categories, "start_epoch": result["start_epoch"],
         "backfilled_run_dates": backfilled,
         "publish": {"status": decision.status.value, "reasons": list(decision.reasons),
                     "compared_with": decision.compared_with},

@@ -42,20 +42,27 @@ class TagSet:
     unseen: pa.Table
 
 
-def read_fields(paths: Paths) -> tuple[list[FieldSpec], dict[str, str]]:
-    """The feature job's fields (`features.schema.read_fields`) and each one's encoding (vocab, bucket)."""
+def read_fields(paths: Paths) -> tuple[list[FieldSpec], dict[str, str], dict[str, str]]:
+    """The feature job's fields (`features.schema.read_fields`), each one's encoding (vocab, bucket)
+    and definition (`features.schema.FieldDef.definition`; none in a table written before them)."""
+    from features.schema import read_field_definitions
     from features.schema import read_fields as read_field_specs
 
     uri = warehouse_uri(paths, Warehouse.FIELDS)
     if not delta.table_exists(uri):
         raise ScoringInputError(f"no fields table at {uri}: run the features job first")
     encodings = {r["name"]: r["encoding"] for r in delta.read_arrow(uri, columns=["name", "encoding"]).to_pylist()}
-    return read_field_specs(uri), encodings
+    return read_field_specs(uri), encodings, read_field_definitions(uri)
 
 
 def check_fields(model_fields: Sequence[FieldSpec], table_fields: Sequence[FieldSpec],
-                 encodings: Mapping[str, str]) -> None:
-    """The feature job's fields can feed the model; raises ScoringInputError naming every mismatch."""
+                 encodings: Mapping[str, str], definitions: Mapping[str, str] | None = None,
+                 trained_definitions: Mapping[str, str] | None = None) -> None:
+    """The feature job's fields can feed the model; raises ScoringInputError naming every mismatch.
+
+    `definitions` (the fields table's) and `trained_definitions` (the model's training.json) say
+    what each field's ids mean; a field known to both must mean the same: bucket edges changed to
+    as many others, or an attribute now numbered by a vocabulary, keep the sizes and change the meaning."""
     by_name = {f.name: f for f in table_fields}
     problems = []
     for spec in model_fields:
@@ -65,7 +72,10 @@ def check_fields(model_fields: Sequence[FieldSpec], table_fields: Sequence[Field
             continue
         if found.kind != spec.kind:
             problems.append(f"field {spec.name} is {found.kind} in the fields table, {spec.kind} in the model")
-        if encodings.get(spec.name) == "bucket" and found.vocab_size != spec.vocab_size:
+        now, then = (definitions or {}).get(spec.name), (trained_definitions or {}).get(spec.name)
+        if now is not None and then is not None and now != then:
+            problems.append(f"field {spec.name}: its ids are {now} now, {then} when the model was trained")
+        elif encodings.get(spec.name) == "bucket" and found.vocab_size != spec.vocab_size:
             problems.append(f"field {spec.name}: bucketized into {found.vocab_size} ids now, {spec.vocab_size} when "
                             f"the model was trained (the bucket edges changed)")
         elif found.vocab_size < spec.vocab_size:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -40,6 +40,7 @@ class TrainingInputs:
     num_tags: int
     num_categories: int
     examples: DataFrame
+    definitions: dict[str, str] = field(default_factory=dict)  # field: what its ids mean (fields table)
 
 
 def window_days(date: dt.date, days: int) -> tuple[dt.date, ...]:
@@ -107,7 +108,7 @@ def _missing_error(missing: dict[str, list[dt.date]], window: Sequence[dt.date],
 def read_inputs(spark: SparkSession, config: Config, date: dt.date) -> TrainingInputs:
     """Pinned table versions, fields, id-space sizes and the window's examples with a validation flag."""
     from features.examples import training_examples
-    from features.schema import read_fields
+    from features.schema import read_field_definitions, read_fields
 
     window = window_days(date, config.train.window_days)
     uris = {t.value: warehouse_uri(config.paths, t) for t in READ_TABLES}
@@ -125,7 +126,8 @@ def read_inputs(spark: SparkSession, config: Config, date: dt.date) -> TrainingI
     examples = training_examples(samples, snapshots, fields, config.features.max_multi_len)
     flagged = with_validation_flag(examples, config.train.validation, window[-1], config.train.validation_user_share,
                                    config.train.seed)
-    return TrainingInputs(window, versions, fields, *sizes, flagged)
+    definitions = read_field_definitions(uris[Warehouse.FIELDS.value], versions[Warehouse.FIELDS.value])
+    return TrainingInputs(window, versions, fields, *sizes, flagged, definitions)
 
 
 def id_space_sizes(spark: SparkSession, vocabulary_uri: str, version: int) -> tuple[int, int]:

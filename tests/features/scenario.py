@@ -281,7 +281,7 @@ SAMPLES_SCHEMA = ("dt date, user_id string, tag_id string, tag_index int, catego
                   "conversion int, source string")
 QUARANTINE_SCHEMA = "dt date, run_id string, source string, reason string, record string"
 VOCABULARY_SCHEMA = "field string, value string, id int, first_dt date"
-FIELDS_SCHEMA = "name string, kind string, encoding string, source string, vocab_size int"
+FIELDS_SCHEMA = "name string, kind string, encoding string, source string, vocab_size int, definition string"
 
 
 def _parquet(path: str, rows: list, schema: pa.Schema) -> None:

@@ -129,7 +129,16 @@ def test_fields_list_declared_and_discovered_attributes_with_their_id_spaces(spa
         ("score", "single", "bucket", "users.score", 4),  # discovered, with its own edges
         ("vip", "single", "vocab", "users.vip", 4),  # discovered: a boolean
     ]
-    assertDataFrameEqual(backfill.tables["fields"], spark.createDataFrame(expected, scenario.FIELDS_SCHEMA))
+    conf = scenario.CONF
+    edges = {"active_days": conf.activity_buckets, "age": conf.numeric_buckets, "click_rate": conf.rate_buckets,
+             "clicks": conf.activity_buckets, "conversions": conf.activity_buckets,
+             "impressions": conf.activity_buckets, "score": conf.attribute_buckets["score"]}
+    vocabularies = {"clicked_categories": "category", "clicked_tags": "tag", "converted_tags": "tag"}
+    definitions = {name: f"bucket edges [{', '.join(f'{float(e)}' for e in edges[name])}]" if name in edges
+                   else f"vocabulary {vocabularies.get(name, name)}" for name, *_ in expected}
+    assert definitions["score"] == "bucket edges [0.5]" and definitions["vip"] == "vocabulary vip"
+    assertDataFrameEqual(backfill.tables["fields"], spark.createDataFrame(
+        [(*row, definitions[row[0]]) for row in expected], scenario.FIELDS_SCHEMA))
     specs = read_fields(warehouse_uri(backfill.config.paths, Warehouse.FIELDS))
     assert [(f.name, f.kind, f.vocab_size) for f in specs] == [(n, k, s) for n, k, _, _, s in expected]
 

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -10,7 +12,7 @@ import pytest
 import torch
 from pyspark.testing import assertDataFrameEqual
 
-from core import delta
+from core import delta, registry
 from core.config import ConfigError
 from core.registry import ModelStatus, UnknownModelError
 from core.tables import Warehouse
@@ -77,6 +79,23 @@ def test_field_encodings_that_do_not_match_the_model_are_refused(spark, world, f
     world.day(D1, make_users(4, seed=1), make_tags())
     world.write_fields(fields)
     _refused(spark, world, world.config(), D1, ScoringInputError, match)
+
+
+def test_a_field_whose_ids_changed_meaning_at_the_same_size_is_refused(spark, world):
+    """Other bucket edges, as many as before: the sizes match, and age bucket 3 meant other ages to the
+    model. The definitions recorded in the fields table and in the model's training.json must agree."""
+    trained = {"age": "bucket edges [18.0, 30.0, 50.0]", "city": "vocabulary city"}
+    world.publish("v1")
+    (Path(registry.model_dir(world.paths, "v1")) / "training.json").write_text(
+        json.dumps({"field_definitions": trained}))
+    world.day(D1, make_users(4, seed=1), make_tags())
+    world.write_fields(definitions={**trained, "age": "bucket edges [20.0, 40.0, 60.0]"})
+    _refused(spark, world, world.config(), D1, ScoringInputError,
+             r"the feature encodings do not match the model: field age: its ids are bucket edges \[20.0, 40.0, "
+             r"60.0\] now, bucket edges \[18.0, 30.0, 50.0\] when the model was trained \(fields table holds")
+    world.write_fields(definitions=trained)  # the same definitions: scored
+    run(spark, world.config(), D1)
+    assert delta.table_version(world.uri(Warehouse.USER_TAG_PROFILES)) is not None
 
 
 def test_user_features_of_another_type_are_refused(spark, world):

@@ -173,11 +173,15 @@ class World:
         self.models[version] = model
         return model
 
-    def write_fields(self, rows=TABLE_FIELDS) -> None:
-        table = pa.table({
+    def write_fields(self, rows=TABLE_FIELDS, definitions: dict[str, str] | None = None) -> None:
+        """The fields table; with `definitions` ({field: definition}) its definition column too."""
+        columns = {
             "name": [r[0] for r in rows], "kind": [r[1] for r in rows], "encoding": [r[2] for r in rows],
             "source": [f"test.{r[0]}" for r in rows], "vocab_size": pa.array([r[3] for r in rows], pa.int32()),
-        })
+        }
+        if definitions is not None:
+            columns["definition"] = [definitions.get(r[0]) for r in rows]
+        table = pa.table(columns)
         delta.write_arrow(table, self.uri(Warehouse.FIELDS), mode="overwrite")
 
     def write_users(self, date: dt.date, users: list[dict], schema_overrides: dict | None = None) -> None:

@@ -32,7 +32,7 @@ from training.inputs import ensure_window, window_days, with_validation_flag
 from training.metrics import objective_metrics
 from training.worker import FaultInjection
 
-from tests.training.warehouse import DAYS, RUN_DATE, training_config, write_warehouse
+from tests.training.warehouse import DAYS, FIELD_DEFINITIONS, RUN_DATE, training_config, write_warehouse
 
 pytestmark = pytest.mark.integration
 ARTIFACT_FILES = ["DONE", "curves.png", "metrics.json", "model.json", "model.safetensors", "training.json"]
@@ -116,6 +116,7 @@ def test_two_process_training_end_to_end(spark, config):
 
     training = json.loads((folder / "training.json").read_text())
     assert training["table_versions"] == {"samples": 0, "user_features": 0, "fields": 0, "vocabulary": 0}
+    assert training["field_definitions"] == FIELD_DEFINITIONS  # what scoring checks the fields table against
     assert training["rows"] == {"train": 384, "validation": 192}
     assert training["window"] == ["2026-11-02", "2026-11-04"] and len(training["code_version"]["source_sha256"]) == 64
     assert training["publish"]["status"] == "published"

@@ -19,6 +19,9 @@ TAGS = {f"t{i}": (i, 2 + i % 2) for i in range(2, 6)}  # tag_id -> (tag_index, c
 NUM_TAGS, NUM_CATEGORIES, CITIES = 6, 4, 6
 
 
+FIELD_DEFINITIONS = {"city": "vocabulary city", "clicked_tags": "vocabulary tag"}
+
+
 def write_warehouse(root: str, *, users: int = 48, samples_per_user_day: int = 4, days=DAYS,
                     city_vocab_size: int = CITIES) -> None:
     rng = random.Random(7)
@@ -27,6 +30,7 @@ def write_warehouse(root: str, *, users: int = 48, samples_per_user_day: int = 4
     _write(root, "fields", pa.table({
         "name": ["city", "clicked_tags"], "kind": ["single", "multi"], "encoding": ["vocab", "vocab"],
         "source": ["users.city", "events.click.tag"], "vocab_size": pa.array([city_vocab_size, NUM_TAGS], pa.int32()),
+        "definition": [FIELD_DEFINITIONS["city"], FIELD_DEFINITIONS["clicked_tags"]],
     }), partitioned=False)
     _write(root, "user_features", _user_features(city, days), partitioned=True)
     _write(root, "tags", _tags(days), partitioned=True)
