@@ -152,6 +152,9 @@ def _under_underscore(path: str, root: str) -> bool:
     return path != root and path[len(root.rstrip("/")) + 1:].startswith("_")
 
 
+_MEMORY = re.compile(r"^[0-9]+[kmgt]?b?$", re.IGNORECASE)  # what spark-submit takes for --driver-memory
+
+
 @dataclass(frozen=True)
 class SparkConf:
     master: str = "local[*]"
@@ -163,6 +166,22 @@ class SparkConf:
     arrow_batch_size: int = 8192
     extra: dict[str, str] = field(default_factory=dict)
 
+    def validate(self) -> None:
+        """What Spark itself would refuse only once the session starts, with a JVM traceback."""
+        if not self.master.strip():
+            raise ConfigError("spark.master must not be empty (e.g. local[*], yarn, spark://host:7077)")
+        if self.shuffle_partitions < 1:
+            raise ConfigError(f"spark.shuffle_partitions must be >= 1, got {self.shuffle_partitions}")
+        if self.arrow_batch_size < 1:
+            raise ConfigError(f"spark.arrow_batch_size must be >= 1, got {self.arrow_batch_size}")
+        for name in ("driver_memory", "executor_memory"):
+            value = getattr(self, name)
+            if value and not _MEMORY.match(value):
+                raise ConfigError(f"spark.{name}={value!r} must be a JVM memory size such as 4g or 512m "
+                                  f"(empty leaves it to Spark)")
+
+
+MAX_WINDOW_DAYS = 3650  # ten years: a longer window is a typo, and one of 900,000 days leaves the calendar
 
 # The last day a generated day may be: the bad rows' future timestamps (3,650 days on) must stay
 # inside Spark's range, which ends with year 9999.
@@ -271,8 +290,8 @@ class FeaturesConf:
     seed: int = 11
 
     def validate(self) -> None:
-        if self.window_days < 1:
-            raise ConfigError(f"features.window_days must be >= 1, got {self.window_days}")
+        if not 1 <= self.window_days <= MAX_WINDOW_DAYS:
+            raise ConfigError(f"features.window_days must be in 1..{MAX_WINDOW_DAYS}, got {self.window_days}")
         if self.decay_half_life_days <= 0:
             raise ConfigError(f"features.decay_half_life_days must be > 0, got {self.decay_half_life_days}")
         if self.max_multi_len < 1:
@@ -430,8 +449,8 @@ class TrainConf:
     def validate(self) -> None:
         if self.num_proc < 1 or self.epochs < 1 or self.batch_size < 1:
             raise ConfigError("train.num_proc, train.epochs and train.batch_size must be >= 1")
-        if self.window_days < 1:
-            raise ConfigError(f"train.window_days must be >= 1, got {self.window_days}")
+        if not 1 <= self.window_days <= MAX_WINDOW_DAYS:
+            raise ConfigError(f"train.window_days must be in 1..{MAX_WINDOW_DAYS}, got {self.window_days}")
         if self.window_days < 2 and self.validation == "last_day":
             raise ConfigError("train.window_days must be >= 2 with train.validation=last_day")
         if not self.learning_rate > 0:
@@ -636,6 +655,9 @@ for _tag, _construct in (("int", yaml.SafeLoader.construct_yaml_int), ("float", 
     _TextKeepingLoader.add_constructor(f"tag:yaml.org,2002:{_tag}", _keeping_text(_construct))
 
 
+_DECIMAL = re.compile(r"^[-+]?(0|[1-9][0-9]*)$")
+
+
 def _value(raw: Any) -> Any:
     return raw.value if isinstance(raw, _Typed) else raw
 
@@ -713,6 +735,9 @@ def _convert(hint: Any, raw: Any, key: str) -> Any:
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{key}={value!r} must be an integer")
+        if isinstance(raw, _Typed) and not _DECIMAL.match(raw.text):  # YAML 1.1 reads 010 as octal 8
+            raise ConfigError(f"{key}={raw.text} must be a decimal integer without leading zeros, 0x, 0o or _ "
+                              f"(YAML reads it as {value})")
         return value
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):

@@ -31,7 +31,7 @@ def test_a_job_refuses_a_compact_date_with_a_usage_error(capsys):
     (None, [], "config file not found: {conf}"),
     ("paths: [unclosed\n", [], "{conf} is not valid YAML: while parsing a flow sequence"),
     ("paths: {raw: r, warehouse: w, models: m}\n", ["features.window_days=0"],
-     "features.window_days must be >= 1, got 0"),
+     "features.window_days must be in 1..3650, got 0"),
     ("paths: {raw: r, warehouse: w, models: m}\n", ["features.no_such_key=1"], "features.no_such_key"),
 ], ids=["missing_file", "bad_yaml", "bad_value", "unknown_key"])
 def test_a_config_that_cannot_be_used_is_a_one_line_usage_error(tmp_path, capsys, conf_text, overrides, message):
@@ -57,5 +57,5 @@ def test_the_features_job_stops_on_a_bad_setting_before_spark_starts(tmp_path, c
     with pytest.raises(SystemExit) as exit_info:
         main(["--date", "2026-11-12", "--set", "features.window_days=0", "--set", f"paths.warehouse={tmp_path}/wh"])
     assert exit_info.value.code == 2
-    assert capsys.readouterr().err.splitlines()[-1].endswith("error: features.window_days must be >= 1, got 0")
+    assert capsys.readouterr().err.splitlines()[-1].endswith("error: features.window_days must be in 1..3650, got 0")
     assert not (tmp_path / "wh").exists()
