@@ -39,3 +39,18 @@ def test_the_stamp_follows_the_pinned_requirements(tmp_path):
         f.write("extra-package==1.0\n")
     again = _check(project, venv, tmp_path)
     assert again.returncode == 1 and key not in again.stdout
+
+
+def test_a_python_other_than_3_11_is_refused_before_a_venv_is_made(tmp_path):
+    """A host whose python3 is 3.12 built the venv with it, then failed deep in pip (no wheels for the pins)."""
+    project = _copy_project(tmp_path / "p")
+    fake = tmp_path / "python3.12"
+    fake.write_text("#!/bin/sh\nexec /usr/bin/env python3 -c 'import sys; sys.exit(1)'\n")  # any version but 3.11
+    fake.chmod(0o755)
+    venv = tmp_path / "venv"
+    done = subprocess.run(["bash", str(project / "tools/install.sh")], capture_output=True, text=True,
+                          env={"VENV": str(venv), "PYTHON": str(fake), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == f"[install] {fake} is not Python 3.11, which the pins need (setup.py): set " \
+                          f"PYTHON=/path/to/python3.11\n"
+    assert not venv.exists()

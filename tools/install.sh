@@ -11,7 +11,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 venv=${VENV:-$here/.venv}
 cache=${MVKE_CACHE:-$HOME/.cache/mvke-profiles}
-python=${PYTHON:-python3}
+python=${PYTHON:-$(command -v python3.11 || command -v python3 || echo python3)}
 torch_version=2.13.0
 petastorm_version=0.13.1
 horovod_version=0.28.1
@@ -32,13 +32,20 @@ fi
 
 start=$(date +%s)
 if [ ! -x "$venv/bin/python" ]; then
+  if ! "$python" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; then
+    say "$python is not Python 3.11, which the pins need (setup.py): set PYTHON=/path/to/python3.11" >&2
+    exit 2
+  fi
   say "creating virtual environment $venv"
   "$python" -m venv "$venv"
 fi
 pip=("$venv/bin/python" -m pip --disable-pip-version-check)
 rm -f "$venv"/.installed-*
 
-say "torch $torch_version (CPU build) first, so nothing later pulls a CUDA build"
+# pip takes a CPU build where it finds one (a wheel folder in pip's find-links, or PyTorch's CPU
+# index given through PIP_EXTRA_INDEX_URL); from PyPI alone it is the default build, which bundles
+# CUDA (several GB) and runs on the CPU too. Pinned here and below, nothing swaps it later.
+say "torch $torch_version first, so no later requirement pulls another torch build"
 "${pip[@]}" install -q "torch==$torch_version"
 
 say "pinned requirements (pyspark, pyarrow, deltalake, ...)"
