@@ -532,7 +532,19 @@ def unreadable_features(table: DeltaTable) -> list[str]:
     mapping = table.metadata().configuration.get("delta.columnMapping.mode", "none")
     if mapping != "none":
         problems.append(f"column mapping mode {mapping!r} (columns are stored under other names)")
+    columns = table.metadata().partition_columns
+    if problems or not columns:  # column mapping writes random prefixes too; one reason is enough
+        return problems
+    outside = next((path for path in _live_paths(table) if not _in_partition_folders(path, columns)), None)
+    if outside is not None:
+        problems.append(f"data files outside <column>=<value> folders, e.g. {outside} (randomized file prefixes: "
+                        f"Spark takes partition values from folder names, so {', '.join(columns)} would read null)")
     return problems
+
+
+def _in_partition_folders(path: str, columns: Sequence[str]) -> bool:
+    folders = {part.split("=", 1)[0] for part in unquote(path).split("/")[:-1] if "=" in part}
+    return set(columns) <= folders
 
 
 def _check_readable(table: DeltaTable, uri: str) -> None:

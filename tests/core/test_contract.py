@@ -175,6 +175,28 @@ def test_raw_delta_features_the_reader_cannot_apply_are_refused(spark, paths, co
         read_raw(spark, paths, Raw.TAGS)
 
 
+def test_a_raw_delta_table_with_files_outside_partition_folders_is_refused(spark, paths):
+    """Randomized file prefixes (no category=... folders): Spark takes partition values from the folder
+    names, so every tag would have read a null category."""
+    import json
+
+    from deltalake.transaction import AddAction
+
+    uri = f"{paths.raw}/tags"
+    rows = pa.table({"tag_id": ["t1"], "tag_name": ["food-t1"], "category": ["food"]})
+    delta.write_arrow(rows, uri, mode="overwrite", partition_by=["category"])
+    os.makedirs(f"{uri}/Xy7q")
+    pq.write_table(pa.table({"tag_id": ["t2"], "tag_name": ["auto-t2"]}), f"{uri}/Xy7q/part-0.parquet")
+    delta.commit(uri, [AddAction(path="Xy7q/part-0.parquet", size=os.path.getsize(f"{uri}/Xy7q/part-0.parquet"),
+                                 partition_values={"category": "auto"}, modification_time=0, data_change=True,
+                                 stats=json.dumps({"numRecords": 1}))],
+                 rows.schema, mode="append", partition_by=["category"])
+    with pytest.raises(ContractError, match=r"^raw table tags at .*/raw/tags uses data files outside <column>=<value> "
+                                            r"folders, e.g. Xy7q/part-0.parquet \(randomized file prefixes: Spark "
+                                            r"takes partition values from folder names, so category would read null\)"):
+        read_raw(spark, paths, Raw.TAGS)
+
+
 def test_other_columns_must_agree_across_files(spark, paths):
     folder = f"{paths.raw}/users"
     os.makedirs(folder)
