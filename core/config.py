@@ -152,7 +152,7 @@ def _under_underscore(path: str, root: str) -> bool:
     return path != root and path[len(root.rstrip("/")) + 1:].startswith("_")
 
 
-_MEMORY = re.compile(r"^[0-9]+[kmgt]?b?$", re.IGNORECASE)  # what spark-submit takes for --driver-memory
+_MEMORY = re.compile(r"^[0-9]+[kmgt]?$", re.IGNORECASE)  # the driver's is passed to the JVM as -Xmx<size>
 
 
 @dataclass(frozen=True)
@@ -742,6 +742,9 @@ def _convert(hint: Any, raw: Any, key: str) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}={value!r} must be a number")
+        if isinstance(value, int) and isinstance(raw, _Typed) and not _DECIMAL.match(raw.text):
+            raise ConfigError(f"{key}={raw.text} must be a decimal number without leading zeros, 0x, 0o or _ "
+                              f"(YAML reads it as {value})")
         try:
             number = float(value)
         except OverflowError:

@@ -78,9 +78,7 @@ def run(spark: SparkSession, config: Config, date: dt.date, *, fault: FaultInjec
         rows = split_counts(examples, config.train.num_proc, config.train.validation)
         fingerprint = version_fingerprint(config, date, inputs, content_digest(examples))
         version = artifact.model_version(config.model.name, date, fingerprint)
-        # the same inputs and settings whatever the code: how a withdrawal outlives a deploy
-        inputs_key = artifact.model_version(config.model.name, date, {k: v for k, v in fingerprint.items()
-                                                                        if k != "code"})
+        inputs_key = inputs_key_of(config.model.name, date, fingerprint)
         with version_lock(config.paths, version, run_id):
             done = trained_before(config.paths, version)
             if done is not None:
@@ -201,6 +199,17 @@ def version_fingerprint(config: Config, date: dt.date, inputs: TrainingInputs, e
             "field_definitions": inputs.definitions, "num_tags": inputs.num_tags,
             "num_categories": inputs.num_categories, "examples": examples,
             "code": artifact.code_version()["source_sha256"]}
+
+
+NOT_INPUTS = ("code", "field_definitions")
+
+
+def inputs_key_of(model_name: str, date: dt.date, fingerprint: dict) -> str:
+    """The version's name without what a deploy changes, the code and what the fingerprint gained
+    since keys were first recorded (field_definitions: the examples' digest already holds the ids
+    they give): the same inputs and settings keep their key across deploys, which is how a
+    withdrawal outlives one (`training.publish.keep_withdrawal`)."""
+    return artifact.model_version(model_name, date, {k: v for k, v in fingerprint.items() if k not in NOT_INPUTS})
 
 
 def content_digest(examples: DataFrame) -> str:

@@ -108,6 +108,7 @@ def shared(paths: Paths, name: str) -> Iterator[None]:
         except BlockingIOError:
             raise RunInProgressError(f"another run holds {path}: {_describe(_holder_record(path))}; wait for "
                                      f"it (the lock goes with its process)") from None
+        os.ftruncate(fd, 0)  # no exclusive holder now: a record left is a killed one's
         yield
     finally:
         os.close(fd)

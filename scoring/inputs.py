@@ -51,8 +51,10 @@ def read_fields(paths: Paths) -> tuple[list[FieldSpec], dict[str, str], dict[str
     uri = warehouse_uri(paths, Warehouse.FIELDS)
     if not delta.table_exists(uri):
         raise ScoringInputError(f"no fields table at {uri}: run the features job first")
-    encodings = {r["name"]: r["encoding"] for r in delta.read_arrow(uri, columns=["name", "encoding"]).to_pylist()}
-    return read_field_specs(uri), encodings, read_field_definitions(uri)
+    version = delta.table_version(uri)  # one version for all three: a feature job may commit meanwhile
+    encodings = {r["name"]: r["encoding"]
+                 for r in delta.read_arrow(uri, version, columns=["name", "encoding"]).to_pylist()}
+    return read_field_specs(uri, version), encodings, read_field_definitions(uri, version)
 
 
 def check_fields(model_fields: Sequence[FieldSpec], table_fields: Sequence[FieldSpec],

@@ -77,7 +77,7 @@ def recorded_auc_measures(paths: Paths, record: ModelRecord) -> dict[str, str] |
     training = Path(record.path or registry.model_dir(paths, record.model_version)) / TRAINING_FILE
     try:
         return auc_measures(json.loads(training.read_text())["config"]["model"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
 

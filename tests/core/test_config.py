@@ -91,6 +91,11 @@ def test_config_is_frozen(tmp_path):
     (["spark.master="], r"spark.master must not be empty"),
     (["spark.driver_memory=lots"], r"spark.driver_memory='lots' must be a JVM memory size such as 4g or 512m"),
     (["spark.executor_memory=4 g"], r"spark.executor_memory='4 g' must be a JVM memory size"),
+    (["spark.driver_memory=4gb"], r"spark.driver_memory='4gb' must be a JVM memory size"),  # -Xmx4gb: refused
+    (["features.activity_buckets=[0, 010, 030]"],
+     r"features.activity_buckets\[1\]=010 must be a decimal number without leading zeros, 0x, 0o or _ "
+     r"\(YAML reads it as 8\)"),
+    (["train.publish_if.max_auc_drop=0_1"], r"train.publish_if.max_auc_drop=0_1 must be a decimal number"),
     (["train.num_proc=0"], r"train.num_proc, train.epochs and train.batch_size must be >= 1"),
     (["model.expert_sets={ctr: [0, 7], cvr: [1]}"], r"model.expert_sets.ctr = \[0, 7\]"),
     (["model.expert_sets={ctr: [0, 0, 1], cvr: [1]}"], r"model.expert_sets.ctr = \[0, 0, 1\]: .*, each expert once"),

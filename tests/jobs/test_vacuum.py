@@ -107,6 +107,9 @@ def test_vacuum_refuses_while_a_rollback_runs_and_a_dry_run_still_lists(world, c
     """A vacuum works from the versions it read at its start: a rollback's RESTORE committed meanwhile
     makes old files live again, which it would then delete. Every rollback shares the vacuum lock."""
     config, conf, uri, in_flight = world
+    lock_file = Path(config.paths.locks_root) / "vacuum.lock"
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    lock_file.write_text(json.dumps({"run_id": "vacuum-killed", "pid": 1, "host": "h", "since": "then"}))  # SIGKILL
     with shared(config.paths, VACUUM_LOCK):
         with pytest.raises(RunInProgressError, match=rf"^nothing vacuumed: another run holds "
                                                      rf"{config.paths.locks_root}/vacuum.lock: a rollback \(it shares "

@@ -14,7 +14,7 @@ from pyspark.sql import functions as F
 from training.data import (batch_columns, check_every_shard_has_rows, converter_batches, epoch_batches, epoch_seed,
                            model_columns, petastorm_converters, row_groups, to_model_batch)
 from training.errors import EmptyWindowError
-from jobs.train import content_digest, version_fingerprint
+from jobs.train import content_digest, inputs_key_of, version_fingerprint
 from training.inputs import TrainingInputs, backfill_dates, window_days
 from training.worker import FaultInjection, WorkerSpec
 
@@ -130,6 +130,18 @@ def test_model_version_changes_with_the_number_of_ranks(tmp_path):
     rewritten = dataclasses.replace(inputs, versions={"samples": 4, "fields": 2})
     assert names[2] == artifact.model_version("mvke", RUN_DATE, version_fingerprint(training_config(tmp_path),
                                                                                       RUN_DATE, rewritten, "576:12345"))
+
+
+def test_the_inputs_key_outlives_a_deploy_that_adds_field_definitions(tmp_path):
+    """Keys recorded before the fingerprint had field_definitions must match those computed after it,
+    or a night withdrawn before the deploy is published again by its rerun."""
+    inputs = TrainingInputs(window=(), versions={"samples": 3, "fields": 1}, fields=FIELDS, num_tags=6,
+                            num_categories=3, examples=None, definitions={"interest": "vocabulary interest"})
+    now = version_fingerprint(training_config(tmp_path), RUN_DATE, inputs, "576:12345")
+    before = {k: v for k, v in now.items() if k != "field_definitions"} | {"code": "an older deploy"}
+    assert now["field_definitions"] == {"interest": "vocabulary interest"}
+    assert inputs_key_of("mvke", RUN_DATE, now) == inputs_key_of("mvke", RUN_DATE, before)
+    assert inputs_key_of("mvke", RUN_DATE, now) != inputs_key_of("mvke", RUN_DATE, {**now, "examples": "576:1"})
 
 
 def test_model_version_changes_with_the_source_code(tmp_path, monkeypatch):
