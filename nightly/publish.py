@@ -24,6 +24,7 @@ from pyspark.sql import functions as F
 from core import delta, registry
 from core.config import Paths
 from core.tables import Warehouse, staging_uri, warehouse_uri
+from nightly.runlog import died_after_publish
 
 
 def profiles_uri(paths: Paths) -> str:
@@ -163,8 +164,7 @@ def rollback_date(spark: SparkSession, paths: Paths, date: dt.date) -> str:
     state = in_effect(history, date)
     if state.write is None:
         raise ValueError(_nothing_to_roll_back(uri, paths, date, state))
-    target = state.write
-    undone = (state.run_id,) if state.run_id else ()
+    target, undone = _first_attempt(paths, history, date, state)
     change = RunChange(undone=undone, restored=_run_in_effect(_up_to(history, target - 1), date))
     plan = plan_vectors(paths, {date: change})
     check_reachable([(uri, target - 1, date)] + [(vectors_uri(paths), v, d) for d, v in plan.restores.items()])
@@ -182,8 +182,32 @@ def rollback_date(spark: SparkSession, paths: Paths, date: dt.date) -> str:
         commit_info={"job": "rollback", "dt": date.isoformat(), "undoes": str(target)})
     with after_profiles_commit(date, uri, committed, None, "the profiles_latest refresh"):
         refresh_latest(spark, paths)
-    return (f"rolled back {date}: restored the partition as of version {target - 1} (undoing version {target}); "
+    undoing = (f"undoing version {target}" if target == state.write else
+               f"undoing versions {target} to {state.write}: publishes of the same night with model "
+               f"{state.model_version}, by runs {', '.join(reversed(undone))}, of which all but the last died after "
+               f"their publish")
+    return (f"rolled back {date}: restored the partition as of version {target - 1} ({undoing}); "
             f"user_vectors of {date}: {vectors[date]}{models}")
+
+
+def _first_attempt(paths: Paths, history: list[dict], date: dt.date, state: PartitionState
+                   ) -> tuple[int, tuple[str, ...]]:
+    """The publish a rollback of `date` undoes back to, and the runs whose publishes it undoes.
+
+    That is the publish in effect, and before it every publish of the same night that it
+    replaced: one by a nightly run that died after its publish (`runlog.died_after_publish`), or
+    by the same run id, with the same model. Undoing only the rerun would put the dead attempt's
+    rows back: the same night, and its model would stay published."""
+    target, undone = state.write, [state.run_id] if state.run_id else []
+    died = died_after_publish(paths, date)
+    while (earlier := _in_effect_or_none(_up_to(history, target - 1), date, PUBLISH_JOBS)) is not None \
+            and earlier.write is not None and earlier.run_id is not None \
+            and state.model_version is not None and earlier.model_version == state.model_version \
+            and (earlier.run_id in died or earlier.run_id == state.run_id):
+        target = earlier.write
+        if earlier.run_id not in undone:
+            undone.append(earlier.run_id)
+    return target, tuple(undone)
 
 
 def align_models(spark: SparkSession, paths: Paths, changes: dict[dt.date, tuple[list[int], int]],

@@ -75,6 +75,14 @@ def read_runs(paths: Paths) -> list[dict]:
     return sorted(rows, key=lambda r: (r["started_at"], r["stage"]))
 
 
+def died_after_publish(paths: Paths, date: dt.date) -> set[str]:
+    """The nightly runs of `date` that published and then never finished their report stage (killed,
+    or stopped by a failure after the publish): attempts a rerun of the night published again."""
+    rows = [r for r in read_runs(paths) if r["dt"] == date and r["status"] == "succeeded"]
+    published = {r["run_id"] for r in rows if r["stage"] == "publish"}
+    return published - {r["run_id"] for r in rows if r["stage"] == "report"}
+
+
 def _append(paths: Paths, row: dict) -> None:
     delta.write_arrow(pa.Table.from_pylist([row], schema=SCHEMA), runs_uri(paths), mode="append",
                       commit_info={"job": "nightly", "run_id": row["run_id"], "stage": row["stage"]})

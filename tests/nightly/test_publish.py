@@ -8,7 +8,7 @@ from core import delta, registry
 from core.config import Paths
 from core.registry import ModelStatus
 from core.tables import Warehouse, warehouse_uri
-from nightly import publish
+from nightly import publish, runlog
 from tests.racing import commits_first
 
 D0, D1, D2 = dt.date(2026, 11, 9), dt.date(2026, 11, 10), dt.date(2026, 11, 11)
@@ -318,6 +318,54 @@ def test_rolling_back_a_rerun_keeps_the_model_of_the_restored_profiles(spark, pa
     assert publish.rollback_to_version(spark, paths, 2).endswith(
         "; model m1, trained for 2026-11-10, is published again; the latest published model for 2026-11-10 is m1")
     assert _statuses(paths) == {"m0": "published", "m1": "published"}
+
+
+def _logged_night(spark, paths, date, tag, run_id, model, *, died_after_publish=False):
+    """`_night` with the runs rows the nightly writes: its publish stage, then (unless it died right
+    after the publish) its vectors and report stages."""
+    with runlog.stage(paths, run_id, "publish", date):
+        profiles = _stage(spark, paths, [(date, "u1", "ctr", 1, tag, 0.5, model)])
+        publish.publish(spark, paths, date, run_id, model)
+    if died_after_publish:
+        return profiles
+    for name in ("vectors", "report"):
+        with runlog.stage(paths, run_id, name, date):
+            if name == "vectors":
+                _write_vectors(spark, paths, date, run_id, model)
+    return profiles
+
+
+def test_rolling_back_a_night_rerun_after_its_first_attempt_died_past_the_publish_undoes_both(spark, paths):
+    """r1 published D1 with m1 and was killed before its vectors; the rerun r2 published the same night
+    again. Undoing only r2 put r1's rows back: the same bad night, m1 still published, and no vectors."""
+    _register(paths, ("m0", D0, ModelStatus.PUBLISHED), ("m1", D1, ModelStatus.PUBLISHED))
+    before = _logged_night(spark, paths, D0, "Z0", "r0", "m0")  # version 0
+    _logged_night(spark, paths, D1, "A1", "r1", "m1", died_after_publish=True)  # version 1
+    _logged_night(spark, paths, D1, "A2", "r2", "m1")  # version 2
+    assert runlog.died_after_publish(paths, D1) == {"r1"}
+    message = publish.rollback_date(spark, paths, D1)
+    assert message == ("rolled back 2026-11-10: restored the partition as of version 0 (undoing versions 1 to 2: "
+                       "publishes of the same night with model m1, by runs r1, r2, of which all but the last died "
+                       "after their publish); user_vectors of 2026-11-10: removed, undoing version 1 of run r2 (the "
+                       "date had no vectors before the undone runs wrote theirs); model m1, trained for 2026-11-10, "
+                       "is now rolled_back; the latest published model for 2026-11-10 is m0")
+    assert publish.published_dates(paths) == [D0]
+    assertDataFrameEqual(publish.read_profiles(spark, publish.profiles_uri(paths), D0), before)
+    assert _statuses(paths) == {"m0": "published", "m1": "rolled_back"}
+    assert [r["dt"] for r in delta.read_arrow(publish.vectors_uri(paths)).to_pylist()] == [D0, D0]
+
+
+def test_a_finished_night_rerun_with_the_same_model_is_still_undone_one_publish_at_a_time(spark, paths):
+    """Both runs of D1 finished: the rerun is a publish of its own, and undoing it puts r1's back."""
+    _register(paths, ("m1", D1, ModelStatus.PUBLISHED))
+    first = _logged_night(spark, paths, D1, "A1", "r1", "m1")  # version 0
+    _logged_night(spark, paths, D1, "A2", "r2", "m1")  # version 1
+    assert runlog.died_after_publish(paths, D1) == set()
+    assert publish.rollback_date(spark, paths, D1) == (
+        "rolled back 2026-11-10: restored the partition as of version 0 (undoing version 1); user_vectors of "
+        "2026-11-10: restored the vectors of run r1 (version 0, model m1), undoing version 1 of run r2")
+    assertDataFrameEqual(publish.read_profiles(spark, publish.profiles_uri(paths), D1), first)
+    assert _statuses(paths) == {"m1": "published"}
 
 
 def test_undoing_a_rollback_by_version_puts_back_the_vectors_and_the_model_of_the_publish_it_restores(spark, paths):
