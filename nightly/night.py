@@ -103,13 +103,16 @@ def run_night(spark: SparkSession, config: Config, date: dt.date, *, run_id: str
             except gates.QualityGateError as exc:
                 # tonight's model (or one an earlier attempt of this night trained) steps back; an older one
                 # passed its own night and stays
-                if not registry.change_status(paths, model.model_version, date, registry.ModelStatus.PUBLISHED,
-                                              registry.ModelStatus.GATE_FAILED):
+                notes = [publish.still_published(paths, date)]
+                if registry.change_status(paths, model.model_version, date, registry.ModelStatus.PUBLISHED,
+                                          registry.ModelStatus.GATE_FAILED):
+                    notes.insert(0, f"model {model.model_version}, trained for {date}, is now "
+                                    f"{registry.ModelStatus.GATE_FAILED.value}; {registry.current_for(paths, date)}")
+                notes = [n for n in notes if n]
+                if not notes:
                     raise
-                withdrawn = (f"model {model.model_version}, trained for {date}, is now "
-                             f"{registry.ModelStatus.GATE_FAILED.value}; {registry.current_for(paths, date)}")
-                out.message += f"; {withdrawn}"
-                raise gates.QualityGateError(f"{exc}\n{withdrawn}") from None
+                out.message += "; " + "; ".join(notes)
+                raise gates.QualityGateError("\n".join([str(exc), *notes])) from None
         _maybe_crash("gates")
 
         with stage(paths, result.run_id, "publish", date) as out:

@@ -85,6 +85,18 @@ def publish(spark: SparkSession, paths: Paths, date: dt.date, run_id: str, model
     return version
 
 
+def still_published(paths: Paths, date: dt.date) -> str | None:
+    """For a night whose gates failed: None, or a line saying that an earlier attempt's publish of
+    `date` is still in effect (an attempt that died after its publish), which the gates did not undo."""
+    uri = profiles_uri(paths)
+    state = _in_effect_or_none(delta.history(uri), date, PUBLISH_JOBS) if delta.table_exists(uri) else None
+    if state is None or state.write is None:
+        return None
+    return (f"dt={date} is still published from version {state.write} of {uri} (run {state.run_id}, model "
+            f"{state.model_version}): an earlier run of this date published it; "
+            f"`rollback --date {date}` undoes it")
+
+
 def refresh_latest(spark: SparkSession, paths: Paths) -> None:
     """`profiles_latest` holds exactly the newest published date of `user_tag_profiles`.
 

@@ -300,9 +300,16 @@ def test_a_night_whose_gates_fail_leaves_user_vectors_as_they_were(spark, world)
     uri = warehouse_uri(config.paths, Warehouse.USER_VECTORS)
     before = delta.table_version(uri), delta.partition_values(uri)
     assert D2.isoformat() not in before[1]
-    with pytest.raises(QualityGateError, match="model_auc_ctr"):
+    with pytest.raises(QualityGateError, match="model_auc_ctr") as gated:
         night.run_night(spark, config, D2, run_id="n2-vectors-gate")
     assert (delta.table_version(uri), delta.partition_values(uri)) == before
+    # D2 stays published by its first night, which the message says: the gates undid nothing
+    profiles = publish.profiles_uri(config.paths)
+    last = max((e for e in delta.history(profiles) if e.get("job") == "publish" and e.get("dt") == D2.isoformat()),
+               key=lambda e: e["version"])
+    assert str(gated.value).endswith(
+        f"dt={D2} is still published from version {last['version']} of {profiles} (run {last['run_id']}, model "
+        f"{last['model_version']}): an earlier run of this date published it; `rollback --date {D2}` undoes it")
     stages = {r["stage"] for r in read_runs(config.paths) if r["run_id"] == "n2-vectors-gate"}
     assert "vectors" not in stages and "publish" not in stages
 
