@@ -71,6 +71,11 @@ def load_model(dir: str | Path) -> ProfileModel:
     return model.eval()
 
 
+def saved_num_tags(dir: str | Path) -> int:
+    """The tag vocabulary size of the model saved in `dir` (its model.json; the weights are not read)."""
+    return int(_read_meta(Path(dir) / META_FILE)["num_tags"])
+
+
 def _read_meta(path: Path) -> dict[str, Any]:
     try:
         meta = json.loads(path.read_text())

@@ -45,10 +45,17 @@ def profile_share(profiles: DataFrame, user_features: DataFrame) -> float:
     return profiled / users if users else 0.0
 
 
-def tag_coverage(profiles: DataFrame, tags: DataFrame, excluded: Sequence[str] = ()) -> float:
+def tag_coverage(profiles: DataFrame, tags: DataFrame, excluded: Sequence[str] = (),
+                 model_tags: int | None = None) -> float:
     """Share of the day's tags that appear in any profile. Tags of `excluded` (`score.exclude_tags`,
-    never scored by design) are not counted: excluding tags must not fail the gate."""
-    scorable = tags.select("tag_id").distinct().where(~F.col("tag_id").isin(list(excluded)))
+    never scored by design) are not counted: excluding tags must not fail the gate. Nor are, with
+    `model_tags` (the model's tag vocabulary size), the tags created after the model (tag_index >=
+    it), which it cannot score: a model reused for nights (`nightly.train_every`) must not fail
+    the gate by its age alone."""
+    scorable = tags.where(~F.col("tag_id").isin(list(excluded)))
+    if model_tags is not None:
+        scorable = scorable.where(F.col("tag_index") < model_tags)
+    scorable = scorable.select("tag_id").distinct()
     total = scorable.count()
     covered = profiles.select("tag_id").distinct().join(scorable, "tag_id", "inner").count()
     return covered / total if total else 0.0

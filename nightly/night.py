@@ -19,6 +19,7 @@ from pyspark.sql import SparkSession
 from core import delta, registry
 from core.config import Config, Paths
 from core.tables import Warehouse, warehouse_uri
+from mvke.artifact import saved_num_tags
 from nightly import gates, plan, publish
 from nightly.lock import date_lock, exclusive
 from nightly.runlog import stage
@@ -201,7 +202,8 @@ def measure_gates(spark: SparkSession, config: Config, date: dt.date,
     results = gates.evaluate(
         config.nightly.gates,
         share=gates.profile_share(candidate, day(Warehouse.USER_FEATURES)),
-        coverage=gates.tag_coverage(candidate, day(Warehouse.TAGS), config.score.exclude_tags),
+        coverage=gates.tag_coverage(candidate, day(Warehouse.TAGS), config.score.exclude_tags,
+                                    saved_num_tags(model.path or registry.model_dir(paths, model.model_version))),
         shift=shift, stability=stability, model_auc=model_auc(model), has_previous=previous_date is not None,
     )
     candidate.unpersist()

@@ -20,11 +20,14 @@ def test_profile_share_tag_coverage_and_stability_equal_hand_computation(spark):
         ("u3", "ctr", 1, "d", 0.1),                              # not scored today: ignored
     ], SCHEMA)
     users = spark.createDataFrame([("u1",), ("u2",), ("u3",), ("u4",)], "user_id string")
-    tags = spark.createDataFrame([(t,) for t in "abcde"], "tag_id string")
+    tags = spark.createDataFrame([(t, i) for i, t in enumerate("abcde", start=2)], "tag_id string, tag_index int")
     assert gates.profile_share(today, users) == pytest.approx(2 / 4)
     assert gates.tag_coverage(today, tags) == pytest.approx(3 / 5)
     assert gates.tag_coverage(today, tags, excluded=("d", "e", "zz")) == pytest.approx(3 / 3)  # never scored
     assert gates.tag_coverage(today, tags, excluded=("a",)) == pytest.approx(2 / 4)
+    # d (index 5) and e (6) came after a model of 5 tag ids (0..4): it cannot score them
+    assert gates.tag_coverage(today, tags, model_tags=5) == pytest.approx(3 / 3)
+    assert gates.tag_coverage(today, tags, excluded=("a",), model_tags=6) == pytest.approx(2 / 3)
     assert gates.top_n_stability(today, before) == pytest.approx((1 / 3 + 1) / 2)
 
 
