@@ -14,7 +14,7 @@ from core import delta
 from core.config import Config, replace
 from core.contract import ContractError
 from core.tables import Warehouse, warehouse_uri
-from features.examples import model_inputs, training_examples
+from features.examples import model_inputs
 from features.samples import sampled_negatives
 from features.schema import read_fields
 from jobs.features import TooManyBadRows, run
@@ -276,19 +276,14 @@ def test_rerunning_a_date_replaces_its_partitions_with_identical_content(nights)
 # ---- point in time ----------------------------------------------------------------------------
 
 def test_events_on_or_after_a_day_change_nothing_before_it(nights):
-    """Events changed or added from D2 00:00 on (LATER): the snapshots up to D2 and the examples
-    of the days before D2 (samples joined to their own day's snapshot) stay exactly the same."""
+    """Events changed or added from D2 00:00 on (LATER): the snapshots up to D2 and the samples of the
+    days before D2 stay exactly the same (and so the examples that join them, each to its own day)."""
     before, after = World(), later_world()
     assert after.user_features([D3], after.first_vocabulary(D1)) != \
         before.user_features([D3], before.first_vocabulary(D1))  # the change shows from D3 on
     first, again = nights["first"], nights["again"]
     for name in ("user_features", "samples"):
         assertDataFrameEqual(again.tables[name], first.tables[name])
-    fields = read_fields(warehouse_uri(again.config.paths, Warehouse.FIELDS))
-    assertDataFrameEqual(
-        training_examples(again.tables["samples"], again.tables["user_features"], fields, MAX_LEN),
-        training_examples(first.tables["samples"], first.tables["user_features"], fields, MAX_LEN),
-    )
 
 
 def test_days_and_windows_are_utc_whatever_the_session_time_zone(spark, tmp_path):

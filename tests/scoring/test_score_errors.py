@@ -21,7 +21,9 @@ from nightly.publish import PartlyPublishedError
 from scoring.inputs import ScoringInputError, read_tags, split_tags
 from scoring.tag_index import ensure_tag_index
 from scoring.topn import UndefinedScoreError
-from tests.scoring.warehouse import D1, D2, NUM_TAGS, TABLE_FIELDS, make_tags, make_users
+from scoring.executor import PROFILE_SCHEMA
+from tests.scoring.warehouse import (D1, D2, NUM_TAGS, TABLE_FIELDS, expected_profiles, make_tags, make_users,
+                                     reference_probabilities)
 
 WRITTEN = (Warehouse.USER_TAG_PROFILES, Warehouse.TAG_INDEX, Warehouse.USER_VECTORS)
 
@@ -85,17 +87,22 @@ def test_a_field_whose_ids_changed_meaning_at_the_same_size_is_refused(spark, wo
     """Other bucket edges, as many as before: the sizes match, and age bucket 3 meant other ages to the
     model. The definitions recorded in the fields table and in the model's training.json must agree."""
     trained = {"age": "bucket edges [18.0, 30.0, 50.0]", "city": "vocabulary city"}
-    world.publish("v1")
+    model = world.publish("v1")
     (Path(registry.model_dir(world.paths, "v1")) / "training.json").write_text(
         json.dumps({"field_definitions": trained}))
-    world.day(D1, make_users(4, seed=1), make_tags())
+    users, tags = make_users(4, seed=1), make_tags()
+    world.day(D1, users, tags)
     world.write_fields(definitions={**trained, "age": "bucket edges [20.0, 40.0, 60.0]"})
     _refused(spark, world, world.config(), D1, ScoringInputError,
              r"the feature encodings do not match the model: field age: its ids are bucket edges \[20.0, 40.0, "
              r"60.0\] now, bucket edges \[18.0, 30.0, 50.0\] when the model was trained \(fields table holds")
     world.write_fields(definitions=trained)  # the same definitions: scored
-    run(spark, world.config(), D1)
-    assert delta.table_version(world.uri(Warehouse.USER_TAG_PROFILES)) is not None
+    config = world.config()
+    run(spark, config, D1)
+    probs = reference_probabilities(model, users, tags)
+    assertDataFrameEqual(world.profiles(spark, D1), spark.createDataFrame(
+        expected_profiles(probs, users, tags, date=D1, version="v1", top_n={o: config.score.top_n for o in probs}),
+        PROFILE_SCHEMA), rtol=0.0, atol=1e-5)
 
 
 def test_user_features_of_another_type_are_refused(spark, world):

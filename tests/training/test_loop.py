@@ -54,12 +54,18 @@ def test_predict_returns_aligned_rows_and_labels(batches):
 
 def test_logs_every_n_steps_with_the_reduced_loss(batches):
     model, loss_fn, optimizer = _setup()
-    seen = []
+    seen, reduced = [], iter(range(17, 25))  # the "reduced" loss of step s is s: each log's mean is known
+
+    def reduce(loss):
+        value = float(next(reduced))
+        return lambda: loss * 0 + value
+
     result = train_epoch(model, loss_fn, optimizer, batches, epoch=2, first_step=16,
-                         reduce=lambda t: lambda: t * 0 + 1.5, workers=3, log_every=3, on_log=seen.append)
-    assert [s.step for s in seen] == [19, 22]  # steps 17..24, every 3rd step of this epoch
-    assert all(s.loss == 1.5 and s.epoch == 2 for s in seen)
-    assert result.loss == 1.5 and result.samples == 256 * 3 and result.last_step == 24
+                         reduce=reduce, workers=3, log_every=3, on_log=seen.append)
+    assert [(s.step, s.epoch, s.loss) for s in seen] == [  # steps 17..24, every 3rd step of this epoch
+        (19, 2, (17 + 18 + 19) / 3), (22, 2, (20 + 21 + 22) / 3)]  # the mean of the steps since the last log
+    assert result.loss == pytest.approx(sum(range(17, 25)) / 8)  # the epoch's mean of the reduced losses
+    assert result.samples == 256 * 3 and result.last_step == 24
 
 
 def test_the_loss_reduction_overlaps_backward_and_is_awaited_before_the_update(batches):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from core.config import ModelConf
+from core.config import ModelConf, TrainConf
 from training import artifact, report
 from mvke.fields import FieldSpec
 from pyspark.sql import functions as F
@@ -130,6 +130,41 @@ def test_model_version_changes_with_the_number_of_ranks(tmp_path):
     rewritten = dataclasses.replace(inputs, versions={"samples": 4, "fields": 2})
     assert names[2] == artifact.model_version("mvke", RUN_DATE, version_fingerprint(training_config(tmp_path),
                                                                                       RUN_DATE, rewritten, "576:12345"))
+
+
+# every train setting: a new value either trains other weights (a new version) or does not
+SHAPES_WEIGHTS = {"num_proc": 4, "window_days": 5, "epochs": 4, "batch_size": 64, "learning_rate": 0.02,
+                  "validation": "user_split", "validation_user_share": 0.2, "shuffle_buffer": 100, "seed": 3,
+                  "reader_workers": 2, "gauc_weighting": "uniform"}  # the last two: batch order, recorded metrics
+SAME_WEIGHTS = {"build_missing": True, "publish_if": {"min_auc": 0.9}, "log_every": 7, "resume": False,
+                "nics": ["eth1"], "torch_threads": 2}
+
+
+def test_every_train_setting_is_named_by_the_version_or_cannot_change_the_weights(tmp_path):
+    """A setting left out of the fingerprint makes a rerun with a new value (another learning rate)
+    'the same version', judged again instead of trained: the old weights would keep serving."""
+    assert set(SHAPES_WEIGHTS) | set(SAME_WEIGHTS) == {f.name for f in dataclasses.fields(TrainConf)}
+    inputs = TrainingInputs(window=(), versions={"samples": 3}, fields=FIELDS, num_tags=6, num_categories=3,
+                            examples=None)
+
+    def version(**train):
+        return artifact.model_version("mvke", RUN_DATE, version_fingerprint(training_config(tmp_path, **train),
+                                                                             RUN_DATE, inputs, "576:12345"))
+    base = version()
+    assert {k: version(**{k: v}) != base for k, v in SHAPES_WEIGHTS.items()} == dict.fromkeys(SHAPES_WEIGHTS, True)
+    assert {k: version(**{k: v}) == base for k, v in SAME_WEIGHTS.items()} == dict.fromkeys(SAME_WEIGHTS, True)
+    config = training_config(tmp_path)
+    assert version_fingerprint(config, RUN_DATE, inputs, "576:12345") == {
+        "date": "2026-11-05", "model": dataclasses.asdict(config.model),
+        "train": {k: getattr(config.train, k) for k in SHAPES_WEIGHTS}, "max_multi_len": 2,
+        "fields": [dataclasses.asdict(f) for f in FIELDS], "field_definitions": {}, "num_tags": 6,
+        "num_categories": 3, "examples": "576:12345", "code": artifact.code_version()["source_sha256"]}
+    other_model = dataclasses.replace(config, model=dataclasses.replace(config.model, hidden_dim=32))
+    assert artifact.model_version("mvke", RUN_DATE, version_fingerprint(other_model, RUN_DATE, inputs,
+                                                                         "576:12345")) != base
+    longer = dataclasses.replace(config, features=dataclasses.replace(config.features, max_multi_len=3))
+    assert artifact.model_version("mvke", RUN_DATE, version_fingerprint(longer, RUN_DATE, inputs,
+                                                                         "576:12345")) != base
 
 
 def test_the_inputs_key_outlives_a_deploy_that_adds_field_definitions(tmp_path):
