@@ -1,6 +1,7 @@
 """The nightly report on a real model and tonight's tags, with tags and categories newer than the model."""
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
@@ -108,3 +109,41 @@ def test_auc_across_nights_leaves_out_an_undefined_auc(spark, night, tmp_path):
         "| model | trained for | status | AUC ctr | AUC cvr |", "|---|---|---|---|---|",
         f"| v2 | {D2} | rejected | 0.7100 | nan |", f"| v3 | {D2 + dt.timedelta(days=1)} | rejected | 0.7200 | 0.6600 |"]
     assert os.path.getsize(tmp_path / "auc_across_nights.png") > 1000
+
+
+def test_the_gates_and_their_history_are_tabled_as_measured(spark, night):
+    """Tonight's gates as the night measured them, and per date the last measurement that passed
+    (a failed attempt of a date is left out, a later passing one replaces an earlier one)."""
+    from nightly import runlog
+    from nightly.gates import GateResult
+    from tests.scoring.warehouse import D1
+
+    world, _ = night
+    measured = [
+        ("first", D1, {"profile_share": 0.9, "tag_coverage": 0.5, "top_n_stability": None, "score_shift": None}),
+        ("second", D2, {"profile_share": 0.8, "tag_coverage": 0.4, "top_n_stability": 0.7, "score_shift": 0.1}),
+        ("failed", D2, {"profile_share": 0.1, "tag_coverage": 0.1, "top_n_stability": 0.1, "score_shift": 0.9}),
+        ("rerun", D2, {"profile_share": 0.85, "tag_coverage": 0.45, "top_n_stability": 0.75, "score_shift": 0.05}),
+    ]
+    for run_id, day, metrics in measured:
+        with pytest.raises(RuntimeError) if run_id == "failed" else contextlib.nullcontext():
+            with runlog.stage(world.paths, run_id, "gates", day) as out:
+                out.metrics = metrics
+                if run_id == "failed":
+                    raise RuntimeError("a gate failed")
+    result = NightResult(run_id="rerun", date=D2, model_version="v1", gate_results=[
+        GateResult("profile_share", 0.85, 0.95, "min", False, "share"),
+        GateResult("score_shift", None, 0.2, "max", True, "skipped"),
+        GateResult("tag_coverage", 0.45, 0.3, "min", True, "coverage")])
+    written = report.write_report(spark, world.config(), D2, result)
+    with open(written.path) as f:
+        text = f.read()
+    assert _section(text, "## Quality gates") == "\n".join([
+        "## Quality gates", "", "| gate | value | threshold | passed |", "|---|---|---|---|",
+        "| profile_share | 0.8500 | >= 0.95 | NO |", "| score_shift | n/a | <= 0.2 | yes |",
+        "| tag_coverage | 0.4500 | >= 0.3 | yes |"]) + "\n"
+    history = "## Tag coverage, profile share and day-over-day stability"
+    assert _section(text, history) == "\n".join([
+        history, "", "![coverage_and_stability.png](coverage_and_stability.png)", "",
+        "| dt | profile_share | tag_coverage | top_n_stability | score_shift |", "|---|---|---|---|---|",
+        f"| {D1} | 0.9000 | 0.5000 | n/a | n/a |", f"| {D2} | 0.8500 | 0.4500 | 0.7500 | 0.0500 |"]) + "\n"
