@@ -11,7 +11,7 @@ from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from core import delta
-from core.config import Config, replace
+from core.config import Config, FeaturesConf, replace
 from core.contract import ContractError
 from core.tables import Warehouse, warehouse_uri
 from features.examples import model_inputs
@@ -227,7 +227,8 @@ def test_sampled_negatives_draw_from_the_published_tags_of_their_label_day(spark
     day before D2's window must still not reach D2's counts or quarantine."""
     world = World()
     world.write(str(tmp_path / "raw"))
-    features = dataclasses.replace(scenario.CONF, negatives="uniform", negatives_per_user_day=4)
+    features = dataclasses.replace(scenario.CONF, negatives="uniform", negatives_per_user_day=4, seed=23)
+    assert features.seed != FeaturesConf.seed  # a job that ignored the setting would draw other negatives
     config = scenario.config(str(tmp_path), str(tmp_path / "raw"), features=features)
     run(spark, config, [D1], run_id="negatives-1", as_of=AS_OF)
     night = snapshot(spark, config, run(spark, config, [D2], run_id="negatives-2", as_of=AS_OF))
