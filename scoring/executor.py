@@ -129,11 +129,15 @@ def block_user_vectors(model: ProfileModel, inputs: Mapping[str, Tensor]) -> Ten
 
 
 def cached_model(path: str) -> ProfileModel:
-    """The model at `path`, loaded at most once per Python process (reloaded if its weights file changed)."""
+    """The model at `path`, loaded at most once per Python process (reloaded if its weights file changed).
+
+    A retrained version replaces its folder whole (`training.artifact.finalize`): the new weights
+    file is another inode, while its size is the same (same architecture) and its time may be too
+    on a filesystem with coarse timestamps."""
     from mvke.artifact import WEIGHTS_FILE, load_model
 
     stat = os.stat(os.path.join(path, WEIGHTS_FILE))
-    key = (path, stat.st_mtime_ns, stat.st_size)
+    key = (path, stat.st_ino, stat.st_mtime_ns, stat.st_size)
     if _MODELS.get(path, (None, None))[0] != key:
         _MODELS[path] = (key, load_model(path))
     return _MODELS[path][1]

@@ -197,3 +197,29 @@ def test_the_user_tower_in_slices_gives_the_vectors_of_one_call(case, monkeypatc
         whole, sliced = model.user_vectors(users), block_user_vectors(model, users)
     assert sliced.shape == whole.shape
     np.testing.assert_allclose(sliced.numpy(), whole.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_a_replaced_model_folder_is_loaded_again_even_with_the_same_size_and_time(tmp_path):
+    """Spark reuses Python workers across jobs: a version folder replaced whole (a retrain) must not
+    be scored with the weights cached from the old one, whose file had the same size and, on a
+    filesystem with coarse timestamps, the same time."""
+    import os
+
+    from mvke.artifact import WEIGHTS_FILE, save_model
+    from scoring.executor import cached_model
+
+    folder = tmp_path / "v1"
+    old = build_model(model_conf("mvke"), MODEL_FIELDS, NUM_TAGS, NUM_CATEGORIES)
+    save_model(old, old.spec.conf, MODEL_FIELDS, NUM_TAGS, NUM_CATEGORIES, folder)
+    first = cached_model(str(folder))
+    assert cached_model(str(folder)) is first  # cached
+    stat = os.stat(folder / WEIGHTS_FILE)
+    new = build_model(dataclasses.replace(model_conf("mvke"), seed=99), MODEL_FIELDS, NUM_TAGS, NUM_CATEGORIES)
+    save_model(new, new.spec.conf, MODEL_FIELDS, NUM_TAGS, NUM_CATEGORIES, tmp_path / "staging")
+    os.replace(folder, tmp_path / "gone")
+    os.replace(tmp_path / "staging", folder)
+    os.utime(folder / WEIGHTS_FILE, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert os.stat(folder / WEIGHTS_FILE).st_size == stat.st_size
+    reloaded = cached_model(str(folder))
+    assert all(torch.equal(a, b) for a, b in zip(reloaded.state_dict().values(), new.state_dict().values()))
+    assert not all(torch.equal(a, b) for a, b in zip(reloaded.state_dict().values(), old.state_dict().values()))
