@@ -133,6 +133,9 @@ def bind(query_name: str, specs: Sequence[ParamSpec], given: Mapping[str, str],
     for spec in specs:
         text = given.get(spec.name, spec.default)
         if spec.type == "published_date" and text == PREVIOUS:
+            if "date" not in values:  # `date` itself, or a date before it is bound
+                raise ParamError(f"{spec.name}={PREVIOUS} means the date before the date parameter, which "
+                                 f"{spec.name} cannot be; give a published date or {LATEST}")
             earlier = [d for d in published if d < values["date"]]
             values[spec.name] = max(earlier) if earlier else None
         elif spec.type == "published_date":

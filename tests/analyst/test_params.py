@@ -28,6 +28,9 @@ NASTY = ["t1' OR '1'='1", "t1\\' OR 1=1 --", "\\", "''", "a\\\\'b", "$$ DROP $$"
     (["tag=t1", "tag=t2"], r"parameter tag is given twice"),
     (["tag"], r"--param needs NAME=VALUE, got 'tag'"),
     (["tag=a\nb"], r"tag contains control characters \(U\+000A\)"),
+    # `previous` is the date before :date, which :date cannot be: a KeyError traceback (exit 1) before
+    (["tag=t1", "date=previous"], r"^date=previous means the date before the date parameter, which date cannot be; "
+                                  r"give a published date or latest$"),
 ])
 def test_parameter_errors_name_the_parameter(warehouse, params, message):
     with pytest.raises(ParamError, match=message):
