@@ -162,7 +162,8 @@ def render(sql: str, specs: Sequence[ParamSpec], values: Mapping[str, Value], di
         return substitute(sql, literals, dialect)
     except KeyError as exc:
         raise ParamError(f"the query uses :{exc.args[0]}, which is not a parameter; "
-                         f"valid: {', '.join(literals) or 'none'}") from None
+                         f"valid: {', '.join(literals) or 'none'} (a colon right before a name is a parameter: "
+                         f"write a slice or a struct with a space after the colon, x[1: n], {{'k': n}})") from None
 
 
 def describe_params(specs: Sequence[ParamSpec]) -> str:

@@ -61,7 +61,9 @@ def test_ad_hoc_queries_take_only_the_date(warehouse):
         prepare(warehouse, "duckdb", query="SELECT 1", params=["tag=t1"])
     with pytest.raises(ParamError, match="--date needs a :date placeholder"):
         prepare(warehouse, "duckdb", query="SELECT 1", date="2026-11-01")
-    with pytest.raises(ParamError, match="uses :tag, which is not a parameter; valid: date"):
+    with pytest.raises(ParamError, match=r"uses :tag, which is not a parameter; valid: date \(a colon right before "
+                                         r"a name is a parameter: write a slice or a struct with a space after the "
+                                         r"colon, x\[1: n\], \{'k': n\}\)$"):
         prepare(warehouse, "duckdb", query="SELECT * FROM tags WHERE dt = :date AND tag_id = :tag")
     latest = prepare(warehouse, "duckdb", query="SELECT * FROM user_tag_profiles WHERE dt = :date")
     assert latest.values == {"date": dt.date(2026, 11, 2)}
