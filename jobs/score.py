@@ -227,6 +227,12 @@ def _checked_inputs(spark: SparkSession, config: Config, date: dt.date) -> Check
         raise inputs.ScoringInputError(
             f"user_features for dt={date}: {users['invalid']} of {users['users']} rows cannot be scored (no "
             f"user_id, or a negative feature id), e.g. {example.asDict()}; nothing was written")
+    if users["distinct"] != users["users"]:
+        example = seen.groupBy("user_id").count().where(F.col("count") > 1).first()
+        raise inputs.ScoringInputError(
+            f"user_features for dt={date}: {users['users']} rows hold {users['distinct']} user ids, e.g. "
+            f"{example['user_id']!r} {example['count']} times: each would get its own top-N rows under one id; "
+            f"rerun the feature job for {date}; nothing was written")
     return CheckedInputs(version=record.model_version, model_path=model_path, model=model, plan=plan,
                          features=features, multi_len=multi_len,
                          tags=tags, scanned=scanned, users=users)
@@ -238,8 +244,9 @@ def _count_users(features: DataFrame, fields) -> dict[str, int]:
         F.count(F.when(inputs.missing_any(fields), 1)).alias("missing"),
         F.count(F.when(inputs.unknown_any(fields), 1)).alias("unknown"),
         F.count(F.when(inputs.invalid_any(fields), 1)).alias("invalid"),
+        F.countDistinct("user_id").alias("distinct"),
     ).first()
-    return {"users": row["users"], "missing": row["missing"], "unknown": row["unknown"], "invalid": row["invalid"]}
+    return {k: row[k] for k in ("users", "missing", "unknown", "invalid", "distinct")}
 
 
 def _spread(df: DataFrame, spark: SparkSession) -> DataFrame:

@@ -133,6 +133,18 @@ def test_rows_that_cannot_be_scored_are_refused_naming_one(spark, world, change,
              rf"e\.g\. \{{.*{re.escape(shown)}.*\}}; nothing was written")
 
 
+def test_a_user_id_twice_in_user_features_is_refused(spark, world):
+    """The feature job writes one row per user; a repaired or appended partition may not. Each row got
+    its own rank-1 .. rank-N rows under the one id, and users_scored counted both."""
+    world.publish("v1")
+    users = make_users(5, seed=1)
+    users[4] = {**users[2], "city": 3}
+    world.day(D1, users, make_tags())
+    _refused(spark, world, world.config(write_user_vectors=True), D1, ScoringInputError,
+             rf"^user_features for dt={D1}: 5 rows hold 4 user ids, e\.g\. 'u1_02' 2 times: each would get its own "
+             rf"top-N rows under one id; rerun the feature job for {D1}; nothing was written$")
+
+
 def test_a_negative_tag_category_is_refused(spark, world):
     world.publish("v1")
     tags = make_tags()
