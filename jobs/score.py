@@ -32,7 +32,7 @@ from core.config import Config, ConfigError
 from core.spark import raised_on_executor, spark_session
 from core.tables import Warehouse, warehouse_uri
 from features.examples import model_inputs
-from mvke.artifact import load_model
+from mvke.artifact import load_model, weights_id
 from mvke.base import ProfileModel
 from nightly.lock import RunInProgressError, check_lock_folder, date_lock, exclusive
 from nightly.publish import PartlyPublishedError, after_profiles_commit, refresh_latest
@@ -159,7 +159,7 @@ def _write_vectors(users: DataFrame, task: ScanTask, uri: str, commit_info: dict
 
 def _scan_task(spark: SparkSession, config: Config, night: CheckedInputs, date: dt.date) -> ScanTask:
     return ScanTask(model_path=night.model_path, model_version=night.version, date=date, plan=night.plan,
-                    block_size=config.score.block_size,
+                    block_size=config.score.block_size, weights_id=night.weights_id,
                     threads=int(spark.sparkContext.getConf().get("spark.task.cpus", "1")))
 
 
@@ -195,6 +195,7 @@ class CheckedInputs:
     tags: inputs.TagSet
     scanned: pa.Table  # the tags to scan: seen by the model, not excluded
     users: dict[str, int]
+    weights_id: str | None  # of the weights loaded here: the executors must score with the same
 
 
 def _checked_inputs(spark: SparkSession, config: Config, date: dt.date) -> CheckedInputs:
@@ -202,7 +203,11 @@ def _checked_inputs(spark: SparkSession, config: Config, date: dt.date) -> Check
     conf.validate()  # a Config built in Python has not been through the loader's checks
     record = registry.resolve(paths, conf.model_version, as_of=date)
     model_path = _local_path(record.path or registry.model_dir(paths, record.model_version))
+    loaded_id = weights_id(model_path)
     model = load_model(model_path)
+    if weights_id(model_path) != loaded_id:
+        raise inputs.ScoringInputError(f"{model_path} was saved again while it was loaded; nothing was written; "
+                                       f"run the job again")
     plan = scan_plan(model.objectives, output=model.output, temperature=model.temperature, top_n=conf.top_n,
                      top_n_per_objective=conf.top_n_per_objective, min_score=conf.min_score,
                      combined=conf.combined)
@@ -235,7 +240,7 @@ def _checked_inputs(spark: SparkSession, config: Config, date: dt.date) -> Check
             f"rerun the feature job for {date}; nothing was written")
     return CheckedInputs(version=record.model_version, model_path=model_path, model=model, plan=plan,
                          features=features, multi_len=multi_len,
-                         tags=tags, scanned=scanned, users=users)
+                         tags=tags, scanned=scanned, users=users, weights_id=loaded_id)
 
 
 def _count_users(features: DataFrame, fields) -> dict[str, int]:

@@ -10,12 +10,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import typing
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from core.config import ModelConf
@@ -38,7 +39,8 @@ def save_model(model: ProfileModel, conf: ModelConf, fields: Sequence[FieldSpec]
     out = Path(dir)
     out.mkdir(parents=True, exist_ok=True)
     state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
-    save_file(state, str(out / WEIGHTS_FILE), metadata={"format_version": str(FORMAT_VERSION)})
+    save_file(state, str(out / WEIGHTS_FILE),
+              metadata={"format_version": str(FORMAT_VERSION), "weights_id": uuid.uuid4().hex})
     meta = {
         "format_version": FORMAT_VERSION,
         "model_conf": _conf_to_json(conf),
@@ -69,6 +71,16 @@ def load_model(dir: str | Path) -> ProfileModel:
     _check_state(model, state, weights_path)
     model.load_state_dict(state)
     return model.eval()
+
+
+def weights_id(dir: str | Path) -> str | None:
+    """The id `save_model` wrote into the weights file's header (None for a file saved without one):
+    another save, even of the same weights in the same folder, has another id."""
+    try:
+        with safe_open(str(Path(dir) / WEIGHTS_FILE), framework="pt") as weights:
+            return (weights.metadata() or {}).get("weights_id")
+    except (SafetensorError, OSError) as exc:
+        raise ValueError(f"{Path(dir) / WEIGHTS_FILE} is not a readable safetensors file: {exc}") from exc
 
 
 def saved_num_tags(dir: str | Path) -> int:

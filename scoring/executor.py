@@ -48,7 +48,7 @@ USER_VECTOR_SCHEMA = T.StructType([
 # core's cache: 7 us per user on one thread against 18 us in one call over 4,096 users.
 TOWER_ROWS = 256
 
-_MODELS: dict[str, tuple[tuple, ProfileModel]] = {}  # artifact path -> (file identity, model)
+_MODELS: dict[str, tuple[tuple, ProfileModel, str | None]] = {}  # path -> (file identity, model, weights_id)
 
 
 @dataclass(frozen=True)
@@ -61,12 +61,17 @@ class ScanTask:
     plan: ScanPlan
     block_size: int
     threads: int
+    weights_id: str | None = None  # the weights the driver loaded (mvke.artifact.weights_id)
+
+
+class ModelReplacedError(RuntimeError):
+    """The model folder holds other weights than the driver loaded: its version was saved again."""
 
 
 def score_users(batches: Iterator[pa.RecordBatch], *, task: ScanTask, tags: Broadcast) -> Iterator[pa.RecordBatch]:
     """mapInArrow: user_features batches -> PROFILE_SCHEMA rows (top-N per user and objective)."""
     prepare_worker(task.threads)
-    model = cached_model(task.model_path)
+    model = cached_model(task.model_path, task.weights_id)
     scan = tags.value
     tag_ids = pa.array(scan.tag_ids, pa.string())
     schema = to_arrow_schema(PROFILE_SCHEMA)
@@ -84,7 +89,7 @@ def score_users(batches: Iterator[pa.RecordBatch], *, task: ScanTask, tags: Broa
 def user_vectors(batches: Iterator[pa.RecordBatch], *, task: ScanTask) -> Iterator[pa.RecordBatch]:
     """mapInArrow: user_features batches -> USER_VECTOR_SCHEMA rows (x_k(u) for every k)."""
     prepare_worker(task.threads)
-    model = cached_model(task.model_path)
+    model = cached_model(task.model_path, task.weights_id)
     schema = to_arrow_schema(USER_VECTOR_SCHEMA)
     for block in user_blocks(batches, task.block_size):
         with torch.inference_mode():
@@ -128,19 +133,28 @@ def block_user_vectors(model: ProfileModel, inputs: Mapping[str, Tensor]) -> Ten
                       for first in range(0, rows, TOWER_ROWS)])
 
 
-def cached_model(path: str) -> ProfileModel:
+def cached_model(path: str, expected_id: str | None = None) -> ProfileModel:
     """The model at `path`, loaded at most once per Python process (reloaded if its weights file changed).
 
     A retrained version replaces its folder whole (`training.artifact.finalize`): the new weights
     file is another inode, while its size is the same (same architecture) and its time may be too
-    on a filesystem with coarse timestamps."""
-    from mvke.artifact import WEIGHTS_FILE, load_model
+    on a filesystem with coarse timestamps. With `expected_id` (the weights the driver loaded and
+    built the tag side from), other weights raise ModelReplacedError: users scored with them
+    against the driver's tag vectors would be another model's scores under this version's name."""
+    from mvke.artifact import WEIGHTS_FILE, load_model, weights_id
 
     stat = os.stat(os.path.join(path, WEIGHTS_FILE))
     key = (path, stat.st_ino, stat.st_mtime_ns, stat.st_size)
-    if _MODELS.get(path, (None, None))[0] != key:
-        _MODELS[path] = (key, load_model(path))
-    return _MODELS[path][1]
+    if _MODELS.get(path, (None, None, None))[0] != key:
+        before = weights_id(path)
+        model = load_model(path)
+        _MODELS[path] = (key, model, before if weights_id(path) == before else None)
+    _, model, loaded_id = _MODELS[path]
+    if expected_id is not None and loaded_id != expected_id:
+        raise ModelReplacedError(f"{path} holds other weights than the driver loaded (weights_id {loaded_id}, "
+                                 f"expected {expected_id}): the model version was saved again while this job ran; "
+                                 f"nothing was written; run the job again")
+    return model
 
 
 def user_blocks(batches: Iterator[pa.RecordBatch], size: int) -> Iterator[pa.Table]:

@@ -205,14 +205,15 @@ def test_a_replaced_model_folder_is_loaded_again_even_with_the_same_size_and_tim
     filesystem with coarse timestamps, the same time."""
     import os
 
-    from mvke.artifact import WEIGHTS_FILE, save_model
-    from scoring.executor import cached_model
+    from mvke.artifact import WEIGHTS_FILE, save_model, weights_id
+    from scoring.executor import ModelReplacedError, cached_model
 
     folder = tmp_path / "v1"
     old = build_model(model_conf("mvke"), MODEL_FIELDS, NUM_TAGS, NUM_CATEGORIES)
     save_model(old, old.spec.conf, MODEL_FIELDS, NUM_TAGS, NUM_CATEGORIES, folder)
     first = cached_model(str(folder))
-    assert cached_model(str(folder)) is first  # cached
+    old_id = weights_id(folder)
+    assert cached_model(str(folder)) is first and cached_model(str(folder), old_id) is first  # cached
     stat = os.stat(folder / WEIGHTS_FILE)
     new = build_model(dataclasses.replace(model_conf("mvke"), seed=99), MODEL_FIELDS, NUM_TAGS, NUM_CATEGORIES)
     save_model(new, new.spec.conf, MODEL_FIELDS, NUM_TAGS, NUM_CATEGORIES, tmp_path / "staging")
@@ -223,3 +224,10 @@ def test_a_replaced_model_folder_is_loaded_again_even_with_the_same_size_and_tim
     reloaded = cached_model(str(folder))
     assert all(torch.equal(a, b) for a, b in zip(reloaded.state_dict().values(), new.state_dict().values()))
     assert not all(torch.equal(a, b) for a, b in zip(reloaded.state_dict().values(), old.state_dict().values()))
+    # a task made by a driver that loaded the old weights (and built the tag side from them) stops
+    assert weights_id(folder) not in (None, old_id)
+    with pytest.raises(ModelReplacedError, match=rf"^{folder} holds other weights than the driver loaded "
+                                                 rf"\(weights_id {weights_id(folder)}, expected {old_id}\): the "
+                                                 rf"model version was saved again while this job ran"):
+        cached_model(str(folder), old_id)
+    assert cached_model(str(folder), weights_id(folder)) is reloaded

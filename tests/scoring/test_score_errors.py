@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from core.config import ConfigError
 from core.registry import ModelStatus, UnknownModelError
 from core.tables import Warehouse
 from jobs.score import run
+from mvke.artifact import save_model
+from mvke.builder import build_model
 from nightly.publish import PartlyPublishedError
 from scoring.inputs import ScoringInputError, read_tags, split_tags
 from scoring.tag_index import ensure_tag_index
@@ -131,6 +134,33 @@ def test_rows_that_cannot_be_scored_are_refused_naming_one(spark, world, change,
     _refused(spark, world, world.config(write_user_vectors=True), D1, ScoringInputError,
              rf"user_features for dt={D1}: 1 of 5 rows cannot be scored \(no user_id, or a negative feature id\), "
              rf"e\.g\. \{{.*{re.escape(shown)}.*\}}; nothing was written")
+
+
+def test_a_model_saved_again_while_the_job_runs_stops_the_scan_and_writes_nothing(spark, world, monkeypatch):
+    """The driver builds the tag side from the weights it loaded; executors that loaded the weights of
+    a retrain saved under the same version meanwhile scored users with another model."""
+    import jobs.score
+
+    model = world.publish("v1")
+    world.day(D1, make_users(6, seed=1), make_tags())
+    folder = registry.model_dir(world.paths, "v1")
+    make_task = jobs.score._scan_task
+
+    def retrain_then_task(*args):
+        retrained = build_model(dataclasses.replace(model.spec.conf, seed=99), model.spec.fields, NUM_TAGS,
+                                model.spec.num_categories)
+        save_model(retrained, retrained.spec.conf, model.spec.fields, NUM_TAGS, model.spec.num_categories,
+                   f"{folder}.new")
+        os.replace(folder, f"{folder}.old")
+        os.replace(f"{folder}.new", folder)
+        return make_task(*args)
+
+    monkeypatch.setattr(jobs.score, "_scan_task", retrain_then_task)
+    before = _versions(world)
+    with pytest.raises(Exception, match="holds other weights than the driver loaded"):
+        run(spark, world.config(write_user_vectors=True), D1)
+    assert {t: v for t, v in _versions(world).items() if t is not Warehouse.TAG_INDEX} == \
+        {t: v for t, v in before.items() if t is not Warehouse.TAG_INDEX}  # the tag_index is written first
 
 
 def test_a_user_id_twice_in_user_features_is_refused(spark, world):
