@@ -37,7 +37,8 @@ from mvke.base import ProfileModel
 from nightly.lock import RunInProgressError, check_lock_folder, date_lock, exclusive
 from nightly.publish import PartlyPublishedError, after_profiles_commit, refresh_latest
 from scoring import inputs
-from scoring.executor import PROFILE_SCHEMA, USER_VECTOR_SCHEMA, ScanTask, score_users, user_vectors
+from scoring.executor import (PROFILE_SCHEMA, USER_VECTOR_SCHEMA, ModelReplacedError, ScanTask, score_users,
+                              user_vectors)
 from scoring.scan import ScanPlan, scan_plan
 from scoring.tag_index import ensure_tag_index, probe_sides, scan_tags
 from scoring.topn import UndefinedScoreError
@@ -101,11 +102,8 @@ def run(spark: SparkSession, config: Config, date: dt.date, *, output_uri: str |
                                                            replace_partitions=[date.isoformat()],
                                                            commit_info=commit_info, through=profiles),
                     "tag_index": index.table_version}
-    except Exception as exc:  # a NaN score is found on an executor: say which model and user, in one line
-        undefined = raised_on_executor(exc, UndefinedScoreError)
-        if undefined is None:
-            raise
-        raise undefined from None
+    except Exception as exc:  # a NaN score, or other weights, found on an executor: said in one line
+        raise executor_error(exc) from None
     finally:
         broadcast.destroy()
     committed = functools.partial(after_profiles_commit, date, uri, versions["user_tag_profiles"], night.version)
@@ -120,6 +118,7 @@ def run(spark: SparkSession, config: Config, date: dt.date, *, output_uri: str |
         "dt": date.isoformat(),
         "run_id": run_id,
         "model_version": night.version,
+        "weights_id": night.weights_id,
         "objectives": list(night.plan.top_n),
         "users_scored": night.users["users"],
         "users_with_missing_fields": night.users["missing"],
@@ -134,13 +133,19 @@ def run(spark: SparkSession, config: Config, date: dt.date, *, output_uri: str |
     }
 
 
-def write_user_vectors(spark: SparkSession, config: Config, date: dt.date, *, run_id: str | None = None) -> dict:
+def write_user_vectors(spark: SparkSession, config: Config, date: dt.date, *, run_id: str | None = None,
+                       weights: str | None = None) -> dict:
     """Write only the `user_vectors` partition of dt = `date`, with the model of `score.model_version`,
     as one atomic partition replace (the nightly calls it after its publish, naming the published
     profiles' model). Same checks as `run`, made before writing; returns model version, table
-    version and rows written.
+    version and rows written. `weights` (the `weights_id` the profiles were scored with, from
+    `run`'s summary): other weights in the model folder now raise ModelReplacedError.
     """
     night = _checked_inputs(spark, config, date)
+    if weights is not None and night.weights_id != weights:
+        raise ModelReplacedError(f"{night.model_path} holds other weights than the published profiles were scored "
+                                 f"with (weights_id {night.weights_id}, expected {weights}): the model version was "
+                                 f"saved again since; no vectors were written; roll {date} back, or rerun its night")
     uri = warehouse_uri(config.paths, Warehouse.USER_VECTORS)
     commit_info = {"job": "user_vectors", "run_id": run_id or uuid.uuid4().hex, "dt": date.isoformat(),
                    "model_version": night.version}
@@ -150,11 +155,24 @@ def write_user_vectors(spark: SparkSession, config: Config, date: dt.date, *, ru
             "rows_written": delta.partition_rows(uri, date.isoformat(), version)}
 
 
+def executor_error(exc: Exception) -> Exception:
+    """The job's own error an executor raised (a NaN score, other weights than the driver loaded),
+    rebuilt from Spark's exception to be reported in one line; else `exc` itself."""
+    for error in (UndefinedScoreError, ModelReplacedError):
+        found = raised_on_executor(exc, error)
+        if found is not None:
+            return found
+    return exc
+
+
 def _write_vectors(users: DataFrame, task: ScanTask, uri: str, commit_info: dict) -> int:
     """x_k(u) of every user of `users` into the partition dt = task.date of `uri`; returns the version."""
     vectors = delta.ArrowMap(functools.partial(user_vectors, task=task), USER_VECTOR_SCHEMA)
-    return delta.write_table(users, uri, mode="overwrite", partition_by=["dt"],
-                             replace_partitions=[task.date.isoformat()], commit_info=commit_info, through=vectors)
+    try:
+        return delta.write_table(users, uri, mode="overwrite", partition_by=["dt"],
+                                 replace_partitions=[task.date.isoformat()], commit_info=commit_info, through=vectors)
+    except Exception as exc:  # other weights than the driver loaded, found on an executor: said in one line
+        raise executor_error(exc) from None
 
 
 def _scan_task(spark: SparkSession, config: Config, night: CheckedInputs, date: dt.date) -> ScanTask:

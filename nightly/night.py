@@ -104,12 +104,12 @@ def run_night(spark: SparkSession, config: Config, date: dt.date, *, run_id: str
             except gates.QualityGateError as exc:
                 # tonight's model (or one an earlier attempt of this night trained) steps back; an older one
                 # passed its own night and stays
-                notes = [publish.still_published(paths, date)]
+                notes = []
                 if registry.change_status(paths, model.model_version, date, registry.ModelStatus.PUBLISHED,
                                           registry.ModelStatus.GATE_FAILED):
-                    notes.insert(0, f"model {model.model_version}, trained for {date}, is now "
-                                    f"{registry.ModelStatus.GATE_FAILED.value}; {registry.current_for(paths, date)}")
-                notes = [n for n in notes if n]
+                    notes.append(f"model {model.model_version}, trained for {date}, is now "
+                                 f"{registry.ModelStatus.GATE_FAILED.value}; {registry.current_for(paths, date)}")
+                notes += [note] if (note := publish.still_published(paths, date)) else []
                 if not notes:
                     raise
                 out.message += "; " + "; ".join(notes)
@@ -128,7 +128,8 @@ def run_night(spark: SparkSession, config: Config, date: dt.date, *, run_id: str
         with stage(paths, result.run_id, "vectors", date) as out:
             with publish.after_profiles_commit(date, publish.profiles_uri(paths), version, scored["model_version"],
                                                "the user_vectors write"):
-                out.metrics = write_vectors(spark, config, date, scored["model_version"], result.run_id)
+                out.metrics = write_vectors(spark, config, date, scored["model_version"], result.run_id,
+                                            scored["weights_id"])
             if out.metrics:
                 out.rows_in, out.rows_out = scored["users_scored"], out.metrics["rows_written"]
             out.message = (f"user_vectors of {date} written with {scored['model_version']}" if out.metrics
@@ -153,16 +154,18 @@ def training_message(trained: "TrainResult | None") -> str:
     return f"trained {trained.model_version} ({trained.status.value}); "
 
 
-def write_vectors(spark: SparkSession, config: Config, date: dt.date, model_version: str, run_id: str) -> dict:
+def write_vectors(spark: SparkSession, config: Config, date: dt.date, model_version: str, run_id: str,
+                  weights: str | None = None) -> dict:
     """After a publish: the user_vectors partition of `date` from `model_version`, the model of the
-    published profiles (not `latest`, which another date's night may have moved meanwhile), in one
-    atomic partition replace. Returns the write's summary, {} when `score.write_user_vectors` is off."""
+    published profiles (not `latest`, which another date's night may have moved meanwhile), with
+    the weights they were scored with (`weights`, their weights_id), in one atomic partition replace.
+    Returns the write's summary, {} when `score.write_user_vectors` is off."""
     from jobs import score as score_job
 
     if not config.score.write_user_vectors:
         return {}
     pinned = replace(config, score=replace(config.score, model_version=model_version))
-    return score_job.write_user_vectors(spark, pinned, date, run_id=run_id)
+    return score_job.write_user_vectors(spark, pinned, date, run_id=run_id, weights=weights)
 
 
 def check_still_published(paths: Paths, pinned: str, model: registry.ModelRecord, date: dt.date,

@@ -64,7 +64,7 @@ class ScanTask:
     weights_id: str | None = None  # the weights the driver loaded (mvke.artifact.weights_id)
 
 
-class ModelReplacedError(RuntimeError):
+class ModelReplacedError(ValueError):
     """The model folder holds other weights than the driver loaded: its version was saved again."""
 
 

@@ -18,13 +18,13 @@ from core.config import ConfigError
 from core.registry import ModelStatus, UnknownModelError
 from core.tables import Warehouse
 from jobs.score import run
-from mvke.artifact import save_model
+from mvke.artifact import save_model, weights_id
 from mvke.builder import build_model
 from nightly.publish import PartlyPublishedError
+from scoring.executor import PROFILE_SCHEMA, ModelReplacedError
 from scoring.inputs import ScoringInputError, read_tags, split_tags
 from scoring.tag_index import ensure_tag_index
 from scoring.topn import UndefinedScoreError
-from scoring.executor import PROFILE_SCHEMA
 from tests.scoring.warehouse import (D1, D2, NUM_TAGS, TABLE_FIELDS, expected_profiles, make_tags, make_users,
                                      reference_probabilities)
 
@@ -136,6 +136,38 @@ def test_rows_that_cannot_be_scored_are_refused_naming_one(spark, world, change,
              rf"e\.g\. \{{.*{re.escape(shown)}.*\}}; nothing was written")
 
 
+def _save_again(model, folder, seed=99):
+    """A retrain of the version, saved as `training.artifact.finalize` does: a new folder renamed in place."""
+    retrained = build_model(dataclasses.replace(model.spec.conf, seed=seed), model.spec.fields, NUM_TAGS,
+                            model.spec.num_categories)
+    save_model(retrained, retrained.spec.conf, model.spec.fields, NUM_TAGS, model.spec.num_categories,
+               f"{folder}.new")
+    os.replace(folder, f"{folder}.old")
+    os.replace(f"{folder}.new", folder)
+
+
+def test_the_nightlys_vectors_use_the_weights_its_profiles_were_scored_with(spark, world):
+    """Profiles published, then the version saved again before the vectors stage: vectors of the new
+    weights would sit beside profiles of the old under one version name."""
+    from jobs.score import write_user_vectors
+
+    model = world.publish("v1")
+    world.day(D1, make_users(6, seed=1), make_tags())
+    scored = run(spark, world.config(), D1)
+    folder = registry.model_dir(world.paths, "v1")
+    assert scored["weights_id"] == weights_id(folder) is not None
+    _save_again(model, folder)
+    with pytest.raises(ModelReplacedError, match=rf"^{folder} holds other weights than the published profiles were "
+                                                 rf"scored with \(weights_id {weights_id(folder)}, expected "
+                                                 rf"{scored['weights_id']}\): the model version was saved again "
+                                                 rf"since; no vectors were written; roll {D1} back, or rerun its "
+                                                 rf"night$"):
+        write_user_vectors(spark, world.config(), D1, weights=scored["weights_id"])
+    assert delta.table_version(world.uri(Warehouse.USER_VECTORS)) is None
+    written = write_user_vectors(spark, world.config(), D1, weights=weights_id(folder))  # the weights now there
+    assert written["rows_written"] == 6
+
+
 def test_a_model_saved_again_while_the_job_runs_stops_the_scan_and_writes_nothing(spark, world, monkeypatch):
     """The driver builds the tag side from the weights it loaded; executors that loaded the weights of
     a retrain saved under the same version meanwhile scored users with another model."""
@@ -147,17 +179,15 @@ def test_a_model_saved_again_while_the_job_runs_stops_the_scan_and_writes_nothin
     make_task = jobs.score._scan_task
 
     def retrain_then_task(*args):
-        retrained = build_model(dataclasses.replace(model.spec.conf, seed=99), model.spec.fields, NUM_TAGS,
-                                model.spec.num_categories)
-        save_model(retrained, retrained.spec.conf, model.spec.fields, NUM_TAGS, model.spec.num_categories,
-                   f"{folder}.new")
-        os.replace(folder, f"{folder}.old")
-        os.replace(f"{folder}.new", folder)
+        _save_again(model, folder)
         return make_task(*args)
 
     monkeypatch.setattr(jobs.score, "_scan_task", retrain_then_task)
     before = _versions(world)
-    with pytest.raises(Exception, match="holds other weights than the driver loaded"):
+    with pytest.raises(ModelReplacedError, match=rf"^{folder} holds other weights than the driver loaded "
+                                                 rf"\(weights_id \w+, expected \w+\): the model version was saved "
+                                                 rf"again while this job ran; nothing was written; run the job "
+                                                 rf"again$"):
         run(spark, world.config(write_user_vectors=True), D1)
     assert {t: v for t, v in _versions(world).items() if t is not Warehouse.TAG_INDEX} == \
         {t: v for t, v in before.items() if t is not Warehouse.TAG_INDEX}  # the tag_index is written first
