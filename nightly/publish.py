@@ -24,7 +24,7 @@ from pyspark.sql import functions as F
 from core import delta, registry
 from core.config import Paths
 from core.tables import Warehouse, staging_uri, warehouse_uri
-from nightly.runlog import died_after_publish
+from nightly.runlog import finished_nights
 
 
 def profiles_uri(paths: Paths) -> str:
@@ -196,10 +196,12 @@ def rollback_date(spark: SparkSession, paths: Paths, date: dt.date) -> str:
         refresh_latest(spark, paths)
     undoing = (f"undoing version {target}" if target == state.write else
                f"undoing versions {target} to {state.write}: publishes of the same night with model "
-               f"{state.model_version}, by runs {', '.join(reversed(undone))}, of which all but the last died after "
-               f"their publish")
-    return (f"rolled back {date}: restored the partition as of version {target - 1} ({undoing}); "
-            f"user_vectors of {date}: {vectors[date]}{models}")
+               f"{state.model_version} by runs {', '.join(reversed(undone))}, all but the last by an attempt "
+               f"that did not finish the night")
+    before = _in_effect_or_none(_up_to(history, target - 1), date, PUBLISH_JOBS)
+    restored = ("removed the partition, which no publish held before" if before is not None and before.write is None
+                else f"restored the partition as of version {target - 1}")
+    return f"rolled back {date}: {restored} ({undoing}); user_vectors of {date}: {vectors[date]}{models}"
 
 
 def _first_attempt(paths: Paths, history: list[dict], date: dt.date, state: PartitionState
@@ -207,19 +209,32 @@ def _first_attempt(paths: Paths, history: list[dict], date: dt.date, state: Part
     """The publish a rollback of `date` undoes back to, and the runs whose publishes it undoes.
 
     That is the publish in effect, and before it every publish of the same night that it
-    replaced: one by a nightly run that died after its publish (`runlog.died_after_publish`), or
-    by the same run id, with the same model. Undoing only the rerun would put the dead attempt's
-    rows back: the same night, and its model would stay published."""
+    replaced: a nightly publish with the same model whose attempt did not finish its night (no
+    report stage of its run succeeded between that publish and the next; the run died after its
+    publish, or stopped on a failure after it, and a rerun published the night again). Undoing
+    only the rerun would put the dead attempt's rows back, with its model still published."""
+    runs, reports = finished_nights(paths, date)
     target, undone = state.write, [state.run_id] if state.run_id else []
-    died = died_after_publish(paths, date)
+    replaced_at = _commit_time(history, state.write)
     while (earlier := _in_effect_or_none(_up_to(history, target - 1), date, PUBLISH_JOBS)) is not None \
-            and earlier.write is not None and earlier.run_id is not None \
-            and state.model_version is not None and earlier.model_version == state.model_version \
-            and (earlier.run_id in died or earlier.run_id == state.run_id):
-        target = earlier.write
+            and earlier.write is not None and earlier.run_id in runs and _job(history, earlier.write) == "publish" \
+            and state.model_version is not None and earlier.model_version == state.model_version:
+        published_at = _commit_time(history, earlier.write)
+        if any(published_at <= started < replaced_at for started in reports.get(earlier.run_id, ())):
+            break  # that attempt finished its night: a publish of its own
+        target, replaced_at = earlier.write, published_at
         if earlier.run_id not in undone:
             undone.append(earlier.run_id)
     return target, tuple(undone)
+
+
+def _commit_time(history: list[dict], version: int) -> dt.datetime:
+    entry = next(e for e in history if e["version"] == version)
+    return dt.datetime.fromtimestamp(entry["timestamp"] / 1000, tz=dt.timezone.utc)
+
+
+def _job(history: list[dict], version: int) -> str | None:
+    return next(e for e in history if e["version"] == version).get("job")
 
 
 def align_models(spark: SparkSession, paths: Paths, changes: dict[dt.date, tuple[list[int], int]],

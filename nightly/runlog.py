@@ -75,12 +75,16 @@ def read_runs(paths: Paths) -> list[dict]:
     return sorted(rows, key=lambda r: (r["started_at"], r["stage"]))
 
 
-def died_after_publish(paths: Paths, date: dt.date) -> set[str]:
-    """The nightly runs of `date` that published and then never finished their report stage (killed,
-    or stopped by a failure after the publish): attempts a rerun of the night published again."""
-    rows = [r for r in read_runs(paths) if r["dt"] == date and r["status"] == "succeeded"]
-    published = {r["run_id"] for r in rows if r["stage"] == "publish"}
-    return published - {r["run_id"] for r in rows if r["stage"] == "report"}
+def finished_nights(paths: Paths, date: dt.date) -> tuple[set[str], dict[str, list[dt.datetime]]]:
+    """The nightly runs of `date` (every run id with a row for it), and when each one's report stages
+    that succeeded started: a publish of such a run was an attempt that finished its night if one of
+    them started after it and before the next publish of the date."""
+    rows = [r for r in read_runs(paths) if r["dt"] == date]
+    reports: dict[str, list[dt.datetime]] = {}
+    for r in rows:
+        if r["stage"] == "report" and r["status"] == "succeeded":
+            reports.setdefault(r["run_id"], []).append(r["started_at"])
+    return {r["run_id"] for r in rows}, reports
 
 
 def _append(paths: Paths, row: dict) -> None:

@@ -1,3 +1,4 @@
+import contextlib
 import datetime as dt
 import os
 
@@ -127,8 +128,9 @@ def test_rollback_of_a_date_undoes_the_publish_a_restore_brought_back(spark, pat
     publish.rollback_to_version(spark, paths, 1)  # version 3: D2 holds B1 (the publish of version 1) again
     assertDataFrameEqual(_published(spark, paths), a1.union(b1))
     message = publish.rollback_date(spark, paths, D2)
-    assert message == ("rolled back 2026-11-11: restored the partition as of version 0 (undoing version 1); "
-                       "user_vectors of 2026-11-11: none to restore: the table holds no vectors of the date")
+    assert message == ("rolled back 2026-11-11: removed the partition, which no publish held before (undoing "
+                       "version 1); user_vectors of 2026-11-11: none to restore: the table holds no vectors of the "
+                       "date")
     assertDataFrameEqual(_published(spark, paths), a1)
     assertDataFrameEqual(_latest(spark, paths), a1)
     # a publish after the restore is the one in effect, and is undone to the restored state
@@ -320,13 +322,16 @@ def test_rolling_back_a_rerun_keeps_the_model_of_the_restored_profiles(spark, pa
     assert _statuses(paths) == {"m0": "published", "m1": "published"}
 
 
-def _logged_night(spark, paths, date, tag, run_id, model, *, died_after_publish=False):
-    """`_night` with the runs rows the nightly writes: its publish stage, then (unless it died right
-    after the publish) its vectors and report stages."""
-    with runlog.stage(paths, run_id, "publish", date):
+def _logged_night(spark, paths, date, tag, run_id, model, *, ends="finished"):
+    """`_night` with the runs rows the nightly writes: its publish stage, then its vectors and report
+    stages. `ends`: "finished"; "killed" right after the publish (no row after it); "refresh failed"
+    (the publish committed, then the profiles_latest refresh in the same stage failed)."""
+    with contextlib.suppress(RuntimeError), runlog.stage(paths, run_id, "publish", date):
         profiles = _stage(spark, paths, [(date, "u1", "ctr", 1, tag, 0.5, model)])
         publish.publish(spark, paths, date, run_id, model)
-    if died_after_publish:
+        if ends == "refresh failed":
+            raise RuntimeError("the profiles_latest refresh lost its race")
+    if ends != "finished":
         return profiles
     for name in ("vectors", "report"):
         with runlog.stage(paths, run_id, name, date):
@@ -335,35 +340,57 @@ def _logged_night(spark, paths, date, tag, run_id, model, *, died_after_publish=
     return profiles
 
 
-def test_rolling_back_a_night_rerun_after_its_first_attempt_died_past_the_publish_undoes_both(spark, paths):
-    """r1 published D1 with m1 and was killed before its vectors; the rerun r2 published the same night
-    again. Undoing only r2 put r1's rows back: the same bad night, m1 still published, and no vectors."""
+@pytest.mark.parametrize("ends", ["killed", "refresh failed"])
+def test_rolling_back_a_night_rerun_after_its_first_attempt_died_past_the_publish_undoes_both(spark, paths, ends):
+    """r1 published D1 with m1 and never finished (killed, or its publish stage failed after the commit);
+    the rerun r2 published the same night again. Undoing only r2 put r1's rows back: the same bad
+    night, m1 still published, and no vectors."""
     _register(paths, ("m0", D0, ModelStatus.PUBLISHED), ("m1", D1, ModelStatus.PUBLISHED))
     before = _logged_night(spark, paths, D0, "Z0", "r0", "m0")  # version 0
-    _logged_night(spark, paths, D1, "A1", "r1", "m1", died_after_publish=True)  # version 1
+    _logged_night(spark, paths, D1, "A1", "r1", "m1", ends=ends)  # version 1
     _logged_night(spark, paths, D1, "A2", "r2", "m1")  # version 2
-    assert runlog.died_after_publish(paths, D1) == {"r1"}
     message = publish.rollback_date(spark, paths, D1)
-    assert message == ("rolled back 2026-11-10: restored the partition as of version 0 (undoing versions 1 to 2: "
-                       "publishes of the same night with model m1, by runs r1, r2, of which all but the last died "
-                       "after their publish); user_vectors of 2026-11-10: removed, undoing version 1 of run r2 (the "
-                       "date had no vectors before the undone runs wrote theirs); model m1, trained for 2026-11-10, "
-                       "is now rolled_back; the latest published model for 2026-11-10 is m0")
+    assert message == ("rolled back 2026-11-10: removed the partition, which no publish held before (undoing "
+                       "versions 1 to 2: "
+                       "publishes of the same night with model m1 by runs r1, r2, all but the last by an attempt "
+                       "that did not finish the night); user_vectors of 2026-11-10: removed, undoing version 1 of "
+                       "run r2 (the date had no vectors before the undone runs wrote theirs); model m1, trained for "
+                       "2026-11-10, is now rolled_back; the latest published model for 2026-11-10 is m0")
     assert publish.published_dates(paths) == [D0]
     assertDataFrameEqual(publish.read_profiles(spark, publish.profiles_uri(paths), D0), before)
     assert _statuses(paths) == {"m0": "published", "m1": "rolled_back"}
     assert [r["dt"] for r in delta.read_arrow(publish.vectors_uri(paths)).to_pylist()] == [D0, D0]
 
 
-def test_a_finished_night_rerun_with_the_same_model_is_still_undone_one_publish_at_a_time(spark, paths):
-    """Both runs of D1 finished: the rerun is a publish of its own, and undoing it puts r1's back."""
+def test_a_dead_attempt_and_its_rerun_under_the_same_run_id_are_undone_together(spark, paths):
+    _register(paths, ("m1", D1, ModelStatus.PUBLISHED))
+    _logged_night(spark, paths, D1, "A1", "r1", "m1", ends="killed")  # version 0
+    _logged_night(spark, paths, D1, "A2", "r1", "m1")  # version 1: `--run-id r1` again
+    assert publish.rollback_date(spark, paths, D1) == (
+        "rolled back 2026-11-10: removed the partition, which no publish held before (undoing versions 0 to 1: "
+        "publishes of the same night with model m1 by runs r1, all but the last by an attempt that did not finish "
+        "the night); user_vectors of 2026-11-10: removed, undoing version 0 of run r1 (the date had no vectors "
+        "before the undone runs wrote theirs); model m1, trained for 2026-11-10, is now rolled_back; no published "
+        "model for 2026-11-10 is left, and a rerun of 2026-11-10 with the same inputs and settings gets m1 back, "
+        "which stays withdrawn: change a model or train setting to train a new version, or pin "
+        "score.model_version=m1 to score with it anyway")
+    assert publish.published_dates(paths) == []
+    assert _statuses(paths) == {"m1": "rolled_back"}
+
+
+@pytest.mark.parametrize("second_run", ["r2", "r1"])
+def test_a_finished_night_rerun_with_the_same_model_is_still_undone_one_publish_at_a_time(spark, paths, second_run):
+    """Both attempts finished their night (under another run id, or the same one reused): the rerun is a
+    publish of its own, and undoing it puts the first one back."""
     _register(paths, ("m1", D1, ModelStatus.PUBLISHED))
     first = _logged_night(spark, paths, D1, "A1", "r1", "m1")  # version 0
-    _logged_night(spark, paths, D1, "A2", "r2", "m1")  # version 1
-    assert runlog.died_after_publish(paths, D1) == set()
+    _logged_night(spark, paths, D1, "A2", second_run, "m1")  # version 1
+    vectors = ("unchanged: they hold the vectors of run r1 (version 1), the run of the restored profiles"
+               if second_run == "r1" else "restored the vectors of run r1 (version 0, model m1), undoing version 1 "
+                                          "of run r2")
     assert publish.rollback_date(spark, paths, D1) == (
-        "rolled back 2026-11-10: restored the partition as of version 0 (undoing version 1); user_vectors of "
-        "2026-11-10: restored the vectors of run r1 (version 0, model m1), undoing version 1 of run r2")
+        f"rolled back 2026-11-10: restored the partition as of version 0 (undoing version 1); user_vectors of "
+        f"2026-11-10: {vectors}")
     assertDataFrameEqual(publish.read_profiles(spark, publish.profiles_uri(paths), D1), first)
     assert _statuses(paths) == {"m1": "published"}
 
@@ -439,8 +466,8 @@ def test_a_rollback_past_the_vacuum_window_is_refused_before_anything_changes(sp
     assertDataFrameEqual(_all_vectors(spark, paths), v2.union(other))
     assertDataFrameEqual(_latest(spark, paths), latest)
     # a rollback that needs only files still there works: D2's first publish created its partition
-    assert publish.rollback_date(spark, paths, D2).startswith("rolled back 2026-11-11: restored the partition as of "
-                                                              "version 1 (undoing version 2)")
+    assert publish.rollback_date(spark, paths, D2).startswith("rolled back 2026-11-11: removed the partition, which "
+                                                              "no publish held before (undoing version 2)")
 
 
 def test_a_rollback_that_died_before_refreshing_latest_is_finished_by_its_rerun(spark, paths, monkeypatch):
@@ -538,7 +565,8 @@ def test_rolling_back_a_publish_a_rollback_put_back_needs_only_live_files(spark,
         delta.vacuum(uri, retention_hours=0)
     assert delta.missing_files(publish.profiles_uri(paths), 1, {"dt": D1})  # r1's own files are gone
     message = publish.rollback_date(spark, paths, D1)
-    assert message.startswith("rolled back 2026-11-10: restored the partition as of version 0 (undoing version 1)")
+    assert message.startswith("rolled back 2026-11-10: removed the partition, which no publish held before (undoing "
+                              "version 1)")
     assert message.endswith("; model m1, trained for 2026-11-10, is now rolled_back; "
                             "the latest published model for 2026-11-10 is m0")
     assert publish.published_dates(paths) == [D0]
