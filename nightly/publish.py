@@ -92,9 +92,10 @@ def still_published(paths: Paths, date: dt.date) -> str | None:
     state = _in_effect_or_none(delta.history(uri), date, PUBLISH_JOBS) if delta.table_exists(uri) else None
     if state is None or state.write is None:
         return None
-    return (f"dt={date} is still published from version {state.write} of {uri} (run {state.run_id}, model "
-            f"{state.model_version}): an earlier run of this date published it; "
-            f"`rollback --date {date}` undoes it")
+    known = ", ".join(f"{what} {value}" for what, value in (("run", state.run_id), ("model", state.model_version))
+                      if value is not None)
+    return (f"dt={date} is still published from version {state.write} of {uri}{f' ({known})' if known else ''}: an "
+            f"earlier run of this date published it; `rollback --date {date}` undoes it")
 
 
 def refresh_latest(spark: SparkSession, paths: Paths) -> None:
