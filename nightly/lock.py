@@ -73,17 +73,7 @@ again) would have them deleted under it."""
 
 @contextmanager
 def exclusive(paths: Paths, name: str, run_id: str) -> Iterator[None]:
-    path = lock_path(paths, name)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            current = _holder_record(path)
-            who = _describe(current) if current or name != VACUUM_LOCK else "a rollback (it shares this lock)"
-            raise RunInProgressError(f"another run holds {path}: {who}; wait for it (the lock goes with its "
-                                     f"process)") from None
+    with _flock(paths, name, fcntl.LOCK_EX) as fd:
         holder = {"run_id": run_id, "pid": os.getpid(), "host": socket.gethostname(),
                   "since": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
         os.ftruncate(fd, 0)
@@ -92,26 +82,34 @@ def exclusive(paths: Paths, name: str, run_id: str) -> Iterator[None]:
             yield
         finally:
             os.ftruncate(fd, 0)  # released: no holder to name
-    finally:
-        os.close(fd)  # closing the descriptor releases the flock
 
 
 @contextmanager
 def shared(paths: Paths, name: str) -> Iterator[None]:
     """Hold `name` shared with other sharers, against an exclusive holder (no holder record is written)."""
+    with _flock(paths, name, fcntl.LOCK_SH) as fd:
+        os.ftruncate(fd, 0)  # no exclusive holder now: a record left is a killed one's
+        yield
+
+
+@contextmanager
+def _flock(paths: Paths, name: str, mode: int) -> Iterator[int]:
+    """The lock file's descriptor, holding `mode` (LOCK_EX, LOCK_SH) at once or RunInProgressError."""
     path = lock_path(paths, name)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RunInProgressError(f"another run holds {path}: {_describe(_holder_record(path))}; wait for "
-                                     f"it (the lock goes with its process)") from None
-        os.ftruncate(fd, 0)  # no exclusive holder now: a record left is a killed one's
-        yield
+            current = _holder_record(path)
+            shared_by_rollbacks = mode == fcntl.LOCK_EX and name == VACUUM_LOCK and not current
+            who = "a rollback (it shares this lock)" if shared_by_rollbacks else _describe(current)
+            raise RunInProgressError(f"another run holds {path}: {who}; wait for it (the lock goes with its "
+                                     f"process)") from None
+        yield fd
     finally:
-        os.close(fd)
+        os.close(fd)  # closing the descriptor releases the flock
 
 
 def holder(paths: Paths, name: str) -> dict | None:
