@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import os
-import re
 
 import numpy as np
 import pytest
@@ -144,13 +144,21 @@ def test_a_report_failing_after_the_publish_names_the_commit(spark, world, monke
         *((s, "succeeded") for s in night.STAGES[:-1]), ("report", "failed")]
 
 
-def test_a_failed_gate_publishes_nothing_and_says_why(spark, world):
+def test_a_failed_gate_publishes_nothing_and_says_why(spark, world, tmp_path, capsys):
+    """Through the command's `main`: exit 3, the gates' lines on stderr."""
+    from jobs import nightly as nightly_job
+
     config = _config(world, min_auc=1.0)  # no model reaches it
     before = _versions(config)
     auc = registry.latest_published(config.paths).metrics["ctr"]["auc"]  # the model the night reuses
-    with pytest.raises(QualityGateError, match=re.escape(f"model_auc_ctr: {auc:.4f} (must be >= 1.0) FAILED by "
-                                                         f"{1 - auc:.4f}; validation AUC of the model used")):
-        night.run_night(spark, config, D3, run_id="n3-gate")
+    conf = tmp_path / "night.yaml"
+    conf.write_text(json.dumps(config.to_dict()))  # JSON is YAML
+    capsys.readouterr()
+    assert nightly_job.main(["--conf", str(conf), "--date", D3.isoformat(), "--run-id", "n3-gate"]) == 3
+    err = capsys.readouterr().err
+    assert err.startswith(f"[nightly] {D3}: quality gates failed, nothing published:\n")
+    assert (f"  model_auc_ctr: {auc:.4f} (must be >= 1.0) FAILED by {1 - auc:.4f}; validation AUC of the model "
+            f"used") in err.splitlines()
     assert _versions(config) == before
     assert publish.published_dates(config.paths) == [D1, D2]
     # the candidate stays in staging for inspection: D3's users, top 5 per objective, by the reused model
