@@ -247,15 +247,20 @@ def _epoch_keys(converter, rank, *, epoch, steps, seed=0) -> list[int]:
         return [k for b in batches for k in b["user_key"].tolist()]
 
 
+def _examples(spark, count: int):
+    """`count` examples u0.. of FIELDS as batch columns, one user each."""
+    rows = [(f"u{i}", 2, 1, i % 2, 0, [3, 4], [0.5, 1.0], 2) for i in range(count)]
+    return model_columns(spark.createDataFrame(rows, "user_id string, tag_index int, category_id int, click int, "
+                                                     "conversion int, history array<int>, "
+                                                     "history_weights array<float>, interest int"),
+                         FIELDS, multi_len=2)
+
+
 def test_epochs_read_a_seeded_new_row_group_order_and_exactly_their_steps(spark, tmp_path):
     """8 files (one row group each), 4 per rank. train.seed=0 used to leave Petastorm unseeded (a new order
     on every run), one long stream repeated the first pass's order every epoch, and a resumed run
     started its epoch at another place of the stream than an uninterrupted one."""
-    rows = [(f"u{i}", 2, 1, i % 2, 0, [3, 4], [0.5, 1.0], 2) for i in range(96)]
-    frame = model_columns(spark.createDataFrame(rows, "user_id string, tag_index int, category_id int, click int, "
-                                                      "conversion int, history array<int>, "
-                                                      "history_weights array<float>, interest int"),
-                          FIELDS, multi_len=2)
+    frame = _examples(spark, 96)
     with petastorm_converters(spark, {"train": frame}, str(tmp_path), partitions=8, seed=3) as converters:
         converter = converters["train"]
         groups = []  # each rank's row groups in file order: its shard, read independently of the order
@@ -289,11 +294,7 @@ def assert_passes_over(keys: list[int], shard: list[int]) -> None:
 def test_a_shard_of_one_row_group_is_read_in_a_new_row_order_every_epoch(spark, tmp_path):
     """A rank's file under Petastorm's 32 MB row group is one row group: with only the row group
     order shuffled, every epoch (and every pass within one) read the same batches."""
-    rows = [(f"u{i}", 2, 1, i % 2, 0, [3, 4], [0.5, 1.0], 2) for i in range(64)]
-    frame = model_columns(spark.createDataFrame(rows, "user_id string, tag_index int, category_id int, click int, "
-                                                      "conversion int, history array<int>, "
-                                                      "history_weights array<float>, interest int"),
-                          FIELDS, multi_len=2)
+    frame = _examples(spark, 64)
     with petastorm_converters(spark, {"train": frame}, str(tmp_path), partitions=2, seed=3) as converters:
         converter = converters["train"]
         assert row_groups(converter.file_urls) == [1, 1]
